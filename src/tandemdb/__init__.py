@@ -1,0 +1,3 @@
+"""Tandem: open disaster recovery for multi-tenant SaaS environments."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,37 @@
+"""The environment engine: one tenant environment on one node, with its journal.
+
+Entry point: `Environment`. See docs/engine.md for how the journal, DDL capture, files,
+apply and rewind work.
+"""
+
+from .blobstore import BlobStore, LocalBlobStore
+from .checksum import Checksum
+from .environment import Environment
+from .errors import (
+    ApplyConflict,
+    DivergentHistory,
+    EngineError,
+    FileNotFound,
+    InvalidPath,
+    JournalGap,
+    JournalTruncated,
+    LimitExceeded,
+    MissingBlobs,
+    RewindImpossible,
+    SandboxViolation,
+    SqlError,
+    StaleEpoch,
+)
+from .files import FileInfo, normalise_path
+from .journal import JournalEntry
+from .results import Statement, StatementResult, TxResult
+from .sandbox import Limits
+from .snapshot import Snapshot
+
+__all__ = [
+    "ApplyConflict", "BlobStore", "Checksum", "DivergentHistory", "EngineError", "Environment",
+    "FileInfo", "FileNotFound", "InvalidPath", "JournalEntry", "JournalGap", "JournalTruncated",
+    "LimitExceeded", "LocalBlobStore", "MissingBlobs", "RewindImpossible", "SandboxViolation",
+    "Snapshot", "SqlError", "StaleEpoch", "Statement", "StatementResult", "TxResult", "Limits",
+    "normalise_path",
+]

@@ -1,0 +1,497 @@
+"""`Environment`: one tenant environment on one node (a SQL database plus its files).
+
+Everything an environment does to its data goes through here: tenant transactions (each
+write makes one journal entry in the same SQLite commit), files, journal reading and
+truncation, applying entries on a replica, rewind, snapshots, garbage collection and the
+logical checksum. One connection and one lock serialise the work; the lock is never held
+across network I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import apsw
+
+from . import checksum as checksum_mod
+from . import snapshot as snapshot_mod
+from .blobstore import BlobStore, LocalBlobStore, digest_of
+from .errors import (
+    DivergentHistory,
+    EngineError,
+    FileNotFound,
+    JournalGap,
+    LimitExceeded,
+    MissingBlobs,
+    RewindImpossible,
+    SandboxViolation,
+    SqlError,
+    StaleEpoch,
+)
+from .files import FileInfo, FileTable, normalise_path, normalise_prefix
+from .journal import Journal, JournalEntry
+from .recorder import Recorder
+from .replay import replay_segments, undo_segments
+from .results import Statement, StatementResult, TxResult
+from .sandbox import Limits, Sandbox
+from .schema import DB_FILE, open_database
+
+
+class Environment:
+    """One environment replica: open it on a directory, then execute, apply, rewind …"""
+
+    def __init__(self, directory: Path | str, *, blobs: BlobStore | None = None,
+                 limits: Limits | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.blobs = blobs or LocalBlobStore(self.directory / "blobs")
+        self.limits = limits or Limits()
+        self._lock = threading.RLock()
+        self._conn = open_database(self.directory / DB_FILE)
+        self._sandbox = Sandbox(self._conn)
+        self._journal = Journal(self._conn)
+        self._files = FileTable(self._conn)
+        self._pins: Counter[str] = Counter()
+        with self._write_tx():
+            if self._conn.execute("SELECT count(*) FROM _tandem_epochs").get == 0:
+                self._conn.execute("INSERT INTO _tandem_epochs VALUES (1, 0)")
+        self._last_lsn = self._journal.last_lsn()
+        self._epochs: list[tuple[int, int]] = list(
+            self._conn.execute("SELECT epoch, start_lsn FROM _tandem_epochs ORDER BY epoch"))
+        self._epoch = max(self._meta("epoch", 1), self._epochs[-1][0])
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def last_lsn(self) -> int:
+        """The lsn of the newest committed entry (0 before the first write)."""
+        return self._last_lsn
+
+    @property
+    def epoch(self) -> int:
+        """The newest epoch this replica knows; it refuses anything older."""
+        return self._epoch
+
+    @property
+    def epoch_history(self) -> list[tuple[int, int]]:
+        """(epoch, start_lsn) pairs: epoch E's entries have lsn > start_lsn."""
+        return list(self._epochs)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _meta(self, key: str, default: int) -> int:
+        value = self._conn.execute(
+            "SELECT value FROM _tandem_meta WHERE key = ?", (key,)).get
+        return default if value is None else value
+
+    def _set_meta(self, key: str, value: int) -> None:
+        self._conn.execute(
+            "INSERT INTO _tandem_meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (the caller holds the lock)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _triggers_off(self) -> Iterator[None]:
+        """Replicas apply changesets with triggers disabled: their effects are recorded."""
+        self._conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
+        try:
+            yield
+        finally:
+            self._conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1)
+
+    # -- tenant transactions ----------------------------------------------------------------
+    def execute(self, statements: Sequence, *, limits: Limits | None = None) -> TxResult:
+        """Run statements as one transaction; a write makes one journal entry, atomically."""
+        stmts = [Statement.of(s) for s in statements]
+        limits = limits or self.limits
+        with self._lock:
+            with self._write_tx():
+                recorder = Recorder(self._conn)
+                results = self._run_statements(recorder, stmts, limits)
+                entry = self._seal(recorder, self._last_lsn + 1)
+            if entry is not None:
+                self._last_lsn = entry.lsn
+            return TxResult(results, self._last_lsn, self._epoch)
+
+    def execute_group(self, transactions: Sequence[Sequence], *,
+                      limits: Limits | None = None) -> list[TxResult | EngineError]:
+        """Group commit: many client transactions, one SQLite commit (one fsync).
+
+        Each runs in its own savepoint and gets its own journal entry; one that fails is
+        rolled back alone and reported in its slot, the others commit together.
+        """
+        limits = limits or self.limits
+        with self._lock:
+            outcomes: list[tuple[list[StatementResult], int] | EngineError] = []
+            lsn = self._last_lsn
+            with self._write_tx():
+                for statements in transactions:
+                    self._conn.execute("SAVEPOINT client_tx")
+                    try:
+                        stmts = [Statement.of(s) for s in statements]
+                        recorder = Recorder(self._conn)
+                        results = self._run_statements(recorder, stmts, limits)
+                        entry = self._seal(recorder, lsn + 1)
+                    except EngineError as err:
+                        self._conn.execute("ROLLBACK TO client_tx")
+                        self._conn.execute("RELEASE client_tx")
+                        outcomes.append(err)
+                        continue
+                    self._conn.execute("RELEASE client_tx")
+                    if entry is not None:
+                        lsn = entry.lsn
+                    outcomes.append((results, lsn))
+            self._last_lsn = lsn
+            return [o if isinstance(o, EngineError) else TxResult(o[0], o[1], self._epoch)
+                    for o in outcomes]
+
+    def _run_statements(self, recorder: Recorder, stmts: list[Statement],
+                        limits: Limits) -> list[StatementResult]:
+        try:
+            return [self._run_statement(recorder, s, limits) for s in stmts]
+        except BaseException:
+            recorder.discard()
+            raise
+
+    def _seal(self, recorder: Recorder, lsn: int) -> JournalEntry | None:
+        """Turn what the recorder saw into a journal entry, written in the open transaction."""
+        segments = recorder.finish()
+        if not segments:
+            return None
+        entry = JournalEntry(lsn, self._epoch, time.time(), segments, tuple(recorder.blobs))
+        self._journal.append(entry)
+        return entry
+
+    def _run_statement(self, recorder: Recorder, stmt: Statement,
+                       limits: Limits) -> StatementResult:
+        flags = self._sandbox.begin_statement(limits)
+        columns: list[str] = []
+        seen: list[str] = []
+
+        def on_statement(cursor: apsw.Cursor, sql: str, _bindings: object) -> bool:
+            if seen:
+                return False  # a second statement hidden in one item
+            seen.append(sql)
+            columns.extend(d[0] for d in cursor.get_description())
+            if flags.ddl:
+                with self._sandbox.internal():
+                    recorder.before_ddl(sql)
+            return True
+
+        cursor = self._conn.cursor()
+        cursor.exec_trace = on_statement
+        rows: list[list] = []
+        size = 0
+        try:
+            for row in cursor.execute(stmt.sql, stmt.params, can_cache=False):
+                rows.append(list(row))
+                size += _row_size(row)
+                if len(rows) > limits.max_result_rows or size > limits.max_result_bytes:
+                    raise LimitExceeded(
+                        f"result is larger than the limit of {limits.max_result_rows} rows "
+                        f"or {limits.max_result_bytes} bytes; add a LIMIT or page with WHERE")
+        except apsw.ExecTraceAbort:
+            raise SqlError("each statement item must hold exactly one SQL statement; "
+                           "send the others as separate items") from None
+        except apsw.AuthError as err:
+            raise SandboxViolation(flags.denied or str(err)) from None
+        except apsw.InterruptError:
+            raise LimitExceeded(f"statement ran longer than {limits.statement_seconds:g}s "
+                                "and was stopped") from None
+        except (apsw.Error, TypeError, OverflowError, ValueError) as err:
+            raise SqlError(str(err)) from None
+        finally:
+            self._sandbox.end_statement()
+        if flags.ddl:
+            recorder.after_ddl()
+        affected = self._conn.changes() if flags.dml else 0
+        rowid = self._conn.last_insert_rowid() if flags.inserts else None
+        return StatementResult(columns, rows, affected, rowid)
+
+    # -- files -----------------------------------------------------------------------------
+    def put_file(self, path: str, data: bytes) -> TxResult:
+        """Store a file: the blob is durable before the row that references it commits."""
+        path = normalise_path(path)
+        digest = digest_of(data)
+        with self.pin_blobs([digest]):
+            self.blobs.put(data)
+
+            def write(recorder: Recorder) -> None:
+                old = self._files.lookup(path)
+                self._files.upsert(FileInfo(path, digest, len(data), time.time()))
+                recorder.blobs.append(digest)
+                if old is not None and old.hash != digest:
+                    recorder.blobs.append(old.hash)  # a rewind restores the old row
+
+            return self._internal_tx(write)
+
+    def delete_file(self, path: str) -> TxResult:
+        path = normalise_path(path)
+
+        def remove(recorder: Recorder) -> None:
+            old = self._files.lookup(path)
+            if old is None:
+                raise FileNotFound(f"no file {path!r}")
+            self._files.remove(path)
+            recorder.blobs.append(old.hash)
+
+        return self._internal_tx(remove)
+
+    def stat_file(self, path: str) -> FileInfo:
+        path = normalise_path(path)
+        with self._lock:
+            info = self._files.lookup(path)
+        if info is None:
+            raise FileNotFound(f"no file {path!r}")
+        return info
+
+    def get_file(self, path: str) -> bytes:
+        with self._lock:
+            info = self.stat_file(path)
+            try:
+                return self.blobs.get(info.hash)
+            except KeyError:
+                raise MissingBlobs([info.hash]) from None
+
+    def list_files(self, prefix: str = "") -> list[FileInfo]:
+        prefix = normalise_prefix(prefix)
+        with self._lock:
+            return self._files.list(prefix)
+
+    def _internal_tx(self, body) -> TxResult:
+        """A write made by the engine itself (files), journaled like a tenant transaction."""
+        with self._lock:
+            with self._write_tx():
+                recorder = Recorder(self._conn)
+                try:
+                    body(recorder)
+                except BaseException:
+                    recorder.discard()
+                    raise
+                entry = self._seal(recorder, self._last_lsn + 1)
+            if entry is not None:
+                self._last_lsn = entry.lsn
+            return TxResult([], self._last_lsn, self._epoch)
+
+    @contextmanager
+    def pin_blobs(self, digests: Iterable[str]) -> Iterator[None]:
+        """Keep blobs from garbage collection while a row that needs them is being written."""
+        digests = list(digests)
+        with self._lock:
+            self._pins.update(digests)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pins.subtract(digests)
+                self._pins += Counter()  # drop zero counts
+
+    # -- journal ---------------------------------------------------------------------------
+    def read_journal(self, after: int, *, max_entries: int = 1000,
+                     max_bytes: int = 4 << 20) -> list[JournalEntry]:
+        """Entries after lsn `after`, oldest first, within the budgets."""
+        with self._lock:
+            return self._journal.read_after(after, max_entries, max_bytes)
+
+    def first_lsn(self) -> int:
+        with self._lock:
+            return self._journal.first_lsn()
+
+    def acknowledge(self, consumer: str, lsn: int) -> None:
+        """Record that `consumer` (a secondary) has applied up to `lsn`; it persists."""
+        with self._lock, self._write_tx():
+            self._conn.execute(
+                "INSERT INTO _tandem_consumers(name, acked_lsn) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET acked_lsn = max(acked_lsn, excluded.acked_lsn)",
+                (consumer, lsn))
+
+    def forget_consumer(self, consumer: str) -> None:
+        with self._lock, self._write_tx():
+            self._conn.execute("DELETE FROM _tandem_consumers WHERE name = ?", (consumer,))
+
+    def consumers(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT name, acked_lsn FROM _tandem_consumers"))
+
+    def truncate_journal(self, upto: int | None = None) -> int:
+        """Delete entries every consumer has acknowledged (and <= upto). Returns the count."""
+        with self._lock:
+            limit = self._last_lsn if upto is None else min(upto, self._last_lsn)
+            acked = self.consumers().values()
+            if acked:
+                limit = min(limit, min(acked))
+            with self._write_tx():
+                return self._journal.truncate(limit)
+
+    # -- epochs ----------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        """Promotion: from now on this replica writes in `epoch`, starting after last_lsn."""
+        with self._lock:
+            if epoch <= self._epoch:
+                raise StaleEpoch(f"cannot begin epoch {epoch}: this replica already knows "
+                                 f"epoch {self._epoch}")
+            with self._write_tx():
+                self._conn.execute("INSERT INTO _tandem_epochs VALUES (?, ?)",
+                                   (epoch, self._last_lsn))
+                self._set_meta("epoch", epoch)
+            self._epochs.append((epoch, self._last_lsn))
+            self._epoch = epoch
+
+    def observe_epoch(self, epoch: int) -> None:
+        """Fencing: learn that `epoch` exists, so anything older is refused from now on."""
+        with self._lock:
+            if epoch > self._epoch:
+                with self._write_tx():
+                    self._set_meta("epoch", epoch)
+                self._epoch = epoch
+
+    def _epoch_in_force(self, lsn: int, history: list[tuple[int, int]]) -> int:
+        return max(e for e, start in history if start < lsn)
+
+    # -- replica apply -------------------------------------------------------------------
+    def apply(self, entries: Sequence[JournalEntry], *, sender_epoch: int | None = None) -> int:
+        """Apply entries from the primary, in lsn order, exactly once. Returns last_lsn.
+
+        Entries at or below last_lsn are skipped (idempotent retries); a gap, an entry from a
+        superseded epoch, a missing blob or any row conflict is an error and nothing of the
+        batch is applied.
+        """
+        if not entries:
+            return self._last_lsn
+        sender = sender_epoch if sender_epoch is not None else max(e.epoch for e in entries)
+        with self._lock:
+            if sender < self._epoch:
+                raise StaleEpoch(f"entries come from a primary in epoch {sender}, but this "
+                                 f"replica knows epoch {self._epoch}; refusing them")
+            fresh = [e for e in entries if e.lsn > self._last_lsn]
+            self._check_already_applied([e for e in entries if e.lsn <= self._last_lsn])
+            missing = sorted({d for e in fresh for d in e.blobs if not self.blobs.has(d)})
+            if missing:
+                raise MissingBlobs(missing)
+            lsn, history = self._last_lsn, list(self._epochs)
+            with self._write_tx(), self._triggers_off():
+                for entry in fresh:
+                    if entry.lsn != lsn + 1:
+                        raise JournalGap(f"expected lsn {lsn + 1}, got {entry.lsn}: "
+                                         "entries must be applied in order without gaps")
+                    self._check_entry_epoch(entry, sender, history)
+                    replay_segments(self._conn, entry.segments, lsn=entry.lsn)
+                    self._journal.append(entry)
+                    if entry.epoch > history[-1][0]:
+                        history.append((entry.epoch, entry.lsn - 1))
+                        self._conn.execute("INSERT INTO _tandem_epochs VALUES (?, ?)",
+                                           history[-1])
+                    lsn = entry.lsn
+                if sender > self._epoch:
+                    self._set_meta("epoch", sender)
+            self._last_lsn, self._epochs = lsn, history
+            self._epoch = max(self._epoch, sender)
+            return lsn
+
+    def _check_already_applied(self, entries: list[JournalEntry]) -> None:
+        for entry in entries:
+            mine = self._journal.epoch_at(entry.lsn)
+            if mine is not None and mine != entry.epoch:
+                raise DivergentHistory(
+                    f"lsn {entry.lsn} is epoch {mine} here but epoch {entry.epoch} at the "
+                    "sender: histories forked, rewind this replica to the fork point")
+
+    def _check_entry_epoch(self, entry: JournalEntry, sender: int,
+                           history: list[tuple[int, int]]) -> None:
+        if entry.epoch > sender:
+            raise DivergentHistory(f"lsn {entry.lsn} claims epoch {entry.epoch}, newer than "
+                                   f"its sender's epoch {sender}")
+        in_force = self._epoch_in_force(entry.lsn, history)
+        if entry.epoch < in_force:
+            raise StaleEpoch(f"lsn {entry.lsn} was written in epoch {entry.epoch}, but epoch "
+                             f"{in_force} is in force from that lsn on: it comes from a "
+                             "superseded primary")
+
+    # -- rewind ----------------------------------------------------------------------------
+    def rewind(self, to_lsn: int) -> list[JournalEntry]:
+        """Undo every entry after `to_lsn`, newest first; return them (the lost writes).
+
+        Refuses (RewindImpossible) when an entry after `to_lsn` changed the schema or was
+        already truncated: then the replica needs a full copy from a snapshot.
+        """
+        with self._lock:
+            if to_lsn >= self._last_lsn:
+                return []
+            first = self._journal.first_lsn()
+            if to_lsn < 0 or to_lsn + 1 < first:
+                raise RewindImpossible(f"cannot rewind to lsn {to_lsn}: the journal starts at "
+                                       f"lsn {first}; re-seed this replica from a snapshot")
+            entries = list(self._journal.iter_after(to_lsn))
+            with_ddl = [e.lsn for e in entries if e.ddl]
+            if with_ddl:
+                raise RewindImpossible(f"cannot rewind past schema changes (lsn {with_ddl}); "
+                                       "re-seed this replica from a snapshot")
+            with self._write_tx(), self._triggers_off():
+                for entry in reversed(entries):
+                    undo_segments(self._conn, entry.segments, lsn=entry.lsn)
+                self._journal.delete_after(to_lsn)
+                self._conn.execute("DELETE FROM _tandem_epochs WHERE start_lsn >= ? AND "
+                                   "epoch > (SELECT min(epoch) FROM _tandem_epochs)", (to_lsn,))
+            self._last_lsn = to_lsn
+            self._epochs = list(self._conn.execute(
+                "SELECT epoch, start_lsn FROM _tandem_epochs ORDER BY epoch"))
+            return entries
+
+    # -- snapshots, checksum, garbage ------------------------------------------------------
+    def snapshot(self, dest: Path | None = None) -> snapshot_mod.Snapshot:
+        """A consistent copy (SQLite backup API) that carries its own lsn and epoch.
+
+        Snapshots kept in this environment's `snapshots/` folder pin their blobs against
+        garbage collection until `drop_snapshot`."""
+        with self._lock:
+            return snapshot_mod.take(self._conn, self.directory, self._last_lsn, self._epoch,
+                                     dest)
+
+    def drop_snapshot(self, snap: snapshot_mod.Snapshot) -> None:
+        Path(snap.path).unlink(missing_ok=True)
+
+    @classmethod
+    def restore(cls, snapshot_path: Path, directory: Path | str, fetch_blob,
+                **kwargs) -> Environment:
+        """Seed a new replica from a snapshot; `fetch_blob(digest) -> bytes` supplies files."""
+        snapshot_mod.restore(Path(snapshot_path), Path(directory), fetch_blob,
+                             blobs=kwargs.get("blobs"))
+        return cls(directory, **kwargs)
+
+    def checksum(self) -> checksum_mod.Checksum:
+        """Logical checksum of rows, schema and files; equal on replicas with equal content."""
+        with self._lock:
+            return checksum_mod.compute(self._conn, self.blobs)
+
+    def collect_garbage(self) -> int:
+        """Delete blobs no file row, retained journal entry, snapshot or pin needs."""
+        with self._lock:
+            roots = self._files.digests() | self._journal.blob_refs() | set(self._pins)
+            roots |= snapshot_mod.kept_blob_refs(self.directory)
+            removed = 0
+            for digest in list(self.blobs.digests()):
+                if digest not in roots:
+                    self.blobs.delete(digest)
+                    removed += 1
+            return removed
+
+
+def _row_size(row: tuple) -> int:
+    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)

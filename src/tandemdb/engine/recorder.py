@@ -1,0 +1,64 @@
+"""Records one transaction as journal segments with the SQLite session extension.
+
+A session records row changes (not DDL). The recorder cuts the transaction at every DDL
+statement: the rows changed before it become one changeset segment, the statement itself a
+DDL segment, and a fresh session records what follows. No session is active while a DDL
+statement runs, so a replica that replays the DDL text never sees its effects twice.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+from .journal import CHANGESET, DDL, Segment
+from .schema import LOCAL_TABLES
+
+
+def _replicated(table: str) -> bool:
+    return table not in LOCAL_TABLES
+
+
+class Recorder:
+    """Collects the segments of one transaction (or one savepoint of a group commit)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self._conn = conn
+        self._segments: list[Segment] = []
+        self._session: apsw.Session | None = self._start()
+        self.blobs: list[str] = []
+
+    def _start(self) -> apsw.Session:
+        session = apsw.Session(self._conn, "main")
+        # Capture tables without a declared primary key too, keyed by rowid.
+        session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
+        session.table_filter(_replicated)
+        session.attach()
+        return session
+
+    def _cut(self) -> None:
+        if self._session is not None:
+            changeset = self._session.changeset()
+            self._session.close()
+            self._session = None
+            if changeset:
+                self._segments.append((CHANGESET, changeset))
+
+    def before_ddl(self, sql: str) -> None:
+        """Called just before a DDL statement executes."""
+        self._cut()
+        self._segments.append((DDL, sql.strip()))
+
+    def after_ddl(self) -> None:
+        """Called once the DDL statement has run: resume recording rows."""
+        if self._session is None:
+            self._session = self._start()
+
+    def finish(self) -> tuple[Segment, ...]:
+        """The transaction's segments; empty for a read-only transaction."""
+        self._cut()
+        return tuple(self._segments)
+
+    def discard(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None

@@ -1,0 +1,158 @@
+"""The tenant SQL sandbox: an authorizer, a time limit and a result-size limit.
+
+Tenant SQL is untrusted. Every tenant statement is prepared fresh (never taken from the
+statement cache), so the authorizer sees it whole. Engine-internal statements run with the
+sandbox in trusted mode. The authorizer also classifies each statement (DDL or DML) so the
+recorder knows where to cut the journal entry into segments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import apsw
+
+from .schema import SYSTEM_PREFIX
+
+A = apsw  # action codes live on the module
+
+DDL_ACTIONS = frozenset({
+    A.SQLITE_CREATE_INDEX, A.SQLITE_CREATE_TABLE, A.SQLITE_CREATE_TRIGGER,
+    A.SQLITE_CREATE_VIEW, A.SQLITE_DROP_INDEX, A.SQLITE_DROP_TABLE, A.SQLITE_DROP_TRIGGER,
+    A.SQLITE_DROP_VIEW, A.SQLITE_ALTER_TABLE,
+})
+WRITE_ACTIONS = frozenset({A.SQLITE_INSERT, A.SQLITE_UPDATE, A.SQLITE_DELETE})
+TEMP_ACTIONS = frozenset({
+    A.SQLITE_CREATE_TEMP_INDEX, A.SQLITE_CREATE_TEMP_TABLE, A.SQLITE_CREATE_TEMP_TRIGGER,
+    A.SQLITE_CREATE_TEMP_VIEW, A.SQLITE_DROP_TEMP_INDEX, A.SQLITE_DROP_TEMP_TABLE,
+    A.SQLITE_DROP_TEMP_TRIGGER, A.SQLITE_DROP_TEMP_VIEW,
+})
+# Read-only PRAGMAs a tenant may run. Those in PRAGMAS_WITH_ARGUMENT take a table or index
+# name; the rest are allowed only without an argument (reading, never setting).
+PRAGMAS_WITH_ARGUMENT = frozenset({
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check",
+})
+READ_ONLY_PRAGMAS = PRAGMAS_WITH_ARGUMENT | frozenset({
+    "user_version", "schema_version", "data_version", "page_count", "page_size",
+    "freelist_count", "encoding", "collation_list", "pragma_list", "function_list",
+    "module_list", "compile_options", "application_id",
+})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-statement limits for tenant SQL."""
+
+    statement_seconds: float = 5.0
+    max_result_rows: int = 100_000
+    max_result_bytes: int = 32 << 20
+
+
+class StatementFlags:
+    """What the authorizer saw while the current tenant statement was prepared."""
+
+    __slots__ = ("ddl", "dml", "inserts", "creates_table", "denied")
+
+    def __init__(self) -> None:
+        self.ddl = False
+        self.dml = False
+        self.inserts = False
+        self.creates_table = False
+        self.denied: str | None = None
+
+
+class Sandbox:
+    """Authorizer and progress handler for one environment connection."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.trusted = True
+        self.flags = StatementFlags()
+        self._deadline: float | None = None
+        conn.authorizer = self._authorize
+        conn.set_progress_handler(self._progress, 2000)
+
+    def begin_statement(self, limits: Limits) -> StatementFlags:
+        """Start sandboxing one tenant statement."""
+        self.trusted = False
+        self.flags = StatementFlags()
+        self._deadline = time.monotonic() + limits.statement_seconds
+        return self.flags
+
+    def end_statement(self) -> None:
+        self.trusted = True
+        self._deadline = None
+
+    @contextmanager
+    def internal(self) -> Iterator[None]:
+        """Engine work done in the middle of a tenant statement (the session's own SQL)."""
+        was, self.trusted = self.trusted, True
+        try:
+            yield
+        finally:
+            self.trusted = was
+
+    def _progress(self) -> bool:
+        # Returning True interrupts the running statement (SQLITE_INTERRUPT).
+        return self._deadline is not None and time.monotonic() > self._deadline
+
+    def _deny(self, reason: str) -> int:
+        if self.flags.denied is None:
+            self.flags.denied = reason
+        return apsw.SQLITE_DENY
+
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None,
+                   db: str | None, trigger: str | None) -> int:
+        if self.trusted:
+            return apsw.SQLITE_OK
+        flags = self.flags
+        if action in WRITE_ACTIONS:
+            if arg1 and arg1.startswith(SYSTEM_PREFIX):
+                return self._deny(f"writing to Tandem's system table {arg1} is not allowed")
+            if arg1 == "sqlite_sequence":
+                return self._deny("writing to sqlite_sequence is not allowed")
+            if trigger is None and arg1 not in ("sqlite_master", "sqlite_temp_master"):
+                flags.dml = True
+                flags.inserts = flags.inserts or action == A.SQLITE_INSERT
+            return apsw.SQLITE_OK
+        if action in DDL_ACTIONS:
+            for name in (arg1, arg2):
+                if name and name.startswith(SYSTEM_PREFIX):
+                    return self._deny(f"schema changes on Tandem's system object {name} "
+                                      "are not allowed")
+            flags.ddl = True
+            if action == A.SQLITE_CREATE_TABLE:
+                flags.creates_table = True
+            return apsw.SQLITE_OK
+        if action == A.SQLITE_SELECT and flags.creates_table:
+            # Replicas replay DDL text; a CREATE TABLE … AS SELECT would insert rows twice.
+            return self._deny("CREATE TABLE … AS SELECT is not supported: create the table, "
+                              "then INSERT … SELECT")
+        if action == A.SQLITE_PRAGMA:
+            return self._authorize_pragma((arg1 or "").lower(), arg2)
+        if action == A.SQLITE_FUNCTION:
+            if arg2 and arg2.lower() == "load_extension":
+                return self._deny("loading extensions is not allowed")
+            return apsw.SQLITE_OK
+        if action in (A.SQLITE_ATTACH, A.SQLITE_DETACH):
+            return self._deny("ATTACH, DETACH and VACUUM INTO are not allowed")
+        if action in (A.SQLITE_TRANSACTION, A.SQLITE_SAVEPOINT):
+            return self._deny("transaction control is not allowed: each request already "
+                              "runs as one transaction")
+        if action in TEMP_ACTIONS:
+            return self._deny("temporary tables, views, indexes and triggers are not allowed")
+        if action in (A.SQLITE_CREATE_VTABLE, A.SQLITE_DROP_VTABLE):
+            return self._deny("virtual tables are not allowed: they cannot be replicated")
+        if action == A.SQLITE_ANALYZE:
+            return self._deny("ANALYZE is not allowed")
+        return apsw.SQLITE_OK
+
+    def _authorize_pragma(self, name: str, argument: str | None) -> int:
+        if name not in READ_ONLY_PRAGMAS:
+            return self._deny(f"PRAGMA {name} is not allowed")
+        if argument is not None and name not in PRAGMAS_WITH_ARGUMENT:
+            return self._deny(f"PRAGMA {name} may be read but not set")
+        return apsw.SQLITE_OK
