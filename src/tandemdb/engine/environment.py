@@ -26,11 +26,8 @@ from .errors import (
     EngineError,
     FileNotFound,
     JournalGap,
-    LimitExceeded,
     MissingBlobs,
     RewindImpossible,
-    SandboxViolation,
-    SqlError,
     StaleEpoch,
 )
 from .files import FileInfo, FileTable, normalise_path, normalise_prefix
@@ -40,6 +37,7 @@ from .replay import replay_segments, undo_segments
 from .results import Statement, StatementResult, TxResult
 from .sandbox import Limits, Sandbox
 from .schema import DB_FILE, open_database
+from .statements import StatementRunner
 
 
 class Environment:
@@ -54,6 +52,7 @@ class Environment:
         self._lock = threading.RLock()
         self._conn = open_database(self.directory / DB_FILE)
         self._sandbox = Sandbox(self._conn)
+        self._runner = StatementRunner(self._conn, self._sandbox)
         self._journal = Journal(self._conn)
         self._files = FileTable(self._conn)
         self._pins: Counter[str] = Counter()
@@ -165,7 +164,7 @@ class Environment:
     def _run_statements(self, recorder: Recorder, stmts: list[Statement],
                         limits: Limits) -> list[StatementResult]:
         try:
-            return [self._run_statement(recorder, s, limits) for s in stmts]
+            return [self._runner.run(recorder, s, limits) for s in stmts]
         except BaseException:
             recorder.discard()
             raise
@@ -178,52 +177,6 @@ class Environment:
         entry = JournalEntry(lsn, self._epoch, time.time(), segments, tuple(recorder.blobs))
         self._journal.append(entry)
         return entry
-
-    def _run_statement(self, recorder: Recorder, stmt: Statement,
-                       limits: Limits) -> StatementResult:
-        flags = self._sandbox.begin_statement(limits)
-        columns: list[str] = []
-        seen: list[str] = []
-
-        def on_statement(cursor: apsw.Cursor, sql: str, _bindings: object) -> bool:
-            if seen:
-                return False  # a second statement hidden in one item
-            seen.append(sql)
-            columns.extend(d[0] for d in cursor.get_description())
-            if flags.ddl:
-                with self._sandbox.internal():
-                    recorder.before_ddl(sql)
-            return True
-
-        cursor = self._conn.cursor()
-        cursor.exec_trace = on_statement
-        rows: list[list] = []
-        size = 0
-        try:
-            for row in cursor.execute(stmt.sql, stmt.params, can_cache=False):
-                rows.append(list(row))
-                size += _row_size(row)
-                if len(rows) > limits.max_result_rows or size > limits.max_result_bytes:
-                    raise LimitExceeded(
-                        f"result is larger than the limit of {limits.max_result_rows} rows "
-                        f"or {limits.max_result_bytes} bytes; add a LIMIT or page with WHERE")
-        except apsw.ExecTraceAbort:
-            raise SqlError("each statement item must hold exactly one SQL statement; "
-                           "send the others as separate items") from None
-        except apsw.AuthError as err:
-            raise SandboxViolation(flags.denied or str(err)) from None
-        except apsw.InterruptError:
-            raise LimitExceeded(f"statement ran longer than {limits.statement_seconds:g}s "
-                                "and was stopped") from None
-        except (apsw.Error, TypeError, OverflowError, ValueError) as err:
-            raise SqlError(str(err)) from None
-        finally:
-            self._sandbox.end_statement()
-        if flags.ddl:
-            recorder.after_ddl()
-        affected = self._conn.changes() if flags.dml else 0
-        rowid = self._conn.last_insert_rowid() if flags.inserts else None
-        return StatementResult(columns, rows, affected, rowid)
 
     # -- files -----------------------------------------------------------------------------
     def put_file(self, path: str, data: bytes) -> TxResult:
@@ -407,11 +360,12 @@ class Environment:
 
     def _check_already_applied(self, entries: list[JournalEntry]) -> None:
         for entry in entries:
-            mine = self._journal.epoch_at(entry.lsn)
-            if mine is not None and mine != entry.epoch:
+            mine = self._journal.stamp_at(entry.lsn)
+            if mine is not None and mine != (entry.epoch, entry.committed_at):
                 raise DivergentHistory(
-                    f"lsn {entry.lsn} is epoch {mine} here but epoch {entry.epoch} at the "
-                    "sender: histories forked, rewind this replica to the fork point")
+                    f"lsn {entry.lsn} here is not the sender's lsn {entry.lsn} (epoch "
+                    f"{mine[0]} vs {entry.epoch}): histories forked, rewind this replica "
+                    "to the fork point")
 
     def _check_entry_epoch(self, entry: JournalEntry, sender: int,
                            history: list[tuple[int, int]]) -> None:
@@ -492,6 +446,3 @@ class Environment:
                     removed += 1
             return removed
 
-
-def _row_size(row: tuple) -> int:
-    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)

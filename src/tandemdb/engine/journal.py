@@ -62,7 +62,7 @@ class JournalEntry:
 
 
 def encode_body(segments: tuple[Segment, ...]) -> bytes:
-    return msgpack.packb([list(s) for s in segments], use_bin_type=True)
+    return msgpack.packb(segments, use_bin_type=True)  # tuples pack as arrays
 
 
 def decode_body(body: bytes) -> tuple[Segment, ...]:
@@ -100,9 +100,10 @@ class Journal:
         """Lowest retained lsn (0 when the journal is empty)."""
         return self._conn.execute("SELECT coalesce(min(lsn), 0) FROM _tandem_journal").get
 
-    def epoch_at(self, lsn: int) -> int | None:
+    def stamp_at(self, lsn: int) -> tuple[int, float] | None:
+        """(epoch, committed_at) of a retained entry: enough to tell two histories apart."""
         return self._conn.execute(
-            "SELECT epoch FROM _tandem_journal WHERE lsn = ?", (lsn,)).get
+            "SELECT epoch, committed_at FROM _tandem_journal WHERE lsn = ?", (lsn,)).fetchone()
 
     def get(self, lsn: int) -> JournalEntry | None:
         row = self._conn.execute(

@@ -19,19 +19,22 @@ class Statement:
     @classmethod
     def of(cls, item: Statement | str | tuple | Mapping) -> Statement:
         """Accept `Statement`, plain SQL, `(sql, params)` or `{"sql": …, "params": …}`."""
-        if isinstance(item, Statement):
-            stmt = item
-        elif isinstance(item, str):
+        # Concrete types first: isinstance against the Mapping ABC is slow on the hot path.
+        if type(item) is tuple and len(item) == 2:
+            stmt = cls(item[0], item[1])
+        elif type(item) is str:
             stmt = cls(item)
+        elif isinstance(item, Statement):
+            stmt = item
         elif isinstance(item, Mapping):
             stmt = cls(item.get("sql"), item.get("params"))  # type: ignore[arg-type]
-        elif isinstance(item, tuple) and len(item) == 2:
-            stmt = cls(item[0], item[1])
         else:
             raise SqlError(f"a statement must be SQL text with optional params, got {item!r}")
-        if not isinstance(stmt.sql, str) or not stmt.sql.strip():
+        if type(stmt.sql) is not str or not stmt.sql.strip():
             raise SqlError("statement has no SQL text")
-        if stmt.params is not None and not isinstance(stmt.params, (list, tuple, Mapping)):
+        params = stmt.params
+        if not (params is None or type(params) in (list, tuple, dict)
+                or isinstance(params, Mapping)):
             raise SqlError("params must be a list (positional) or an object (named)")
         return stmt
 

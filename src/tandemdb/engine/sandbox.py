@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from .schema import SYSTEM_PREFIX
+from .schema import is_reserved
 
 A = apsw  # action codes live on the module
 
@@ -109,8 +109,12 @@ class Sandbox:
         if self.trusted:
             return apsw.SQLITE_OK
         flags = self.flags
+        if db == "temp" and (action in WRITE_ACTIONS or action in DDL_ACTIONS):
+            # Temp objects live per connection, are never replicated, and a temp table named
+            # like a system table would shadow it for Tandem's own statements.
+            return self._deny("the temp schema is not allowed: create objects in main")
         if action in WRITE_ACTIONS:
-            if arg1 and arg1.startswith(SYSTEM_PREFIX):
+            if arg1 and is_reserved(arg1):
                 return self._deny(f"writing to Tandem's system table {arg1} is not allowed")
             if arg1 == "sqlite_sequence":
                 return self._deny("writing to sqlite_sequence is not allowed")
@@ -120,7 +124,7 @@ class Sandbox:
             return apsw.SQLITE_OK
         if action in DDL_ACTIONS:
             for name in (arg1, arg2):
-                if name and name.startswith(SYSTEM_PREFIX):
+                if name and is_reserved(name):
                     return self._deny(f"schema changes on Tandem's system object {name} "
                                       "are not allowed")
             flags.ddl = True

@@ -44,6 +44,22 @@ CREATE TABLE IF NOT EXISTS _tandem_files(
 """
 
 
+def is_reserved(name: str) -> bool:
+    """Names starting with `_tandem_` belong to Tandem (SQLite names ignore case)."""
+    return name.lower().startswith(SYSTEM_PREFIX)
+
+
+def reserved_name_clash(conn: apsw.Connection) -> str | None:
+    """A schema object that took a reserved name (for example through ALTER … RENAME TO,
+    whose new name the authorizer never sees); None when there is none."""
+    known = LOCAL_TABLES | {FILES_TABLE}
+    for (name,) in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE lower(name) LIKE '\\_tandem\\_%' ESCAPE '\\'"):
+        if name not in known:
+            return name
+    return None
+
+
 def open_database(path: Path) -> apsw.Connection:
     """Open an environment database with durable commits.
 

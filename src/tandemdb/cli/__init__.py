@@ -1,0 +1,1 @@
+"""The `tandem` command line (Typer + Rich). Entry module: `main.py`."""

@@ -1,0 +1,83 @@
+"""Runs one tenant SQL statement inside the sandbox and records it for the journal.
+
+One cursor is reused for every statement (its exec tracer is installed once); the state of
+the statement being run lives on this object. The tracer fires after SQLite prepared the
+statement and before it runs, which is the moment to cut the journal at DDL.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+from .errors import LimitExceeded, SandboxViolation, SqlError
+from .recorder import Recorder
+from .results import Statement, StatementResult
+from .sandbox import Limits, Sandbox, StatementFlags
+from .schema import reserved_name_clash
+
+# SQLite and APSW raise these for bad SQL or bad bindings; all become SqlError (HTTP 400).
+_BAD_INPUT = (apsw.Error, TypeError, OverflowError, ValueError)
+
+
+class StatementRunner:
+    def __init__(self, conn: apsw.Connection, sandbox: Sandbox) -> None:
+        self._conn = conn
+        self._sandbox = sandbox
+        self._cursor = conn.cursor()
+        self._cursor.exec_trace = self._on_statement
+        self._recorder: Recorder | None = None
+        self._flags = StatementFlags()
+        self._columns: list[str] = []
+        self._started = False
+
+    def _on_statement(self, cursor: apsw.Cursor, sql: str, _bindings: object) -> bool:
+        if self._started:
+            return False  # a second statement hidden in one item: abort
+        self._started = True
+        self._columns = [d[0] for d in cursor.get_description()]
+        if self._flags.ddl and self._recorder is not None:
+            with self._sandbox.internal():
+                self._recorder.before_ddl(sql)
+        return True
+
+    def run(self, recorder: Recorder, stmt: Statement, limits: Limits) -> StatementResult:
+        flags = self._flags = self._sandbox.begin_statement(limits)
+        self._recorder = recorder
+        self._started = False
+        self._columns = []
+        rows: list[list] = []
+        size = 0
+        try:
+            for row in self._cursor.execute(stmt.sql, stmt.params, can_cache=False):
+                rows.append(list(row))
+                size += _row_size(row)
+                if len(rows) > limits.max_result_rows or size > limits.max_result_bytes:
+                    raise LimitExceeded(
+                        f"result is larger than the limit of {limits.max_result_rows} rows "
+                        f"or {limits.max_result_bytes} bytes; add a LIMIT or page with WHERE")
+        except apsw.ExecTraceAbort:
+            raise SqlError("each statement item must hold exactly one SQL statement; "
+                           "send the others as separate items") from None
+        except apsw.InterruptError:
+            raise LimitExceeded(f"statement ran longer than {limits.statement_seconds:g}s "
+                                "and was stopped") from None
+        except _BAD_INPUT as err:
+            # A denial surfaces as AuthError or, for functions, as a plain SQLError.
+            if flags.denied or isinstance(err, apsw.AuthError):
+                raise SandboxViolation(flags.denied or str(err)) from None
+            raise SqlError(str(err)) from None
+        finally:
+            self._sandbox.end_statement()
+            self._recorder = None
+        if flags.ddl:
+            clash = reserved_name_clash(self._conn)
+            if clash:
+                raise SandboxViolation(f"the name {clash!r} is reserved for Tandem")
+            recorder.after_ddl()
+        affected = self._conn.changes() if flags.dml else 0
+        rowid = self._conn.last_insert_rowid() if flags.inserts else None
+        return StatementResult(self._columns, rows, affected, rowid)
+
+
+def _row_size(row: tuple) -> int:
+    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
