@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,5 @@ def make_env(tmp_path: Path) -> Callable[[str], Environment]:
 
     yield make
     for env in opened:
-        try:
+        with contextlib.suppress(Exception):  # a test may have closed it already
             env.close()
-        except Exception:
-            pass

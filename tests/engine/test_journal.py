@@ -10,7 +10,7 @@ from tandemdb.engine import JournalEntry, JournalTruncated
 
 def _fill(env, n: int) -> None:
     env.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)"])
-    for i in range(n):
+    for _ in range(n):
         env.execute([("INSERT INTO t(v) VALUES (?)", [b"x" * 1000])])
 
 
