@@ -12,6 +12,7 @@ import apsw
 
 DB_FILE = "db.sqlite"
 SYSTEM_PREFIX = "_tandem_"
+MAX_VALUE_BYTES = 256 << 20
 FILES_TABLE = "_tandem_files"
 # Local to one replica: never recorded in changesets, never part of the logical checksum.
 LOCAL_TABLES = frozenset({
@@ -73,6 +74,10 @@ def open_database(path: Path) -> apsw.Connection:
     conn.execute("PRAGMA trusted_schema=OFF")
     # Defensive mode forbids writable_schema tricks and other ways to corrupt the file.
     conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+    # Bounds any single value, so `randomblob(1e9)` fails fast instead of eating memory
+    # between two progress-handler checks. A transaction whose changeset outgrows it fails
+    # as "too big" too: that bounds the size of one journal entry.
+    conn.limit(apsw.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     conn.execute(SYSTEM_DDL)
     return conn
 

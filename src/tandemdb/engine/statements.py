@@ -13,7 +13,7 @@ from .errors import LimitExceeded, SandboxViolation, SqlError
 from .recorder import Recorder
 from .results import Statement, StatementResult
 from .sandbox import Limits, Sandbox, StatementFlags
-from .schema import reserved_name_clash
+from .schema import MAX_VALUE_BYTES, reserved_name_clash
 
 # SQLite and APSW raise these for bad SQL or bad bindings; all become SqlError (HTTP 400).
 _BAD_INPUT = (apsw.Error, TypeError, OverflowError, ValueError)
@@ -58,6 +58,9 @@ class StatementRunner:
         except apsw.ExecTraceAbort:
             raise SqlError("each statement item must hold exactly one SQL statement; "
                            "send the others as separate items") from None
+        except apsw.TooBigError:
+            raise LimitExceeded("a value or the transaction's changes exceed "
+                                f"{MAX_VALUE_BYTES >> 20} MiB") from None
         except apsw.InterruptError:
             raise LimitExceeded(f"statement ran longer than {limits.statement_seconds:g}s "
                                 "and was stopped") from None
