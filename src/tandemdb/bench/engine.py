@@ -31,6 +31,22 @@ def _plain_round(conn: apsw.Connection, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _session_floor_round(conn: apsw.Connection, n: int) -> float:
+    """The least any session-based journal can cost: raw session + entry row, no sandbox."""
+    start = time.perf_counter()
+    for _ in range(n):
+        session = apsw.Session(conn, "main")
+        session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
+        session.attach()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(INSERT, (PAYLOAD,))
+        changeset = session.changeset()
+        session.close()
+        conn.execute("INSERT INTO journal(body) VALUES (?)", (changeset,))
+        conn.execute("COMMIT")
+    return n / (time.perf_counter() - start)
+
+
 def _journaled_round(env: Environment, n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):
@@ -75,24 +91,31 @@ def run(transactions: int = 2000, rounds: int = 5, group: int = 32,
         plain.execute("PRAGMA journal_mode=WAL")
         plain.execute("PRAGMA synchronous=FULL")
         plain.execute(CREATE)
+        floor = apsw.Connection(str(Path(tmp) / "floor.sqlite"))
+        floor.execute("PRAGMA journal_mode=WAL")
+        floor.execute("PRAGMA synchronous=FULL")
+        floor.execute(CREATE)
+        floor.execute("CREATE TABLE journal(lsn INTEGER PRIMARY KEY, body BLOB)")
         env = Environment(Path(tmp) / "journaled")
         env.execute([CREATE])
         grouped = Environment(Path(tmp) / "grouped")
         grouped.execute([CREATE])
-        plain_rates, journaled_rates, group_rates = [], [], []
+        plain_rates, floor_rates, journaled_rates, group_rates = [], [], [], []
         for i in range(rounds):
-            say(f"round {i + 1}/{rounds}: plain, journaled, group commit")
+            say(f"round {i + 1}/{rounds}: plain, session floor, journaled, group commit")
             plain_rates.append(_plain_round(plain, per_round))
+            floor_rates.append(_session_floor_round(floor, per_round))
             journaled_rates.append(_journaled_round(env, per_round))
             group_rates.append(_group_round(grouped, per_round, group))
         say("replica applying the journal")
         replica = Environment(Path(tmp) / "replica")
         apply_rate, applied = _apply_rate(env, replica)
         assert replica.checksum() == env.checksum(), "replica must equal primary after apply"
-        for closable in (plain, env, grouped, replica):
+        for closable in (plain, floor, env, grouped, replica):
             closable.close()
     plain_tx = statistics.median(plain_rates)
     journaled_tx = statistics.median(journaled_rates)
+    floor_tx = statistics.median(floor_rates)
     return {
         "bench": "engine",
         "durability": "WAL synchronous=FULL",
@@ -101,6 +124,8 @@ def run(transactions: int = 2000, rounds: int = 5, group: int = 32,
         "plain_tx_per_s": round(plain_tx, 1),
         "journaled_tx_per_s": round(journaled_tx, 1),
         "overhead_ratio": round(plain_tx / journaled_tx, 3),
+        "session_floor_tx_per_s": round(floor_tx, 1),
+        "floor_overhead_ratio": round(plain_tx / floor_tx, 3),
         "group_commit_tx_per_s": round(statistics.median(group_rates), 1),
         "group_size": group,
         "apply_entries_per_s": round(apply_rate, 1),

@@ -45,6 +45,7 @@ def bench_engine(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key in ("plain_tx_per_s", "journaled_tx_per_s", "overhead_ratio",
+                "session_floor_tx_per_s", "floor_overhead_ratio",
                 "group_commit_tx_per_s", "apply_entries_per_s"):
         table.add_row(key, str(result[key]))
     Console().print(table)
