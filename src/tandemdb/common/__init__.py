@@ -1,0 +1,1 @@
+"""Pieces every Tandem service shares: the HTTP error contract, auth, metrics, config."""
