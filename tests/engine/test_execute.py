@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tandemdb.engine import SqlError
+from tandemdb.engine import ReadOnly, SqlError
 from tandemdb.engine.journal import CHANGESET, DDL
 
 
@@ -120,3 +120,15 @@ def test_state_survives_reopen(make_env, tmp_path):
     assert again.last_lsn == 2 and again.epoch == 3
     assert again.read_journal(1)[0].epoch == 3
     assert again.checksum().total == total
+
+
+def test_read_only_mode_serves_reads_and_refuses_writes(make_env):
+    env = make_env()
+    env.execute(["CREATE TABLE t(v)", "INSERT INTO t VALUES (1)"])
+    before = env.checksum().total
+    assert env.execute(["SELECT v FROM t"], read_only=True).results[0].rows == [[1]]
+    for sql in ("INSERT INTO t VALUES (2)", "UPDATE t SET v = 5", "DELETE FROM t",
+                "CREATE TABLE u(x)", "DROP TABLE t"):
+        with pytest.raises(ReadOnly):
+            env.execute(["SELECT 1", sql], read_only=True)
+    assert env.last_lsn == 1 and env.checksum().total == before

@@ -17,6 +17,7 @@ from .errors import (
     JournalTruncated,
     LimitExceeded,
     MissingBlobs,
+    ReadOnly,
     RewindImpossible,
     SandboxViolation,
     SqlError,
@@ -31,7 +32,7 @@ from .snapshot import Snapshot
 __all__ = [
     "ApplyConflict", "BlobStore", "Checksum", "DivergentHistory", "EngineError", "Environment",
     "FileInfo", "FileNotFound", "InvalidPath", "JournalEntry", "JournalGap", "JournalTruncated",
-    "LimitExceeded", "LocalBlobStore", "MissingBlobs", "RewindImpossible", "SandboxViolation",
-    "Snapshot", "SqlError", "StaleEpoch", "Statement", "StatementResult", "TxResult", "Limits",
-    "normalise_path",
+    "LimitExceeded", "LocalBlobStore", "MissingBlobs", "ReadOnly", "RewindImpossible",
+    "SandboxViolation", "Snapshot", "SqlError", "StaleEpoch", "Statement", "StatementResult",
+    "TxResult", "Limits", "normalise_path",
 ]

@@ -116,14 +116,17 @@ class Environment:
             self._conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1)
 
     # -- tenant transactions ----------------------------------------------------------------
-    def execute(self, statements: Sequence, *, limits: Limits | None = None) -> TxResult:
-        """Run statements as one transaction; a write makes one journal entry, atomically."""
+    def execute(self, statements: Sequence, *, limits: Limits | None = None,
+                read_only: bool = False) -> TxResult:
+        """Run statements as one transaction; a write makes one journal entry, atomically.
+
+        With `read_only` (a secondary serving reads) any write or DDL raises ReadOnly."""
         stmts = [Statement.of(s) for s in statements]
         limits = limits or self.limits
         with self._lock:
             with self._write_tx():
                 recorder = Recorder(self._conn)
-                results = self._run_statements(recorder, stmts, limits)
+                results = self._run_statements(recorder, stmts, limits, read_only)
                 entry = self._seal(recorder, self._last_lsn + 1)
             if entry is not None:
                 self._last_lsn = entry.lsn
@@ -161,10 +164,10 @@ class Environment:
             return [o if isinstance(o, EngineError) else TxResult(o[0], o[1], self._epoch)
                     for o in outcomes]
 
-    def _run_statements(self, recorder: Recorder, stmts: list[Statement],
-                        limits: Limits) -> list[StatementResult]:
+    def _run_statements(self, recorder: Recorder, stmts: list[Statement], limits: Limits,
+                        read_only: bool = False) -> list[StatementResult]:
         try:
-            return [self._runner.run(recorder, s, limits) for s in stmts]
+            return [self._runner.run(recorder, s, limits, read_only) for s in stmts]
         except BaseException:
             recorder.discard()
             raise

@@ -29,6 +29,13 @@ class SandboxViolation(EngineError):
     status = 403
 
 
+class ReadOnly(EngineError):
+    """A write reached a replica that only serves reads (a secondary)."""
+
+    code = "read_only"
+    status = 409
+
+
 class LimitExceeded(EngineError):
     """A statement ran too long or returned too much."""
 

@@ -55,7 +55,7 @@ class Limits:
 class StatementFlags:
     """What the authorizer saw while the current tenant statement was prepared."""
 
-    __slots__ = ("ddl", "dml", "inserts", "creates_table", "denied")
+    __slots__ = ("ddl", "dml", "inserts", "creates_table", "denied", "read_only", "wrote")
 
     def __init__(self) -> None:
         self.ddl = False
@@ -63,6 +63,8 @@ class StatementFlags:
         self.inserts = False
         self.creates_table = False
         self.denied: str | None = None
+        self.read_only = False
+        self.wrote = False  # a write was attempted under read_only
 
 
 class Sandbox:
@@ -75,10 +77,11 @@ class Sandbox:
         conn.authorizer = self._authorize
         conn.set_progress_handler(self._progress, 2000)
 
-    def begin_statement(self, limits: Limits) -> StatementFlags:
-        """Start sandboxing one tenant statement."""
+    def begin_statement(self, limits: Limits, read_only: bool = False) -> StatementFlags:
+        """Start sandboxing one tenant statement (`read_only` on replicas that serve reads)."""
         self.trusted = False
         self.flags = StatementFlags()
+        self.flags.read_only = read_only
         self._deadline = time.monotonic() + limits.statement_seconds
         return self.flags
 
@@ -113,6 +116,9 @@ class Sandbox:
             # Temp objects live per connection, are never replicated, and a temp table named
             # like a system table would shadow it for Tandem's own statements.
             return self._deny("the temp schema is not allowed: create objects in main")
+        if flags.read_only and (action in WRITE_ACTIONS or action in DDL_ACTIONS):
+            flags.wrote = True
+            return self._deny("this replica is read-only")
         if action in WRITE_ACTIONS:
             if arg1 and is_reserved(arg1):
                 return self._deny(f"writing to Tandem's system table {arg1} is not allowed")

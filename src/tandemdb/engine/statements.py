@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import apsw
 
-from .errors import LimitExceeded, SandboxViolation, SqlError
+from .errors import LimitExceeded, ReadOnly, SandboxViolation, SqlError
 from .recorder import Recorder
 from .results import Statement, StatementResult
 from .sandbox import Limits, Sandbox, StatementFlags
@@ -40,8 +40,9 @@ class StatementRunner:
                 self._recorder.before_ddl(sql)
         return True
 
-    def run(self, recorder: Recorder, stmt: Statement, limits: Limits) -> StatementResult:
-        flags = self._flags = self._sandbox.begin_statement(limits)
+    def run(self, recorder: Recorder, stmt: Statement, limits: Limits,
+            read_only: bool = False) -> StatementResult:
+        flags = self._flags = self._sandbox.begin_statement(limits, read_only)
         self._recorder = recorder
         self._started = False
         self._columns = []
@@ -66,6 +67,9 @@ class StatementRunner:
                                 "and was stopped") from None
         except _BAD_INPUT as err:
             # A denial surfaces as AuthError or, for functions, as a plain SQLError.
+            if flags.wrote:
+                raise ReadOnly("this replica only serves reads; send writes to the "
+                               "primary") from None
             if flags.denied or isinstance(err, apsw.AuthError):
                 raise SandboxViolation(flags.denied or str(err)) from None
             raise SqlError(str(err)) from None
