@@ -2,38 +2,113 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import time
 from pathlib import Path
 
 import typer
+from rich.console import Console
+
+from tandemdb import local
 
 DEFAULT_DATA = Path("tandem-data")
+err = Console(stderr=True)
 
 
 def up(
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Deployment data directory."),
     regions: str = typer.Option("west=east", help="Region pairs, e.g. west=east."),
     nodes_per_region: int = typer.Option(1, min=1, help="Nodes per region."),
-    port: int = typer.Option(7070, help="Gateway port; the others follow it."),
+    port: int = typer.Option(7070, min=1024, max=65000, help="Gateway port; the others follow."),
     detach: bool = typer.Option(False, "--detach", help="Return once every process is up."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Start a local deployment: controller, gateway and nodes as separate processes."""
-    raise typer.Exit(_not_yet("up"))
+    try:
+        pairs = local.parse_pairs(regions)
+    except ValueError as exc:
+        _fail(str(exc))
+    if local.running_pids(data):
+        _fail(f"a deployment is already running from {data}; 'tandem down --data {data}' "
+              "stops it")
+    deployment = local.open_or_plan(data, pairs, nodes_per_region, port)
+    cluster = local.LocalDeployment(deployment)
+    try:
+        with err.status("starting") as status:
+            cluster.start_all(progress=lambda msg: status.update(msg))
+    except local.StartError as exc:
+        cluster.stop_all()
+        _fail(str(exc))
+    cluster.write_run_file()
+    info = {"url": deployment.gateway_url, "token": deployment.token,
+            "data": str(Path(deployment.data))}
+    if as_json:
+        print(json.dumps(info))
+    else:
+        err.print(f"[green]Tandem is up[/green] at {info['url']} (data {info['data']}, "
+                  f"logs in {cluster.logs})")
+        err.print(f"token: {info['token']}")
+    if detach:
+        return
+    _supervise(cluster)
+
+
+def _supervise(cluster: local.LocalDeployment) -> None:
+    """Foreground mode: restart a child that dies; stop everything cleanly on Ctrl-C."""
+    stopping = False
+
+    def _stop(_signo: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    err.print("running in the foreground; Ctrl-C stops every process")
+    while not stopping:
+        for name in cluster.dead():
+            code = cluster.processes[name].returncode
+            err.print(f"[red]{name} exited with code {code}[/red]; restarting it "
+                      f"(log: {cluster.log_file(name)})")
+            try:
+                cluster.start(name)
+            except local.StartError as exc:
+                err.print(f"[red]{exc}[/red]")
+        time.sleep(0.5)
+    err.print("stopping")
+    cluster.stop_all()
+    (Path(cluster.data) / local.RUN_FILE).unlink(missing_ok=True)
 
 
 def down(
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Deployment data directory."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Stop a detached local deployment."""
-    raise typer.Exit(_not_yet("down"))
+    """Stop a detached local deployment (its data stays for the next 'tandem up')."""
+    stopped = local.stop_detached(data)
+    if as_json:
+        print(json.dumps({"stopped": stopped}))
+    elif stopped:
+        err.print(f"stopped {', '.join(stopped)}")
+    else:
+        err.print(f"nothing was running from {data}")
 
 
-def demo(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def demo(
+    rows: int = typer.Option(1000, min=10, help="Rows to write."),
+    files: int = typer.Option(20, min=0, help="Files to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
     """Start a deployment, replicate rows and files across regions, compare, stop."""
-    raise typer.Exit(_not_yet("demo"))
+    from tandemdb.demo import run_demo
+
+    report = run_demo(rows=rows, files=files, quiet=as_json)
+    if as_json:
+        print(json.dumps(report))
+    if not report["ok"]:
+        raise typer.Exit(1)
 
 
-def _not_yet(name: str) -> int:
-    typer.echo(f"tandem {name} is not built yet", err=True)
-    return 2
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)

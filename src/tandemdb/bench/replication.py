@@ -1,0 +1,164 @@
+"""`tandem bench replication`: throughput through the gateway and geo-replication lag.
+
+It starts a real local deployment (separate processes) in a temporary directory and
+drives it with an asyncio load generator in this process:
+
+- `tx_per_s_max`: 32 concurrent clients, single-row insert transactions, as fast as they go;
+- `lag_p50_ms` / `lag_p99_ms` at fixed offered rates: for each acknowledged write, the time
+  from its acknowledgement until a reader polling the paired region sees its lsn. It is the
+  lag a reader of the geo-secondary experiences, probe latency included;
+- `catchup_entries_per_s`: the secondary's node is paused (SIGSTOP) while writes pile up,
+  then resumed; entries applied per second until it has caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tandemdb.common.deployment import Deployment
+from tandemdb.local import LocalDeployment, free_base_port
+
+ENV = "bench"
+INSERT = "INSERT INTO t(v) VALUES (?)"
+
+
+class Load:
+    """Async HTTP load through the gateway."""
+
+    def __init__(self, url: str, token: str, concurrency: int) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+            limits=httpx.Limits(max_connections=concurrency + 8,
+                                max_keepalive_connections=concurrency + 8))
+
+    async def sql(self, sql: str, params: list | None = None, **extra) -> dict:
+        body = {"statements": [{"sql": sql, "params": params or []}], **extra}
+        r = await self.client.post(f"/v1/environments/{ENV}/sql", json=body)
+        r.raise_for_status()
+        return r.json()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def max_throughput(load: Load, clients: int, seconds: float) -> float:
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            await load.sql(INSERT, ["x" * 100])
+            done += 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return done / (time.monotonic() - start)
+
+
+async def lag_at_rate(load: Load, rate: float, seconds: float) -> list[float]:
+    """Offer `rate` writes/s (open loop); return per-write lag in ms as seen from east."""
+    acked: dict[int, float] = {}
+    seen: list[tuple[float, int]] = []
+    stop = time.monotonic() + seconds
+    tasks: list[asyncio.Task] = []
+
+    async def one() -> None:
+        answer = await load.sql(INSERT, ["x" * 100])
+        acked[answer["lsn"]] = time.monotonic()
+
+    async def probe() -> None:
+        while time.monotonic() < stop + 2:
+            answer = await load.sql("SELECT 1", read_region="east")
+            seen.append((time.monotonic(), answer["lsn"]))
+            await asyncio.sleep(0.002)
+
+    prober = asyncio.create_task(probe())
+    interval, next_at = 1.0 / rate, time.monotonic()
+    while next_at < stop:
+        tasks.append(asyncio.create_task(one()))
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.gather(*tasks)
+    await prober
+    lags = []
+    i = 0
+    for lsn, at in sorted(acked.items()):
+        while i < len(seen) and seen[i][1] < lsn:
+            i += 1
+        if i < len(seen):
+            lags.append(max(0.0, seen[i][0] - at) * 1000)
+    return lags
+
+
+async def catch_up(load: Load, cluster: LocalDeployment, east: str, entries: int) -> float:
+    cluster.signal(east, signal.SIGSTOP)
+    try:
+        sem = asyncio.Semaphore(32)
+
+        async def one() -> int:
+            async with sem:
+                return (await load.sql(INSERT, ["x" * 100]))["lsn"]
+
+        last = max(await asyncio.gather(*(one() for _ in range(entries))))
+    finally:
+        cluster.signal(east, signal.SIGCONT)
+    start = time.monotonic()
+    while True:
+        answer = await load.sql("SELECT 1", read_region="east")
+        if answer["lsn"] >= last:
+            return entries / (time.monotonic() - start)
+        await asyncio.sleep(0.005)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return round(statistics.quantiles(values, n=100)[int(q) - 1], 1) if len(values) > 1 \
+        else round(values[0], 1)
+
+
+async def _run(url: str, token: str, cluster: LocalDeployment, east: str, seconds: float,
+               say: Callable[[str], None]) -> dict:
+    load = Load(url, token, 32)
+    try:
+        await load.client.post("/v1/environments", json={"name": ENV, "type": "production"})
+        await load.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        say("max throughput, 32 clients")
+        tx_max = await max_throughput(load, 32, seconds)
+        result: dict = {"tx_per_s_max": round(tx_max, 1)}
+        for rate in (500, 1000):
+            say(f"lag at {rate} tx/s offered")
+            lags = await lag_at_rate(load, rate, seconds)
+            result[f"lag_p50_ms_at_{rate}"] = _pct(lags, 50)
+            result[f"lag_p99_ms_at_{rate}"] = _pct(lags, 99)
+        say("catch-up after pausing the secondary")
+        result["catchup_entries_per_s"] = round(await catch_up(load, cluster, east, 5000), 1)
+        return result
+    finally:
+        await load.close()
+
+
+def run(seconds: float = 5.0, progress: Callable[[str], None] | None = None) -> dict:
+    say = progress or (lambda _m: None)
+    with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
+        deployment = Deployment.plan(Path(tmp), [("west", "east")], 1, free_base_port(4))
+        deployment.save()
+        cluster = LocalDeployment(deployment)
+        try:
+            say("starting a deployment")
+            cluster.start_all()
+            east = deployment.nodes_in("east")[0]
+            result = asyncio.run(_run(deployment.gateway_url, deployment.token, cluster, east,
+                                      seconds, say))
+        finally:
+            cluster.stop_all()
+    return {"bench": "replication", "clients": 32, "seconds_per_phase": seconds, **result}

@@ -1,0 +1,222 @@
+"""Runs a whole deployment on this machine: controller, gateway and nodes as OS processes.
+
+`tandem up`, `tandem down`, `tandem demo` and the integration tests all go through
+`LocalDeployment`, so what the tests exercise is exactly what a user starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tandemdb.common.deployment import HOST, Deployment
+
+RUN_FILE = "run.json"
+START_TIMEOUT = 30.0
+
+
+class StartError(RuntimeError):
+    """A process did not come up; the message names its log file and its last lines."""
+
+
+def free_base_port(count: int, start: int = 20000, end: int = 60000) -> int:
+    """A port P such that P … P+count-1 are all free on the loopback address."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(start, end - count)
+        if all(port_is_free(base + i) for i in range(count)):
+            return base
+    raise StartError(f"no {count} consecutive free ports found between {start} and {end}")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalDeployment:
+    """The processes of one deployment, started from its data dir."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.data = Path(deployment.data)
+        self.logs = self.data / "logs"
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    # -- naming -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Start order: the controller first, then nodes, then the gateway."""
+        return ["controller", *sorted(self.deployment.nodes), "gateway"]
+
+    def url(self, name: str) -> str:
+        d = self.deployment
+        if name == "controller":
+            return d.controller_url
+        if name == "gateway":
+            return d.gateway_url
+        return d.node_url(name)
+
+    def port(self, name: str) -> int:
+        return int(self.url(name).rsplit(":", 1)[1])
+
+    def log_file(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def command(self, name: str) -> list[str]:
+        component = name if name in ("controller", "gateway") else "node"
+        cmd = [sys.executable, "-m", f"tandemdb.{component}", "--data", str(self.data)]
+        return cmd + (["--name", name] if component == "node" else [])
+
+    # -- starting and stopping ------------------------------------------------------------
+    def start(self, name: str, wait: bool = True) -> subprocess.Popen:
+        if not port_is_free(self.port(name)):
+            raise StartError(f"{name}: port {self.port(name)} is already in use; choose "
+                             "another base port with --port, or stop what holds it")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file(name), "ab") as log:
+            log.write(f"\n--- starting {name} at {time.ctime()} ---\n".encode())
+            log.flush()
+            # A session of its own: Ctrl-C in the terminal reaches `tandem up`, which then
+            # stops the children in order, and a detached deployment outlives the shell.
+            proc = subprocess.Popen(self.command(name), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.processes[name] = proc
+        if wait:
+            self.wait_healthy(name)
+        return proc
+
+    def start_all(self, progress: Callable[[str], None] | None = None) -> None:
+        for name in self.names():
+            if progress:
+                progress(f"starting {name}")
+            self.start(name)
+
+    def wait_healthy(self, name: str, timeout: float = START_TIMEOUT) -> None:
+        proc = self.processes[name]
+        deadline = time.monotonic() + timeout
+        url = self.url(name) + "/healthz"
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StartError(f"{name} exited with code {proc.returncode} during start-up; "
+                                 f"see {self.log_file(name)}:\n{self.tail(name)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise StartError(f"{name} did not answer {url} within {timeout:.0f}s; see "
+                         f"{self.log_file(name)}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file(name).read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the process gets no chance to clean up (a crash or a lost machine)."""
+        self.signal(name, signal.SIGKILL)
+        self.processes[name].wait(10)
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.processes[name]
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+    def stop(self, name: str, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+        proc = self.processes.get(name)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def stop_all(self) -> None:
+        for name in reversed(self.names()):
+            self.stop(name)
+
+    def dead(self) -> list[str]:
+        return [n for n, p in self.processes.items() if p.poll() is not None]
+
+    # -- detached deployments -------------------------------------------------------------
+    def write_run_file(self) -> None:
+        pids = {name: proc.pid for name, proc in self.processes.items()}
+        (self.data / RUN_FILE).write_text(json.dumps({"pids": pids}, indent=2))
+
+
+def running_pids(data: Path) -> dict[str, int]:
+    """Processes of a detached deployment that are still alive and still Tandem's."""
+    path = Path(data) / RUN_FILE
+    if not path.exists():
+        return {}
+    pids = json.loads(path.read_text()).get("pids", {})
+    return {name: pid for name, pid in pids.items() if _is_tandem(pid)}
+
+
+def _is_tandem(pid: int) -> bool:
+    """Guard against pid reuse: only signal processes whose command line is Tandem's."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"tandemdb." in cmdline
+
+
+def stop_detached(data: Path, timeout: float = 5.0) -> list[str]:
+    """Stop a detached deployment: SIGTERM all, wait, SIGKILL what is left. Returns names."""
+    pids = running_pids(data)
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_is_tandem(p) for p in pids.values()):
+        time.sleep(0.05)
+    for pid in pids.values():
+        if _is_tandem(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    (Path(data) / RUN_FILE).unlink(missing_ok=True)
+    return sorted(pids)
+
+
+def open_or_plan(data: Path, pairs: list[tuple[str, str]], nodes_per_region: int,
+                 port: int) -> Deployment:
+    """Reuse the deployment in `data` (same ports, secret, token), or plan a new one."""
+    data = Path(data)
+    if (data / "deployment.json").exists():
+        return Deployment.load(data)
+    data.mkdir(parents=True, exist_ok=True)
+    deployment = Deployment.plan(data.resolve(), pairs, nodes_per_region, port)
+    deployment.save()
+    return deployment
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """`west=east,north=south` → [("west", "east"), ("north", "south")]."""
+    pairs = []
+    for part in text.split(","):
+        a, sep, b = part.strip().partition("=")
+        if not sep or not a or not b or a == b:
+            raise ValueError(f"bad region pair {part!r}: write it as west=east")
+        pairs.append((a, b))
+    return pairs

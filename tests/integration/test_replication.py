@@ -1,0 +1,159 @@
+"""Geo-replication through real processes: rows, DDL and files reach the paired region,
+checksums agree after catch-up (invariants 4 and 6), restarts lose nothing (1 and 5)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import httpx
+import pytest
+
+from tandemdb.client import TandemError
+
+from .conftest import caught_up, wait_until
+from .workload import Writer
+
+
+def test_rows_ddl_and_files_replicate(cluster):
+    c = cluster.client
+    view = c.create_environment("rep-basic", type="production", region="west")
+    assert view["primary_region"] == "west" and view["home_region"] == "west"
+    assert sorted(r["region"] for r in view["replicas"]) == ["east", "west"]
+    c.sql("rep-basic", "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    for i in range(20):
+        c.sql("rep-basic", "INSERT INTO t(id, v) VALUES (?, ?)", [i, f"v{i}"])
+    c.sql("rep-basic", "ALTER TABLE t ADD COLUMN w INTEGER DEFAULT 3")
+    c.sql("rep-basic", "UPDATE t SET w = id * 2 WHERE id < 10")
+    c.put_file("rep-basic", "docs/readme.txt", b"hello east")
+    last = c.put_file("rep-basic", "img/logo.bin", bytes(range(256)) * 100)["lsn"]
+    wait_until(lambda: caught_up(c, "rep-basic"), what="secondary to catch up")
+    east = c.sql("rep-basic", "SELECT count(*), sum(w) FROM t", read_region="east",
+                 min_lsn=last)
+    assert east["region"] == "east"
+    assert east["results"][0]["rows"] == [[20, 10 * 3 + sum(i * 2 for i in range(10))]]
+    assert c.get_file("rep-basic", "img/logo.bin", read_region="east") == bytes(range(256)) * 100
+    assert c.checksum("rep-basic", "west")["total"] == c.checksum("rep-basic", "east")["total"]
+    files = c.list_files("rep-basic", prefix="docs/")
+    assert [f["path"] for f in files["files"]] == ["docs/readme.txt"]
+
+
+def test_min_lsn_reads_your_writes_in_the_pair(cluster):
+    c = cluster.client
+    c.create_environment("rep-ryw")
+    c.sql("rep-ryw", "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    for i in range(30):
+        lsn = c.sql("rep-ryw", "INSERT INTO t(id) VALUES (?)", [i])["lsn"]
+        seen = c.sql("rep-ryw", "SELECT count(*) FROM t", read_region="east", min_lsn=lsn)
+        assert seen["results"][0]["rows"] == [[i + 1]], "the write must be visible in east"
+        assert seen["lsn"] >= lsn
+
+
+def test_secondary_node_restart_under_writes_loses_nothing(cluster):
+    c = cluster.client
+    c.create_environment("rep-restart")
+    writer = Writer(c, "rep-restart")
+    writer.create_table()
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acked) > 50, what="writes before the kill")
+        east = cluster.node_of("east")
+        cluster.local.kill(east)
+        acked_while_down = len(writer.acked)
+        time.sleep(0.5)
+        cluster.local.start(east)
+        wait_until(lambda: len(writer.acked) > acked_while_down + 50, what="writes after")
+    finally:
+        writer.stop()
+    assert not writer.failed, f"writes failed while the secondary restarted: {writer.failed[:3]}"
+    wait_until(lambda: caught_up(c, "rep-restart"), what="secondary to catch up")
+    writer.check()
+    ids = writer.check(region="east", min_lsn=max(writer.lsns))
+    assert len(ids) == len(writer.acked)
+    assert sorted(writer.lsns) == writer.lsns, "lsns acknowledged in order"
+    assert c.checksum("rep-restart", "west")["total"] == c.checksum("rep-restart", "east")["total"]
+
+
+def test_primary_node_restart_keeps_every_acknowledged_write(cluster):
+    c = cluster.client
+    c.create_environment("rep-prestart")
+    writer = Writer(c, "rep-prestart")
+    writer.create_table()
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acked) > 50, what="writes before the kill")
+        west = cluster.node_of("west")
+        cluster.local.kill(west)
+        before = len(writer.acked)
+        cluster.local.start(west)
+        wait_until(lambda: len(writer.acked) > before + 50, timeout=20, what="writes after")
+    finally:
+        writer.stop()
+    writer.check()
+    wait_until(lambda: caught_up(c, "rep-prestart"), what="secondary to catch up")
+    writer.check(region="east", min_lsn=max(writer.lsns))
+    assert c.checksum("rep-prestart", "west")["total"] == \
+        c.checksum("rep-prestart", "east")["total"]
+
+
+def test_rpo_guard_rejects_writes_past_the_limit_and_recovers(cluster):
+    c = cluster.client
+    c.create_environment("rpo-on", rpo_limit_seconds=1)
+    c.create_environment("rpo-off")  # default 900 s: stays writable
+    for env in ("rpo-on", "rpo-off"):
+        c.sql(env, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    wait_until(lambda: caught_up(c, "rpo-on") and caught_up(c, "rpo-off"), what="catch-up")
+    east = cluster.node_of("east")
+    cluster.local.signal(east, signal.SIGSTOP)
+    refused: list[TandemError] = []
+    try:
+        deadline = time.monotonic() + 10
+        i = 0
+        while time.monotonic() < deadline and not refused:
+            i += 1
+            try:
+                c.sql("rpo-on", "INSERT INTO t(id) VALUES (?)", [i])
+            except TandemError as exc:
+                refused.append(exc)
+            time.sleep(0.1)
+        for j in range(5):
+            c.sql("rpo-off", "INSERT INTO t(id) VALUES (?)", [j])  # no guard hit at 900 s
+    finally:
+        cluster.local.signal(east, signal.SIGCONT)
+    assert refused, "the RPO guard never refused a write while the secondary was stopped"
+    assert refused[0].status == 503 and refused[0].code == "rpo_exceeded"
+    assert "limit" in refused[0].message
+    accepted_id = 10_000
+
+    def writable() -> bool:
+        try:
+            c.sql("rpo-on", "INSERT INTO t(id) VALUES (?)", [accepted_id])
+            return True
+        except TandemError:
+            return False
+
+    wait_until(writable, timeout=15, interval=0.2, what="writes to resume after catch-up")
+
+
+def test_write_sent_to_the_secondary_node_is_refused_with_the_primary_region(cluster):
+    c = cluster.client
+    c.create_environment("rep-direct")
+    c.sql("rep-direct", "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    wait_until(lambda: caught_up(c, "rep-direct"), what="catch-up")
+    east_url = cluster.local.url(cluster.node_of("east"))
+    headers = {"X-Tandem-Secret": cluster.deployment.secret}
+    r = httpx.post(f"{east_url}/v1/environments/rep-direct/sql", headers=headers,
+                   json={"statements": [{"sql": "INSERT INTO t(id) VALUES (1)"}]})
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "not_primary" and "west" in r.json()["error"]["message"]
+    read = c.sql("rep-direct", "SELECT count(*) FROM t", read_region="east")
+    assert read["results"][0]["rows"] == [[0]]
+
+
+@pytest.mark.parametrize("env_type", ["sandbox", "basic"])
+def test_non_production_types_have_a_single_replica(cluster, env_type):
+    c = cluster.client
+    view = c.create_environment(f"single-{env_type}", type=env_type, region="east")
+    assert [(r["region"], r["role"]) for r in view["replicas"]] == [("east", "primary")]
+    c.sql(f"single-{env_type}", "CREATE TABLE t(x)")
+    assert c.sql(f"single-{env_type}", "SELECT count(*) FROM t")["region"] == "east"

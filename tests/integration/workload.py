@@ -1,0 +1,69 @@
+"""A writer with unique ids, in the spirit of Jepsen's set workload.
+
+Every id the gateway acknowledged must exist afterwards, exactly once; ids whose request
+failed may or may not exist (the outcome of a failed request is unknown), but never twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from tandemdb.client import Client, TandemError
+
+
+@dataclass
+class Writer:
+    client: Client
+    env: str
+    table: str = "events"
+    first_id: int = 1
+    acked: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    lsns: list[int] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def create_table(self) -> None:
+        self.client.sql(self.env, f"CREATE TABLE IF NOT EXISTS {self.table}"
+                                  "(id INTEGER PRIMARY KEY, at REAL)")
+
+    def start(self) -> Writer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        next_id = self.first_id
+        while not self._stop.is_set():
+            try:
+                answer = self.client.sql(self.env, f"INSERT INTO {self.table}(id, at) "
+                                                   "VALUES (?, ?)", [next_id, time.time()])
+                self.acked.append(next_id)
+                self.lsns.append(answer["lsn"])
+            except (TandemError, OSError) as exc:
+                self.failed.append((next_id, str(exc)))
+                time.sleep(0.02)
+            except Exception as exc:  # httpx transport errors: outcome unknown
+                self.failed.append((next_id, repr(exc)))
+                time.sleep(0.02)
+            next_id += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(30)
+
+    def check(self, region: str | None = None, min_lsn: int | None = None) -> set[int]:
+        """Invariant 1/5: every acknowledged id is present exactly once. Returns all ids."""
+        answer = self.client.sql(self.env, f"SELECT id FROM {self.table} ORDER BY id",
+                                 read_region=region, min_lsn=min_lsn)
+        ids = [row[0] for row in answer["results"][0]["rows"]]
+        assert len(ids) == len(set(ids)), "an id is present twice"
+        missing = set(self.acked) - set(ids)
+        where = region or "primary"
+        assert not missing, f"acknowledged ids missing in {where}: {sorted(missing)[:20]}"
+        unexpected = set(ids) - set(self.acked) - {i for i, _ in self.failed}
+        assert not unexpected, f"ids nobody wrote: {sorted(unexpected)[:20]}"
+        return set(ids)
