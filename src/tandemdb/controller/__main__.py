@@ -1,0 +1,5 @@
+"""`python -m tandemdb.controller --data DIR`."""
+
+from .app import main
+
+main()

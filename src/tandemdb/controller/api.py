@@ -1,0 +1,79 @@
+"""The controller's HTTP routes (docs/architecture.md, "Controller").
+
+Public (forwarded by the gateway): `/v1/regions`, `/v1/environments[/{env}]`.
+Internal: `/internal/v1/heartbeat` from nodes, `/internal/v1/routing` long poll from the
+gateway. Everything but `/healthz` and `/metrics` needs the cluster secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+from tandemdb.common.http import ApiError, check_secret
+
+from .status import parse_heartbeat
+
+if TYPE_CHECKING:
+    from .app import Controller
+
+log = logging.getLogger("tandem.controller.api")
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+
+
+def install_routes(app: FastAPI, ctl: Controller) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True, "component": "controller", "name": "controller"}
+
+    def require_secret(request: Request) -> None:
+        check_secret(request, ctl.deployment.secret)
+
+    router = APIRouter(dependencies=[Depends(require_secret)])
+
+    @router.get("/v1/regions")
+    async def regions() -> dict:
+        return {"regions": [{**record, "nodes": ctl.topology.node_views(record["name"])}
+                            for record in ctl.topology.region_records()]}
+
+    @router.post("/v1/environments")
+    async def create_environment(request: Request) -> JSONResponse:
+        view = await ctl.environments.create(await read_json(request))
+        return JSONResponse(view, status_code=201)
+
+    @router.get("/v1/environments")
+    async def list_environments() -> dict:
+        return {"environments": ctl.environments.views()}
+
+    @router.get("/v1/environments/{env}")
+    async def show_environment(env: str) -> dict:
+        return ctl.environments.view(env)
+
+    @router.delete("/v1/environments/{env}")
+    async def delete_environment(env: str) -> dict:
+        return await ctl.environments.delete(env)
+
+    @router.post("/internal/v1/heartbeat")
+    async def heartbeat(request: Request) -> dict:
+        node, url, replicas = parse_heartbeat(await read_json(request), ctl.deployment.nodes)
+        return await ctl.heartbeat(node, url, replicas)
+
+    @router.get("/internal/v1/routing")
+    async def routing(after: int | None = Query(None, ge=0),
+                      wait: float = Query(0.0, ge=0)) -> dict:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(ctl.watchers, ctl.routing.poll, after, wait)
+
+    app.include_router(router)

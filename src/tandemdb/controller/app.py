@@ -1,0 +1,160 @@
+"""The controller process: `python -m tandemdb.controller --data DIR`.
+
+Wires the parts (store, topology, catalog, live status, reconciliation, routing,
+environments) into one FastAPI app served by uvicorn on 127.0.0.1:`controller_port`, and
+watches node health. State lives in `<data>/controller/store.sqlite`; node health and the
+latest heartbeat reports live in memory and come back within one heartbeat interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import Counter, Gauge
+
+from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common.http import BodyLimit, install_error_handlers
+from tandemdb.common.metrics import install_metrics
+
+from .api import install_routes
+from .catalog import Catalog
+from .environments import Environments
+from .nodes import NodeClient
+from .reconcile import Reconciler
+from .routing import Routing
+from .status import LiveStatus
+from .store import Store, open_store
+from .topology import Topology
+
+log = logging.getLogger("tandem.controller")
+
+MAX_BODY_BYTES = 8 << 20  # heartbeats of nodes with many replicas are the largest bodies
+SHUTDOWN_GRACE_SECONDS = 2
+ROUTING_WATCHERS = 64  # threads for blocked routing long polls, apart from the store's work
+
+HEALTHY_NODES = Gauge("tandem_controller_healthy_nodes",
+                      "Nodes that heartbeated within 3 x heartbeat_interval", ["region"])
+HEARTBEATS = Counter("tandem_controller_heartbeats_total", "Heartbeats received", ["node"])
+
+
+@dataclass
+class Controller:
+    deployment: Deployment
+    store: Store
+    topology: Topology
+    catalog: Catalog
+    status: LiveStatus
+    reconciler: Reconciler
+    routing: Routing
+    environments: Environments
+    nodes: NodeClient
+    watchers: ThreadPoolExecutor
+
+    @classmethod
+    def open(cls, deployment: Deployment, store: Store | None = None) -> Controller:
+        store = store or open_store(Path(deployment.data) / "controller")
+        topology = Topology(store, deployment)
+        catalog = Catalog(store)
+        status = LiveStatus()
+        reconciler = Reconciler(catalog, topology)
+        nodes = NodeClient(deployment.secret)
+        return cls(deployment, store, topology, catalog, status, reconciler,
+                   Routing(catalog, topology),
+                   Environments(catalog, topology, status, reconciler, nodes), nodes,
+                   ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"))
+
+    def start(self) -> None:
+        self.topology.seed()
+        self.environments.recover()
+        log.info("controller: serving regions %s with nodes %s at store revision %d",
+                 ", ".join(sorted({" <-> ".join(sorted(pair))
+                                   for pair in self.deployment.regions.items()})),
+                 ", ".join(self.deployment.nodes), self.store.revision())
+
+    async def stop(self) -> None:
+        await self.nodes.close()
+        self.store.close()  # wakes blocked routing watches
+        self.watchers.shutdown(wait=False, cancel_futures=True)
+
+    async def heartbeat(self, node: str, url: str, replicas: dict[str, dict]) -> dict:
+        """Record a node's report; answer the replicas it should host."""
+        HEARTBEATS.labels(node).inc()
+        region = self.topology.region_of(node)
+        if self.topology.heard_from(node):
+            log.info("node %s (%s) is healthy: heartbeat received from %s, reporting %d "
+                     "replicas", node, region, url, len(replicas))
+            self.update_gauges()
+        if not self.topology.knows_url(node, url):
+            before = self.topology.node_url(node)
+            if await asyncio.to_thread(self.topology.remember_url, node, url) and url != before:
+                log.info("node %s (%s): now reached at %s; the routing table follows", node,
+                         region, url)
+        self.status.record(node, replicas)
+        return {"replicas": self.reconciler.answer(node, replicas)}
+
+    async def watch_health(self) -> None:
+        """Notice nodes whose heartbeats stopped, log it once, keep the gauges current."""
+        while True:
+            await asyncio.sleep(self.deployment.heartbeat_interval / 2)
+            for node, age in self.topology.newly_unhealthy():
+                log.warning("node %s (%s) is unhealthy: no heartbeat for %.1f s, over the "
+                            "limit of %.1f s (3 x heartbeat_interval); its replicas keep their "
+                            "roles until an operation moves them", node,
+                            self.topology.region_of(node), age, self.topology.health_limit)
+            self.update_gauges()
+
+    def update_gauges(self) -> None:
+        for region in self.deployment.regions:
+            HEALTHY_NODES.labels(region).set(self.topology.healthy_count(region))
+
+
+def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
+    ctl = Controller.open(deployment, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(ctl.start)
+        health = asyncio.create_task(ctl.watch_health())
+        try:
+            yield
+        finally:
+            health.cancel()
+            await ctl.stop()
+            log.info("controller: stopped")
+
+    app = FastAPI(title="Tandem controller", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.controller = ctl
+    install_error_handlers(app)
+    install_metrics(app)
+    install_routes(app, ctl)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tandemdb.controller",
+                                     description="Run the Tandem controller of a deployment.")
+    parser.add_argument("--data", type=Path, default=Path("tandem-data"),
+                        help="deployment data directory (holds deployment.json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        deployment = Deployment.load(args.data)
+    except FileNotFoundError as exc:
+        log.error("controller: %s", exc)
+        raise SystemExit(2) from None
+    # A routing long poll may be in flight at shutdown: cut it after a short grace.
+    uvicorn.run(build_app(deployment), host=HOST, port=deployment.controller_port,
+                workers=1, log_config=None, access_log=False,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)

@@ -1,0 +1,86 @@
+"""What each node should host: the desired replicas sent in heartbeat answers and admin PUTs.
+
+The heartbeat answer is the full list of replicas a node should host; the node creates what
+is missing, drops what is no longer listed and adopts roles. That makes heartbeats the
+repair path for every admin call that did not arrive (a node that was down while an
+environment was created or deleted). Each difference between a node's report and the
+catalog is logged once, in one sentence, when it first appears.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .catalog import Catalog, EnvState, Role
+from .topology import Topology
+
+log = logging.getLogger("tandem.controller.reconcile")
+
+
+class Reconciler:
+    def __init__(self, catalog: Catalog, topology: Topology) -> None:
+        self.catalog, self.topology = catalog, topology
+        self._cache: tuple[int, dict[str, list[dict]]] | None = None
+        self._logged: dict[str, set[str]] = {}
+
+    def desired(self, record: dict, replica: dict) -> dict:
+        """One replica as a node must host it (heartbeat answer and PUT body alike)."""
+        primary = next((r for r in record["replicas"] if r["role"] == Role.PRIMARY), None)
+        is_primary = replica["role"] == Role.PRIMARY
+        secondaries = [r for r in record["replicas"] if r["role"] == Role.SECONDARY]
+        return {
+            "env": record["name"],
+            "role": replica["role"],
+            "epoch": record["epoch"],
+            "type": record["type"],
+            "rpo_limit_seconds": record["rpo_limit_seconds"],
+            "primary": None if is_primary or primary is None
+            else self.topology.node_ref(primary["node"]),
+            "secondaries": [self.topology.node_ref(r["node"]) for r in secondaries]
+            if is_primary else [],
+        }
+
+    def desired_for(self, node: str) -> list[dict]:
+        """Every replica `node` should host, rebuilt only when the store changed."""
+        revision = self.catalog.store.revision()
+        if self._cache is None or self._cache[0] != revision:
+            by_node: dict[str, list[dict]] = {}
+            for record in self.catalog.list():
+                if record["state"] == EnvState.DELETING:
+                    continue  # leaving it out makes the nodes drop it
+                for replica in record["replicas"]:
+                    by_node.setdefault(replica["node"], []).append(
+                        self.desired(record, replica))
+            self._cache = (revision, by_node)
+        return self._cache[1].get(node, [])
+
+    def answer(self, node: str, reported: dict[str, dict]) -> list[dict]:
+        """The heartbeat answer for `node`; logs how its report differs from the catalog."""
+        desired = self.desired_for(node)
+        self._log_differences(node, reported, desired)
+        return desired
+
+    def _log_differences(self, node: str, reported: dict[str, dict],
+                         desired: list[dict]) -> None:
+        found = set()
+        wanted = {d["env"]: d for d in desired}
+        for env, want in wanted.items():
+            have = reported.get(env)
+            if have is None:
+                found.add(f"environment {env} (epoch {want['epoch']}): node {node} does not "
+                          f"host its {want['role']} replica yet; the heartbeat answer tells "
+                          "it to create it")
+            elif have.get("role") != want["role"] or have.get("epoch") != want["epoch"]:
+                found.add(f"environment {env} (epoch {want['epoch']}): node {node} reports "
+                          f"its replica as {have.get('role')} at epoch {have.get('epoch')} "
+                          f"but the catalog says {want['role']}; the heartbeat answer tells "
+                          "it to adopt that")
+        for env in sorted(set(reported) - set(wanted)):
+            found.add(f"environment {env}: node {node} hosts a replica the catalog does not "
+                      "place there; the heartbeat answer leaves it out, so the node drops it")
+        before = self._logged.get(node, set())
+        for sentence in sorted(found - before):
+            log.info(sentence)
+        if before and not found:
+            log.info("node %s: its replicas now match the catalog", node)
+        self._logged[node] = found

@@ -1,0 +1,79 @@
+"""Live replica status from the nodes' latest heartbeats, merged into environment views.
+
+Kept in memory only: after a controller restart the views show `null` lsns until the nodes
+report again (within one heartbeat interval). What each number means:
+
+- `applied_lsn`: the replica's own report (`last_lsn`), primary or secondary;
+- `lag_entries`, `lag_seconds`: for a secondary, from its **primary's** `consumers` report
+  for the secondary's node (the primary computes lag from its journal and the
+  acknowledgements, on its own clock); 0 for the primary itself;
+- `seeding`: the secondary's own report while it copies a snapshot;
+- `primary_lsn`: the primary's `last_lsn`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tandemdb.common.http import ApiError
+
+from .catalog import Role
+
+
+class LiveStatus:
+    def __init__(self) -> None:
+        self._reports: dict[str, dict[str, dict]] = {}  # node -> env -> replica report
+
+    def record(self, node: str, replicas: dict[str, dict]) -> None:
+        self._reports[node] = replicas
+
+    def reported(self, node: str) -> dict[str, dict]:
+        return self._reports.get(node, {})
+
+    def report(self, node: str, env: str) -> dict | None:
+        return self._reports.get(node, {}).get(env)
+
+    def view(self, record: dict) -> dict:
+        """The catalog record plus live status: what `GET /v1/environments/{env}` answers."""
+        env = record["name"]
+        primary = next((r for r in record["replicas"] if r["role"] == Role.PRIMARY), None)
+        primary_report = self.report(primary["node"], env) if primary else None
+        consumers = (primary_report or {}).get("consumers") or {}
+        replicas = []
+        for replica in record["replicas"]:
+            own = self.report(replica["node"], env) or {}
+            if replica["role"] == Role.PRIMARY:
+                lag: dict[str, Any] = {"lag_entries": 0, "lag_seconds": 0.0}
+            else:
+                seen = consumers.get(replica["node"]) or {}
+                lag = {"lag_entries": seen.get("lag_entries"),
+                       "lag_seconds": seen.get("lag_seconds")}
+            replicas.append({**replica, "applied_lsn": own.get("last_lsn"), **lag,
+                             "seeding": own.get("seeding")})
+        return {**record, "replicas": replicas,
+                "primary_lsn": (primary_report or {}).get("last_lsn")}
+
+
+def parse_heartbeat(body: Any, nodes: dict[str, dict]) -> tuple[str, str, dict[str, dict]]:
+    """Check a heartbeat body against the deployment; returns (node, url, replicas)."""
+    if not isinstance(body, dict):
+        raise _bad("a heartbeat must be a JSON object with node, region, url and replicas")
+    node, region, url = body.get("node"), body.get("region"), body.get("url")
+    if node not in nodes:
+        raise _bad(f"heartbeat from unknown node {node!r}: the nodes of deployment.json are "
+                   f"{', '.join(sorted(nodes))}")
+    if region != nodes[node]["region"]:
+        raise _bad(f"node {node} reports region {region!r} but deployment.json puts it in "
+                   f"{nodes[node]['region']!r}")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise _bad(f"node {node} reports url {url!r}: give its base URL, e.g. "
+                   "http://127.0.0.1:7072")
+    replicas = body.get("replicas", {})
+    if not isinstance(replicas, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in replicas.items()):
+        raise _bad(f"node {node}: replicas must be an object of env name -> replica report")
+    return node, url.rstrip("/"), replicas
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)

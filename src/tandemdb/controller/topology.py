@@ -1,0 +1,163 @@
+"""Regions, their pairs and their nodes; node health from heartbeats; replica placement.
+
+Regions and pairs come from `deployment.json` and are seeded into the store on first start
+(`regions/<name>`). Nodes are listed in the deployment too; the URL each node last reported
+is kept in the store (`nodes/<name>`) so that the routing table follows it. Health is kept
+in memory only: a node is healthy if it heartbeated within 3 × `heartbeat_interval`. After
+a controller restart every node counts as unhealthy until its next heartbeat (0.5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from tandemdb.common.deployment import Deployment
+
+from .store import Store
+
+log = logging.getLogger("tandem.controller.topology")
+
+HEALTH_FACTOR = 3  # heartbeats a node may miss before it counts as unhealthy
+
+
+class Topology:
+    def __init__(self, store: Store, deployment: Deployment,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.deployment, self.clock = store, deployment, clock
+        self.health_limit = HEALTH_FACTOR * deployment.heartbeat_interval
+        self._last_seen: dict[str, float] = {}
+        self._believed_healthy: dict[str, bool] = {}
+        self._urls: dict[str, str] = {}  # URLs already in the store, to skip reads
+
+    # -- regions -------------------------------------------------------------------------
+
+    def seed(self) -> None:
+        """Write each region of the deployment into the store unless it is there already."""
+        for name, pair in self.deployment.regions.items():
+            key = f"regions/{name}"
+            current = self.store.get(key)
+            if current is None:
+                if self.store.compare_and_set(key, None,
+                                              {"name": name, "pair": pair, "state": "healthy"}):
+                    log.info("region %s: seeded into the store, paired with %s, state healthy",
+                             name, pair)
+            elif current.value.get("pair") != pair:
+                record = {**current.value, "pair": pair}
+                if self.store.compare_and_set(key, current.version, record):
+                    log.warning("region %s: pair changed from %s to %s because "
+                                "deployment.json says so", name, current.value.get("pair"), pair)
+
+    def region_names(self) -> list[str]:
+        """Regions in deployment order; the first one is the default home region."""
+        return list(self.deployment.regions)
+
+    def has_region(self, name: str) -> bool:
+        return name in self.deployment.regions
+
+    def pair_of(self, region: str) -> str:
+        return self.deployment.regions[region]
+
+    def region_records(self) -> list[dict]:
+        stored = {item.value["name"]: item.value for item in self.store.list("regions/").values()}
+        return [stored.get(name, {"name": name, "pair": pair, "state": "healthy"})
+                for name, pair in self.deployment.regions.items()]
+
+    # -- nodes ---------------------------------------------------------------------------
+
+    def nodes_in(self, region: str) -> list[str]:
+        return self.deployment.nodes_in(region)
+
+    def region_of(self, node: str) -> str | None:
+        spec = self.deployment.nodes.get(node)
+        return spec["region"] if spec else None
+
+    def node_urls(self) -> dict[str, str]:
+        """Every node's URL: the one it last reported, else the one deployment.json gives."""
+        reported = {item.value["name"]: item.value["url"]
+                    for item in self.store.list("nodes/").values()}
+        return {node: reported.get(node, self.deployment.node_url(node))
+                for node in self.deployment.nodes}
+
+    def node_url(self, node: str) -> str:
+        item = self.store.get(f"nodes/{node}")
+        return item.value["url"] if item else self.deployment.node_url(node)
+
+    def node_ref(self, node: str) -> dict:
+        """How the controller points one node at another: `{"node", "region", "url"}`."""
+        return {"node": node, "region": self.region_of(node), "url": self.node_url(node)}
+
+    def knows_url(self, node: str, url: str) -> bool:
+        """True if `url` is already the node's stored URL (no store access needed)."""
+        return self._urls.get(node) == url
+
+    def remember_url(self, node: str, url: str) -> bool:
+        """Keep the URL a node reports; True if it is new (the routing table changes)."""
+        if self._urls.get(node) == url:
+            return False
+        item = self.store.get(f"nodes/{node}")
+        if item is None or item.value["url"] != url:
+            self.store.put(f"nodes/{node}", {"name": node, "region": self.region_of(node),
+                                             "url": url})
+        self._urls[node] = url
+        return item is None or item.value["url"] != url
+
+    # -- health --------------------------------------------------------------------------
+
+    def heard_from(self, node: str) -> bool:
+        """Record a heartbeat; True if the node was not healthy before it."""
+        was_healthy = self._believed_healthy.get(node, False)
+        self._last_seen[node] = self.clock()
+        self._believed_healthy[node] = True
+        return not was_healthy
+
+    def heartbeat_age(self, node: str) -> float | None:
+        seen = self._last_seen.get(node)
+        return None if seen is None else self.clock() - seen
+
+    def healthy(self, node: str) -> bool:
+        age = self.heartbeat_age(node)
+        return age is not None and age <= self.health_limit
+
+    def newly_unhealthy(self) -> list[tuple[str, float]]:
+        """Nodes that were healthy and missed their heartbeats since: (node, age)."""
+        lost = []
+        for node, believed in self._believed_healthy.items():
+            if believed and not self.healthy(node):
+                self._believed_healthy[node] = False
+                lost.append((node, self.heartbeat_age(node) or 0.0))
+        return lost
+
+    def healthy_count(self, region: str) -> int:
+        return sum(1 for node in self.nodes_in(region) if self.healthy(node))
+
+    def node_views(self, region: str) -> list[dict]:
+        urls = self.node_urls()
+        views = []
+        for node in self.nodes_in(region):
+            age = self.heartbeat_age(node)
+            views.append({"name": node, "url": urls[node], "healthy": self.healthy(node),
+                          "last_heartbeat_age": None if age is None else round(age, 3)})
+        return views
+
+    # -- placement -----------------------------------------------------------------------
+
+    def place(self, region: str, replica_counts: Counter[str]) -> tuple[str, str]:
+        """The node of `region` for a new replica, and why: fewest replicas wins.
+
+        Healthy nodes are preferred; when none of the region's nodes is healthy (e.g. just
+        after a controller restart) the choice is made among all of them. Ties go to the
+        first name, so placement is deterministic.
+        """
+        nodes = self.nodes_in(region)
+        if not nodes:
+            raise LookupError(f"region {region} has no nodes in deployment.json")
+        healthy = [n for n in nodes if self.healthy(n)]
+        pool = healthy or nodes
+        node = min(pool, key=lambda n: (replica_counts[n], n))
+        if len(nodes) == 1:
+            return node, f"the only node of {region}"
+        among = "its healthy nodes" if healthy else "its nodes (none is healthy yet)"
+        return node, f"the fewest replicas ({replica_counts[node]}) among {among}"

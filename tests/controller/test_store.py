@@ -1,0 +1,191 @@
+"""The SQLite Store: compare-and-set, listing, revisions, watches and durability."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tandemdb.controller.store import Change, Compacted, Item, StoreError, open_store
+from tandemdb.controller.store import sqlite as sqlite_backend
+from tandemdb.controller.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "store.sqlite")
+    yield s
+    s.close()
+
+
+def test_empty_store(store):
+    assert store.revision() == 0
+    assert store.get("a") is None
+    assert store.list("") == {}
+    assert store.delete("a") is False
+    assert store.revision() == 0  # a delete of nothing is not a write
+
+
+def test_put_get_versions_and_revision(store):
+    v1 = store.put("regions/west", {"name": "west", "pair": "east"})
+    assert v1 == 1 and store.revision() == 1
+    value, version = store.get("regions/west")
+    assert value == {"name": "west", "pair": "east"} and version == 1
+    v2 = store.put("regions/east", {"name": "east"})
+    v3 = store.put("regions/west", {"name": "west", "pair": "south"})
+    assert (v2, v3) == (2, 3)
+    assert store.get("regions/west") == Item({"name": "west", "pair": "south"}, 3)
+    assert store.get("regions/east").version == 2  # untouched keys keep their version
+
+
+def test_compare_and_set(store):
+    # None means "must not exist".
+    assert store.compare_and_set("environments/acme", None, {"epoch": 1}) is True
+    assert store.compare_and_set("environments/acme", None, {"epoch": 99}) is False
+    value, version = store.get("environments/acme")
+    assert value == {"epoch": 1}
+    # A stale version loses; the current one wins and the version moves on.
+    assert store.compare_and_set("environments/acme", version + 1, {"epoch": 2}) is False
+    assert store.compare_and_set("environments/acme", version, {"epoch": 2}) is True
+    assert store.compare_and_set("environments/acme", version, {"epoch": 3}) is False
+    assert store.get("environments/acme").value == {"epoch": 2}
+    # An expected version for a key that does not exist fails.
+    assert store.compare_and_set("environments/none", 1, {}) is False
+    assert store.get("environments/none") is None
+    # Failed CAS writes nothing.
+    assert store.revision() == 2
+
+
+def test_compare_and_set_race_has_one_winner(store):
+    store.put("counter", 0)
+    wins = []
+
+    def bump() -> None:
+        for _ in range(50):
+            while True:
+                value, version = store.get("counter")
+                if store.compare_and_set("counter", version, value + 1):
+                    wins.append(1)
+                    break
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get("counter").value == 200 == len(wins)
+
+
+def test_delete_and_recreate(store):
+    store.put("environments/acme", {"epoch": 1})
+    assert store.delete("environments/acme") is True
+    assert store.get("environments/acme") is None
+    assert store.delete("environments/acme") is False
+    assert store.compare_and_set("environments/acme", None, {"epoch": 1}) is True
+    assert store.revision() == 3
+
+
+def test_list_by_prefix_in_key_order(store):
+    for key in ["environments/b", "environments/a", "environmentsX", "regions/west",
+                "environments/a/sub"]:
+        store.put(key, {"key": key})
+    listed = store.list("environments/")
+    assert list(listed) == ["environments/a", "environments/a/sub", "environments/b"]
+    assert listed["environments/b"].value == {"key": "environments/b"}
+    assert list(store.list("regions/")) == ["regions/west"]
+    assert len(store.list("")) == 5
+
+
+def test_watch_answers_at_once_with_newer_changes(store):
+    store.put("environments/a", 1)
+    store.put("regions/west", 2)
+    store.delete("environments/a")
+    start = time.monotonic()
+    changes = store.watch("environments/", 0, timeout=5)
+    assert time.monotonic() - start < 1
+    assert changes == [Change(1, "environments/a", 1), Change(3, "environments/a", None)]
+    assert store.watch("", 1, timeout=0) == [Change(2, "regions/west", 2),
+                                             Change(3, "environments/a", None)]
+
+
+def test_watch_times_out_without_a_write(store):
+    store.put("environments/a", 1)
+    start = time.monotonic()
+    assert store.watch("environments/", 1, timeout=0.4) == []
+    assert time.monotonic() - start >= 0.35
+    # A write under another prefix does not answer a watch of this one.
+    store.put("regions/west", 1)
+    assert store.watch("environments/", 1, timeout=0.2) == []
+
+
+def test_watch_wakes_on_a_write_from_another_thread(store):
+    writer = threading.Timer(0.3, store.put, args=("environments/acme", {"epoch": 1}))
+    start = time.monotonic()
+    writer.start()
+    changes = store.watch("environments/", 0, timeout=10)
+    elapsed = time.monotonic() - start
+    writer.join()
+    assert changes == [Change(1, "environments/acme", {"epoch": 1})]
+    assert 0.25 <= elapsed < 2, elapsed
+
+
+def test_watch_sees_a_write_from_another_process(tmp_path):
+    """A second connection (as another process would have) wakes the watch by polling."""
+    path = tmp_path / "store.sqlite"
+    watcher, writer = SqliteStore(path), SqliteStore(path)
+    try:
+        threading.Timer(0.2, writer.put, args=("k", 1)).start()
+        start = time.monotonic()
+        assert watcher.watch("", 0, timeout=10) == [Change(1, "k", 1)]
+        assert time.monotonic() - start < sqlite_backend.POLL_SECONDS + 1.0
+    finally:
+        watcher.close()
+        writer.close()
+
+
+def test_close_wakes_a_blocked_watch(store):
+    result = []
+    t = threading.Thread(target=lambda: result.append(store.watch("", 0, timeout=30)))
+    t.start()
+    time.sleep(0.2)
+    store.close()
+    t.join(5)
+    assert not t.is_alive() and result == [[]]
+    with pytest.raises(StoreError, match="closed"):
+        store.get("a")
+
+
+def test_watch_behind_the_trimmed_log_is_compacted(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_backend, "KEEP_CHANGES", 5)
+    monkeypatch.setattr(sqlite_backend, "TRIM_EVERY", 10)
+    s = SqliteStore(tmp_path / "store.sqlite")
+    try:
+        for i in range(10):
+            s.put(f"k{i}", i)
+        with pytest.raises(Compacted):
+            s.watch("", 2, timeout=0)
+        assert [c.revision for c in s.watch("", 5, timeout=0)] == [6, 7, 8, 9, 10]
+    finally:
+        s.close()
+
+
+def test_state_survives_reopen(tmp_path):
+    s = open_store(tmp_path / "controller")
+    s.put("regions/west", {"name": "west"})
+    assert s.compare_and_set("environments/acme", None, {"epoch": 1})
+    s.put("environments/gone", {})
+    s.delete("environments/gone")
+    s.close()
+    assert (tmp_path / "controller" / "store.sqlite").exists()
+    again = open_store(tmp_path / "controller")
+    try:
+        assert again.revision() == 4
+        assert again.get("environments/acme") == Item({"epoch": 1}, 2)
+        assert again.get("environments/gone") is None
+        assert list(again.list("")) == ["environments/acme", "regions/west"]
+        assert [c.revision for c in again.watch("", 0, timeout=0)] == [1, 2, 3, 4]
+        assert again.put("x", 1) == 5  # the revision goes on from where it was
+    finally:
+        again.close()
