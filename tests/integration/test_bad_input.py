@@ -26,7 +26,7 @@ def env(cluster):
 def _state(cluster) -> tuple:
     c = cluster.client
     return (c.checksum(ENV, "west")["total"], c.environment(ENV)["primary_lsn"],
-            [e["name"] for e in c.environments()["environments"]])
+            [e["name"] for e in c.environments()])
 
 
 def _raw(cluster, method: str, path: str, token: str | None = "ok", **kw) -> httpx.Response:

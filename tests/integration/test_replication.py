@@ -35,7 +35,7 @@ def test_rows_ddl_and_files_replicate(cluster):
     assert c.get_file("rep-basic", "img/logo.bin", read_region="east") == bytes(range(256)) * 100
     assert c.checksum("rep-basic", "west")["total"] == c.checksum("rep-basic", "east")["total"]
     files = c.list_files("rep-basic", prefix="docs/")
-    assert [f["path"] for f in files["files"]] == ["docs/readme.txt"]
+    assert [f["path"] for f in files] == ["docs/readme.txt"]
 
 
 def test_min_lsn_reads_your_writes_in_the_pair(cluster):

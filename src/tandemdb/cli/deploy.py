@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tandemdb import local
 
@@ -110,5 +111,6 @@ def demo(
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    # soft_wrap: paths in the message (log files) must stay whole for people and scripts.
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(1)

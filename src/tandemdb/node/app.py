@@ -1,0 +1,160 @@
+"""The node process: its HTTP app, its background loops, and `main`.
+
+`python -m tandemdb.node --data DIR --name NODE` loads `Deployment.load(DIR)` and serves on
+127.0.0.1 at the node's port: the data API, the admin API, the replication stream, blobs,
+snapshots, `/healthz` and `/metrics`. Every path except those two needs the cluster secret.
+Replicas live in `DIR/nodes/NODE/envs/<env>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common.http import (
+    ApiError,
+    BodyLimit,
+    check_secret,
+    error_response,
+    install_error_handlers,
+)
+
+from . import admin, dataapi, stream
+from . import metrics as node_metrics
+from .heartbeat import Heartbeat
+from .puller import Puller
+from .replicas import ReplicaSet
+from .stream import Upkeep
+
+log = logging.getLogger("tandem.node")
+
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+class Node:
+    """One node: its replicas and the loops that keep them replicated and reported."""
+
+    def __init__(self, deployment: Deployment, name: str) -> None:
+        if name not in deployment.nodes:
+            raise ValueError(f"no node {name!r} in the deployment (nodes: "
+                             f"{', '.join(sorted(deployment.nodes))})")
+        self.deployment, self.name = deployment, name
+        self.region: str = deployment.nodes[name]["region"]
+        self.port: int = deployment.nodes[name]["port"]
+        self.url = deployment.node_url(name)
+        self.dir = Path(deployment.data) / "nodes" / name
+        self.replicas = ReplicaSet(self.dir, name, self.region)
+        self._tasks: list[asyncio.Task] = []
+        self.puller: Puller | None = None
+        self.heartbeat: Heartbeat | None = None
+
+    async def start(self) -> None:
+        await self.replicas.load()
+        self.puller = Puller(self)  # it listens for replica changes from here on
+        self.puller.refresh()
+        self.heartbeat = Heartbeat(self)
+        self._tasks = [asyncio.create_task(self.heartbeat.run(), name="heartbeat"),
+                       asyncio.create_task(Upkeep(self.replicas).run(), name="upkeep")]
+        log.info("node %s (region %s) serving %d replicas at %s", self.name, self.region,
+                 len(self.replicas), self.url)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.puller is not None:
+            await self.puller.close()
+        if self.heartbeat is not None:
+            await self.heartbeat.close()
+        await self.replicas.close()
+
+
+class SecretGate:
+    """ASGI middleware: every path but /healthz and /metrics needs the cluster secret."""
+
+    def __init__(self, app: ASGIApp, secret: str) -> None:
+        self.app, self.secret = app, secret
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            try:
+                check_secret(_HeaderView(scope), self.secret)
+            except ApiError as exc:
+                await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _HeaderView:
+    """Just enough of a Request for `check_secret`."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.headers = {k.decode("latin-1"): v.decode("latin-1")
+                        for k, v in scope.get("headers", [])}
+
+
+def build_app(node: Node) -> ASGIApp:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    app = FastAPI(title=f"tandem node {node.name}", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_request, _exc: ClientDisconnect) -> JSONResponse:
+        # The peer went away mid-request (e.g. a node killed while it long-polls): there is
+        # no one to answer, and nothing to log as a crash.
+        return error_response(400, "client_disconnected", "the client went away")
+
+    node_metrics.install_endpoint(app)
+    node_metrics.install(node.replicas)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"ok": True, "component": "node", "name": node.name,
+                             "region": node.region})
+
+    dataapi.install(app, node)
+    admin.install(app, node)
+    stream.install(app, node)
+    gated = SecretGate(BodyLimit(app, node.deployment.max_body_bytes), node.deployment.secret)
+    return node_metrics.RequestMetrics(gated)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tandemdb.node",
+                                     description="Run one Tandem node.")
+    parser.add_argument("--data", required=True, type=Path, help="deployment data directory")
+    parser.add_argument("--name", required=True, help="node name, e.g. west-1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s {args.name} %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    try:
+        deployment = Deployment.load(args.data)
+        node = Node(deployment, args.name)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    config = uvicorn.Config(build_app(node), host=HOST, port=node.port, log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()

@@ -1,0 +1,76 @@
+"""Group commit for one replica: concurrent write requests share one engine commit.
+
+Requests queue up while the previous group is being committed in a worker thread; the next
+group takes everything queued (up to `MAX_GROUP`) into one `Environment.execute_group` call,
+so one fsync serves many clients. Each request gets its own result or its own error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tandemdb.common.http import ApiError
+from tandemdb.engine import EngineError, TxResult
+
+from .replicas import Replica, ReplicaSet, run_sync
+
+log = logging.getLogger("tandem.node.batcher")
+
+MAX_GROUP = 256
+
+
+class Batcher:
+    def __init__(self, replicas: ReplicaSet, replica: Replica) -> None:
+        self.replicas, self.replica = replicas, replica
+        self._queue: list[tuple[list, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, statements: list) -> TxResult:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((statements, fut))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                try:
+                    outcomes = await self._commit([statements for statements, _ in group])
+                except Exception as exc:  # noqa: BLE001 - each waiter gets the error
+                    outcomes = [exc] * len(group)
+                for (_, fut), outcome in zip(group, outcomes, strict=True):
+                    if fut.done():  # the client went away; its write stands
+                        continue
+                    if isinstance(outcome, BaseException):
+                        fut.set_exception(outcome)
+                    else:
+                        fut.set_result(outcome)
+                self.replica.notify()
+        finally:
+            self._task = None
+
+    async def _commit(self, transactions: list[list]) -> list:
+        replica = self.replica
+        if replica.dropped:
+            raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
+        self.replicas.require_writable(replica)  # the role may have changed while queued
+        env = replica.require_env()
+        try:
+            return await run_sync(env.execute_group, transactions)
+        except EngineError:
+            raise
+        except Exception:
+            # Not one transaction's fault (execute_group reports those in their slots):
+            # run them one by one so each gets its own answer.
+            log.exception("group commit of %d transactions on %s failed; retrying singly",
+                          len(transactions), replica.name)
+            outcomes: list = []
+            for statements in transactions:
+                try:
+                    outcomes.append(await run_sync(env.execute, statements))
+                except Exception as exc:  # noqa: BLE001
+                    outcomes.append(exc)
+            return outcomes

@@ -1,0 +1,318 @@
+"""The secondary side of replication: one long-poll loop per peer node.
+
+For every peer node that holds the primaries of some of this node's secondaries, a loop
+posts the applied lsns of all those secondaries to the peer's `/internal/v1/stream`, and
+applies each answer in lsn order: missing blobs are fetched first, then
+`Environment.apply(entries, sender_epoch=…)` runs in a worker thread (it is idempotent, so
+a retry after a crash is safe). A part marked `snapshot` makes that replica seed from a
+fresh snapshot of the primary, while the other replicas of the loop keep streaming.
+Connection errors back off from 0.2 s to 2 s and the loop retries forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import httpx
+import msgpack
+
+from tandemdb.common.http import SECRET_HEADER
+from tandemdb.engine import EngineError, JournalEntry, MissingBlobs
+
+from . import metrics
+from .replicas import Replica, ReplicaSet, run_sync
+
+if TYPE_CHECKING:
+    from .app import Node
+
+log = logging.getLogger("tandem.node.puller")
+
+WAIT = 1.0  # long-poll wait asked of the primary
+MAX_BYTES = 4 << 20
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
+ENV_BACKOFF = 1.0  # after an apply error, leave that replica out for this long
+
+
+class PeerError(Exception):
+    pass
+
+
+class PeerLoop:
+    """The long poll to one peer node, for every secondary whose primary lives there."""
+
+    def __init__(self, puller: Puller, peer: str, url: str) -> None:
+        self.puller, self.peer, self.url = puller, peer, url
+        self.task: asyncio.Task | None = None
+        self._request: asyncio.Task | None = None
+        self._held: dict[str, float] = {}  # env -> loop time until which it is left out
+        self._logged: dict[str, str] = {}  # last error logged per env (no log floods)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"pull-{self.peer}")
+
+    def interrupt(self) -> None:
+        """The set of replicas changed: end the current long poll and ask again."""
+        if self._request is not None and not self._request.done():
+            self._request.cancel()
+
+    def replicas(self) -> list[Replica]:
+        now = asyncio.get_running_loop().time()
+        return [r for r in self.puller.replicas
+                if r.role == "secondary" and r.record.primary is not None
+                and r.record.primary.node == self.peer and r.record.primary.url == self.url
+                and r.env is not None and r.seeding is None and not r.dropped
+                and self._held.get(r.name, 0) <= now]
+
+    async def run(self) -> None:
+        backoff = BACKOFF_MIN
+        failing_since: float | None = None
+        while True:
+            replicas = self.replicas()
+            if not replicas:
+                await self.puller.wait_for_change(0.25)
+                continue
+            positions = {r.name: r.env.last_lsn for r in replicas}  # type: ignore[union-attr]
+            try:
+                answer = await self._poll(positions)
+                if answer is None:
+                    continue  # interrupted: poll again with the new set of replicas
+            except (httpx.HTTPError, PeerError, ValueError) as exc:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("stream from %s (%s) failed: %s; retrying", self.peer,
+                                self.url, _describe(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+                continue
+            if failing_since is not None:
+                log.info("stream from %s is back after %.1fs", self.peer,
+                         time.monotonic() - failing_since)
+                failing_since = None
+            backoff = BACKOFF_MIN
+            try:
+                parts = answer.get("envs") or {}
+                for name in answer.get("missing") or ():
+                    self._not_served(name)
+                await asyncio.gather(*(self._handle(r, parts.get(r.name)) for r in replicas))
+            except Exception:  # noqa: BLE001 - a malformed answer must not end the loop
+                log.exception("cannot use the stream answer from %s", self.peer)
+                await asyncio.sleep(BACKOFF_MAX)
+
+    async def _poll(self, positions: dict[str, int]) -> dict | None:
+        """One long poll; None when `interrupt` ended it early."""
+        body = msgpack.packb({"node": self.puller.node.name, "positions": positions,
+                              "wait": WAIT, "max_bytes": MAX_BYTES})
+        request = self._request = asyncio.create_task(self.puller.client.post(
+            self.url + "/internal/v1/stream", content=body,
+            headers={"content-type": "application/msgpack"}))
+        try:
+            response = await request
+        except asyncio.CancelledError:
+            if request.cancelled() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                return None
+            raise
+        finally:
+            self._request = None
+        if response.status_code != 200:
+            raise PeerError(f"HTTP {response.status_code}: {response.text[:200]}")
+        content = response.content
+        if len(content) > 256 << 10:
+            answer = await run_sync(msgpack.unpackb, content, raw=False)
+        else:
+            answer = msgpack.unpackb(content, raw=False)
+        if not isinstance(answer, dict):
+            raise PeerError("stream answer is not a map")
+        return answer
+
+    async def _handle(self, replica: Replica, part: dict | None) -> None:
+        if part is None or replica.dropped or replica.role != "secondary":
+            return
+        if part.get("snapshot"):
+            self.puller.seed(replica, self.url)
+            return
+        wire = part.get("entries") or []
+        if not wire:
+            return
+        env = replica.env
+        if env is None:
+            return
+        try:
+            entries = sorted((JournalEntry.from_wire(w) for w in wire), key=lambda e: e.lsn)
+            fresh = [e for e in entries if e.lsn > env.last_lsn]
+            await self.fetch_blobs(replica, fresh)
+            await run_sync(env.apply, entries, sender_epoch=int(part["epoch"]))
+        except (EngineError, httpx.HTTPError, PeerError, ValueError, KeyError,
+                TypeError) as exc:
+            self._hold(replica, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. the replica was closed under us
+            if not replica.dropped:
+                log.exception("applying entries to %s failed", replica.name)
+                self._hold(replica, exc)
+            return
+        if replica.stream_error is not None:
+            log.info("replica %s streams again from %s", replica.name, self.peer)
+            self._logged.pop(replica.name, None)
+        replica.stream_error = None
+        if fresh:
+            metrics.REPLICATED_ENTRIES.labels(replica.name).inc(len(fresh))
+            metrics.REPLICATED_BYTES.labels(replica.name).inc(sum(e.size for e in fresh))
+        replica.notify()
+
+    def _not_served(self, name: str) -> None:
+        replica = self.puller.replicas.find(name)
+        if replica is None or replica.dropped:
+            return
+        message = f"{self.peer} does not serve {name} (no such replica there, or seeding)"
+        replica.stream_error = message
+        if self._logged.get(name) != message:
+            self._logged[name] = message
+            log.warning("replica %s: %s; asking again", name, message)
+        self._held[name] = asyncio.get_running_loop().time() + ENV_BACKOFF
+
+    def _hold(self, replica: Replica, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        replica.stream_error = message
+        if self._logged.get(replica.name) != message:
+            self._logged[replica.name] = message
+            log.error("replica %s cannot apply entries from %s: %s", replica.name, self.peer,
+                      message)
+        self._held[replica.name] = asyncio.get_running_loop().time() + ENV_BACKOFF
+
+    async def fetch_blobs(self, replica: Replica, entries: list[JournalEntry]) -> None:
+        env = replica.env
+        wanted = sorted({d for e in entries for d in e.blobs})
+        if not wanted or env is None:
+            return
+        missing = await run_sync(lambda: [d for d in wanted if not env.blobs.has(d)])
+        for digest in missing:
+            response = await self.puller.client.get(
+                f"{self.url}/internal/v1/envs/{replica.name}/blobs/{digest}")
+            if response.status_code == 404:
+                continue  # apply names it (MissingBlobs) if the entry really needs it
+            if response.status_code != 200:
+                raise PeerError(f"blob {digest[:12]}: HTTP {response.status_code}")
+            got = await run_sync(env.blobs.put, response.content)
+            if got != digest:
+                await run_sync(env.blobs.delete, got)
+                raise MissingBlobs([digest])
+
+
+class Puller:
+    """Keeps one `PeerLoop` per peer node that holds primaries of this node's secondaries."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.replicas: ReplicaSet = node.replicas
+        headers = {SECRET_HEADER: node.deployment.secret}
+        self.client = httpx.AsyncClient(
+            headers=headers, timeout=httpx.Timeout(10.0, connect=2.0, read=WAIT + 10.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+        self.loops: dict[tuple[str, str], PeerLoop] = {}
+        self.seeding: dict[str, asyncio.Task] = {}
+        self.closed = False
+        self._changed = asyncio.Event()
+        self.replicas.on_change(self.refresh)
+
+    async def wait_for_change(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def refresh(self) -> None:
+        """Start and stop peer loops to match the secondaries' primaries."""
+        if self.closed:
+            return
+        wanted = {(r.record.primary.node, r.record.primary.url) for r in self.replicas
+                  if r.role == "secondary" and r.record.primary is not None}
+        for key in list(self.loops):
+            if key not in wanted:
+                loop = self.loops.pop(key)
+                if loop.task is not None:
+                    loop.task.cancel()
+                log.info("stopped pulling from %s", key[0])
+        for key in wanted - self.loops.keys():
+            loop = self.loops[key] = PeerLoop(self, *key)
+            loop.start()
+            log.info("pulling from %s at %s", *key)
+        for loop in self.loops.values():
+            loop.interrupt()
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def close(self) -> None:
+        self.closed = True
+        tasks = [loop.task for loop in self.loops.values() if loop.task is not None]
+        tasks += list(self.seeding.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.aclose()
+
+    # -- seeding --------------------------------------------------------------------------
+    def seed(self, replica: Replica, url: str) -> None:
+        if replica.name in self.seeding or replica.seeding is not None:
+            return
+        replica.seeding = {"bytes_done": 0, "bytes_total": 0}
+        self.seeding[replica.name] = asyncio.create_task(self._seed(replica, url))
+
+    async def _seed(self, replica: Replica, url: str) -> None:
+        tmp = self.replicas.tmp_dir / f"seed-{replica.name}-{uuid.uuid4().hex}.sqlite"
+        started = time.monotonic()
+        try:
+            log.info("seeding %s from a snapshot of %s", replica.name, url)
+            lsn = await self._download(replica, url, tmp)
+            secret = self.node.deployment.secret
+            with httpx.Client(headers={SECRET_HEADER: secret}, timeout=30.0) as blobs:
+
+                def fetch_blob(digest: str) -> bytes:
+                    response = blobs.get(f"{url}/internal/v1/envs/{replica.name}/blobs/{digest}")
+                    response.raise_for_status()
+                    return response.content
+
+                await self.replicas.replace_from_snapshot(replica, tmp, fetch_blob)
+            replica.last_seed = {"lsn": lsn, "bytes": replica.seeding["bytes_done"]}
+            log.info("seeded %s at lsn %d (%d bytes) in %.2fs", replica.name, lsn,
+                     replica.seeding["bytes_done"], time.monotonic() - started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the next stream answer asks again
+            log.error("seeding %s failed: %s; will retry", replica.name, _describe(exc))
+            replica.stream_error = f"seeding failed: {_describe(exc)}"
+            await asyncio.sleep(BACKOFF_MAX)
+        finally:
+            replica.seeding = None
+            self.seeding.pop(replica.name, None)
+            tmp.unlink(missing_ok=True)
+            self.refresh()
+
+    async def _download(self, replica: Replica, url: str, dest) -> int:
+        progress = replica.seeding
+        async with self.client.stream(
+                "GET", f"{url}/internal/v1/envs/{replica.name}/snapshot",
+                timeout=httpx.Timeout(30.0, connect=2.0)) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise PeerError(f"snapshot: HTTP {response.status_code}: "
+                                f"{response.text[:200]}")
+            lsn = int(response.headers["x-tandem-lsn"])
+            progress["bytes_total"] = int(response.headers.get("content-length", 0))
+            with open(dest, "wb") as f:
+                async for chunk in response.aiter_bytes(1 << 20):
+                    await run_sync(f.write, chunk)
+                    progress["bytes_done"] += len(chunk)
+                await run_sync(f.flush)
+                await run_sync(os.fsync, f.fileno())
+        if progress["bytes_total"] and progress["bytes_done"] != progress["bytes_total"]:
+            raise PeerError(f"snapshot cut short at {progress['bytes_done']} of "
+                            f"{progress['bytes_total']} bytes")
+        return lsn
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,467 @@
+"""The replicas a node hosts: their role records on disk, their engines and their consumers.
+
+Each replica is one engine `Environment` in `<node dir>/envs/<env>/` with its role record
+in `replica.json` beside the engine files, so a restarted node resumes its replicas before
+the controller answers. Engine calls block (fsync), so every one of them runs in a worker
+thread; the bookkeeping here (waiters, consumers) belongs to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from anyio import to_thread
+
+from tandemdb.common.http import ApiError
+from tandemdb.engine import Environment, JournalTruncated, StaleEpoch
+from tandemdb.engine.schema import DB_FILE
+
+log = logging.getLogger("tandem.node.replicas")
+
+NAME = re.compile(r"[a-z][a-z0-9-]{1,62}")
+RECORD_FILE = "replica.json"
+# `drill` is an isolated writable copy (DESIGN §1): it takes writes but neither streams
+# nor is guarded. `fenced` was primary and must not write.
+ROLES = ("primary", "secondary", "fenced", "drill")
+WRITABLE = ("primary", "drill")
+TYPES = ("production", "sandbox", "basic")
+
+
+async def run_sync(fn: Callable, *args, **kwargs):
+    """Run a blocking (engine) call in a worker thread."""
+    return await to_thread.run_sync(partial(fn, *args, **kwargs))
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name or ""):
+        raise ApiError(400, "invalid_name",
+                       f"environment name {name!r} must match [a-z][a-z0-9-]{{1,62}}")
+    return name
+
+
+@dataclass(frozen=True)
+class Peer:
+    node: str
+    region: str
+    url: str
+
+    @classmethod
+    def parse(cls, raw: object, what: str) -> Peer:
+        if not isinstance(raw, dict) or not all(
+                isinstance(raw.get(k), str) and raw.get(k) for k in ("node", "region", "url")):
+            raise ApiError(400, "bad_request", f"{what} must be {{node, region, url}} strings")
+        return cls(raw["node"], raw["region"], raw["url"].rstrip("/"))
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "region": self.region, "url": self.url}
+
+
+@dataclass(frozen=True)
+class Record:
+    """A replica's role record (the desired-replica record of the controller, kept on disk)."""
+
+    role: str
+    epoch: int
+    primary: Peer | None = None
+    secondaries: tuple[Peer, ...] = ()
+    type: str = "production"
+    rpo_limit_seconds: float = 900.0
+
+    @classmethod
+    def parse(cls, raw: object) -> Record:
+        if not isinstance(raw, dict):
+            raise ApiError(400, "bad_request", "a replica record must be a JSON object")
+        role, epoch = raw.get("role"), raw.get("epoch", 1)
+        if role not in ROLES:
+            raise ApiError(400, "bad_request", f"role must be one of {', '.join(ROLES)}")
+        if type(epoch) is not int or epoch < 1:
+            raise ApiError(400, "bad_request", "epoch must be an integer >= 1")
+        kind = raw.get("type") or "production"
+        if kind not in TYPES:
+            raise ApiError(400, "bad_request", f"type must be one of {', '.join(TYPES)}")
+        rpo = raw.get("rpo_limit_seconds", 900)
+        if rpo is None:
+            rpo = 900
+        if type(rpo) not in (int, float) or rpo <= 0:
+            raise ApiError(400, "bad_request", "rpo_limit_seconds must be a positive number")
+        primary = raw.get("primary")
+        primary = None if primary is None else Peer.parse(primary, "primary")
+        if role == "secondary" and primary is None:
+            raise ApiError(400, "bad_request", "a secondary needs its primary {node, region, url}")
+        secondaries = raw.get("secondaries") or []
+        if not isinstance(secondaries, list):
+            raise ApiError(400, "bad_request", "secondaries must be a list")
+        peers = tuple(Peer.parse(s, "each secondary") for s in secondaries)
+        return cls(role, epoch, primary, peers, kind, float(rpo))
+
+    def to_dict(self) -> dict:
+        return {"role": self.role, "epoch": self.epoch,
+                "primary": self.primary.to_dict() if self.primary else None,
+                "secondaries": [s.to_dict() for s in self.secondaries],
+                "type": self.type, "rpo_limit_seconds": self.rpo_limit_seconds}
+
+
+@dataclass
+class Consumer:
+    """A secondary that pulls this replica's journal; its position is its acknowledgement."""
+
+    acked_lsn: int = 0
+    persisted_lsn: int = 0  # what `Environment.acknowledge` has recorded durably
+    next_at: float | None = None  # committed_at of entry acked_lsn + 1, once known
+    seen_at: float = 0.0  # time.time() of its last stream request
+
+    def advance(self, lsn: int) -> None:
+        if lsn != self.acked_lsn:
+            self.acked_lsn, self.next_at = lsn, None
+        self.seen_at = time.time()
+
+
+@dataclass
+class Replica:
+    name: str
+    directory: Path
+    record: Record
+    env: Environment | None
+    consumers: dict[str, Consumer] = field(default_factory=dict)
+    seeding: dict | None = None  # {"bytes_done", "bytes_total"} while seeding
+    last_seed: dict | None = None  # {"lsn", "bytes"} of the last snapshot it was seeded from
+    stream_error: str | None = None  # last replication error (secondary side)
+    dropped: bool = False
+    truncated_upto: int = 0  # the journal was last truncated up to here (Upkeep)
+    batcher: object | None = None  # the data API's group committer (batcher.Batcher)
+    _waiters: set[asyncio.Future] = field(default_factory=set)
+    _lag_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def role(self) -> str:
+        return self.record.role
+
+    @property
+    def writable(self) -> bool:
+        return self.record.role in WRITABLE
+
+    def require_env(self) -> Environment:
+        env = self.env
+        if env is None or self.dropped:
+            raise ApiError(503, "unavailable", f"replica {self.name} is being seeded from a "
+                           "snapshot; retry shortly", {"Retry-After": "1"})
+        return env
+
+    # -- commit notification (event loop only) --------------------------------------------
+    def notify(self) -> None:
+        """Wake everyone waiting for a new commit or applied entry of this replica."""
+        waiters, self._waiters = self._waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def add_waiter(self, fut: asyncio.Future) -> None:
+        self._waiters.add(fut)
+
+    def remove_waiter(self, fut: asyncio.Future) -> None:
+        self._waiters.discard(fut)
+
+    async def wait_for_lsn(self, lsn: int, timeout: float) -> bool:
+        """Wait until this replica's last lsn reaches `lsn`; False on timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            env = self.env
+            if env is not None and env.last_lsn >= lsn:
+                return True
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            fut = asyncio.get_running_loop().create_future()
+            self.add_waiter(fut)
+            try:
+                # The seeding replica has no env to notify about; look again now and then.
+                await asyncio.wait_for(fut, min(remaining, 0.5))
+            except TimeoutError:
+                pass
+            finally:
+                self.remove_waiter(fut)
+
+    # -- lag (computed from the journal and the acknowledgements, primary's clock) ---------
+    def lag(self, node: str, now: float | None = None) -> tuple[int, float]:
+        """(lag_entries, lag_seconds) of consumer `node`, from what is cached."""
+        env, consumer = self.env, self.consumers.get(node)
+        if env is None or consumer is None:
+            return 0, 0.0
+        behind = max(0, env.last_lsn - consumer.acked_lsn)
+        if behind == 0 or consumer.next_at is None:
+            return behind, 0.0
+        return behind, max(0.0, (now or time.time()) - consumer.next_at)
+
+    async def refresh_lag(self) -> None:
+        """Learn the commit time of the oldest entry each consumer has not applied yet."""
+        env = self.env
+        if env is None or all(c.next_at is not None or c.acked_lsn >= env.last_lsn
+                              for c in self.consumers.values()):
+            return
+        async with self._lag_lock:  # concurrent writers share one look-up
+            for consumer in list(self.consumers.values()):
+                acked = consumer.acked_lsn
+                if consumer.next_at is None and env.last_lsn > acked:
+                    at = await run_sync(_oldest_unapplied_at, env, acked)
+                    if consumer.acked_lsn == acked and at is not None:
+                        consumer.next_at = at
+
+    def consumers_report(self) -> dict:
+        now = time.time()
+        out = {}
+        for node, consumer in self.consumers.items():
+            entries, seconds = self.lag(node, now)
+            out[node] = {"acked_lsn": consumer.acked_lsn, "lag_entries": entries,
+                         "lag_seconds": round(seconds, 3)}
+        return out
+
+
+def _oldest_unapplied_at(env: Environment, acked: int) -> float | None:
+    try:
+        entries = env.read_journal(acked, max_entries=1)
+    except JournalTruncated:
+        # The consumer is behind the journal (it must seed): count from the oldest retained.
+        entries = env.read_journal(env.first_lsn() - 1, max_entries=1)
+    return entries[0].committed_at if entries else None
+
+
+def _write_record(directory: Path, record: Record) -> None:
+    path = directory / RECORD_FILE
+    tmp = path.with_name(RECORD_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(record.to_dict(), indent=2))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ReplicaSet:
+    """The replicas of one node: open, create, update, drop, and the role checks."""
+
+    def __init__(self, node_dir: Path, node: str, region: str) -> None:
+        self.node, self.region = node, region
+        self.envs_dir = Path(node_dir) / "envs"
+        self.tmp_dir = Path(node_dir) / "tmp"
+        self._replicas: dict[str, Replica] = {}
+        self._lock = asyncio.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    # -- lookup -------------------------------------------------------------------------
+    def __iter__(self):
+        return iter(list(self._replicas.values()))
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def find(self, name: str) -> Replica | None:
+        return self._replicas.get(name)
+
+    def get(self, name: str) -> Replica:
+        check_name(name)
+        replica = self._replicas.get(name)
+        if replica is None:
+            raise ApiError(404, "not_found", f"no replica of environment {name!r} on node "
+                           f"{self.node}")
+        return replica
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on the loop) whenever replicas or their roles change."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def require_writable(self, replica: Replica) -> None:
+        if replica.writable:
+            return
+        record = replica.record
+        if record.role == "secondary" and record.primary is not None:
+            where = (f"the primary is in region {record.primary.region} "
+                     f"(node {record.primary.node})")
+        else:
+            where = "this replica is fenced; the environment is moving to another primary"
+        raise ApiError(409, "not_primary", f"environment {replica.name} is read-only in "
+                       f"region {self.region}: {where}; send writes there")
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def load(self) -> None:
+        """Reopen every replica found on disk (a restarted node resumes at once)."""
+        self.envs_dir.mkdir(parents=True, exist_ok=True)
+        if self.tmp_dir.exists():
+            await run_sync(shutil.rmtree, self.tmp_dir, True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for directory in sorted(self.envs_dir.iterdir()):
+            if not directory.is_dir():
+                continue
+            record_path = directory / RECORD_FILE
+            if not record_path.exists():
+                # Left over from a drop or create interrupted by a crash: nothing owns it.
+                log.warning("removing %s: it has no %s", directory, RECORD_FILE)
+                await run_sync(shutil.rmtree, directory, True)
+                continue
+            try:
+                record = Record.parse(json.loads(record_path.read_text()))
+                env = await run_sync(Environment, directory)
+            except Exception:
+                log.exception("cannot open replica in %s; skipping it", directory)
+                continue
+            replica = Replica(directory.name, directory, record, env)
+            await run_sync(self._adopt, replica, record)
+            self._replicas[replica.name] = replica
+            log.info("resumed replica %s as %s (epoch %d, lsn %d)", replica.name, record.role,
+                     env.epoch, env.last_lsn)
+        self._changed()
+
+    async def ensure(self, name: str, raw: object) -> Replica:
+        """Create the replica or bring it to the desired record (admin PUT, heartbeat)."""
+        check_name(name)
+        record = Record.parse(raw)
+        async with self._lock:
+            replica = self._replicas.get(name)
+            if replica is None:
+                replica = await run_sync(self._create, name, record)
+                self._replicas[name] = replica
+                log.info("created replica %s as %s (epoch %d)", name, record.role, record.epoch)
+            elif replica.record != record:
+                old = replica.record.role
+                await run_sync(self._adopt, replica, record)
+                if old != record.role:
+                    log.info("replica %s: role %s -> %s (epoch %d)", name, old, record.role,
+                             record.epoch)
+            else:
+                return replica  # nothing to do (a heartbeat repeating what we have)
+        self._changed()
+        replica.notify()
+        return replica
+
+    async def drop(self, name: str) -> None:
+        check_name(name)
+        async with self._lock:
+            replica = self._replicas.pop(name, None)
+            if replica is None:
+                raise ApiError(404, "not_found", f"no replica of environment {name!r} on "
+                               f"node {self.node}")
+            replica.dropped = True
+            await run_sync(self._remove, replica)
+            log.info("dropped replica %s", name)
+        self._changed()
+        replica.notify()
+
+    async def close(self) -> None:
+        for replica in list(self._replicas.values()):
+            if replica.env is not None:
+                await run_sync(replica.env.close)
+
+    # -- worker-thread parts ------------------------------------------------------------
+    def _create(self, name: str, record: Record) -> Replica:
+        directory = self.envs_dir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        env = None
+        try:
+            _write_record(directory, record)
+            env = Environment(directory)
+            replica = Replica(name, directory, record, env)
+            self._adopt(replica, record)
+            return replica
+        except BaseException:
+            if env is not None:
+                env.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    def _adopt(self, replica: Replica, record: Record) -> None:
+        """Apply a record to the engine (epochs, consumers) and persist it."""
+        env = replica.env
+        if env is not None:
+            promoted = record.role in WRITABLE and replica.record.role == "secondary"
+            if record.epoch > env.epoch:
+                if record.role in WRITABLE:
+                    env.begin_epoch(record.epoch)
+                else:
+                    env.observe_epoch(record.epoch)
+            elif promoted and record.epoch <= env.epoch and env.last_lsn > 0:
+                raise StaleEpoch(f"cannot make replica {replica.name} writable in epoch "
+                                 f"{record.epoch}: it already knows epoch {env.epoch}; a "
+                                 "promotion needs a new epoch")
+            self._adopt_consumers(replica, env, record)
+        if record != replica.record or not (replica.directory / RECORD_FILE).exists():
+            _write_record(replica.directory, record)
+        replica.record = record
+
+    def _adopt_consumers(self, replica: Replica, env: Environment, record: Record) -> None:
+        """Listed secondaries are consumers (acked 0 until they report), others are not.
+
+        Registering a secondary before it first pulls keeps the journal it needs. A fenced
+        replica keeps every consumer it had: the switchover target still pulls the final
+        entries from it."""
+        persisted = env.consumers()
+        listed = {s.node for s in record.secondaries}
+        if record.role == "fenced":
+            listed |= persisted.keys()
+        elif record.role not in WRITABLE:
+            listed = set()
+        for node in listed - persisted.keys():
+            env.acknowledge(node, 0)
+            persisted[node] = 0
+        for node in persisted.keys() - listed:
+            env.forget_consumer(node)
+            del persisted[node]
+        for node, lsn in persisted.items():
+            consumer = replica.consumers.get(node)
+            if consumer is None:
+                replica.consumers[node] = Consumer(lsn, lsn)
+            else:
+                consumer.persisted_lsn = max(consumer.persisted_lsn, lsn)
+        for node in list(replica.consumers):
+            if node not in listed:
+                del replica.consumers[node]
+
+    def _remove(self, replica: Replica) -> None:
+        if replica.env is not None:
+            replica.env.close()
+        (replica.directory / RECORD_FILE).unlink(missing_ok=True)
+        shutil.rmtree(replica.directory, ignore_errors=True)
+
+    # -- seeding ------------------------------------------------------------------------
+    async def replace_from_snapshot(self, replica: Replica, snapshot: Path, fetch_blob) -> None:
+        """Swap the replica's engine for one restored from `snapshot` (a seeding secondary).
+
+        The old database files go first; should the node crash before the restored file is
+        in place, it reopens an empty replica and seeds again."""
+        async with self._lock:
+            if replica.dropped:
+                return
+            old, replica.env = replica.env, None
+            replica.truncated_upto = 0
+            try:
+                replica.env = await run_sync(self._restore, replica, old, snapshot, fetch_blob)
+            finally:
+                if replica.env is None:  # the restore failed: start from an empty replica
+                    replica.env = await run_sync(Environment, replica.directory)
+            await run_sync(self._adopt, replica, replica.record)
+        replica.notify()
+
+    @staticmethod
+    def _restore(replica: Replica, old: Environment | None, snapshot: Path,
+                 fetch_blob) -> Environment:
+        if old is not None:
+            old.close()
+        for suffix in ("", "-wal", "-shm", ".restoring"):
+            (replica.directory / (DB_FILE + suffix)).unlink(missing_ok=True)
+        return Environment.restore(snapshot, replica.directory, fetch_blob)

@@ -1,0 +1,216 @@
+"""The serving side of replication: the journal stream, blobs and snapshots.
+
+`POST /internal/v1/stream` is one long poll per peer node with all its environments
+multiplexed (msgpack both ways). The positions in a request are the peer's applied lsns:
+they are its acknowledgements, used at once for lag and the RPO guard, and recorded
+durably (`Environment.acknowledge`) by the `Upkeep` loop, which then truncates the journal
+up to what every consumer has acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import msgpack
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
+
+from tandemdb.common.http import ApiError
+from tandemdb.engine import Environment, JournalTruncated
+from tandemdb.engine.blobstore import check_digest
+
+from .metrics import add_route
+from .replicas import NAME, Replica, ReplicaSet, run_sync
+
+if TYPE_CHECKING:
+    from .app import Node
+
+log = logging.getLogger("tandem.node.stream")
+
+MSGPACK = "application/msgpack"
+MAX_WAIT = 30.0
+MAX_BYTES = 16 << 20
+MAX_ENTRIES = 5000
+UPKEEP_INTERVAL = 0.5
+
+
+def _parse_request(raw: bytes) -> tuple[str, dict[str, int], float, int]:
+    try:
+        body = msgpack.unpackb(raw, raw=False)
+    except Exception:  # noqa: BLE001 - any decoding failure is the client's
+        raise ApiError(400, "bad_request", "the stream request must be msgpack") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the stream request must be a map")
+    node, positions = body.get("node"), body.get("positions")
+    if not isinstance(node, str) or not node:
+        raise ApiError(400, "bad_request", "stream request: node must be the caller's name")
+    if not isinstance(positions, dict) or not all(
+            isinstance(k, str) and type(v) is int and v >= 0 for k, v in positions.items()):
+        raise ApiError(400, "bad_request", "stream request: positions must map env -> lsn")
+    wait = body.get("wait", 1.0)
+    wait = float(wait) if isinstance(wait, (int, float)) and math.isfinite(wait) else 1.0
+    wait = min(max(wait, 0.0), MAX_WAIT)
+    budget = body.get("max_bytes", 4 << 20)
+    budget = min(max(int(budget), 1), MAX_BYTES) if isinstance(budget, int) else 4 << 20
+    return node, positions, wait, budget
+
+
+def _read(targets: list[tuple[Replica, Environment, int]], budget: int) -> dict:
+    """Worker thread: the entries after each position, within one shared byte budget.
+
+    Each answer part also carries, under "_first", the (lsn, committed_at) of its first
+    entry; the caller takes it out (it dates the consumer's oldest unapplied commit)."""
+    envs: dict[str, dict] = {}
+    for replica, env, pos in targets:
+        if replica.dropped:
+            continue
+        entries: list = []
+        snapshot = False
+        if budget > 0 and env.last_lsn > pos:
+            try:
+                entries = env.read_journal(pos, max_entries=MAX_ENTRIES, max_bytes=budget)
+            except JournalTruncated:
+                snapshot = True
+            budget -= sum(e.size for e in entries)
+        envs[replica.name] = {
+            "epoch": env.epoch, "last_lsn": env.last_lsn,
+            "entries": [e.to_wire() for e in entries], "snapshot": snapshot,
+            "_first": (entries[0].lsn, entries[0].committed_at) if entries else None}
+    return envs
+
+
+class StreamServer:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.replicas: ReplicaSet = node.replicas
+
+    async def stream(self, request: Request) -> Response:
+        consumer, positions, wait, budget = _parse_request(await request.body())
+        targets: list[tuple[Replica, Environment, int]] = []
+        missing = []
+        for name, pos in positions.items():
+            replica = self.replicas.find(name) if NAME.fullmatch(name) else None
+            env = replica.env if replica is not None else None
+            if replica is None or env is None:
+                missing.append(name)
+                continue
+            targets.append((replica, env, pos))
+            tracked = replica.consumers.get(consumer)
+            if tracked is not None:  # only listed secondaries are consumers
+                tracked.advance(pos)
+        if wait > 0 and targets and not any(env.last_lsn > pos for _, env, pos in targets):
+            await self._wait_any([replica for replica, _, _ in targets], wait)
+        random.shuffle(targets)  # no environment starves the others of the byte budget
+        envs = await run_sync(_read, targets, budget)
+        for replica, _, pos in targets:
+            if replica.name not in envs:
+                continue
+            first = envs[replica.name].pop("_first")
+            tracked = replica.consumers.get(consumer)
+            if tracked is not None and first is not None and first[0] == pos + 1 \
+                    and tracked.acked_lsn == pos and tracked.next_at is None:
+                tracked.next_at = first[1]
+        answer = {"time": time.time(), "envs": envs}
+        if missing:
+            answer["missing"] = missing  # hosted nowhere here (or seeding): nothing to pull
+        return Response(await run_sync(msgpack.packb, answer), media_type=MSGPACK)
+
+    @staticmethod
+    async def _wait_any(replicas: list[Replica], wait: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        for replica in replicas:
+            replica.add_waiter(fut)
+        try:
+            await asyncio.wait_for(fut, wait)
+        except TimeoutError:
+            pass
+        finally:
+            for replica in replicas:
+                replica.remove_waiter(fut)
+
+    async def blob(self, request: Request) -> Response:
+        replica = self.replicas.get(request.path_params["env"])
+        digest = request.path_params["digest"]
+        try:
+            check_digest(digest)
+        except ValueError:
+            raise ApiError(400, "bad_request", f"{digest!r} is not a blob digest") from None
+        env = replica.require_env()
+        try:
+            data = await run_sync(env.blobs.get, digest)
+        except KeyError:
+            raise ApiError(404, "blob_not_found",
+                           f"replica {replica.name} has no blob {digest[:12]}") from None
+        return Response(data, media_type="application/octet-stream")
+
+    async def snapshot(self, request: Request) -> Response:
+        replica = self.replicas.get(request.path_params["env"])
+        env = replica.require_env()
+        dest = self.replicas.tmp_dir / f"snapshot-{replica.name}-{uuid.uuid4().hex}.sqlite"
+        snap = await run_sync(env.snapshot, dest)
+        log.info("serving a snapshot of %s at lsn %d (%d bytes)", replica.name, snap.lsn,
+                 dest.stat().st_size)
+        return FileResponse(snap.path, media_type="application/octet-stream",
+                            headers={"X-Tandem-Lsn": str(snap.lsn),
+                                     "X-Tandem-Epoch": str(snap.epoch)},
+                            background=BackgroundTask(dest.unlink, missing_ok=True))
+
+
+class Upkeep:
+    """Every half second: record acknowledgements durably, then truncate the journal.
+
+    Both are cheap no-ops when nothing moved; the durable acknowledgement may trail the
+    in-memory one, which only makes truncation more careful."""
+
+    def __init__(self, replicas: ReplicaSet) -> None:
+        self.replicas = replicas
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(UPKEEP_INTERVAL)
+            for replica in self.replicas:
+                try:
+                    await self.tend(replica)
+                except Exception:  # noqa: BLE001 - try again next round
+                    log.exception("upkeep of %s failed", replica.name)
+
+    async def tend(self, replica: Replica) -> None:
+        env = replica.env
+        if env is None or replica.dropped:
+            return
+        acks = {node: c.acked_lsn for node, c in replica.consumers.items()
+                if c.acked_lsn > c.persisted_lsn}
+        if acks:
+            await run_sync(_acknowledge, env, acks)
+            for node, lsn in acks.items():
+                if node in replica.consumers:
+                    replica.consumers[node].persisted_lsn = lsn
+        floor = min((c.persisted_lsn for c in replica.consumers.values()),
+                    default=env.last_lsn)
+        upto = min(floor, env.last_lsn - 1)
+        if upto > replica.truncated_upto:
+            removed = await run_sync(env.truncate_journal)
+            replica.truncated_upto = upto
+            if removed:
+                log.debug("truncated %d journal entries of %s", removed, replica.name)
+        await replica.refresh_lag()
+
+
+def _acknowledge(env: Environment, acks: dict[str, int]) -> None:
+    for node, lsn in acks.items():
+        env.acknowledge(node, lsn)
+
+
+def install(app: FastAPI, node: Node) -> StreamServer:
+    server = StreamServer(node)
+    add_route(app, "/internal/v1/stream", server.stream, methods=["POST"])
+    add_route(app, "/internal/v1/envs/{env}/blobs/{digest}", server.blob, methods=["GET"])
+    add_route(app, "/internal/v1/envs/{env}/snapshot", server.snapshot, methods=["GET"])
+    return server
