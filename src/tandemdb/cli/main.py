@@ -10,11 +10,24 @@ from rich.table import Table
 
 from tandemdb import __version__
 
+from . import data, deploy, envs, status
+
 app = typer.Typer(help="Tandem: geo-replicated environments with planned and unplanned "
-                       "failover.", no_args_is_help=True, add_completion=False)
+                       "failover.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)  # locals may hold the token
 bench_app = typer.Typer(help="Benchmarks that print JSON and compare side by side.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+# A local deployment (deploy.py).
+app.command("up")(deploy.up)
+app.command("down")(deploy.down)
+app.command("demo")(deploy.demo)
+# The API, through the gateway (status.py, envs.py, data.py; all built on tandemdb.client).
+app.command("status")(status.status)
+app.add_typer(envs.app, name="env")
+app.command("sql")(data.sql)
+app.add_typer(data.files_app, name="files")
 console = Console(stderr=True)
 
 

@@ -1,0 +1,76 @@
+"""What every API command shares: the connection options, the client, and error reporting.
+
+A command finds the gateway from `--url`/`TANDEM_URL` and `--token`/`TANDEM_TOKEN`, and
+whatever of the two is missing from the local deployment in `--data` (default
+`./tandem-data`). Failures are one line on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from tandemdb.client import Client, TandemError
+from tandemdb.common.deployment import Deployment
+
+DEFAULT_DATA = Path("tandem-data")
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object) for scripts.")]
+Url = Annotated[str | None, typer.Option(
+    "--url", envvar="TANDEM_URL", show_default=False,
+    help="Gateway URL. Default: the gateway of the local deployment in --data.")]
+Token = Annotated[str | None, typer.Option(
+    "--token", envvar="TANDEM_TOKEN", show_default=False,
+    help="Admin token. Default: the token of the local deployment in --data.")]
+Data = Annotated[Path, typer.Option(
+    "--data", help="Local deployment directory, read when --url or --token is not given.")]
+
+
+class CliError(Exception):
+    """A failure to report as one line (the message already says what to do)."""
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn the failures a command can meet into one clear line and exit code 1."""
+    try:
+        yield
+    except TandemError as exc:
+        fail(str(exc))
+    except CliError as exc:
+        fail(f"error: {exc}")
+    except OSError as exc:  # local files: the input to upload, the output to write
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"error: {exc.strerror or exc}{where}")
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def connect(url: str | None, token: str | None, data: Path) -> Client:
+    """A client for `--url`/`--token`, completing what is missing from the deployment."""
+    url, token = url or None, token or None  # an empty TANDEM_URL counts as unset
+    if url is None or token is None:
+        try:
+            deployment = Deployment.load(data)
+        except FileNotFoundError as exc:
+            raise CliError(f"{exc}; or pass --url and --token "
+                           "(or set TANDEM_URL and TANDEM_TOKEN)") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise CliError(f"cannot read the deployment in {data}: {exc}") from None
+        url = url or deployment.gateway_url
+        token = token or deployment.token
+    return Client(url, token)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value))

@@ -1,0 +1,86 @@
+"""`tandem env create | list | show | delete`: the environment catalog."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_json, reported
+from .tables import environment_fields, environments_table
+
+app = typer.Typer(help="Create, list, show and delete environments.", no_args_is_help=True)
+
+Name = Annotated[str, typer.Argument(help="Environment name, e.g. acme.", show_default=False)]
+
+
+class EnvType(StrEnum):
+    production = "production"
+    sandbox = "sandbox"
+    basic = "basic"
+
+
+@app.command("create")
+def create(
+    name: Name,
+    env_type: Annotated[EnvType, typer.Option(
+        "--type", help="production: geo-secondary in the paired region; sandbox: backups "
+                       "only; basic: a single copy.")] = EnvType.production,
+    region: Annotated[str | None, typer.Option(
+        "--region", help="Home region (default: the first region).", show_default=False)] = None,
+    rpo_limit: Annotated[float | None, typer.Option(
+        "--rpo-limit", min=0, show_default=False,
+        help="RPO guard: writes are refused while the secondary lags more seconds than "
+             "this (default 900).")] = None,
+    as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
+) -> None:
+    """Create an environment: its primary in the home region, a secondary in the pair."""
+    with reported(), connect(url, token, data) as client:
+        view = client.create_environment(name, env_type.value, region, rpo_limit)
+    if as_json:
+        print_json(view)
+        return
+    console = Console()
+    console.print(f"created [bold]{view.get('name', name)}[/] ({view.get('type')}, home "
+                  f"{view.get('home_region')}, epoch {view.get('epoch')})")
+    console.print(environments_table([view], title=""))
+
+
+@app.command("list")
+def list_(as_json: Json = False, url: Url = None, token: Token = None,
+          data: Data = DEFAULT_DATA) -> None:
+    """List environments with their replicas, lsns and lag."""
+    with reported(), connect(url, token, data) as client:
+        views = client.environments()
+    if as_json:
+        print_json({"environments": views})
+        return
+    Console().print(environments_table(views, title=f"{len(views)} environment(s)"))
+
+
+@app.command("show")
+def show(name: Name, as_json: Json = False, url: Url = None, token: Token = None,
+         data: Data = DEFAULT_DATA) -> None:
+    """Show one environment: type, regions, epoch, and each replica's lsn and lag."""
+    with reported(), connect(url, token, data) as client:
+        view = client.environment(name)
+    if as_json:
+        print_json(view)
+        return
+    console = Console()
+    console.print(environment_fields(view))
+    console.print(environments_table([view], title="replicas"))
+
+
+@app.command("delete")
+def delete(name: Name, as_json: Json = False, url: Url = None, token: Token = None,
+           data: Data = DEFAULT_DATA) -> None:
+    """Delete an environment, its replicas, rows and files."""
+    with reported(), connect(url, token, data) as client:
+        answer = client.delete_environment(name)
+    if as_json:
+        print_json(answer)
+        return
+    Console().print(f"deleted {answer.get('deleted', name)}")

@@ -1,0 +1,75 @@
+"""`tandem status [--watch]`: regions, node health, environments, roles, lsns and lag."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from tandemdb.client import Client, TandemError
+
+from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_json, reported
+from .tables import environments_table, regions_table
+
+REFRESH_SECONDS = 1.0
+
+
+def snapshot(client: Client) -> dict:
+    """The whole picture in two calls: `{"regions": [...], "environments": [...]}`."""
+    return {"regions": client.regions(), "environments": client.environments()}
+
+
+def render(state: dict, error: TandemError | None = None) -> Group:
+    parts = [regions_table(state.get("regions", [])),
+             environments_table(state.get("environments", []))]
+    if error is not None:
+        parts.insert(0, Text(f"{error} (showing the last answer; retrying)", style="red"))
+    stamp = time.strftime("%H:%M:%S")
+    parts.append(Text(f"as of {stamp}", style="dim"))
+    return Group(*parts)
+
+
+def status(
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Refresh every second until Ctrl-C.")] = False,
+    as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
+) -> None:
+    """Show regions, nodes with their health, and environments with roles, lsns and lag."""
+    with reported(), connect(url, token, data) as client:
+        state = snapshot(client)
+        if not watch:
+            if as_json:
+                print_json(state)
+            else:
+                Console().print(render(state))
+            return
+        try:
+            watch_loop(client, state, as_json)
+        except KeyboardInterrupt:
+            return
+
+
+def watch_loop(client: Client, state: dict, as_json: bool) -> None:
+    """Refresh until Ctrl-C; a failed refresh is shown, and the next one tried anyway."""
+    if as_json:  # one JSON object per line, one line per refresh
+        while True:
+            print_json(state)
+            time.sleep(REFRESH_SECONDS)
+            try:
+                state = snapshot(client)
+            except TandemError as exc:
+                state = {**state, "error": {"status": exc.status, "code": exc.code,
+                                            "message": exc.message}}
+    with Live(render(state), auto_refresh=False) as live:
+        while True:
+            time.sleep(REFRESH_SECONDS)
+            error = None
+            try:
+                state = snapshot(client)
+            except TandemError as exc:
+                error = exc
+            live.update(render(state, error), refresh=True)

@@ -1,0 +1,5 @@
+"""Tandem's Python SDK. `Client` (blocking) and `AsyncClient` share every method (api.py)."""
+
+from .api import AsyncClient, Client, TandemError
+
+__all__ = ["AsyncClient", "Client", "TandemError"]

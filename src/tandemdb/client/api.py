@@ -1,0 +1,275 @@
+"""Tandem's Python SDK: one method per public call (DESIGN §3), sync and async.
+
+Each API method is written once, in `Api`: it describes the call (method, path, body) and
+how to read the answer, and hands that to `_call`, which `Client` runs with `httpx.Client`
+and `AsyncClient` with `httpx.AsyncClient`. So the two clients cannot drift apart.
+
+    from tandemdb.client import Client
+
+    with Client.from_data_dir("tandem-data") as tandem:
+        tandem.create_environment("acme")
+        tandem.sql("acme", "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        lsn = tandem.sql("acme", "INSERT INTO t(v) VALUES (?)", ["x"])["lsn"]
+        tandem.sql("acme", "SELECT v FROM t", read_region="east", min_lsn=lsn)
+
+Errors raise `TandemError(status, code, message)`; a gateway that cannot be reached at all
+raises it with status 0 and code `unreachable` (or `timeout`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from tandemdb.common.deployment import Deployment
+
+DEFAULT_TIMEOUT = 30.0
+Statements = str | Sequence[str | tuple[str, Any] | dict]
+
+
+class TandemError(Exception):
+    """A call that failed: HTTP status (0 when no answer came), stable code, message."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        where = f"error {self.status} {self.code}" if self.status else f"error {self.code}"
+        return f"{where}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"TandemError({self.status!r}, {self.code!r}, {self.message!r})"
+
+
+def error_from(response: httpx.Response) -> TandemError:
+    """The contract's `{"error": {"code", "message"}}`, or the best that can be said."""
+    retry = response.headers.get("retry-after")
+    retry_after = float(retry) if retry and retry.replace(".", "", 1).isdigit() else None
+    try:
+        error = response.json()["error"]
+        return TandemError(response.status_code, str(error["code"]), str(error["message"]),
+                           retry_after)
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip()[:300] or response.reason_phrase
+        return TandemError(response.status_code, "http_error", text, retry_after)
+
+
+def transport_error(url: str, exc: httpx.TransportError) -> TandemError:
+    if isinstance(exc, httpx.TimeoutException):
+        return TandemError(0, "timeout", f"no answer from {url} in time ({type(exc).__name__})")
+    return TandemError(0, "unreachable", f"cannot reach Tandem at {url} "
+                                         f"({type(exc).__name__}: {exc or 'no detail'}); "
+                                         "is the deployment up? ('tandem up')")
+
+
+def statements_of(sql: Statements, params: Any = None) -> list[dict]:
+    """`"SELECT …"` with params, or a list of SQL strings, (sql, params) pairs or dicts."""
+    if isinstance(sql, str):
+        return [{"sql": sql, "params": params if params is not None else []}]
+    if params is not None:
+        raise TypeError("params go with a single SQL string; put them in each statement")
+    out = []
+    for item in sql:
+        if isinstance(item, str):
+            out.append({"sql": item, "params": []})
+        elif isinstance(item, dict):
+            out.append(item)
+        else:
+            text, args = item
+            out.append({"sql": text, "params": args if args is not None else []})
+    return out
+
+
+def _json(response: httpx.Response) -> Any:
+    return response.json()
+
+
+def _key(name: str) -> Callable[[httpx.Response], Any]:
+    return lambda response: response.json()[name]
+
+
+def _bytes(response: httpx.Response) -> bytes:
+    return response.content
+
+
+def _segment(text: str) -> str:
+    """One path segment, quoted; '.' and '..' too, so that httpx cannot resolve them away
+    and the server sees (and refuses) exactly what was asked for."""
+    return text.replace(".", "%2E") if text in (".", "..") else quote(text, safe="")
+
+
+def _env(name: str) -> str:
+    return f"/v1/environments/{_segment(name)}"
+
+
+def _file(env: str, path: str) -> str:
+    return f"{_env(env)}/files/" + "/".join(_segment(s) for s in path.split("/"))
+
+
+def _read_params(read_region: str | None, min_lsn: int | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if read_region is not None:
+        params["read_region"] = read_region
+    if min_lsn is not None:
+        params["min_lsn"] = min_lsn
+    return params
+
+
+class Api:
+    """Every public call, once; `_call` (sync or async) runs it."""
+
+    url: str
+
+    def _call(self, method: str, path: str, parse: Callable[[httpx.Response], Any] = _json,
+              **request: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_data_dir(cls, data: Path | str = "tandem-data", **options: Any):
+        """A client for the local deployment in `data` (its gateway URL and admin token)."""
+        deployment = Deployment.load(Path(data))
+        return cls(deployment.gateway_url, deployment.token, **options)
+
+    # --- control plane
+
+    def regions(self) -> list[dict]:
+        """Regions with their pair, state and nodes (`name, url, healthy, …`)."""
+        return self._call("GET", "/v1/regions", _key("regions"))
+
+    def create_environment(self, name: str, type: str = "production",
+                           region: str | None = None,
+                           rpo_limit_seconds: float | None = None) -> dict:
+        """Create an environment; answers its view (type, regions, epoch, replicas …)."""
+        body: dict[str, Any] = {"name": name, "type": type}
+        if region is not None:
+            body["region"] = region
+        if rpo_limit_seconds is not None:
+            body["rpo_limit_seconds"] = rpo_limit_seconds
+        return self._call("POST", "/v1/environments", json=body)
+
+    def environments(self) -> list[dict]:
+        return self._call("GET", "/v1/environments", _key("environments"))
+
+    def environment(self, name: str) -> dict:
+        return self._call("GET", _env(name))
+
+    def delete_environment(self, name: str) -> dict:
+        return self._call("DELETE", _env(name))
+
+    # --- data plane
+
+    def sql(self, env: str, sql: Statements, params: Any = None, *,
+            read_region: str | None = None, min_lsn: int | None = None) -> dict:
+        """Run statements as one transaction; answers `{results, lsn, epoch, region}`.
+
+        `read_region` reads from that region's replica; `min_lsn` waits there until that
+        lsn is applied (read-your-writes).
+        """
+        body: dict[str, Any] = {"statements": statements_of(sql, params)}
+        if read_region is not None:
+            body["read_region"] = read_region
+        if min_lsn is not None:
+            body["min_lsn"] = min_lsn
+        return self._call("POST", f"{_env(env)}/sql", json=body)
+
+    def put_file(self, env: str, path: str, data: bytes | str | Iterable[bytes],
+                 size: int | None = None) -> dict:
+        """Store a file; `data` is bytes, text, a binary file or an iterator of chunks."""
+        if isinstance(data, str):
+            data = data.encode()
+        headers = {"content-type": "application/octet-stream"}
+        if size is not None:
+            headers["content-length"] = str(size)
+        return self._call("PUT", _file(env, path), content=data, headers=headers)
+
+    def get_file(self, env: str, path: str, read_region: str | None = None,
+                 min_lsn: int | None = None) -> bytes:
+        """A file's content; `read_region` and `min_lsn` work as for `sql`."""
+        return self._call("GET", _file(env, path), _bytes,
+                          params=_read_params(read_region, min_lsn))
+
+    def delete_file(self, env: str, path: str) -> dict:
+        return self._call("DELETE", _file(env, path))
+
+    def list_files(self, env: str, prefix: str = "", read_region: str | None = None,
+                   min_lsn: int | None = None) -> list[dict]:
+        """Files under `prefix`: `[{path, hash, size, modified_at}]`."""
+        params = {"prefix": prefix, **_read_params(read_region, min_lsn)}
+        return self._call("GET", f"{_env(env)}/files", _key("files"), params=params)
+
+    def checksum(self, env: str, region: str | None = None) -> dict:
+        """Logical checksum of the replica in `region` (default: the primary), plus its lsn."""
+        params = {"region": region} if region else None
+        return self._call("GET", f"{_env(env)}/checksum", params=params)
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}", "user-agent": "tandemdb-client"}
+
+
+class Client(Api):
+    """Blocking client. Use as a context manager, or call `close()`."""
+
+    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=_headers(token), timeout=timeout,
+                                  transport=transport)
+
+    def _call(self, method: str, path: str, parse: Callable[[httpx.Response], Any] = _json,
+              **request: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **request)
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc) from None
+        if response.is_error:
+            raise error_from(response)
+        return parse(response)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncClient(Api):
+    """The same calls, awaitable. Use `async with`, or call `await aclose()`.
+
+    `put_file` takes bytes, text or an async iterator of chunks here.
+    """
+
+    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(token),
+                                       timeout=timeout, transport=transport)
+
+    async def _call(self, method: str, path: str,
+                    parse: Callable[[httpx.Response], Any] = _json, **request: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **request)
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc) from None
+        if response.is_error:
+            raise error_from(response)
+        return parse(response)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

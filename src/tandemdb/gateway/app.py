@@ -1,0 +1,290 @@
+"""The gateway: the one endpoint users talk to (DESIGN §3, docs/architecture.md).
+
+Every `/v1` call needs the admin token. Data calls (SQL, files) go to the node holding the
+environment's primary, or with `read_region` to its replica in that region; the routing
+table in memory says where, so routing costs no controller call. Control calls go to the
+controller. Answers pass through unchanged.
+
+When a write meets a primary that is gone or no longer primary (a switchover in progress),
+the gateway holds it until the routing table names the new primary, then sends it there
+once: a request whose body it still holds is retried, a streamed upload is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import uvicorn
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response
+
+from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common.http import ApiError, BodyLimit, check_token, install_error_handlers
+from tandemdb.common.metrics import install_metrics
+from tandemdb.engine.files import normalise_path, normalise_prefix
+
+from .proxy import Proxy, Unreachable, buffered, error_code, streamed
+from .routing import RoutingTable, RoutingWatch, Target
+
+log = logging.getLogger("tandem.gateway")
+
+LOAD_WAIT_SECONDS = 2.0  # a data call waits this long for the first routing answer
+HOLD_SECONDS = 5.0  # a write to a moved primary waits this long for the new route
+CATALOG_WAIT_SECONDS = 2.0  # create/delete answers wait for the routing table to follow
+HOLD_CODES = {"not_primary", "fenced"}  # node answers that mean "the primary moved"
+PATH_SAFE = "/:@!$&'()*+,;="
+DATA_PATH = re.compile(r"^/v1/environments/[^/]*/(sql|files|checksum)(/|$)")
+
+
+class Gateway:
+    """The gateway's routing decisions and forwards; the routes below are thin wrappers."""
+
+    def __init__(self, deployment: Deployment, table: RoutingTable, proxy: Proxy) -> None:
+        self.deployment, self.table, self.proxy = deployment, table, proxy
+        self.controller_url = deployment.controller_url
+        self.load_wait, self.hold = LOAD_WAIT_SECONDS, HOLD_SECONDS
+        self.catalog_wait = CATALOG_WAIT_SECONDS
+
+    def authorize(self, request: Request) -> None:
+        check_token(request, self.deployment.token)
+
+    # --- data plane -------------------------------------------------------------------
+
+    async def route(self, env: str, read_region: str | None) -> Target:
+        if not self.table.loaded and not await self.table.wait_loaded(self.load_wait):
+            raise ApiError(503, "unavailable",
+                           "the gateway has no routing table yet: it cannot reach the "
+                           f"controller at {self.controller_url}; retry shortly",
+                           {"Retry-After": "1"})
+        return self.table.lookup(env, read_region)
+
+    async def forward_data(self, request: Request, env: str, path: str, *,
+                           read_region: str | None = None, query: str = "",
+                           content: bytes | None = None, stream_in: bool = False,
+                           stream_out: bool = False) -> Response:
+        """Send one data call to its replica; hold and resend once if the primary moved."""
+        target = await self.route(env, read_region)
+        headers = self.proxy.headers_from(request, streamed=stream_in)
+        body = request.stream() if stream_in else content
+        # Only a call to the primary whose body is still in hand may be sent a second time.
+        may_resend = read_region is None and not stream_in
+        started = time.monotonic()
+        for attempt in (1, 2):
+            url = f"{target.url}{path}?{query}" if query else f"{target.url}{path}"
+            try:
+                answer = await self.proxy.send(request.method, url, headers, body,
+                                               stream=stream_out)
+            except Unreachable as exc:
+                if attempt == 1 and may_resend:
+                    moved = await self.await_new_primary(env, target)
+                    if moved is not None:
+                        target = moved
+                        continue
+                raise ApiError(503, "unavailable",
+                               f"node {target.node} ({target.region}) serving {env!r} cannot "
+                               f"be reached ({exc}); retry shortly",
+                               {"Retry-After": "1"}) from exc
+            if (attempt == 1 and may_resend and not stream_out
+                    and answer.status_code in (409, 503) and error_code(answer) in HOLD_CODES):
+                moved = await self.await_new_primary(env, target)
+                if moved is not None:
+                    target = moved
+                    continue
+            if attempt == 2:
+                log.info("held %s %s for %.2f s: primary of %s moved to %s (epoch %d)",
+                         request.method, path, time.monotonic() - started, env,
+                         target.region, target.epoch)
+            return streamed(answer) if stream_out else buffered(answer)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def await_new_primary(self, env: str, old: Target) -> Target | None:
+        """Wait (briefly) until the routing table names a primary other than `old`."""
+
+        def moved(table: RoutingTable) -> bool:
+            route = table.routes.get(env)
+            new = route.primary if route is not None else None
+            return route is None or (new is not None and bool(new.url) and new != old)
+
+        if not await self.table.wait_until(moved, self.hold):
+            return None
+        route = self.table.routes.get(env)
+        return route.primary if route is not None else None
+
+    # --- control plane ----------------------------------------------------------------
+
+    async def forward_control(self, request: Request) -> Response:
+        """Send a control call to the controller, unchanged; answer what it answers."""
+        path = request.scope["path"]
+        if "\x00" in path or any(seg in (".", "..") for seg in path.split("/")):
+            raise ApiError(400, "bad_request", f"path {path!r} has '.' or '..' segments")
+        url = self.controller_url + quote(path, safe=PATH_SAFE)
+        query = request.scope.get("query_string", b"")
+        if query:
+            url += "?" + query.decode("latin-1")
+        body = await request.body() if request.method in ("POST", "PUT", "PATCH") else None
+        try:
+            answer = await self.proxy.send(request.method, url,
+                                           self.proxy.headers_from(request), body,
+                                           upstream="controller")
+        except Unreachable as exc:
+            raise ApiError(503, "unavailable",
+                           f"cannot reach the controller at {self.controller_url} ({exc}); "
+                           "retry shortly", {"Retry-After": "1"}) from exc
+        await self.follow_catalog(request.method, path, answer.status_code, answer.content)
+        return buffered(answer)
+
+    async def follow_catalog(self, method: str, path: str, status: int, body: bytes) -> None:
+        """After a create or delete, wait until routing agrees, so the next call finds it."""
+        if not 200 <= status < 300:
+            return
+        parts = path.strip("/").split("/")  # v1 environments [env]
+        if method == "POST" and parts == ["v1", "environments"]:
+            try:
+                name = json.loads(body)["name"]
+            except (ValueError, KeyError, TypeError):
+                return
+            present = True
+        elif method == "DELETE" and len(parts) == 3 and parts[:2] == ["v1", "environments"]:
+            name, present = parts[2], False
+        else:
+            return
+        if not await self.table.wait_until(lambda t: (name in t) == present,
+                                           self.catalog_wait):
+            log.warning("routing: %s of %s not seen in routing after %.1f s; answering anyway",
+                        "creation" if present else "deletion", name, self.catalog_wait)
+
+
+def query_without(request: Request, name: str) -> tuple[str | None, str]:
+    """Take one parameter out of the query string; the rest is forwarded as it came."""
+    raw = request.scope.get("query_string", b"").decode("latin-1")
+    if name.encode() not in request.scope.get("query_string", b""):
+        return None, raw
+    value = request.query_params.get(name)
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k != name]
+    return value, urlencode(rest)
+
+
+def sql_read_region(body: bytes) -> tuple[str | None, bytes]:
+    """Find `read_region` in a SQL body; the body is re-encoded only when it has one."""
+    if b'"read_region"' not in body:  # the common case: forward the bytes untouched
+        return None, body
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or "read_region" not in doc:
+        return None, body
+    region = doc.pop("read_region")
+    if region is not None and not isinstance(region, str):
+        raise ApiError(400, "bad_request", "read_region must be a region name (a string)")
+    return region, json.dumps(doc).encode()
+
+
+def create_app(deployment: Deployment, table: RoutingTable | None = None,
+               watch: bool = True) -> FastAPI:
+    """The gateway app. `watch=False` (tests) leaves the routing table to the caller."""
+    table = table if table is not None else RoutingTable(list(deployment.regions))
+    proxy = Proxy(deployment.secret, upstreams=len(deployment.nodes) + 1)
+    watcher = RoutingWatch(table, deployment.controller_url, deployment.secret) if watch else None
+    gateway = Gateway(deployment, table, proxy)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        if watcher is not None:
+            watcher.start()
+        yield
+        if watcher is not None:
+            await watcher.stop()
+        await proxy.close()
+
+    app = FastAPI(title="Tandem gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=deployment.max_body_bytes)
+    install_metrics(app)  # outermost, so refused requests are counted too
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        age = time.monotonic() - table.updated_at if table.loaded else None
+        return JSONResponse({"ok": True, "component": "gateway", "name": "gateway",
+                             "routing": {"loaded": table.loaded, "revision": table.revision,
+                                         "environments": len(table.routes),
+                                         "age_seconds": age}})
+
+    @app.post("/v1/environments/{env}/sql")
+    async def sql(request: Request, env: str) -> Response:
+        gateway.authorize(request)
+        region, body = sql_read_region(await request.body())
+        return await gateway.forward_data(request, env, f"/v1/environments/{env}/sql",
+                                          read_region=region, content=body)
+
+    @app.get("/v1/environments/{env}/files")
+    async def list_files(request: Request, env: str) -> Response:
+        gateway.authorize(request)
+        region, query = query_without(request, "read_region")
+        normalise_prefix(request.query_params.get("prefix", ""))  # 400 before any forward
+        return await gateway.forward_data(request, env, f"/v1/environments/{env}/files",
+                                          read_region=region, query=query)
+
+    @app.api_route("/v1/environments/{env}/files/{path:path}", methods=["GET", "PUT", "DELETE"])
+    async def file(request: Request, env: str, path: str) -> Response:
+        gateway.authorize(request)
+        node_path = f"/v1/environments/{env}/files/{quote(normalise_path(path), safe=PATH_SAFE)}"
+        if request.method == "GET":
+            region, query = query_without(request, "read_region")
+            return await gateway.forward_data(request, env, node_path, read_region=region,
+                                              query=query, stream_out=True)
+        return await gateway.forward_data(request, env, node_path,
+                                          stream_in=request.method == "PUT")
+
+    @app.get("/v1/environments/{env}/checksum")
+    async def checksum(request: Request, env: str) -> Response:
+        gateway.authorize(request)
+        return await gateway.forward_data(request, env, f"/internal/v1/replicas/{env}/checksum",
+                                          read_region=request.query_params.get("region"))
+
+    @app.get("/v1/regions")
+    @app.get("/v1/environments")
+    @app.post("/v1/environments")
+    @app.get("/v1/environments/{env}")
+    @app.delete("/v1/environments/{env}")
+    async def control(request: Request) -> Response:
+        gateway.authorize(request)
+        return await gateway.forward_control(request)
+
+    # Every other /v1 call (operations, events, failover …) is the controller's business.
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def control_other(request: Request) -> Response:
+        gateway.authorize(request)
+        if DATA_PATH.match(request.scope["path"]):
+            raise ApiError(405, "method_not_allowed",
+                           f"{request.method} is not allowed on {request.scope['path']}")
+        return await gateway.forward_control(request)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tandemdb.gateway",
+                                     description="Tandem gateway: the public endpoint.")
+    parser.add_argument("--data", type=Path, default=Path("tandem-data"),
+                        help="deployment data directory (holds deployment.json)")
+    parser.add_argument("--log-level", default="info", help="debug, info, warning …")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else one line per forward
+    deployment = Deployment.load(args.data)
+    log.info("gateway on %s:%d, controller %s, %d nodes", HOST, deployment.gateway_port,
+             deployment.controller_url, len(deployment.nodes))
+    uvicorn.run(create_app(deployment), host=HOST, port=deployment.gateway_port, workers=1,
+                log_config=None, access_log=args.access_log, server_header=False)

@@ -1,0 +1,226 @@
+"""The gateway's routing table: which node serves each environment, kept current by a watch.
+
+The controller publishes routing at `GET /internal/v1/routing?after=R&wait=S` (a long poll:
+it answers at once when its revision is newer than `after`, else after up to `S` seconds).
+`RoutingWatch` keeps one such poll open at all times and replaces the `RoutingTable` with
+every answer, so a request is routed from memory and never costs a controller call.
+
+Until the first answer arrives the table is *not loaded*: data calls wait briefly for it and
+then get 503 `unavailable`, never a misleading 404 for an environment that may well exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client import Counter, Gauge
+
+from tandemdb.common.http import SECRET_HEADER, ApiError
+
+log = logging.getLogger("tandem.gateway.routing")
+
+REVISION = Gauge("tandem_gateway_routing_revision", "Routing revision the gateway holds")
+ROUTED_ENVS = Gauge("tandem_gateway_routing_environments", "Environments in the routing table")
+WATCH_FAILURES = Counter("tandem_gateway_routing_failures_total",
+                         "Failed routing polls of the controller")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One replica a request can be sent to."""
+
+    env: str
+    region: str
+    node: str
+    url: str
+    role: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one environment lives: its primary and its replica in each region."""
+
+    env: str
+    epoch: int
+    primary_region: str
+    replicas: dict[str, Target]  # region -> replica
+
+    @property
+    def primary(self) -> Target | None:
+        return self.replicas.get(self.primary_region)
+
+    @classmethod
+    def parse(cls, env: str, record: dict) -> Route:
+        epoch = int(record.get("epoch", 0))
+        replicas = {
+            region: Target(env, region, spec.get("node") or "",
+                           (spec.get("url") or "").rstrip("/"), spec.get("role") or "", epoch)
+            for region, spec in (record.get("replicas") or {}).items()
+        }
+        return cls(env, epoch, record.get("primary_region", ""), replicas)
+
+
+class RoutingTable:
+    """Environment -> route, replaced whole on every routing answer; lookups are dict reads."""
+
+    def __init__(self, regions: list[str]) -> None:
+        self.regions = list(regions)
+        self.revision = -1
+        self.routes: dict[str, Route] = {}
+        self.loaded = False
+        self.updated_at = 0.0
+        self._changed = asyncio.Event()
+
+    def __contains__(self, env: str) -> bool:
+        return env in self.routes
+
+    def update(self, answer: dict) -> None:
+        """Install one routing answer `{"revision", "environments": {env: record}}`."""
+        revision = int(answer["revision"])
+        routes = {env: Route.parse(env, record)
+                  for env, record in (answer.get("environments") or {}).items()}
+        if revision < self.revision:
+            log.warning("routing: revision went back from %d to %d (controller state reset?); "
+                        "taking the controller's answer", self.revision, revision)
+        if revision != self.revision:
+            self._log_changes(routes)
+        self.routes, self.revision = routes, revision
+        self.loaded, self.updated_at = True, time.monotonic()
+        REVISION.set(revision)
+        ROUTED_ENVS.set(len(routes))
+        # Wake every waiter, then arm a fresh event for the next change.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _log_changes(self, routes: dict[str, Route]) -> None:
+        for env, route in routes.items():
+            old = self.routes.get(env)
+            if old is None:
+                log.info("routing: %s added, primary in %s (epoch %d)", env,
+                         route.primary_region, route.epoch)
+            elif (old.primary_region, old.epoch) != (route.primary_region, route.epoch):
+                log.info("routing: %s primary now in %s (epoch %d), was %s (epoch %d)", env,
+                         route.primary_region, route.epoch, old.primary_region, old.epoch)
+        for env in self.routes.keys() - routes.keys():
+            log.info("routing: %s removed", env)
+
+    def lookup(self, env: str, region: str | None = None) -> Target:
+        """The replica to send a call to: the primary, or the replica in `region`.
+
+        Raises 404 for an unknown environment, 400 for an unknown region or one without a
+        replica of this environment, 503 when the table has no primary for it.
+        """
+        if region is not None and region not in self.regions:
+            raise ApiError(400, "bad_request",
+                           f"unknown region {region!r}: regions are {', '.join(self.regions)}")
+        route = self.routes.get(env)
+        if route is None:
+            raise ApiError(404, "not_found",
+                           f"environment {env!r} does not exist: 'tandem env list' shows them")
+        if region is None or region == route.primary_region:
+            target = route.primary
+            if target is None or not target.url:
+                raise ApiError(503, "unavailable",
+                               f"environment {env!r} has no reachable primary right now "
+                               "(its node has not reported); retry shortly",
+                               {"Retry-After": "1"})
+            return target
+        target = route.replicas.get(region)
+        if target is None:
+            raise ApiError(400, "no_replica",
+                           f"environment {env!r} has no replica in region {region!r}; it has "
+                           f"replicas in {', '.join(sorted(route.replicas)) or 'no region'}")
+        if not target.url:
+            raise ApiError(503, "unavailable",
+                           f"the node of {env!r} in {region} has not reported its address yet; "
+                           "retry shortly", {"Retry-After": "1"})
+        return target
+
+    async def wait_loaded(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.loaded:
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self._wait_change(left):
+                return self.loaded
+        return True
+
+    async def wait_until(self, predicate, timeout: float) -> bool:
+        """Wait until `predicate(self)` holds after some update, up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self._wait_change(left):
+                return predicate(self)
+        return True
+
+    async def _wait_change(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+class RoutingWatch:
+    """Background task: long-poll the controller's routing and keep the table current."""
+
+    def __init__(self, table: RoutingTable, controller_url: str, secret: str,
+                 wait: float = 20.0, max_backoff: float = 1.0) -> None:
+        self.table, self.url, self.wait = table, controller_url.rstrip("/"), wait
+        self.max_backoff = max_backoff
+        self._http = httpx.AsyncClient(
+            headers={SECRET_HEADER: secret},
+            timeout=httpx.Timeout(wait + 10.0, connect=2.0),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1))
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="routing-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._http.aclose()
+
+    async def run(self) -> None:
+        failures, backoff = 0, 0.1
+        while True:
+            try:
+                answer = await self.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: log it, back off, retry
+                failures += 1
+                WATCH_FAILURES.inc()
+                delay = backoff * (0.5 + random.random() / 2)
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("routing: cannot poll the controller at %s (%s: %s); "
+                                "retry %d in %.2f s", self.url, type(exc).__name__,
+                                exc or "no detail", failures, delay)
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            if failures:
+                log.info("routing: controller reachable again after %d failed polls", failures)
+            failures, backoff = 0, 0.1
+            self.table.update(answer)
+
+    async def poll(self) -> dict:
+        # Without `after` the controller answers at once: that is the first load.
+        params = {"after": self.table.revision, "wait": self.wait} if self.table.loaded else {}
+        response = await self._http.get(f"{self.url}/internal/v1/routing", params=params)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+        answer = response.json()
+        if "revision" not in answer:
+            raise RuntimeError("answer without 'revision'")
+        return answer
