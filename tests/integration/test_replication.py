@@ -3,6 +3,7 @@ checksums agree after catch-up (invariants 4 and 6), restarts lose nothing (1 an
 
 from __future__ import annotations
 
+import base64
 import signal
 import time
 
@@ -157,3 +158,19 @@ def test_non_production_types_have_a_single_replica(cluster, env_type):
     assert [(r["region"], r["role"]) for r in view["replicas"]] == [("east", "primary")]
     c.sql(f"single-{env_type}", "CREATE TABLE t(x)")
     assert c.sql(f"single-{env_type}", "SELECT count(*) FROM t")["region"] == "east"
+
+
+def test_blob_values_round_trip_as_bytes_in_both_regions(cluster):
+    c = cluster.client
+    c.create_environment("rep-blob")
+    c.sql("rep-blob", "CREATE TABLE b(id INTEGER PRIMARY KEY, data BLOB, note TEXT)")
+    payload = bytes(range(256))
+    lsn = c.sql("rep-blob", "INSERT INTO b VALUES (1, ?, ?)", [payload, "text stays text"])["lsn"]
+    for region in ("west", "east"):
+        rows = c.sql("rep-blob", "SELECT data, note, typeof(data) FROM b", read_region=region,
+                     min_lsn=lsn)["results"][0]["rows"]
+        assert rows == [[payload, "text stays text", "blob"]]
+    raw = httpx.post(f"{cluster.deployment.gateway_url}/v1/environments/rep-blob/sql",
+                     headers={"Authorization": f"Bearer {cluster.deployment.token}"},
+                     json={"statements": [{"sql": "SELECT data FROM b"}]}).json()
+    assert raw["results"][0]["rows"][0][0] == {"$blob": base64.b64encode(payload).decode()}

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tandemdb.common import values
 from tandemdb.common.deployment import Deployment
 
 DEFAULT_TIMEOUT = 30.0
@@ -88,7 +89,7 @@ def statements_of(sql: Statements, params: Any = None) -> list[dict]:
 
 
 def _json(response: httpx.Response) -> Any:
-    return response.json()
+    return values.loads(response.content)  # BLOBs come back as bytes
 
 
 def _key(name: str) -> Callable[[httpx.Response], Any]:
@@ -177,7 +178,8 @@ class Api:
             body["read_region"] = read_region
         if min_lsn is not None:
             body["min_lsn"] = min_lsn
-        return self._call("POST", f"{_env(env)}/sql", json=body)
+        return self._call("POST", f"{_env(env)}/sql", content=values.dumps(body),
+                          headers={"content-type": "application/json"})
 
     def put_file(self, env: str, path: str, data: bytes | str | Iterable[bytes],
                  size: int | None = None) -> dict:

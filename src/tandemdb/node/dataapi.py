@@ -8,12 +8,12 @@ far behind.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tandemdb.common import values
 from tandemdb.common.http import ApiError
 from tandemdb.engine import ReadOnly, TxResult, normalise_path
 from tandemdb.engine.blobstore import digest_of
@@ -31,9 +31,9 @@ MIN_LSN_WAIT = 5.0
 async def read_json(request: Request) -> object:
     raw = await request.body()
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", "the request body must be JSON") from None
+        return values.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"the request body must be JSON: {exc}") from None
 
 
 def parse_min_lsn(value: object) -> int | None:
@@ -120,7 +120,7 @@ class DataApi:
         result = await self.execute(replica, statements)
         answer = result.to_dict()
         answer["region"] = self.region
-        return JSONResponse(answer)
+        return Response(values.dumps(answer), media_type="application/json")
 
     # -- files --------------------------------------------------------------------------
     async def put_file(self, request: Request) -> JSONResponse:
