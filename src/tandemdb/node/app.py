@@ -29,6 +29,7 @@ from tandemdb.common.http import (
     error_response,
     install_error_handlers,
 )
+from tandemdb.common.metrics import RequestMetrics, install_metrics_endpoint
 
 from . import admin, dataapi, stream
 from . import metrics as node_metrics
@@ -123,7 +124,7 @@ def build_app(node: Node) -> ASGIApp:
         # no one to answer, and nothing to log as a crash.
         return error_response(400, "client_disconnected", "the client went away")
 
-    node_metrics.install_endpoint(app)
+    install_metrics_endpoint(app)
     node_metrics.install(node.replicas)
 
     @app.get("/healthz")
@@ -135,7 +136,7 @@ def build_app(node: Node) -> ASGIApp:
     admin.install(app, node)
     stream.install(app, node)
     gated = SecretGate(BodyLimit(app, node.deployment.max_body_bytes), node.deployment.secret)
-    return node_metrics.RequestMetrics(gated)
+    return RequestMetrics(gated)
 
 
 def main(argv: list[str] | None = None) -> None:

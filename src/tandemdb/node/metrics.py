@@ -9,17 +9,12 @@ path about a third of its throughput.
 
 from __future__ import annotations
 
-import time
-
 from fastapi import FastAPI
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from tandemdb.common.metrics import LATENCY, REQUESTS
+from starlette.types import Scope
 
 from .replicas import ReplicaSet
 
@@ -62,39 +57,6 @@ def install(replicas: ReplicaSet) -> ReplicaCollector:
     collector = ReplicaCollector(replicas)
     REGISTRY.register(collector)
     return collector
-
-
-class RequestMetrics:
-    """ASGI middleware: count and time every request by route template."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(template, scope["method"], str(status)).inc()
-            LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - start)
-
-
-def install_endpoint(app: FastAPI) -> None:
-    @app.get("/metrics", include_in_schema=False)
-    async def _metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 class _Route(Route):
