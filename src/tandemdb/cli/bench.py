@@ -1,0 +1,57 @@
+"""`tandem bench …`: benchmarks that print JSON, each side by side with its baseline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+bench_app = typer.Typer(help="Benchmarks that print JSON and compare side by side.",
+                        no_args_is_help=True)
+err = Console(stderr=True)
+
+
+def _report(run: Callable[..., dict], title: str, as_json: bool, **options) -> None:
+    """Run with a progress line on stderr (unless --json), then print a table and the JSON."""
+    if as_json:
+        print(json.dumps(run(**options)))
+        return
+    with err.status("benchmarking") as status:
+        result = run(progress=lambda msg: status.update(f"benchmarking: {msg}"), **options)
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and key not in ("rounds",):
+            table.add_row(key, str(value))
+    Console().print(table)
+    print(json.dumps(result))
+
+
+@bench_app.command("engine")
+def bench_engine(
+    transactions: int = typer.Option(2000, min=10, help="Transactions per side."),
+    rounds: int = typer.Option(5, min=1, help="Alternating rounds; each side's median wins."),
+    group: int = typer.Option(32, min=1, help="Transactions per group commit."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """Journal overhead: plain APSW against the journaled engine, same durability."""
+    from tandemdb.bench import engine
+
+    _report(engine.run, "engine benchmark (WAL synchronous=FULL)", as_json,
+            transactions=transactions, rounds=rounds, group=group)
+
+
+@bench_app.command("replication")
+def bench_replication(
+    seconds: float = typer.Option(5.0, min=1.0, help="Seconds per measured phase."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """Throughput through the gateway and geo-replication lag, on a real deployment."""
+    from tandemdb.bench import replication
+
+    _report(replication.run, "replication benchmark (local deployment)", as_json,
+            seconds=seconds)
