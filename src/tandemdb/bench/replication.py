@@ -21,32 +21,41 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from tandemdb.common.deployment import Deployment
 from tandemdb.local import LocalDeployment, free_base_port
+
+from .rawhttp import Connection
 
 ENV = "bench"
 INSERT = "INSERT INTO t(v) VALUES (?)"
 
 
 class Load:
-    """Async HTTP load through the gateway."""
+    """Async load through the gateway over a pool of raw keep-alive connections."""
 
     def __init__(self, url: str, token: str, concurrency: int) -> None:
-        self.client = httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
-            limits=httpx.Limits(max_connections=concurrency + 8,
-                                max_keepalive_connections=concurrency + 8))
+        headers = {"Authorization": f"Bearer {token}"}
+        self.pool: asyncio.Queue[Connection] = asyncio.Queue()
+        for _ in range(concurrency + 2):
+            self.pool.put_nowait(Connection(url, headers))
+
+    async def post(self, path: str, body: dict) -> dict:
+        conn = await self.pool.get()
+        try:
+            return await conn.post_json(path, body)
+        except BaseException:
+            await conn.close()  # a half-read answer must not poison the next request
+            raise
+        finally:
+            self.pool.put_nowait(conn)
 
     async def sql(self, sql: str, params: list | None = None, **extra) -> dict:
         body = {"statements": [{"sql": sql, "params": params or []}], **extra}
-        r = await self.client.post(f"/v1/environments/{ENV}/sql", json=body)
-        r.raise_for_status()
-        return r.json()
+        return await self.post(f"/v1/environments/{ENV}/sql", body)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        while not self.pool.empty():
+            await self.pool.get_nowait().close()
 
 
 async def max_throughput(load: Load, clients: int, seconds: float) -> float:
@@ -130,7 +139,7 @@ async def _run(url: str, token: str, cluster: LocalDeployment, east: str, second
                say: Callable[[str], None]) -> dict:
     load = Load(url, token, 32)
     try:
-        await load.client.post("/v1/environments", json={"name": ENV, "type": "production"})
+        await load.post("/v1/environments", {"name": ENV, "type": "production"})
         await load.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
         say("max throughput, 32 clients")
         tx_max = await max_throughput(load, 32, seconds)
