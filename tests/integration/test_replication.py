@@ -174,3 +174,23 @@ def test_blob_values_round_trip_as_bytes_in_both_regions(cluster):
                      headers={"Authorization": f"Bearer {cluster.deployment.token}"},
                      json={"statements": [{"sql": "SELECT data FROM b"}]}).json()
     assert raw["results"][0]["rows"][0][0] == {"$blob": base64.b64encode(payload).decode()}
+
+
+def test_every_process_serves_metrics(cluster):
+    c = cluster.client
+    c.create_environment("rep-metrics")
+    c.sql("rep-metrics", "CREATE TABLE t(x)")
+    lsn = c.sql("rep-metrics", "INSERT INTO t VALUES (1)")["lsn"]
+    wait_until(lambda: caught_up(c, "rep-metrics"), what="catch-up")
+    texts = {name: httpx.get(cluster.local.url(name) + "/metrics").text
+             for name in cluster.local.names()}
+    for name, text in texts.items():
+        assert "tandem_http_requests_total" in text, f"{name} lacks request metrics"
+        assert "tandem_http_request_seconds_bucket" in text
+    west, east = texts[cluster.node_of("west")], texts[cluster.node_of("east")]
+    assert f'tandem_env_primary_lsn{{env="rep-metrics"}} {float(lsn)}' in west
+    assert 'tandem_env_lag_entries{consumer="east-1",env="rep-metrics"}' in west
+    assert 'tandem_env_lag_seconds{consumer="east-1",env="rep-metrics"}' in west
+    assert f'tandem_env_applied_lsn{{env="rep-metrics",role="secondary"}} {float(lsn)}' in east
+    assert 'tandem_replicated_entries_total{env="rep-metrics"}' in east
+    assert 'tandem_replicated_bytes_total{env="rep-metrics"}' in east

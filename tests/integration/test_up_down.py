@@ -4,12 +4,16 @@ environments, data, lsns and replication positions (invariant 1 across restarts)
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import httpx
 
 from tandemdb.client import Client
+from tandemdb.common.deployment import Deployment
 from tandemdb.local import free_base_port, running_pids
 
 from .conftest import caught_up, wait_until
@@ -78,3 +82,61 @@ def test_up_reports_a_process_that_dies_at_start(tmp_path):
         assert "west-1" in proc.stderr and "west-1.log" in proc.stderr
     finally:
         tandem("down", "--data", str(data), check=False)
+
+
+def test_foreground_up_supervises_and_ctrl_c_stops_everything(tmp_path):
+    """Without --detach, `tandem up` restarts a child that dies and stops all on Ctrl-C."""
+    data = tmp_path / "data"
+    port = free_base_port(6)
+    proc = subprocess.Popen([*TANDEM, "up", "--data", str(data), "--port", str(port),
+                             "--nodes-per-region", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(running_pids(data)) == 6, timeout=60, what="six processes")
+        deployment = Deployment.load(data)
+        assert sorted(deployment.nodes) == ["east-1", "east-2", "west-1", "west-2"]
+        client = Client(deployment.gateway_url, deployment.token)
+        placed = set()
+        for name in ("spread-a", "spread-b"):
+            view = client.create_environment(name)
+            placed |= {r["node"] for r in view["replicas"]}
+            client.sql(name, "CREATE TABLE t(x)")
+        assert placed == {"west-1", "west-2", "east-1", "east-2"}, "replicas spread over nodes"
+        for name in ("spread-a", "spread-b"):
+            wait_until(lambda n=name: caught_up(client, n), what=f"{name} to replicate")
+        pids = running_pids(data)
+        os.kill(pids["west-2"], signal.SIGKILL)
+        wait_until(lambda: not _alive(pids["west-2"]), what="west-2 to die")
+        wait_until(lambda: _healthy(deployment.node_url("west-2")), timeout=30,
+                   what="west-2 restarted by the supervisor")
+        client.sql("spread-a", "INSERT INTO t VALUES (1)")
+        client.sql("spread-b", "INSERT INTO t VALUES (1)")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        assert proc.returncode == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+            time.sleep(0.05)
+        # The restarted west-2 has a new pid: every Tandem process of this data dir is gone.
+        assert not any(_alive(p) for p in pids.values()), "Ctrl-C left processes running"
+        assert not _healthy(deployment.node_url("west-2"))
+        assert running_pids(data) == {}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        tandem("down", "--data", str(data), check=False)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
