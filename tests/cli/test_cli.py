@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from tandemdb.cli.data import parse_param
 from tandemdb.cli.main import app
-from tests.gateway.cluster import Deployed, free_base_port
+from tandemdb.local import free_base_port
+from tests.gateway.cluster import Deployed
 
 runner = CliRunner()
 CONNECTION = ["--json", "--url", "--token", "--data"]

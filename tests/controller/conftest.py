@@ -7,42 +7,16 @@ refused), which is exactly the "node unreachable" case creation must survive.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import random
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tandemdb.common.deployment import Deployment
+from tandemdb.local import LocalDeployment, free_base_port
 
 HEARTBEAT_INTERVAL = 0.2  # health limit = 3 x 0.2 s, so health tests stay short
 START_TIMEOUT = 15.0
-
-
-def free_base_port(count: int) -> int:
-    """A base port P such that P .. P+count-1 are all free on 127.0.0.1 right now."""
-    for _ in range(200):
-        base = random.randint(20_000, 60_000)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free range of ports found")
 
 
 def make_deployment(data: Path, nodes_per_region: int = 1) -> Deployment:
@@ -55,55 +29,30 @@ def make_deployment(data: Path, nodes_per_region: int = 1) -> Deployment:
 
 
 class ControllerProcess:
-    """One controller process on a deployment dir, with an HTTP client holding the secret."""
+    """The controller alone, run by `LocalDeployment`, with an HTTP client holding the secret."""
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
         self.url = deployment.controller_url
-        self.log_path = Path(deployment.data) / "logs" / "controller.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen | None = None
+        self.local = LocalDeployment(deployment)
         self.http = httpx.Client(base_url=self.url, timeout=10.0,
                                  headers={"X-Tandem-Secret": deployment.secret})
 
     def start(self) -> ControllerProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tandemdb.controller", "--data", self.deployment.data],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"controller exited with {self.proc.returncode}:\n"
-                                     f"{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        raise AssertionError(f"controller not up after {START_TIMEOUT} s:\n{self.log()}")
+        self.local.start("controller", wait=False)
+        self.local.wait_healthy("controller", START_TIMEOUT)
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.local.kill("controller")
 
     def close(self) -> None:
-        self.stop()
+        self.local.stop("controller")
         self.http.close()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.local.log_file("controller").read_text(errors="replace")
 
     # -- playing a node ------------------------------------------------------------------
 

@@ -23,6 +23,14 @@ def _primary_with_rows(make_env, n: int = 5):
     return primary
 
 
+def _replicated(make_env, n: int, replica_name: str = "replica"):
+    """A primary with `n` rows and a replica that has applied all of its entries."""
+    primary = _primary_with_rows(make_env, n)
+    replica = make_env(replica_name)
+    replicate(primary, replica)
+    return primary, replica
+
+
 def test_apply_reaches_equal_checksum(make_env):
     primary = _primary_with_rows(make_env)
     primary.put_file("a/b.txt", b"hello")
@@ -78,9 +86,7 @@ def test_conflicting_insert_names_table_and_key(make_env):
 
 
 def test_local_write_on_a_replica_is_detected_as_divergence(make_env):
-    primary = _primary_with_rows(make_env, 1)
-    replica = make_env("replica")
-    replicate(primary, replica)
+    primary, replica = _replicated(make_env, 1)
     replica.execute(["INSERT INTO t(id, v) VALUES (7, 'mine')"])
     primary.execute(["INSERT INTO t(id, v) VALUES (7, 'theirs')"])
     with pytest.raises(DivergentHistory):
@@ -118,9 +124,7 @@ def test_triggers_do_not_fire_on_replicas(make_env):
 
 
 def test_stale_sender_epoch_is_refused(make_env):
-    primary = _primary_with_rows(make_env, 2)
-    replica = make_env("replica")
-    replicate(primary, replica)
+    primary, replica = _replicated(make_env, 2)
     replica.observe_epoch(2)
     primary.execute(["INSERT INTO t(id, v) VALUES (50, 'late')"])
     with pytest.raises(StaleEpoch, match="epoch 1"):
@@ -130,9 +134,7 @@ def test_stale_sender_epoch_is_refused(make_env):
 
 def test_entries_of_a_superseded_epoch_are_refused(make_env):
     """An old primary's writes after the fork point never enter a replica of the new epoch."""
-    old = _primary_with_rows(make_env, 2)  # lsn 1..3, epoch 1
-    new = make_env("new")
-    replicate(old, new)
+    old, new = _replicated(make_env, 2, "new")  # lsn 1..3, epoch 1
     new.begin_epoch(2)  # promoted at lsn 3
     old.execute(["INSERT INTO t(id, v) VALUES (99, 'lost')"])  # lsn 4, epoch 1
     lost = old.read_journal(3)
@@ -142,9 +144,7 @@ def test_entries_of_a_superseded_epoch_are_refused(make_env):
 
 
 def test_replica_learns_epoch_changes_from_entries(make_env):
-    a = _primary_with_rows(make_env, 1)
-    b = make_env("b")
-    replicate(a, b)
+    a, b = _replicated(make_env, 1, "b")
     a.begin_epoch(2)
     a.execute(["INSERT INTO t(id, v) VALUES (5, 'five')"])
     replicate(a, b)
@@ -155,9 +155,7 @@ def test_replica_learns_epoch_changes_from_entries(make_env):
 
 
 def test_same_lsn_from_another_epoch_is_divergence(make_env):
-    a = _primary_with_rows(make_env, 2)
-    b = make_env("b")
-    replicate(a, b)
+    a, b = _replicated(make_env, 2, "b")
     b.begin_epoch(2)
     b.execute(["INSERT INTO t(id, v) VALUES (77, 'b')"])  # lsn 4 epoch 2
     a.observe_epoch(3)

@@ -1,47 +1,21 @@
 """Real Tandem processes for gateway, SDK and CLI tests (no mocks of Tandem's own parts).
 
-`Deployed` starts `python -m tandemdb.<component> --data DIR [--name NODE]` processes on a
-deployment planned on free loopback ports, logs each to `<data>/logs/<name>.log`, waits for
-its `/healthz`, and stops them all (SIGTERM, then SIGKILL) at the end of the test.
+`Deployed` runs a deployment planned on free loopback ports through `LocalDeployment`, the
+launcher `tandem up` uses: each process logs to `<data>/logs/<name>.log`, is waited for on
+its `/healthz`, and all are stopped (SIGTERM, then SIGKILL) at the end of the test.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import random
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from tandemdb.client import Client
 from tandemdb.common.deployment import Deployment
+from tandemdb.local import LocalDeployment, free_base_port
 
 START_TIMEOUT = 20.0
 HEARTBEAT_INTERVAL = 0.2
-
-
-def free_base_port(count: int) -> int:
-    """A base port P such that P .. P+count-1 are all free on 127.0.0.1 right now."""
-    for _ in range(200):
-        base = random.randint(20_000, 60_000)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free range of ports found")
 
 
 def plan(data: Path, nodes_per_region: int = 1, **settings) -> Deployment:
@@ -62,54 +36,21 @@ class Deployed:
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
         self.data = Path(deployment.data)
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def log_path(self, name: str) -> Path:
-        return self.data / "logs" / f"{name}.log"
+        self.local = LocalDeployment(deployment)
 
     def log(self, name: str) -> str:
-        path = self.log_path(name)
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.local.log_file(name).read_text(errors="replace")
 
-    def start(self, component: str, name: str | None = None) -> subprocess.Popen:
-        """Start one process and wait until its /healthz answers."""
-        label = name or component
-        args = [sys.executable, "-m", f"tandemdb.{component}", "--data", str(self.data)]
-        if name:
-            args += ["--name", name]
-        self.log_path(label).parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path(label).open("ab") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.data,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.procs[label] = proc
-        self.wait_healthy(label, self.url_of(component, name))
-        return proc
-
-    def url_of(self, component: str, name: str | None) -> str:
-        if component == "gateway":
-            return self.deployment.gateway_url
-        if component == "controller":
-            return self.deployment.controller_url
-        return self.deployment.node_url(name or "")
-
-    def wait_healthy(self, label: str, url: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            proc = self.procs[label]
-            if proc.poll() is not None:
-                raise AssertionError(f"{label} exited with {proc.returncode}:\n{self.log(label)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise AssertionError(f"{label} not healthy after {START_TIMEOUT} s:\n{self.log(label)}")
+    def start(self, name: str) -> None:
+        """Start one process ("controller", "gateway" or a node) and wait for its /healthz."""
+        self.local.start(name, wait=False)
+        self.local.wait_healthy(name, START_TIMEOUT)
 
     def start_all(self) -> None:
         """Controller, every node, then the gateway; returns once every node is healthy."""
-        self.start("controller")
-        for node in self.deployment.nodes:
-            self.start("node", node)
-        self.start("gateway")
+        for name in self.local.names():
+            self.start(name)
+        nodes: list[dict] = []
         with self.client() as client:
             deadline = time.monotonic() + START_TIMEOUT
             while time.monotonic() < deadline:
@@ -125,19 +66,8 @@ class Deployed:
         return Client(self.deployment.gateway_url, self.deployment.token, **options)
 
     def logs_tail(self, lines: int = 40) -> str:
-        out = []
-        for label in self.procs:
-            tail = self.log(label).splitlines()[-lines:]
-            out.append(f"--- {label}.log (last {len(tail)} lines)\n" + "\n".join(tail))
-        return "\n".join(out)
+        return "\n".join(f"--- {self.local.log_file(name)} (last {lines} lines)\n"
+                         + self.local.tail(name, lines) for name in self.local.processes)
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        self.local.stop_all()

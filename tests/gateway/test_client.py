@@ -15,8 +15,9 @@ import pytest
 
 from tandemdb.client import AsyncClient, Client, TandemError
 from tandemdb.client.api import statements_of
+from tandemdb.local import free_base_port
 
-from .cluster import Deployed, free_base_port
+from .cluster import Deployed
 
 
 def failure(call) -> TandemError:

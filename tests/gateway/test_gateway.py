@@ -56,7 +56,7 @@ def test_starts_healthy_without_controller_and_logs_routing_retries(gateway_only
         assert time.monotonic() < deadline, gateway_only.log("gateway")
         time.sleep(0.1)
     assert gateway_only.deployment.controller_url in gateway_only.log("gateway")
-    assert gateway_only.procs["gateway"].poll() is None  # still running
+    assert gateway_only.local.processes["gateway"].poll() is None  # still running
 
 
 def test_metrics_open_without_token(gateway_only: Deployed):

@@ -16,8 +16,9 @@ from starlette.requests import Request
 from tandemdb.common.http import ApiError
 from tandemdb.gateway.app import create_app, query_without, sql_read_region
 from tandemdb.gateway.routing import RoutingTable
+from tandemdb.local import free_base_port
 
-from .cluster import free_base_port, plan
+from .cluster import plan
 
 
 def answer(revision: int, **envs: dict) -> dict:

@@ -50,22 +50,30 @@ def test_min_lsn_reads_your_writes_in_the_pair(cluster):
         assert seen["lsn"] >= lsn
 
 
-def test_secondary_node_restart_under_writes_loses_nothing(cluster):
-    c = cluster.client
-    c.create_environment("rep-restart")
-    writer = Writer(c, "rep-restart")
+def restart_under_writes(cluster, env: str, region: str, down_for: float = 0.0,
+                         timeout: float = 15.0) -> Writer:
+    """Kill and restart `region`'s node while a writer runs; wait for 50 more acks."""
+    cluster.client.create_environment(env)
+    writer = Writer(cluster.client, env)
     writer.create_table()
     writer.start()
     try:
         wait_until(lambda: len(writer.acked) > 50, what="writes before the kill")
-        east = cluster.node_of("east")
-        cluster.local.kill(east)
+        node = cluster.node_of(region)
+        cluster.local.kill(node)
         acked_while_down = len(writer.acked)
-        time.sleep(0.5)
-        cluster.local.start(east)
-        wait_until(lambda: len(writer.acked) > acked_while_down + 50, what="writes after")
+        time.sleep(down_for)
+        cluster.local.start(node)
+        wait_until(lambda: len(writer.acked) > acked_while_down + 50, timeout=timeout,
+                   what="writes after")
     finally:
         writer.stop()
+    return writer
+
+
+def test_secondary_node_restart_under_writes_loses_nothing(cluster):
+    c = cluster.client
+    writer = restart_under_writes(cluster, "rep-restart", "east", down_for=0.5)
     assert not writer.failed, f"writes failed while the secondary restarted: {writer.failed[:3]}"
     wait_until(lambda: caught_up(c, "rep-restart"), what="secondary to catch up")
     writer.check()
@@ -77,19 +85,7 @@ def test_secondary_node_restart_under_writes_loses_nothing(cluster):
 
 def test_primary_node_restart_keeps_every_acknowledged_write(cluster):
     c = cluster.client
-    c.create_environment("rep-prestart")
-    writer = Writer(c, "rep-prestart")
-    writer.create_table()
-    writer.start()
-    try:
-        wait_until(lambda: len(writer.acked) > 50, what="writes before the kill")
-        west = cluster.node_of("west")
-        cluster.local.kill(west)
-        before = len(writer.acked)
-        cluster.local.start(west)
-        wait_until(lambda: len(writer.acked) > before + 50, timeout=20, what="writes after")
-    finally:
-        writer.stop()
+    writer = restart_under_writes(cluster, "rep-prestart", "west", timeout=20)
     writer.check()
     wait_until(lambda: caught_up(c, "rep-prestart"), what="secondary to catch up")
     writer.check(region="east", min_lsn=max(writer.lsns))

@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common.deployment import Deployment
+from tandemdb.local import LocalDeployment, free_base_port
 
 MAX_BODY = 1 << 20  # small, so the oversized-body test stays cheap
 START_TIMEOUT = 15.0
@@ -39,85 +37,36 @@ def poll(check: Callable[[], object], timeout: float, what: str, interval: float
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def _ports_free(base: int, count: int) -> bool:
-    for port in range(base, base + count):
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_base_port(count: int = 4) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        if _ports_free(base, count):
-            return base
-    raise RuntimeError("no free block of ports")
-
-
 class Cluster:
-    """A deployment with one node per region, started as separate processes."""
+    """A deployment with one node per region; only the nodes run, through `LocalDeployment`."""
 
     def __init__(self, data: Path) -> None:
         data.mkdir(parents=True, exist_ok=True)
-        self.dep = Deployment.plan(data, [("west", "east")], 1, free_base_port())
+        self.dep = Deployment.plan(data, [("west", "east")], 1, free_base_port(4))
         self.dep.max_body_bytes = MAX_BODY
         self.dep.save()
-        self.data = data
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.local = LocalDeployment(self.dep)
         self.http = httpx.Client(headers={"X-Tandem-Secret": self.dep.secret}, timeout=15.0)
 
     # -- processes --------------------------------------------------------------------
-    def log_file(self, name: str) -> Path:
-        return self.data / f"{name}.log"
-
     def start(self, name: str) -> None:
-        log = open(self.log_file(name), "ab")  # noqa: SIM115 - the child keeps it
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "tandemdb.node", "--data", str(self.data), "--name", name],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-
-        def healthy() -> bool:
-            if self.procs[name].poll() is not None:
-                raise AssertionError(f"{name} exited: {self.log_tail(name)}")
-            try:
-                return httpx.get(self.url(name) + "/healthz", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        poll(healthy, START_TIMEOUT, f"{name} to answer /healthz")
+        self.local.start(name, wait=False)
+        self.local.wait_healthy(name, START_TIMEOUT)
 
     def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        self.local.kill(name)
 
     def pause(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGSTOP)
+        self.local.signal(name, signal.SIGSTOP)
 
     def resume(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGCONT)
+        self.local.signal(name, signal.SIGCONT)
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for name in self.local.processes:
+            self.resume(name)  # a paused node must run to act on SIGTERM
+        self.local.stop_all()
         self.http.close()
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.log_file(name)
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
 
     # -- HTTP -------------------------------------------------------------------------
     def url(self, name: str) -> str:
@@ -183,8 +132,9 @@ class Cluster:
         try:
             return poll(same, timeout, f"{env} to have equal checksums", interval=0.1)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- east-1 log ---\n{self.log_tail('east-1')}"
-                                 f"\n--- west-1 log ---\n{self.log_tail('west-1')}") from None
+            raise AssertionError(f"{exc}\n--- east-1 log ---\n{self.local.tail('east-1', 30)}"
+                                 f"\n--- west-1 log ---\n{self.local.tail('west-1', 30)}"
+                                 ) from None
 
 
 @pytest.fixture(scope="session")
@@ -202,11 +152,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 def live(cluster: Cluster) -> Cluster:
     """The cluster, with both nodes made sure to be running (a test may have killed one)."""
     for name in ("west-1", "east-1"):
-        proc = cluster.procs.get(name)
-        if proc is None or proc.poll() is not None:
+        if name in cluster.local.dead():
             cluster.start(name)
         else:
-            proc.send_signal(signal.SIGCONT)
+            cluster.resume(name)
     return cluster
 
 

@@ -7,10 +7,9 @@ import asyncio
 from pathlib import Path
 
 from tandemdb.common.deployment import Deployment
+from tandemdb.local import free_base_port
 from tandemdb.node.app import Node
 from tandemdb.node.heartbeat import Heartbeat
-
-from .conftest import free_base_port
 
 
 def desired(env: str, role: str, dep: Deployment, **extra) -> dict:
@@ -24,7 +23,7 @@ def desired(env: str, role: str, dep: Deployment, **extra) -> dict:
 
 
 def test_reconcile_creates_adopts_and_drops(tmp_path: Path) -> None:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port())
+    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
     dep.save()
 
     async def scenario() -> None:
