@@ -31,7 +31,7 @@ from tandemdb.common.http import (
 )
 from tandemdb.common.metrics import RequestMetrics, install_metrics_endpoint
 
-from . import admin, dataapi, stream
+from . import admin, dataapi, fencing, stream
 from . import metrics as node_metrics
 from .heartbeat import Heartbeat
 from .puller import Puller
@@ -134,6 +134,7 @@ def build_app(node: Node) -> ASGIApp:
 
     dataapi.install(app, node)
     admin.install(app, node)
+    fencing.install(app, node)
     stream.install(app, node)
     gated = SecretGate(BodyLimit(app, node.deployment.max_body_bytes), node.deployment.secret)
     return RequestMetrics(gated)

@@ -58,6 +58,11 @@ class Batcher:
             raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
         self.replicas.require_writable(replica)  # the role may have changed while queued
         env = replica.require_env()
+        with replica.writing():  # a fence waits for this commit
+            return await self._execute(env, transactions)
+
+    async def _execute(self, env, transactions: list[list]) -> list:
+        replica = self.replica
         try:
             return await run_sync(env.execute_group, transactions)
         except EngineError:

@@ -129,7 +129,9 @@ class DataApi:
         env = replica.require_env()
         await self.check_write(replica)
         data = await request.body()
-        result = await run_sync(env.put_file, path, data)
+        with replica.writing():
+            self.replicas.require_writable(replica)  # it may have been fenced meanwhile
+            result = await run_sync(env.put_file, path, data)
         replica.notify()
         return JSONResponse({"path": path, "size": len(data), "hash": digest_of(data),
                              "lsn": result.lsn, "epoch": result.epoch, "region": self.region})
@@ -153,7 +155,9 @@ class DataApi:
         path = normalise_path(request.path_params["path"])
         env = replica.require_env()
         await self.check_write(replica)
-        result = await run_sync(env.delete_file, path)
+        with replica.writing():
+            self.replicas.require_writable(replica)  # it may have been fenced meanwhile
+            result = await run_sync(env.delete_file, path)
         replica.notify()
         return JSONResponse({"deleted": path, "lsn": result.lsn, "epoch": result.epoch,
                              "region": self.region})

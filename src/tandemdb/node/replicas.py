@@ -9,6 +9,7 @@ thread; the bookkeeping here (waiters, consumers) belongs to the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -139,6 +140,7 @@ class Replica:
     dropped: bool = False
     truncated_upto: int = 0  # the journal was last truncated up to here (Upkeep)
     batcher: object | None = None  # the data API's group committer (batcher.Batcher)
+    in_flight: int = 0  # data API commits running now (fencing waits until there are none)
     _waiters: set[asyncio.Future] = field(default_factory=set)
     _lag_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -156,6 +158,16 @@ class Replica:
             raise ApiError(503, "unavailable", f"replica {self.name} is being seeded from a "
                            "snapshot; retry shortly", {"Retry-After": "1"})
         return env
+
+    @contextlib.contextmanager
+    def writing(self):  # a commit in flight; entered right after the writability check
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.notify()
 
     # -- commit notification (event loop only) --------------------------------------------
     def notify(self) -> None:
@@ -291,6 +303,11 @@ class ReplicaSet:
         if replica.writable:
             return
         record = replica.record
+        if record.role == "fenced":
+            raise ApiError(409, "fenced", f"environment {replica.name} is switching over to "
+                           f"another primary: its replica in region {self.region} is fenced at "
+                           f"epoch {record.epoch} and takes no writes; retry shortly",
+                           {"Retry-After": "1"})
         if record.role == "secondary" and record.primary is not None:
             where = (f"the primary is in region {record.primary.region} "
                      f"(node {record.primary.node})")
@@ -349,6 +366,28 @@ class ReplicaSet:
         self._changed()
         replica.notify()
         return replica
+
+    async def transition(self, replica: Replica,
+                         decide: Callable[[Replica], Record | None]) -> bool:
+        """Change a replica's record (fence, promote, unfence); True if it changed. `decide`
+        runs holding the engine's lock, so nothing commits or applies between its checks and
+        the change: it raises to refuse, or answers the new record (None: nothing to do)."""
+        async with self._lock:
+            if replica.dropped:
+                raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
+            changed = await run_sync(self._transition, replica, decide)
+        if changed:
+            self._changed()
+            replica.notify()
+        return changed
+
+    def _transition(self, replica: Replica, decide: Callable[[Replica], Record | None]) -> bool:
+        with replica.require_env()._lock:  # an RLock: the engine calls below take it again
+            record = decide(replica)
+            if record is not None and record != replica.record:
+                self._adopt(replica, record)
+                return True
+            return False
 
     async def drop(self, name: str) -> None:
         check_name(name)

@@ -1,0 +1,185 @@
+"""The node's part of a planned switchover (docs/failover.md "Planned failover of one
+environment"): fence the primary, wait for the target to catch up, promote it, and unfence
+the old primary when the switchover fails.
+
+Every role change goes through `ReplicaSet.transition`: its checks run while the engine's
+lock is held, so no entry is committed or applied between a check and the change, and the
+new record is persisted in replica.json before the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tandemdb.common.http import ApiError
+
+from .dataapi import read_json
+from .metrics import add_route
+from .replicas import Peer, Record, Replica
+
+if TYPE_CHECKING:
+    from .app import Node
+
+MAX_WAIT = 30.0  # the longest a `wait` call may wait
+DEFAULT_WAIT = 10.0
+DRAIN_TIMEOUT = 30.0  # a fence gives the commit in flight this long to finish
+
+
+def _body(raw: object) -> dict:
+    if not isinstance(raw, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return raw
+
+
+def _int(body: dict, key: str, minimum: int) -> int:
+    value = body.get(key)
+    if type(value) is not int or value < minimum:
+        raise ApiError(400, "bad_request", f"{key} must be an integer >= {minimum}")
+    return value
+
+
+def _known_epoch(replica: Replica) -> int:
+    env = replica.require_env()
+    return max(replica.record.epoch, env.epoch)
+
+
+def _stale(replica: Replica, action: str, epoch: int, known: int) -> ApiError:
+    return ApiError(409, "stale_epoch", f"cannot {action} replica {replica.name} at epoch "
+                    f"{epoch}: it already knows epoch {known}")
+
+
+class Fencing:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.replicas = node.replicas
+
+    # -- fence ------------------------------------------------------------------------------
+    async def fence(self, request: Request) -> JSONResponse:
+        replica = self.replicas.get(request.path_params["env"])
+        epoch = _int(_body(await read_json(request)), "epoch", 1)
+
+        def decide(r: Replica) -> Record | None:
+            record, known = r.record, _known_epoch(r)
+            if epoch < known:
+                raise _stale(r, "fence", epoch, known)
+            if record.role == "fenced" and record.epoch == epoch:
+                return None  # already fenced at this epoch: answer the same final lsn
+            if record.role != "primary":
+                raise ApiError(409, "not_primary", f"cannot fence replica {r.name}: it is "
+                               f"{record.role} at epoch {record.epoch}, not primary")
+            if epoch != known:
+                raise ApiError(409, "epoch_mismatch", f"cannot fence replica {r.name} at "
+                               f"epoch {epoch}: it is primary at epoch {known}")
+            return replace(record, role="fenced")
+
+        await self.replicas.transition(replica, decide)
+        await self._drained(replica)
+        record, env = replica.record, replica.require_env()
+        if record.role != "fenced" or record.epoch != epoch:  # unfenced meanwhile
+            raise ApiError(409, "conflict", f"replica {replica.name} was changed to "
+                           f"{record.role} at epoch {record.epoch} while being fenced")
+        return JSONResponse({"final_lsn": env.last_lsn, "epoch": epoch})
+
+    async def _drained(self, replica: Replica) -> None:
+        """Wait until no data API commit of this replica is in flight."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT
+        while replica.in_flight:
+            if loop.time() >= deadline:
+                raise ApiError(503, "busy", f"replica {replica.name} is fenced but a commit "
+                               "is still in flight; retry the fence", {"Retry-After": "1"})
+            fut = loop.create_future()
+            replica.add_waiter(fut)
+            try:
+                await asyncio.wait_for(fut, 0.1)
+            except TimeoutError:
+                pass
+            finally:
+                replica.remove_waiter(fut)
+
+    # -- wait -------------------------------------------------------------------------------
+    async def wait(self, request: Request) -> JSONResponse:
+        replica = self.replicas.get(request.path_params["env"])
+        body = _body(await read_json(request))
+        lsn = _int(body, "lsn", 0)
+        timeout = body.get("timeout", DEFAULT_WAIT)
+        if type(timeout) not in (int, float) or not timeout >= 0:
+            raise ApiError(400, "bad_request", "timeout must be a non-negative number")
+        timeout = min(float(timeout), MAX_WAIT)
+        if not await replica.wait_for_lsn(lsn, timeout):
+            have = replica.env.last_lsn if replica.env is not None else 0
+            raise ApiError(503, "lsn_not_reached",
+                           f"replica {replica.name} on node {self.node.name} has applied lsn "
+                           f"{have}, not lsn {lsn}, after {timeout:g}s", {"Retry-After": "1"})
+        return JSONResponse({"applied_lsn": replica.require_env().last_lsn})
+
+    # -- promote ----------------------------------------------------------------------------
+    async def promote(self, request: Request) -> JSONResponse:
+        replica = self.replicas.get(request.path_params["env"])
+        body = _body(await read_json(request))
+        epoch = _int(body, "epoch", 1)
+        expected = _int(body, "expected_lsn", 0)
+        raw = body.get("secondaries") or []
+        if not isinstance(raw, list):
+            raise ApiError(400, "bad_request", "secondaries must be a list")
+        secondaries = tuple(Peer.parse(s, "each secondary") for s in raw)
+
+        def decide(r: Replica) -> Record | None:
+            record, env = r.record, r.require_env()
+            if record.role == "primary" and record.epoch == epoch \
+                    and (epoch, expected) in [tuple(h) for h in env.epoch_history]:
+                return None  # promoted already, at this epoch from this lsn
+            known = _known_epoch(r)
+            if epoch <= known:
+                raise _stale(r, "promote", epoch, known)
+            if record.role != "secondary":
+                raise ApiError(409, "not_secondary", f"cannot promote replica {r.name}: it "
+                               f"is {record.role} at epoch {record.epoch}, not a secondary")
+            if env.last_lsn != expected:
+                raise ApiError(409, "lsn_mismatch", f"cannot promote replica {r.name}: it "
+                               f"has applied lsn {env.last_lsn}, but the final lsn of the old "
+                               f"primary is {expected}; a promotion needs exactly that lsn")
+            # The listed secondaries (the fenced old primary) hold everything up to the final
+            # lsn: register them there, so lag and the RPO guard start from it, not from 0.
+            for peer in secondaries:
+                env.acknowledge(peer.node, expected)
+            return Record("primary", epoch, None, secondaries, record.type,
+                          record.rpo_limit_seconds)
+
+        if await self.replicas.transition(replica, decide):
+            replica.stream_error = None  # it no longer pulls
+        return JSONResponse({"epoch": epoch, "lsn": expected})
+
+    # -- unfence ----------------------------------------------------------------------------
+    async def unfence(self, request: Request) -> JSONResponse:
+        replica = self.replicas.get(request.path_params["env"])
+        epoch = _int(_body(await read_json(request)), "epoch", 1)
+
+        def decide(r: Replica) -> Record | None:
+            record, known = r.record, _known_epoch(r)
+            if record.role == "primary" and record.epoch == epoch == known:
+                return None  # unfenced already (a retried call)
+            if record.role != "fenced" or record.epoch != epoch or known != epoch:
+                raise ApiError(409, "not_fenced", f"cannot unfence replica {r.name} at epoch "
+                               f"{epoch}: it is {record.role} at epoch {record.epoch} (known "
+                               f"epoch {known})")
+            return replace(record, role="primary")
+
+        await self.replicas.transition(replica, decide)
+        env = replica.require_env()
+        return JSONResponse({"epoch": epoch, "role": replica.role, "lsn": env.last_lsn})
+
+
+def install(app: FastAPI, node: Node) -> Fencing:
+    fencing = Fencing(node)
+    base = "/internal/v1/replicas/{env}"
+    add_route(app, base + "/fence", fencing.fence, methods=["POST"])
+    add_route(app, base + "/wait", fencing.wait, methods=["POST"])
+    add_route(app, base + "/promote", fencing.promote, methods=["POST"])
+    add_route(app, base + "/unfence", fencing.unfence, methods=["POST"])
+    return fencing
