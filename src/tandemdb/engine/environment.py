@@ -80,6 +80,15 @@ class Environment:
         """(epoch, start_lsn) pairs: epoch E's entries have lsn > start_lsn."""
         return list(self._epochs)
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the environment still: no commit, apply or rewind runs until the block ends.
+
+        Re-entrant, so engine calls inside the block work. A node uses it to check a
+        replica's lsn and change its role as one step."""
+        with self._lock:
+            yield
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -382,7 +382,7 @@ class ReplicaSet:
         return changed
 
     def _transition(self, replica: Replica, decide: Callable[[Replica], Record | None]) -> bool:
-        with replica.require_env()._lock:  # an RLock: the engine calls below take it again
+        with replica.require_env().exclusive():
             record = decide(replica)
             if record is not None and record != replica.record:
                 self._adopt(replica, record)
