@@ -23,6 +23,8 @@ CONNECTION = ["--json", "--url", "--token", "--data"]
 
 COMMANDS = [
     (["status"], ["--watch", *CONNECTION]),
+    (["ops"], ["--limit", *CONNECTION]),
+    (["events"], ["--follow", "--after", *CONNECTION]),
     (["env", "create"], ["--type", "--region", "--rpo-limit", *CONNECTION]),
     (["env", "list"], CONNECTION),
     (["env", "show"], CONNECTION),

@@ -8,7 +8,7 @@ import typer
 
 from tandemdb import __version__
 
-from . import data, deploy, envs, status
+from . import data, deploy, envs, ops, status
 from .bench import bench_app
 
 app = typer.Typer(help="Tandem: geo-replicated environments with planned and unplanned "
@@ -25,6 +25,9 @@ app.command("status")(status.status)
 app.add_typer(envs.app, name="env")
 app.command("sql")(data.sql)
 app.add_typer(data.files_app, name="files")
+# Operations and events (ops.py).
+app.command("ops")(ops.ops)
+app.command("events")(ops.events)
 
 
 @app.command()

@@ -164,6 +164,32 @@ class Api:
     def delete_environment(self, name: str) -> dict:
         return self._call("DELETE", _env(name))
 
+    # --- operations, events, webhooks (docs/operations.md)
+
+    def operation(self, op_id: str) -> dict:
+        """One operation: kind, target, state, steps with their times, result."""
+        return self._call("GET", f"/v1/operations/{_segment(op_id)}")
+
+    def operations(self, limit: int = 20) -> list[dict]:
+        """The newest operations first."""
+        return self._call("GET", "/v1/operations", _key("operations"),
+                          params={"limit": limit})
+
+    def events(self, after: int = 0, wait: float = 0) -> dict:
+        """Events newer than `after` (`{"events": [...], "last": N}`); waits up to `wait` s."""
+        return self._call("GET", "/v1/events", params={"after": after, "wait": wait})
+
+    def create_webhook(self, url: str, secret: str,
+                       environments: list[str] | None = None) -> dict:
+        body = {"url": url, "secret": secret, "environments": environments}
+        return self._call("POST", "/v1/webhooks", json=body)
+
+    def webhooks(self) -> list[dict]:
+        return self._call("GET", "/v1/webhooks", _key("webhooks"))
+
+    def delete_webhook(self, webhook_id: str) -> dict:
+        return self._call("DELETE", f"/v1/webhooks/{_segment(webhook_id)}")
+
     # --- data plane
 
     def sql(self, env: str, sql: Statements, params: Any = None, *,

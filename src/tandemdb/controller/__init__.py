@@ -10,8 +10,11 @@ Entry point: `app.main` (`python -m tandemdb.controller --data DIR`). One module
 | `status.py` | live replica status from heartbeats, merged into views |
 | `reconcile.py` | what each node should host (heartbeat answers, admin PUT bodies) |
 | `routing.py` | the routing table served by long poll |
-| `environments.py` | creating and deleting environments |
+| `operations.py` | `Operation`: durable, resumable workflows and their runner |
+| `environments.py` | creating and deleting environments (operations of two kinds) |
+| `events.py` | the durable event log and its long poll |
+| `webhooks.py` | webhook registrations, the outbox, signed delivery with backoff |
 | `nodes.py` | admin calls to nodes |
 | `api.py` | the HTTP routes |
-| `app.py` | wiring, health watch, process entry |
+| `app.py` | wiring, health watch, resume at start, process entry |
 """

@@ -1,6 +1,7 @@
 """The controller's HTTP routes (docs/architecture.md, "Controller").
 
-Public (forwarded by the gateway): `/v1/regions`, `/v1/environments[/{env}]`.
+Public (forwarded by the gateway): `/v1/regions`, `/v1/environments[/{env}]`,
+`/v1/operations[/{id}]`, `/v1/events`, `/v1/webhooks[/{id}]` (docs/operations.md).
 Internal: `/internal/v1/heartbeat` from nodes, `/internal/v1/routing` long poll from the
 gateway. Everything but `/healthz` and `/metrics` needs the cluster secret.
 """
@@ -17,6 +18,10 @@ from fastapi.responses import JSONResponse
 
 from tandemdb.common.http import ApiError, check_secret
 
+from .environments import OPERATION_HEADER
+from .events import parse_poll
+from .operations import not_found as operation_not_found
+from .operations import parse_limit
 from .status import parse_heartbeat
 
 if TYPE_CHECKING:
@@ -50,8 +55,8 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
 
     @router.post("/v1/environments")
     async def create_environment(request: Request) -> JSONResponse:
-        view = await ctl.environments.create(await read_json(request))
-        return JSONResponse(view, status_code=201)
+        view, op_id = await ctl.environments.create(await read_json(request))
+        return JSONResponse(view, status_code=201, headers={OPERATION_HEADER: op_id})
 
     @router.get("/v1/environments")
     async def list_environments() -> dict:
@@ -62,8 +67,40 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
         return ctl.environments.view(env)
 
     @router.delete("/v1/environments/{env}")
-    async def delete_environment(env: str) -> dict:
-        return await ctl.environments.delete(env)
+    async def delete_environment(env: str) -> JSONResponse:
+        answer, op_id = await ctl.environments.delete(env)
+        return JSONResponse(answer, headers={OPERATION_HEADER: op_id})
+
+    @router.get("/v1/operations")
+    async def list_operations(request: Request) -> dict:
+        limit = parse_limit(dict(request.query_params))
+        return {"operations": await asyncio.to_thread(ctl.operations.recent, limit)}
+
+    @router.get("/v1/operations/{op_id}")
+    async def show_operation(op_id: str) -> dict:
+        op = await asyncio.to_thread(ctl.operations.get, op_id)
+        if op is None:
+            raise operation_not_found(op_id)
+        return op
+
+    @router.get("/v1/events")
+    async def events(request: Request) -> dict:
+        after, wait = parse_poll(dict(request.query_params))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(ctl.watchers, ctl.events.poll, after, wait)
+
+    @router.post("/v1/webhooks")
+    async def register_webhook(request: Request) -> JSONResponse:
+        hook = await asyncio.to_thread(ctl.webhooks.register, await read_json(request))
+        return JSONResponse(hook, status_code=201)
+
+    @router.get("/v1/webhooks")
+    async def list_webhooks() -> dict:
+        return {"webhooks": await asyncio.to_thread(ctl.webhooks.list)}
+
+    @router.delete("/v1/webhooks/{hook_id}")
+    async def delete_webhook(hook_id: str) -> dict:
+        return await asyncio.to_thread(ctl.webhooks.remove, hook_id)
 
     @router.post("/internal/v1/heartbeat")
     async def heartbeat(request: Request) -> dict:

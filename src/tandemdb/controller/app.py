@@ -1,9 +1,11 @@
 """The controller process: `python -m tandemdb.controller --data DIR`.
 
-Wires the parts (store, topology, catalog, live status, reconciliation, routing,
-environments) into one FastAPI app served by uvicorn on 127.0.0.1:`controller_port`, and
-watches node health. State lives in `<data>/controller/store.sqlite`; node health and the
-latest heartbeat reports live in memory and come back within one heartbeat interval.
+Wires the parts (store, topology, catalog, live status, reconciliation, routing, events,
+webhooks, operations, environments) into one FastAPI app served by uvicorn on
+127.0.0.1:`controller_port`, watches node health and delivers webhooks. At start-up it
+resumes the operations a previous run left unfinished (invariant 7). State lives in
+`<data>/controller/store.sqlite`; node health and the latest heartbeat reports live in memory
+and come back within one heartbeat interval.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from tandemdb.common.metrics import install_metrics
 from .api import install_routes
 from .catalog import Catalog
 from .environments import Environments
+from .events import Events
 from .nodes import NodeClient
+from .operations import Operation, Operations
 from .reconcile import Reconciler
 from .routing import Routing
 from .status import LiveStatus
 from .store import Store, open_store
 from .topology import Topology
+from .webhooks import Delivery, Webhooks
 
 log = logging.getLogger("tandem.controller")
 
@@ -58,6 +63,10 @@ class Controller:
     environments: Environments
     nodes: NodeClient
     watchers: ThreadPoolExecutor
+    events: Events
+    webhooks: Webhooks
+    operations: Operations
+    delivery: Delivery
 
     @classmethod
     def open(cls, deployment: Deployment, store: Store | None = None) -> Controller:
@@ -67,22 +76,33 @@ class Controller:
         status = LiveStatus()
         reconciler = Reconciler(catalog, topology)
         nodes = NodeClient(deployment.secret)
+        events = Events(store)
+        webhooks = Webhooks(store, events)
+        operations = Operations(store, events)
+        delivery = Delivery(store, events)
+        events.listeners.append(delivery.notify)
+        environments = Environments(catalog, topology, status, reconciler, nodes, operations,
+                                    events)
         return cls(deployment, store, topology, catalog, status, reconciler,
-                   Routing(catalog, topology),
-                   Environments(catalog, topology, status, reconciler, nodes), nodes,
-                   ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"))
+                   Routing(catalog, topology), environments, nodes,
+                   ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"),
+                   events, webhooks, operations, delivery)
 
-    def start(self) -> None:
+    def start(self) -> list[Operation]:
+        """Seed regions, finish orphaned records; answers the operations to resume."""
         self.topology.seed()
-        self.environments.recover()
-        log.info("controller: serving regions %s with nodes %s at store revision %d",
-                 ", ".join(sorted({" <-> ".join(sorted(pair))
-                                   for pair in self.deployment.regions.items()})),
-                 ", ".join(self.deployment.nodes), self.store.revision())
+        live = self.operations.live()
+        self.environments.recover({op.id for op in live})
+        log.info("controller: serving regions %s with nodes %s at store revision %d; %d "
+                 "unfinished operation(s) to resume", ", ".join(sorted(
+                     {" <-> ".join(sorted(pair)) for pair in self.deployment.regions.items()})),
+                 ", ".join(self.deployment.nodes), self.store.revision(), len(live))
+        return live
 
     async def stop(self) -> None:
+        await self.operations.stop()  # records stay running: the next start resumes them
         await self.nodes.close()
-        self.store.close()  # wakes blocked routing watches
+        self.store.close()  # wakes blocked routing and event watches
         self.watchers.shutdown(wait=False, cancel_futures=True)
 
     async def heartbeat(self, node: str, url: str, replicas: dict[str, dict]) -> dict:
@@ -122,12 +142,16 @@ def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(ctl.start)
+        live = await asyncio.to_thread(ctl.start)
+        ctl.operations.resume(live)
         health = asyncio.create_task(ctl.watch_health())
+        delivery = asyncio.create_task(ctl.delivery.run())
         try:
             yield
         finally:
             health.cancel()
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
             await ctl.stop()
             log.info("controller: stopped")
 
@@ -149,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else one line per node call or delivery
     try:
         deployment = Deployment.load(args.data)
     except FileNotFoundError as exc:

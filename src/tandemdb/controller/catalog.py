@@ -3,7 +3,11 @@
 A record is what the controller decided, never what it observed:
 
     {"name", "type", "home_region", "primary_region", "epoch", "state",
-     "rpo_limit_seconds", "created_at", "replicas": [{"region", "node", "role"}]}
+     "rpo_limit_seconds", "created_at", "replicas": [{"region", "node", "role"}],
+     "operation": "op-000017"}
+
+`operation` is the last operation that changed the record (creation, deletion, later a
+failover), so a view always says which operation to follow.
 
 Live status (lsns, lag, seeding) is merged in by `status.py`. Every change goes through
 compare-and-set, so two writers never overwrite each other's decision.
@@ -78,7 +82,17 @@ def parse_create(body: Any, regions: list[str]) -> CreateRequest:
     return CreateRequest(name, EnvType(kind), region, rpo)
 
 
-def new_record(request: CreateRequest, replicas: list[dict]) -> dict:
+def iso_now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and a Z, as every record uses."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def record_key(name: str) -> str:
+    return PREFIX + name
+
+
+def new_record(request: CreateRequest, replicas: list[dict],
+               operation: str | None = None) -> dict:
     return {
         "name": request.name,
         "type": request.type.value,
@@ -87,9 +101,9 @@ def new_record(request: CreateRequest, replicas: list[dict]) -> dict:
         "epoch": 1,
         "state": EnvState.CREATING.value,
         "rpo_limit_seconds": request.rpo_limit_seconds,
-        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00",
-                                                                                     "Z"),
+        "created_at": iso_now(),
         "replicas": replicas,
+        "operation": operation,
     }
 
 

@@ -1,14 +1,24 @@
-"""Creating and deleting environments: the catalog record plus the admin calls to nodes.
+"""Creating and deleting environments, as operations (docs/operations.md).
 
-Create: validate, place the replicas, store the record as `creating`, put the replica on
-the primary's node then on each secondary's node, mark it `active`. A node that cannot be
-reached does not fail the request: its heartbeat answer lists the replica, so the node
-creates it when it is back. Delete: mark `deleting` (heartbeat answers leave it out from
-then on), ask each node to drop its replica, remove the record.
+`environment.create` steps:
 
-If the controller dies half-way, `recover()` finishes the job at the next start: a record
-left `creating` becomes `active` (heartbeats create what is missing) and one left
-`deleting` is removed (heartbeats drop what is left).
+1. `record`: validate, place the replicas, store the catalog record as `creating`. Done in
+   the store transaction that records the operation, so a refused name leaves nothing.
+2. `create-primary`, then `create-secondary` (production only): PUT the replica on its
+   node. A node that cannot be reached does not fail the step: its heartbeat answer lists
+   the replica, so the node creates it when it is back.
+3. `activate`: mark the record `active` and emit `environment.created`, in one transaction.
+
+`environment.delete` steps: `mark-deleting` (heartbeat answers leave the environment out
+from then on; done in the transaction that records the operation), `drop-primary` and
+`drop-secondary` (ask each node to drop its replica; an unreachable node drops it when its
+heartbeat answer no longer lists it), `remove-record` (remove it and emit
+`environment.deleted`, in one transaction).
+
+Every step is idempotent, so a controller restart resumes the operation where it stopped
+(invariant 7). `recover()` finishes records left `creating` or `deleting` with no live
+operation (written by a controller from before operations, or by hand): `creating` becomes
+`active` (heartbeats create what is missing), `deleting` is removed.
 """
 
 from __future__ import annotations
@@ -28,34 +38,48 @@ from .catalog import (
     new_record,
     not_found,
     parse_create,
+    record_key,
 )
+from .events import Events, EventType
 from .nodes import NodeClient
+from .operations import Draft, Kind, Operation, Operations, OpState, Outcome, StepFailed
 from .reconcile import Reconciler
 from .status import LiveStatus
+from .store import Txn
 from .topology import Topology
 
 log = logging.getLogger("tandem.controller.environments")
 
+CREATE = "environment.create"
+DELETE = "environment.delete"
+OPERATION_HEADER = "X-Tandem-Operation"
+
+
+def replica_steps(verb: str, replicas: list[dict]) -> list[tuple[str, dict]]:
+    """`(step name, replica)` for each replica, primary first: `create-primary`, …"""
+    ordered = sorted(replicas, key=lambda r: r["role"] != Role.PRIMARY)
+    roles = [r["role"] for r in ordered]
+    return [(f"{verb}-{r['role']}" if roles.count(r["role"]) == 1
+             else f"{verb}-{r['role']}-{r['node']}", r) for r in ordered]
+
+
+def deleted_meanwhile(name: str) -> StepFailed:
+    return StepFailed("deleted", f"environment {name!r} was deleted while it was being "
+                                 "created")
+
 
 class Environments:
     def __init__(self, catalog: Catalog, topology: Topology, status: LiveStatus,
-                 reconciler: Reconciler, nodes: NodeClient) -> None:
+                 reconciler: Reconciler, nodes: NodeClient, operations: Operations,
+                 events: Events) -> None:
         self.catalog, self.topology, self.status = catalog, topology, status
         self.reconciler, self.nodes = reconciler, nodes
+        self.operations, self.events = operations, events
+        self.store = catalog.store
+        operations.register(Kind(CREATE, self._create_step))
+        operations.register(Kind(DELETE, self._delete_step))
 
-    def recover(self) -> None:
-        """Finish creations and deletions a previous run left half-done."""
-        for record in self.catalog.list():
-            name, epoch = record["name"], record["epoch"]
-            if record["state"] == EnvState.CREATING:
-                self.catalog.set_state(name, EnvState.ACTIVE)
-                log.info("environment %s (epoch %s): marked active; a previous run stopped "
-                         "while creating it, heartbeats will create any missing replica",
-                         name, epoch)
-            elif record["state"] == EnvState.DELETING:
-                self.catalog.remove(name)
-                log.info("environment %s (epoch %s): record removed; a previous run stopped "
-                         "while deleting it, heartbeats will drop any replica left", name, epoch)
+    # -- views ---------------------------------------------------------------------------
 
     def view(self, name: str) -> dict:
         record = self.catalog.get(name)
@@ -66,53 +90,93 @@ class Environments:
     def views(self) -> list[dict]:
         return [self.status.view(record) for record in self.catalog.list()]
 
-    async def create(self, body: Any) -> dict:
+    # -- create --------------------------------------------------------------------------
+
+    async def create(self, body: Any) -> tuple[dict, str]:
+        """Run `environment.create` to its end; the view and the operation's id."""
         try:
             request = parse_create(body, self.topology.region_names())
         except ApiError as exc:
             log.info("refused to create an environment: %s", exc.message)
             raise
-        placed = await asyncio.to_thread(self._place, request)
-        record = new_record(request, [replica for replica, _ in placed])
         name = request.name
-        if not await asyncio.to_thread(self.catalog.insert, record):
-            log.info("environment %s: refused to create it, it exists already", name)
-            raise ApiError(409, "exists", f"environment {name!r} exists already: pick another "
-                                          "name, or delete it first")
-        log.info("environment %s (epoch 1): recorded as creating, %s, %s", name,
-                 request.type.value, "; ".join(
-                     f"{r['role']} on {r['node']} in {r['region']} ({why})" for r, why in placed))
-        confirmed = await self._put_replicas(record)
-        final = await asyncio.to_thread(self.catalog.set_state, name, EnvState.ACTIVE)
-        if final is None:
-            raise ApiError(409, "deleted", f"environment {name!r} was deleted while it was "
-                                           "being created")
-        log.info("environment %s (epoch %s): active; %d of %d replicas confirmed by their "
-                 "nodes%s", name, final["epoch"], confirmed, len(record["replicas"]),
-                 "" if confirmed == len(record["replicas"])
-                 else ", heartbeats will create the others")
-        return self.status.view(final)
+        placed = await asyncio.to_thread(self._place, request)
+        replicas = [replica for replica, _ in placed]
+        detail = (f"environment {name} (epoch 1): recorded as creating, {request.type.value}, "
+                  + "; ".join(f"{r['role']} on {r['node']} in {r['region']} ({why})"
+                              for r, why in placed))
 
-    async def delete(self, name: str) -> dict:
-        record = await asyncio.to_thread(self.catalog.set_state, name, EnvState.DELETING)
-        if record is None:
-            raise not_found(name)
+        def build(txn: Txn, op_id: str) -> Draft:
+            if self.catalog.get(name) is not None:
+                raise ApiError(409, "exists", f"environment {name!r} exists already: pick "
+                                              "another name, or delete it first")
+            record = new_record(request, replicas, op_id)
+            txn.expect(record_key(name), None).put(record_key(name), record)
+            steps = ["record", *(s for s, _ in replica_steps("create", replicas)), "activate"]
+            params = {"name": name, "type": request.type.value, "region": request.region,
+                      "rpo_limit_seconds": request.rpo_limit_seconds, "replicas": replicas}
+            return Draft(params, steps, {"record": detail})
+
+        try:
+            op = await asyncio.to_thread(self.operations.create, CREATE, name, build)
+        except ApiError as exc:
+            log.info("environment %s: refused to create it, %s", name,
+                     "it exists already" if exc.code == "exists" else exc.message)
+            raise
+        final = await self.operations.finish(op.id)
+        if final.state != OpState.SUCCEEDED:
+            raise self._error(final)
+        record = await asyncio.to_thread(self.catalog.get, name)
+        if record is None or record.get("operation") != op.id:
+            raise ApiError(409, "deleted", f"environment {name!r} was deleted right after "
+                                           f"it was created (operation {op.id})")
+        return self.status.view(record), op.id
+
+    async def _create_step(self, op: Operation, step: str) -> Outcome:
+        name = op.target
+        item = await asyncio.to_thread(self.store.get, record_key(name))
+        record = item.value if item else None
+        if record is None or record.get("operation") != op.id:
+            raise deleted_meanwhile(name)  # gone, or removed and made again by another
         epoch = record["epoch"]
-        log.info("environment %s (epoch %s): deleting on request; heartbeat answers no longer "
-                 "list it", name, epoch)
-        for replica in record["replicas"]:
-            outcome = await self.nodes.delete_replica(
-                replica["node"], self.topology.node_url(replica["node"]), name)
-            if outcome.ok:
-                log.info("environment %s (epoch %s): %s replica dropped on %s", name, epoch,
-                         replica["role"], replica["node"])
-            else:
-                log.warning("environment %s (epoch %s): %s; the node drops its %s replica when "
-                            "its heartbeat answer no longer lists it", name, epoch,
-                            outcome.problem, replica["role"])
-        await asyncio.to_thread(self.catalog.remove, name)
-        log.info("environment %s (epoch %s): deleted, record removed", name, epoch)
-        return {"deleted": name}
+        if step == "record":  # done with the operation's record; seen again only on resume
+            return Outcome(f"environment {name} (epoch {epoch}): recorded as creating")
+        confirmed = list((op.result or {}).get("replicas_confirmed", []))
+        for step_name, replica in replica_steps("create", op.params["replicas"]):
+            if step_name == step:
+                node, ok, detail = await self._put_replica(record, replica)
+                if ok and node not in confirmed:
+                    confirmed.append(node)
+                return Outcome(detail, result={"replicas_confirmed": confirmed}, warn=not ok)
+        if step != "activate":
+            raise StepFailed("unknown_step", f"{CREATE} has no step {step!r}")
+        total = len(record["replicas"])
+        missing = "" if len(confirmed) == total else ", heartbeats will create the others"
+        detail = (f"environment {name} (epoch {epoch}): active; {len(confirmed)} of {total} "
+                  f"replicas confirmed by their nodes{missing}")
+
+        def stage(txn: Txn) -> None:
+            txn.expect(record_key(name), item.version)
+            txn.put(record_key(name), {**record, "state": EnvState.ACTIVE.value})
+            self.events.stage(txn, EventType.ENVIRONMENT_CREATED, environment=name,
+                              region=record["primary_region"], operation=op.id,
+                              data={"type": record["type"],
+                                    "home_region": record["home_region"],
+                                    "epoch": epoch, "replicas": record["replicas"]})
+
+        return Outcome(detail, stage, {"environment": name, "replicas": total,
+                                       "replicas_confirmed": confirmed})
+
+    async def _put_replica(self, record: dict, replica: dict) -> tuple[str, bool, str]:
+        name, epoch, node = record["name"], record["epoch"], replica["node"]
+        desired = self.reconciler.desired(record, replica)
+        outcome = await self.nodes.put_replica(node, self.topology.node_url(node), desired)
+        if outcome.ok:
+            return node, True, (f"environment {name} (epoch {epoch}): {replica['role']} "
+                                f"replica put on {node}")
+        return node, False, (f"environment {name} (epoch {epoch}): {outcome.problem}; its "
+                             f"heartbeat answer will tell it to create the {replica['role']} "
+                             "replica when it is back")
 
     def _place(self, request: CreateRequest) -> list[tuple[dict, str]]:
         """The replicas of a new environment, each with the reason for its node."""
@@ -127,20 +191,100 @@ class Environments:
                            f"pair of {request.region}; {why}"))
         return placed
 
-    async def _put_replicas(self, record: dict) -> int:
-        """PUT each replica on its node, primary first; returns how many nodes confirmed."""
-        name, epoch, confirmed = record["name"], record["epoch"], 0
-        ordered = sorted(record["replicas"], key=lambda r: r["role"] != Role.PRIMARY)
-        for replica in ordered:
-            node = replica["node"]
-            desired = self.reconciler.desired(record, replica)
-            outcome = await self.nodes.put_replica(node, self.topology.node_url(node), desired)
-            if outcome.ok:
-                confirmed += 1
-                log.info("environment %s (epoch %s): %s replica put on %s", name, epoch,
-                         replica["role"], node)
-            else:
-                log.warning("environment %s (epoch %s): %s; its heartbeat answer will tell it "
-                            "to create the %s replica when it is back", name, epoch,
-                            outcome.problem, replica["role"])
-        return confirmed
+    # -- delete --------------------------------------------------------------------------
+
+    async def delete(self, name: str) -> tuple[dict, str]:
+        """Run `environment.delete` to its end; `{"deleted": name}` and the operation's id."""
+        def build(txn: Txn, op_id: str) -> Draft:
+            item = self.store.get(record_key(name))
+            if item is None:
+                raise not_found(name)
+            record = item.value
+            txn.expect(record_key(name), item.version).put(
+                record_key(name), {**record, "state": EnvState.DELETING.value,
+                                   "operation": op_id})
+            steps = ["mark-deleting", *(s for s, _ in replica_steps("drop", record["replicas"])),
+                     "remove-record"]
+            detail = (f"environment {name} (epoch {record['epoch']}): deleting on request; "
+                      "heartbeat answers no longer list it")
+            return Draft({"name": name, "epoch": record["epoch"],
+                          "replicas": record["replicas"]}, steps, {"mark-deleting": detail})
+
+        op = await asyncio.to_thread(self.operations.create, DELETE, name, build)
+        final = await self.operations.finish(op.id)
+        if final.state != OpState.SUCCEEDED:
+            raise self._error(final)
+        return {"deleted": name}, op.id
+
+    async def _delete_step(self, op: Operation, step: str) -> Outcome:
+        name, epoch = op.target, op.params["epoch"]
+        if step == "mark-deleting":  # done with the operation's record; seen on resume only
+            return Outcome(f"environment {name} (epoch {epoch}): deleting on request")
+        for step_name, replica in replica_steps("drop", op.params["replicas"]):
+            if step_name == step:
+                ok, detail = await self._drop_replica(name, epoch, replica)
+                return Outcome(detail, warn=not ok)
+        if step != "remove-record":
+            raise StepFailed("unknown_step", f"{DELETE} has no step {step!r}")
+        item = await asyncio.to_thread(self.store.get, record_key(name))
+        if item is None or item.value["state"] != EnvState.DELETING:
+            # Another deletion removed it first (and emitted the event), maybe a new
+            # environment of that name exists since: either way, nothing left to remove.
+            return Outcome(f"environment {name} (epoch {epoch}): record already removed by "
+                           "another deletion; nothing left to do")
+
+        def stage(txn: Txn) -> None:
+            self._stage_removal(txn, item.value, item.version, op.id)
+
+        return Outcome(f"environment {name} (epoch {epoch}): deleted, record removed", stage,
+                       {"environment": name, "replicas": len(op.params["replicas"])})
+
+    async def _drop_replica(self, name: str, epoch: int, replica: dict) -> tuple[bool, str]:
+        node = replica["node"]
+        outcome = await self.nodes.delete_replica(node, self.topology.node_url(node), name)
+        if outcome.ok:
+            return True, (f"environment {name} (epoch {epoch}): {replica['role']} replica "
+                          f"dropped on {node}")
+        return False, (f"environment {name} (epoch {epoch}): {outcome.problem}; the node drops "
+                       f"its {replica['role']} replica when its heartbeat answer no longer "
+                       "lists it")
+
+    def _stage_removal(self, txn: Txn, record: dict, version: int,
+                       op_id: str | None) -> None:
+        name = record["name"]
+        txn.expect(record_key(name), version).delete(record_key(name))
+        self.events.stage(txn, EventType.ENVIRONMENT_DELETED, environment=name,
+                          region=record["primary_region"], operation=op_id,
+                          data={"type": record["type"], "epoch": record["epoch"]})
+
+    @staticmethod
+    def _error(op: Operation) -> ApiError:
+        if op.state != OpState.FAILED:
+            return ApiError(503, "interrupted", f"operation {op.id} stopped before its end and "
+                                               "resumes when the controller starts again; "
+                                               f"follow it with GET /v1/operations/{op.id}")
+        error = op.error or {"code": "failed", "message": "the operation failed"}
+        status = 409 if error["code"] == "deleted" else 500
+        return ApiError(status, error["code"], f"{error['message']} (operation {op.id})")
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def recover(self, live: set[str]) -> None:
+        """Finish records left `creating` or `deleting` that no live operation will finish."""
+        for item in self.store.list("environments/").values():
+            record = item.value
+            name, epoch = record["name"], record["epoch"]
+            if record.get("operation") in live:
+                continue
+            if record["state"] == EnvState.CREATING:
+                self.catalog.set_state(name, EnvState.ACTIVE)
+                log.info("environment %s (epoch %s): marked active; a previous run stopped "
+                         "while creating it, heartbeats will create any missing replica",
+                         name, epoch)
+            elif record["state"] == EnvState.DELETING:
+                done = self.events.transact(lambda txn, r=record, v=item.version:
+                                            self._stage_removal(txn, r, v, None))
+                if done is not None:
+                    log.info("environment %s (epoch %s): record removed; a previous run "
+                             "stopped while deleting it, heartbeats will drop any replica "
+                             "left", name, epoch)

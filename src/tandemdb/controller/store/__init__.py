@@ -8,12 +8,17 @@ Every write moves one global **revision** counter forward by one. A key's **vers
 revision of its last write (etcd's `mod_revision`), so `compare_and_set(key, version, …)`
 succeeds only if nobody wrote the key since it was read, and `watch` can answer "what changed
 after revision R" without missing a write.
+
+A `Txn` groups writes to several keys that must land together or not at all (etcd's
+transactions): an event and its webhook outbox entries, an operation's step and the catalog
+change it made. It moves the revision forward by one per key it writes, all in one commit, so
+a watcher never sees half of it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +47,42 @@ class Change:
     value: Any | None
 
 
+DELETE = object()  # a Txn write that removes its key
+
+
+@dataclass
+class Txn:
+    """Writes to several keys, applied all together only if every expectation holds.
+
+        txn = Txn().expect("environments/acme", version).put("environments/acme", record)
+        txn.put("events/000000000007", event)
+        versions = store.commit(txn)  # None: an expectation failed, nothing was written
+    """
+
+    expected: dict[str, int | None] = field(default_factory=dict)
+    writes: dict[str, Any] = field(default_factory=dict)  # value, or DELETE; in order
+
+    def expect(self, key: str, version: int | None) -> Txn:
+        """Require the key's version to be `version` (None: the key must not exist)."""
+        self.expected[key] = version
+        return self
+
+    def put(self, key: str, value: Any) -> Txn:
+        self.writes.pop(key, None)  # a later write of the same key wins, in its place
+        self.writes[key] = value
+        return self
+
+    def delete(self, key: str) -> Txn:
+        self.writes.pop(key, None)
+        self.writes[key] = DELETE
+        return self
+
+    def staged(self, key: str) -> Any | None:
+        """The value this transaction will write to `key`, if it writes one."""
+        value = self.writes.get(key)
+        return None if value is DELETE else value
+
+
 class Store(ABC):
     """Keys with versions, compare-and-set, prefix listing and watches by revision."""
 
@@ -62,8 +103,20 @@ class Store(ABC):
         """Remove the key; False if it did not exist (and nothing changed)."""
 
     @abstractmethod
-    def list(self, prefix: str) -> dict[str, Item]:
-        """Every key that starts with `prefix`, in key order."""
+    def commit(self, txn: Txn) -> dict[str, int] | None:
+        """Apply every write of `txn` in one atomic step if all its expectations hold.
+
+        Returns the new version of each key it put, or None if an expectation failed (and
+        nothing was written). Deleting a key that does not exist writes nothing for it.
+        """
+
+    @abstractmethod
+    def list(self, prefix: str, *, after: str | None = None, limit: int | None = None,
+             reverse: bool = False) -> dict[str, Item]:
+        """Keys that start with `prefix` (and sort after `after`), in key order.
+
+        `reverse` lists the last keys first; `limit` keeps only the first `limit` of them.
+        """
 
     @abstractmethod
     def revision(self) -> int:
@@ -83,6 +136,22 @@ class Store(ABC):
         """Release the backend; blocked watches return at once."""
 
 
+def increment(store: Store, txn: Txn, key: str) -> int:
+    """Stage `key += 1` in `txn`, guarded by the key's version; returns the new number.
+
+    A store counter: two transactions that read the same value cannot both commit, so every
+    number is handed out once. Staging it twice in one transaction counts twice.
+    """
+    staged = txn.staged(key)
+    if staged is None:
+        item = store.get(key)
+        txn.expect(key, item.version if item else None)
+        staged = item.value if item else 0
+    number = int(staged) + 1
+    txn.put(key, number)
+    return number
+
+
 def open_store(controller_dir: Path) -> Store:
     """The default backend: SQLite in `<controller_dir>/store.sqlite`."""
     from .sqlite import SqliteStore
@@ -90,4 +159,5 @@ def open_store(controller_dir: Path) -> Store:
     return SqliteStore(Path(controller_dir) / "store.sqlite")
 
 
-__all__ = ["Change", "Compacted", "Item", "Store", "StoreError", "open_store"]
+__all__ = ["DELETE", "Change", "Compacted", "Item", "Store", "StoreError", "Txn", "increment",
+           "open_store"]

@@ -3,7 +3,9 @@
 Tables: `kv` (key, JSON value, version), `changes` (the recent writes, for watches) and
 `meta` (the global revision, and up to where `changes` was trimmed). Each write is one
 `BEGIN IMMEDIATE` transaction that bumps the revision, writes the key and logs the change,
-so a write and what watchers see of it cannot disagree, even after a crash.
+so a write and what watchers see of it cannot disagree, even after a crash. A `Txn` is one
+such SQLite transaction for all its keys: it checks every expectation, then writes each key
+with a revision of its own.
 
 Watches wait on a `threading.Condition` that every write in this process notifies. They
 also re-read the file every `POLL_SECONDS`, so a writer in another process wakes them too.
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import Change, Compacted, Item, Store, StoreError
+from . import DELETE, Change, Compacted, Item, Store, StoreError, Txn
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -71,11 +73,18 @@ class SqliteStore(Store):
                 "SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
         return Item(json.loads(row[0]), row[1]) if row else None
 
-    def list(self, prefix: str) -> dict[str, Item]:
+    def list(self, prefix: str, *, after: str | None = None, limit: int | None = None,
+             reverse: bool = False) -> dict[str, Item]:
+        # From the prefix itself, or from just after `after` when that sorts later.
+        low, op = (prefix, ">=") if after is None or after < prefix else (after, ">")
+        sql = (f"SELECT key, value, version FROM kv WHERE key {op} ? AND key < ? "
+               f"ORDER BY key {'DESC' if reverse else 'ASC'}")
+        args: list[Any] = [low, prefix + PREFIX_END]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(max(0, limit))
         with self._lock:
-            rows = self._conn().execute(
-                "SELECT key, value, version FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-                (prefix, prefix + PREFIX_END)).fetchall()
+            rows = self._conn().execute(sql, args).fetchall()
         return {key: Item(json.loads(value), version) for key, value, version in rows}
 
     def revision(self) -> int:
@@ -112,6 +121,25 @@ class SqliteStore(Store):
             return True
 
         return self._write(cas)
+
+    def commit(self, txn: Txn) -> dict[str, int] | None:
+        writes = [(key, None if value is DELETE else _encode(value))
+                  for key, value in txn.writes.items()]
+
+        def apply(db: sqlite3.Connection) -> dict[str, int] | None:
+            for key, expected in txn.expected.items():
+                row = db.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
+                if (row[0] if row else None) != expected:
+                    return None
+            versions = {}
+            for key, encoded in writes:
+                if encoded is not None:
+                    versions[key] = self._set(db, key, encoded)
+                elif db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount:
+                    self._log(db, key, None)
+            return versions
+
+        return self._write(apply)
 
     def delete(self, key: str) -> bool:
         def remove(db: sqlite3.Connection) -> bool:

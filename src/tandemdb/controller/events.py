@@ -1,0 +1,153 @@
+"""The event log: what happened, in order, durable, readable by long poll (docs/operations.md).
+
+Events live under `events/<seq>` in the store, numbered 1, 2, 3 … by the store counter
+`counters/events` (keys are zero-padded to 12 digits, so they sort by number). An event is
+written in the same store transaction as the change it reports, together with its webhook
+outbox entries (`webhooks.py`): the log never tells of a change that did not happen, never
+misses one that did, and a webhook never misses an event.
+
+`GET /v1/events?after=N&wait=S` answers the events after N, oldest first, at most 500, or
+waits up to S seconds (max 30) for one (`Events.poll`, blocking, run in a worker thread).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+from tandemdb.common.http import ApiError
+
+from .catalog import iso_now
+from .store import Store, Txn, increment
+
+PREFIX = "events/"
+COUNTER = "counters/events"
+MAX_BATCH = 500
+MAX_WAIT_SECONDS = 30.0
+COMMIT_ATTEMPTS = 20
+
+T = TypeVar("T")
+
+
+class EventType(StrEnum):
+    ENVIRONMENT_CREATED = "environment.created"
+    ENVIRONMENT_DELETED = "environment.deleted"
+    REGION_STATE_CHANGED = "region.state_changed"
+
+
+def event_key(seq: int) -> str:
+    return f"{PREFIX}{seq:012d}"
+
+
+class Outbox(Protocol):
+    """Whoever must hear of every event in the transaction that records it (webhooks)."""
+
+    def enqueue(self, txn: Txn, event: dict) -> None: ...
+
+
+class Events:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.outbox: Outbox | None = None
+        self.listeners: list[Callable[[], None]] = []  # told after each committed event
+        # Transactions that bump counters are built and committed one at a time in this
+        # process, so they do not lose compare-and-sets to each other; another process
+        # writing the same store is still kept out by the expectations themselves.
+        self._lock = threading.Lock()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def transact(self, build: Callable[[Txn], T]) -> tuple[T, dict[str, int]] | None:
+        """Build a transaction with `build` and commit it; None if an expectation failed.
+
+        Returns what `build` returned and the new versions of the keys written. Blocking.
+        """
+        with self._lock:
+            txn = Txn()
+            value = build(txn)
+            versions = self.store.commit(txn)
+        if versions is None:
+            return None
+        if any(key.startswith(PREFIX) for key in versions):
+            for listener in self.listeners:
+                listener()
+        return value, versions
+
+    def stage(self, txn: Txn, type: EventType, *, environment: str | None = None,
+              region: str | None = None, operation: str | None = None,
+              data: Mapping[str, Any] | None = None) -> dict:
+        """Add an event (and its outbox entries) to `txn`; returns the event."""
+        seq = increment(self.store, txn, COUNTER)
+        event = {"id": seq, "type": type.value, "at": iso_now(), "environment": environment,
+                 "region": region, "operation": operation, "data": dict(data or {})}
+        txn.put(event_key(seq), event)
+        if self.outbox is not None:
+            self.outbox.enqueue(txn, event)
+        return event
+
+    def emit(self, type: EventType, **fields: Any) -> dict:
+        """Record one event on its own (when no other change goes with it). Blocking."""
+        for _ in range(COMMIT_ATTEMPTS):
+            done = self.transact(lambda txn: self.stage(txn, type, **fields))
+            if done is not None:
+                return done[0]
+        raise RuntimeError(f"event {type}: {COMMIT_ATTEMPTS} attempts in a row lost their "
+                           "compare-and-set on the event counter; try again")
+
+    # -- reading -------------------------------------------------------------------------
+
+    def last(self) -> int:
+        """The newest event id (0 before the first event)."""
+        item = self.store.get(COUNTER)
+        return int(item.value) if item else 0
+
+    def get(self, seq: int) -> dict | None:
+        item = self.store.get(event_key(seq))
+        return item.value if item else None
+
+    def after(self, after: int, limit: int = MAX_BATCH) -> list[dict]:
+        """Events with id > `after`, oldest first, at most `limit`."""
+        start = event_key(after) if after > 0 else None
+        return [item.value for item in
+                self.store.list(PREFIX, after=start, limit=limit).values()]
+
+    def poll(self, after: int, wait: float) -> dict:
+        """`{"events": [...], "last": N}` once some event is newer than `after`, or after
+        `wait` seconds with none. Blocking: run it in a worker thread."""
+        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
+        while True:
+            # The revision first: an event written after the read below is a change after
+            # it, so the watch cannot sleep through it.
+            revision = self.store.revision()
+            events = self.after(after)
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0:
+                return {"events": events, "last": self.last()}
+            self.store.watch(PREFIX, revision, remaining)
+
+
+def parse_poll(query: Mapping[str, str]) -> tuple[int, float]:
+    """`after` and `wait` of `GET /v1/events`; 400 with what to fix when they are wrong."""
+    unknown = sorted(set(query) - {"after", "wait"})
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown parameter(s) {', '.join(unknown)}: "
+                                           "GET /v1/events takes after and wait")
+    after_text, wait_text = query.get("after", "0"), query.get("wait", "0")
+    try:
+        after = int(after_text)
+    except ValueError:
+        after = -1
+    if after < 0:
+        raise ApiError(400, "bad_request", f"invalid after={after_text!r}: give the id of the "
+                                           "last event you have (0 or more)")
+    try:
+        wait = float(wait_text)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < float("inf"):
+        raise ApiError(400, "bad_request", f"invalid wait={wait_text!r}: give the seconds to "
+                                           f"wait for a new event, 0 to {MAX_WAIT_SECONDS:g}")
+    return after, min(wait, MAX_WAIT_SECONDS)
