@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tandemdb.common import values
 from tandemdb.engine import EngineError
 
 SECRET_HEADER = "x-tandem-secret"
@@ -64,6 +66,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal", f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON (BLOBs tagged as in `values`); 400 when it is not JSON."""
+    raw = await request.body()
+    try:
+        return values.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"the request body is not valid JSON: {exc}") from None
 
 
 def check_secret(request: Request, secret: str) -> None:

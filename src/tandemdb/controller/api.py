@@ -9,14 +9,13 @@ gateway. Everything but `/healthz` and `/metrics` needs the cluster secret.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from tandemdb.common.http import ApiError, check_secret
+from tandemdb.common.http import check_secret, read_json
 
 from .environments import OPERATION_HEADER
 from .events import parse_poll
@@ -28,14 +27,6 @@ if TYPE_CHECKING:
     from .app import Controller
 
 log = logging.getLogger("tandem.controller.api")
-
-
-async def read_json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
 
 
 def install_routes(app: FastAPI, ctl: Controller) -> None:

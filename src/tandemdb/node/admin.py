@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tandemdb.common.http import ApiError
+from tandemdb.common.http import ApiError, read_json
 
-from .dataapi import read_json
 from .metrics import add_route
 from .replicas import Replica, run_sync
 

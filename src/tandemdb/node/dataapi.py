@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from tandemdb.common import values
-from tandemdb.common.http import ApiError
+from tandemdb.common.http import ApiError, read_json
 from tandemdb.engine import ReadOnly, TxResult, normalise_path
 from tandemdb.engine.blobstore import digest_of
 
@@ -26,14 +26,6 @@ if TYPE_CHECKING:
     from .app import Node
 
 MIN_LSN_WAIT = 5.0
-
-
-async def read_json(request: Request) -> object:
-    raw = await request.body()
-    try:
-        return values.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"the request body must be JSON: {exc}") from None
 
 
 def parse_min_lsn(value: object) -> int | None:
