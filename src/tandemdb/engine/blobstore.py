@@ -77,7 +77,7 @@ class LocalBlobStore(BlobStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -100,7 +100,8 @@ class LocalBlobStore(BlobStore):
                         yield f.name
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a rename is durable only once its directory is)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import apsw
 
-from .blobstore import BlobStore, LocalBlobStore
+from .blobstore import BlobStore, LocalBlobStore, fsync_path
 from .journal import Journal
 from .schema import DB_FILE, FILES_TABLE
 
@@ -39,9 +39,9 @@ def take(conn: apsw.Connection, env_dir: Path, lsn: int, epoch: int,
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.unlink(missing_ok=True)
     _copy_database(conn, tmp)
-    _fsync(tmp)
+    fsync_path(tmp)
     os.replace(tmp, dest)
-    _fsync(dest.parent)
+    fsync_path(dest.parent)
     return Snapshot(dest, lsn, epoch)
 
 
@@ -107,14 +107,7 @@ def restore(snapshot_path: Path, env_dir: Path, fetch_blob: Callable[[str], byte
         conn.execute("DELETE FROM _tandem_consumers")
     finally:
         conn.close()
-    _fsync(tmp)
+    fsync_path(tmp)
     os.replace(tmp, db)
-    _fsync(env_dir)
+    fsync_path(env_dir)
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
