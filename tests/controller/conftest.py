@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tandemdb.common.deployment import Deployment
+from tandemdb.controller.store.sqlite import SqliteStore
 from tandemdb.local import LocalDeployment, free_base_port
 
 HEARTBEAT_INTERVAL = 0.2  # health limit = 3 x 0.2 s, so health tests stay short
@@ -88,3 +89,11 @@ def own_controller(tmp_path) -> ControllerProcess:
     ctl = ControllerProcess(make_deployment(tmp_path / "deployment"))
     yield ctl
     ctl.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A fresh SQLite coordination store, closed after the test."""
+    s = SqliteStore(tmp_path / "store.sqlite")
+    yield s
+    s.close()

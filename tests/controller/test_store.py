@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from tandemdb.controller.store import Change, Compacted, Item, StoreError, open_store
 from tandemdb.controller.store import sqlite as sqlite_backend
 from tandemdb.controller.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "store.sqlite")
-    yield s
-    s.close()
 
 
 def test_empty_store(store):

@@ -4,19 +4,11 @@ all or nothing), ranged listing, and counters. On the real SQLite backend."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
 from tandemdb.controller.store import Change, Item, Txn, increment
 from tandemdb.controller.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "store.sqlite")
-    yield s
-    s.close()
 
 
 def test_txn_writes_every_key_or_none(store):
