@@ -29,16 +29,33 @@ class StartError(RuntimeError):
     """A process did not come up; the message names its log file and its last lines."""
 
 
-def free_base_port(count: int, start: int = 20000, end: int = 60000) -> int:
-    """A port P such that P … P+count-1 are all free on the loopback address."""
+def free_base_port(count: int) -> int:
+    """A port P such that P … P+count-1 are all free on the loopback address.
+
+    Candidates come from below the kernel's ephemeral range: a port inside it can be
+    handed to some outgoing connection (our own heartbeats included) between this check
+    and the server's bind, which CI once hit as "address already in use".
+    """
     import random
 
+    start, end = 10000, ephemeral_range()[0]
+    if end - start < 4 * count:
+        start, end = 1024, 10000
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(start, end - count)
         if all(port_is_free(base + i) for i in range(count)):
             return base
     raise StartError(f"no {count} consecutive free ports found between {start} and {end}")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing ports (Linux default 32768–60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def port_is_free(port: int) -> bool:
