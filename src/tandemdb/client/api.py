@@ -18,6 +18,7 @@ raises it with status 0 and code `unreachable` (or `timeout`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tandemdb.common import values
 from tandemdb.common.deployment import Deployment
 
 DEFAULT_TIMEOUT = 30.0
+ENDED = ("succeeded", "failed")  # operation states that do not change any more
 Statements = str | Sequence[str | tuple[str, Any] | dict]
 
 
@@ -166,14 +168,41 @@ class Api:
 
     # --- operations, events, webhooks (docs/operations.md)
 
-    def operation(self, op_id: str) -> dict:
-        """One operation: kind, target, state, steps with their times, result."""
-        return self._call("GET", f"/v1/operations/{_segment(op_id)}")
+    def operation(self, op_id: str, wait: float = 0) -> dict:
+        """One operation: kind, target, state, steps with their times, result.
 
-    def operations(self, limit: int = 20) -> list[dict]:
-        """The newest operations first."""
-        return self._call("GET", "/v1/operations", _key("operations"),
-                          params={"limit": limit})
+        With `wait` the answer comes once it has ended (succeeded or failed), or after
+        `wait` seconds (at most 60) with its state then: ask again until it has ended."""
+        params = {"wait": wait} if wait else None
+        return self._call("GET", f"/v1/operations/{_segment(op_id)}", params=params)
+
+    def operations(self, limit: int = 20, parent: str | None = None) -> list[dict]:
+        """The newest operations first; `parent` keeps those a region operation started."""
+        params: dict[str, Any] = {"limit": limit}
+        if parent is not None:
+            params["parent"] = parent
+        return self._call("GET", "/v1/operations", _key("operations"), params=params)
+
+    # --- failover (docs/failover.md): each answers the operation at once (202)
+
+    def failover(self, env: str, mode: str = "planned") -> dict:
+        """Move the environment's primary to its other region; answers the operation."""
+        return self._call("POST", _env(env) + "/failover", json={"mode": mode})
+
+    def region_failover(self, region: str, mode: str = "planned",
+                        parallelism: int | None = None) -> dict:
+        """Move every production primary out of `region`; answers the operation."""
+        body: dict[str, Any] = {"mode": mode}
+        if parallelism is not None:
+            body["parallelism"] = parallelism
+        return self._call("POST", f"/v1/regions/{_segment(region)}/failover", json=body)
+
+    def region_failback(self, region: str, parallelism: int | None = None) -> dict:
+        """Move every environment whose home is `region` back home; answers the operation."""
+        body: dict[str, Any] = {}
+        if parallelism is not None:
+            body["parallelism"] = parallelism
+        return self._call("POST", f"/v1/regions/{_segment(region)}/failback", json=body)
 
     def events(self, after: int = 0, wait: float = 0) -> dict:
         """Events newer than `after` (`{"events": [...], "last": N}`); waits up to `wait` s."""
@@ -261,6 +290,17 @@ class Client(Api):
             raise error_from(response)
         return parse(response)
 
+    def wait_operation(self, op_id: str, timeout: float = 600.0,
+                       progress: Callable[[dict], None] | None = None) -> dict:
+        """Follow an operation until it ends; `progress` sees each state on the way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            op = self.operation(op_id, wait=min(10.0, max(0.1, deadline - time.monotonic())))
+            if progress is not None:
+                progress(op)
+            if op["state"] in ENDED or time.monotonic() >= deadline:
+                return op
+
     def close(self) -> None:
         self._http.close()
 
@@ -292,6 +332,15 @@ class AsyncClient(Api):
         if response.is_error:
             raise error_from(response)
         return parse(response)
+
+    async def wait_operation(self, op_id: str, timeout: float = 600.0) -> dict:
+        """Follow an operation until it ends (or `timeout`); answers its last record."""
+        deadline = time.monotonic() + timeout
+        while True:
+            op = await self.operation(op_id,
+                                      wait=min(10.0, max(0.1, deadline - time.monotonic())))
+            if op["state"] in ENDED or time.monotonic() >= deadline:
+                return op
 
     async def aclose(self) -> None:
         await self._http.aclose()
