@@ -102,7 +102,9 @@ class LocalDeployment:
         return cmd + (["--name", name] if component == "node" else [])
 
     # -- starting and stopping ------------------------------------------------------------
-    def start(self, name: str, wait: bool = True) -> subprocess.Popen:
+    def start(self, name: str, wait: bool = True,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start one process; `env` adds environment variables (fault tests)."""
         if not port_is_free(self.port(name)):
             raise StartError(f"{name}: port {self.port(name)} is already in use; choose "
                              "another base port with --port, or stop what holds it")
@@ -113,7 +115,8 @@ class LocalDeployment:
             # A session of its own: Ctrl-C in the terminal reaches `tandem up`, which then
             # stops the children in order, and a detached deployment outlives the shell.
             proc = subprocess.Popen(self.command(name), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env={**os.environ, **env} if env else None)
         self.processes[name] = proc
         if wait:
             self.wait_healthy(name)

@@ -7,6 +7,7 @@ The table is filled with routing answers shaped as the controller publishes them
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -214,16 +215,40 @@ def test_hold_sends_to_the_new_primary_once_routing_moves(tmp_path: Path):
     table = RoutingTable(["west", "east"])
     table.update(answer(1, acme=record()))
     gateway = create_app(deployment, table=table, watch=False).state.gateway
-    gateway.hold = 2.0
     old = table.lookup("acme")
 
     async def scenario():
         loop = asyncio.get_running_loop()
         loop.call_later(0.1, table.update, answer(2, acme=record(primary="east", epoch=2)))
-        return await gateway.await_new_primary("acme", old)
+        return await gateway.await_new_primary("acme", old, None, time.monotonic() + 2.0)
 
     moved = asyncio.run(scenario())
     assert moved is not None and (moved.region, moved.epoch) == ("east", 2)
 
-    gateway.hold = 0.1  # no change within the hold: give up
-    assert asyncio.run(gateway.await_new_primary("acme", table.lookup("acme"))) is None
+    # No change within the hold: give up, and the node's own answer goes back.
+    assert asyncio.run(gateway.await_new_primary("acme", table.lookup("acme"), None,
+                                                 time.monotonic() + 0.1)) is None
+
+
+def test_hold_waits_for_a_switching_environment_then_times_out(tmp_path: Path):
+    deployment = plan(tmp_path / "data")
+    table = RoutingTable(["west", "east"])
+    table.update(answer(1, acme={**record(), "switching": True, "operation": "op-000002"}))
+    gateway = create_app(deployment, table=table, watch=False).state.gateway
+
+    async def released():
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, table.update, answer(2, acme={
+            **record(primary="east", epoch=2), "operation": "op-000002"}))
+        return await gateway.route("acme", None, time.monotonic() + 2.0)
+
+    target = asyncio.run(released())
+    assert (target.region, target.epoch) == ("east", 2)
+
+    table.update(answer(3, acme={**record(), "switching": True, "operation": "op-000003"}))
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(gateway.route("acme", None, time.monotonic() + 0.1))
+    assert (refused.value.status, refused.value.code) == (503, "switching")
+    assert refused.value.headers == {"Retry-After": "1"}
+    # A read of another region's replica is not held.
+    assert asyncio.run(gateway.route("acme", "east", time.monotonic())).region == "east"

@@ -19,15 +19,19 @@ class Writer:
     env: str
     table: str = "events"
     first_id: int = 1
+    # False: ids are not a key, so a write that ran twice shows as two rows (not an error).
+    keyed: bool = True
     acked: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
     lsns: list[int] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def create_table(self) -> None:
+        key = " PRIMARY KEY" if self.keyed else ""
         self.client.sql(self.env, f"CREATE TABLE IF NOT EXISTS {self.table}"
-                                  "(id INTEGER PRIMARY KEY, at REAL)")
+                                  f"(id INTEGER{key}, at REAL)")
 
     def start(self) -> Writer:
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -42,6 +46,7 @@ class Writer:
                                                    "VALUES (?, ?)", [next_id, time.time()])
                 self.acked.append(next_id)
                 self.lsns.append(answer["lsn"])
+                self.epochs.append(answer["epoch"])
             except (TandemError, OSError) as exc:
                 self.failed.append((next_id, str(exc)))
                 time.sleep(0.02)

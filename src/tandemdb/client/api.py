@@ -185,9 +185,16 @@ class Api:
 
     # --- failover (docs/failover.md): each answers the operation at once (202)
 
-    def failover(self, env: str, mode: str = "planned") -> dict:
-        """Move the environment's primary to its other region; answers the operation."""
-        return self._call("POST", _env(env) + "/failover", json={"mode": mode})
+    def failover(self, env: str, mode: str = "planned",
+                 catch_up_timeout: float | None = None) -> dict:
+        """Move the environment's primary to its other region; answers the operation.
+
+        `catch_up_timeout`: seconds the secondary has to reach the final lsn (default 10);
+        past it the failover fails and the old primary takes writes again."""
+        body: dict[str, Any] = {"mode": mode}
+        if catch_up_timeout is not None:
+            body["catch_up_timeout"] = catch_up_timeout
+        return self._call("POST", _env(env) + "/failover", json=body)
 
     def region_failover(self, region: str, mode: str = "planned",
                         parallelism: int | None = None) -> dict:

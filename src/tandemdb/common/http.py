@@ -68,9 +68,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
-async def read_json(request: Request) -> Any:
-    """The request body as JSON (BLOBs tagged as in `values`); 400 when it is not JSON."""
+async def read_json(request: Request, allow_empty: bool = False) -> Any:
+    """The request body as JSON (BLOBs tagged as in `values`); 400 when it is not JSON.
+
+    `allow_empty`: an empty body reads as None (calls whose fields all have defaults)."""
     raw = await request.body()
+    if allow_empty and not raw.strip():
+        return None
     try:
         return values.loads(raw)
     except ValueError as exc:

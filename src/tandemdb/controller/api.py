@@ -1,7 +1,8 @@
 """The controller's HTTP routes (docs/architecture.md, "Controller").
 
-Public (forwarded by the gateway): `/v1/regions`, `/v1/environments[/{env}]`,
-`/v1/operations[/{id}]`, `/v1/events`, `/v1/webhooks[/{id}]` (docs/operations.md).
+Public (forwarded by the gateway): `/v1/regions[/{region}/failover|failback]`,
+`/v1/environments[/{env}[/failover]]`, `/v1/operations[/{id}]`, `/v1/events`,
+`/v1/webhooks[/{id}]` (docs/operations.md, docs/failover.md).
 Internal: `/internal/v1/heartbeat` from nodes, `/internal/v1/routing` long poll from the
 gateway. Everything but `/healthz` and `/metrics` needs the cluster secret.
 """
@@ -19,8 +20,10 @@ from tandemdb.common.http import check_secret, read_json
 
 from .environments import OPERATION_HEADER
 from .events import parse_poll
+from .failover import parse_request
+from .operations import Operation, parse_limit
 from .operations import not_found as operation_not_found
-from .operations import parse_limit
+from .regions import REGION_FAILBACK, REGION_FAILOVER
 from .status import parse_heartbeat
 
 if TYPE_CHECKING:
@@ -41,8 +44,30 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
 
     @router.get("/v1/regions")
     async def regions() -> dict:
-        return {"regions": [{**record, "nodes": ctl.topology.node_views(record["name"])}
-                            for record in ctl.topology.region_records()]}
+        return {"regions": await asyncio.to_thread(ctl.regions.views)}
+
+    async def started(op: Operation) -> JSONResponse:
+        """202 with the operation just recorded; it runs on in the background."""
+        ctl.operations.launch(op.id)
+        return JSONResponse(op.to_dict(), status_code=202, headers={OPERATION_HEADER: op.id})
+
+    @router.post("/v1/regions/{region}/failover")
+    async def region_failover(region: str, request: Request) -> JSONResponse:
+        body = await read_json(request, allow_empty=True)
+        return await started(await asyncio.to_thread(ctl.regions.start, region,
+                                                     REGION_FAILOVER, body))
+
+    @router.post("/v1/regions/{region}/failback")
+    async def region_failback(region: str, request: Request) -> JSONResponse:
+        body = await read_json(request, allow_empty=True)
+        return await started(await asyncio.to_thread(ctl.regions.start, region,
+                                                     REGION_FAILBACK, body))
+
+    @router.post("/v1/environments/{env}/failover")
+    async def failover(env: str, request: Request) -> JSONResponse:
+        mode, catch_up = parse_request(await read_json(request, allow_empty=True))
+        return await started(await asyncio.to_thread(ctl.failovers.start, env, mode, None,
+                                                     catch_up))
 
     @router.post("/v1/environments")
     async def create_environment(request: Request) -> JSONResponse:
@@ -65,11 +90,13 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
     @router.get("/v1/operations")
     async def list_operations(request: Request) -> dict:
         limit = parse_limit(dict(request.query_params))
-        return {"operations": await asyncio.to_thread(ctl.operations.recent, limit)}
+        parent = request.query_params.get("parent")
+        return {"operations": await asyncio.to_thread(ctl.operations.recent, limit, parent)}
 
     @router.get("/v1/operations/{op_id}")
-    async def show_operation(op_id: str) -> dict:
-        op = await asyncio.to_thread(ctl.operations.get, op_id)
+    async def show_operation(op_id: str, wait: float = Query(0.0, ge=0)) -> dict:
+        loop = asyncio.get_running_loop()
+        op = await loop.run_in_executor(ctl.watchers, ctl.operations.wait_ended, op_id, wait)
         if op is None:
             raise operation_not_found(op_id)
         return op

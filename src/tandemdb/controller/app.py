@@ -31,9 +31,11 @@ from .api import install_routes
 from .catalog import Catalog
 from .environments import Environments
 from .events import Events
+from .failover import Failovers
 from .nodes import NodeClient
 from .operations import Operation, Operations
 from .reconcile import Reconciler
+from .regions import Regions
 from .routing import Routing
 from .status import LiveStatus
 from .store import Store, open_store
@@ -67,6 +69,8 @@ class Controller:
     webhooks: Webhooks
     operations: Operations
     delivery: Delivery
+    failovers: Failovers
+    regions: Regions
 
     @classmethod
     def open(cls, deployment: Deployment, store: Store | None = None) -> Controller:
@@ -83,10 +87,12 @@ class Controller:
         events.listeners.append(delivery.notify)
         environments = Environments(catalog, topology, status, reconciler, nodes, operations,
                                     events)
+        failovers = Failovers(catalog, topology, reconciler, nodes, operations, events)
+        regions = Regions(catalog, topology, failovers, operations, events)
         return cls(deployment, store, topology, catalog, status, reconciler,
                    Routing(catalog, topology), environments, nodes,
                    ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"),
-                   events, webhooks, operations, delivery)
+                   events, webhooks, operations, delivery, failovers, regions)
 
     def start(self) -> list[Operation]:
         """Seed regions, finish orphaned records; answers the operations to resume."""
@@ -119,7 +125,8 @@ class Controller:
                 log.info("node %s (%s): now reached at %s; the routing table follows", node,
                          region, url)
         self.status.record(node, replicas)
-        return {"replicas": self.reconciler.answer(node, replicas)}
+        return {"replicas": self.reconciler.answer(node, replicas),
+                "lease": {"ttl": self.deployment.lease_ttl}}
 
     async def watch_health(self) -> None:
         """Notice nodes whose heartbeats stopped, log it once, keep the gauges current."""

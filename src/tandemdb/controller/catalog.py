@@ -42,12 +42,14 @@ class EnvType(StrEnum):
 class EnvState(StrEnum):
     CREATING = "creating"
     ACTIVE = "active"
+    SWITCHING = "switching"  # a failover runs: the gateway holds calls to the primary
     DELETING = "deleting"
 
 
 class Role(StrEnum):
     PRIMARY = "primary"
     SECONDARY = "secondary"
+    FENCED = "fenced"  # was primary; takes no writes while a failover moves the primary
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ class Catalog:
 
     def set_state(self, name: str, state: EnvState) -> dict | None:
         return self.update(name, lambda record: {**record, "state": state.value})
+
+    def try_update(self, name: str, version: int, record: dict) -> bool:
+        """One compare-and-set of a record read at `version`."""
+        return self.store.compare_and_set(PREFIX + name, version, record)
 
     def remove(self, name: str) -> bool:
         return self.store.delete(PREFIX + name)

@@ -200,6 +200,9 @@ class Environments:
             if item is None:
                 raise not_found(name)
             record = item.value
+            if record["state"] == EnvState.SWITCHING:
+                raise ApiError(409, "busy", f"environment {name!r} is failing over (operation "
+                               f"{record.get('operation')}); delete it once that has ended")
             txn.expect(record_key(name), item.version).put(
                 record_key(name), {**record, "state": EnvState.DELETING.value,
                                    "operation": op_id})

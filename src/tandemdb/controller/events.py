@@ -36,6 +36,14 @@ class EventType(StrEnum):
     ENVIRONMENT_CREATED = "environment.created"
     ENVIRONMENT_DELETED = "environment.deleted"
     REGION_STATE_CHANGED = "region.state_changed"
+    FAILOVER_STARTED = "failover.started"
+    FAILOVER_COMPLETED = "failover.completed"
+    FAILOVER_FAILED = "failover.failed"
+    FAILBACK_STARTED = "failback.started"
+    FAILBACK_COMPLETED = "failback.completed"
+    FAILBACK_FAILED = "failback.failed"
+    REPLICATION_LAG_EXCEEDED = "replication.lag_exceeded"
+    REPLICATION_LAG_RECOVERED = "replication.lag_recovered"
 
 
 def event_key(seq: int) -> str:

@@ -1,8 +1,10 @@
-"""Admin calls from the controller to nodes: put and drop one replica.
+"""Admin calls from the controller to nodes: put and drop one replica, and the failover
+calls (fence, wait, promote, unfence; docs/failover.md).
 
-A call that fails is not an error of the request that caused it: heartbeat reconciliation
-repairs it when the node is back. So these calls never raise; they return an `Outcome`
-whose `problem` says, in words, what went wrong.
+A put or drop that fails is not an error of the request that caused it: heartbeat
+reconciliation repairs it when the node is back. So these calls never raise; they return
+an `Outcome` whose `problem` says, in words, what went wrong. A failover call answers a
+`Reply`: the node's answer (status and JSON body), or `status` 0 when none came.
 """
 
 from __future__ import annotations
@@ -26,6 +28,24 @@ class Outcome:
         return self.problem is None
 
 
+@dataclass(frozen=True)
+class Reply:
+    node: str
+    status: int  # 0: no answer (unreachable, timed out)
+    body: dict
+    problem: str | None = None  # None when the node answered 2xx
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def code(self) -> str | None:
+        """The node's error code (`lsn_mismatch`, `stale_epoch` …), if it refused."""
+        error = self.body.get("error")
+        return error.get("code") if isinstance(error, dict) else None
+
+
 class NodeClient:
     def __init__(self, secret: str, timeout: float = TIMEOUT_SECONDS) -> None:
         self._client = httpx.AsyncClient(headers={SECRET_HEADER: secret},
@@ -37,6 +57,28 @@ class NodeClient:
 
     async def delete_replica(self, node: str, url: str, env: str) -> Outcome:
         return await self._call(node, "DELETE", f"{url}/internal/v1/replicas/{env}", None)
+
+    async def replica_call(self, node: str, url: str, env: str, action: str, body: dict,
+                           timeout: float = TIMEOUT_SECONDS) -> Reply:
+        """POST `/internal/v1/replicas/{env}/{action}` (fence, wait, promote, unfence)."""
+        target = f"{url}/internal/v1/replicas/{env}/{action}"
+        try:
+            response = await self._client.post(target, json=body,
+                                                timeout=httpx.Timeout(timeout))
+        except httpx.HTTPError as exc:
+            return Reply(node, 0, {}, f"could not reach {node} at {url} "
+                                      f"({type(exc).__name__}: {exc or 'no detail'})")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        answer = answer if isinstance(answer, dict) else {}
+        if response.is_success:
+            return Reply(node, response.status_code, answer)
+        error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+        return Reply(node, response.status_code, answer,
+                     f"{node} refused {action} with {response.status_code} "
+                     f"{error.get('code', '')}: {error.get('message') or response.text[:300]}")
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -42,7 +44,12 @@ COUNTER = "counters/operations"
 STEP_ATTEMPTS = 5
 CREATE_ATTEMPTS = 20
 DEFAULT_LIST = 20
-MAX_LIST = 500
+MAX_LIST = 5000
+MAX_WAIT_SECONDS = 60.0
+# Fault injection for the tests that kill the controller in the middle of an operation:
+# `TANDEM_PAUSE_AT=environment.failover/promote:end` parks every operation that reaches that
+# point (after the step ran, before its end is written) until the process is killed.
+PAUSE_ENV = "TANDEM_PAUSE_AT"
 
 
 class OpState(StrEnum):
@@ -125,8 +132,14 @@ class Draft:
 
 @dataclass(frozen=True)
 class Kind:
+    """What a kind of operation does. `settle` runs when a step fails, before the failure is
+    recorded: it leaves what the operation touched consistent (a failover unfences the old
+    primary, or finishes the move once it was decided) and answers a sentence for the log.
+    If the controller dies during it, the operation stays live and the step runs again."""
+
     name: str
     run_step: Callable[[Operation, str], Awaitable[Outcome]]
+    settle: Callable[[Operation, str, str], Awaitable[str]] | None = None
 
 
 def op_key(op_id: str) -> str:
@@ -153,10 +166,28 @@ class Operations:
         item = self.store.get(op_key(op_id)) if op_id.startswith("op-") else None
         return item.value if item else None
 
-    def recent(self, limit: int = DEFAULT_LIST) -> list[dict]:
-        """The newest operations first."""
-        return [item.value for item in
-                self.store.list(PREFIX, reverse=True, limit=limit).values()]
+    def recent(self, limit: int = DEFAULT_LIST, parent: str | None = None) -> list[dict]:
+        """The newest operations first; with `parent`, those that operation started."""
+        if parent is None:
+            return [item.value for item in
+                    self.store.list(PREFIX, reverse=True, limit=limit).values()]
+        return self.children(parent)[::-1][:limit]
+
+    def children(self, parent: str) -> list[dict]:
+        """Operations started by operation `parent` (a region failover's), oldest first."""
+        return [item.value for item in self.store.list(PREFIX).values()
+                if item.value["params"].get("parent") == parent]
+
+    def wait_ended(self, op_id: str, wait: float) -> dict | None:
+        """The operation once it has ended, or after `wait` s as it is then. Blocking."""
+        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
+        while True:
+            revision = self.store.revision()
+            value = self.get(op_id)
+            remaining = deadline - time.monotonic()
+            if value is None or value["state"] not in LIVE or remaining <= 0:
+                return value
+            self.store.watch(op_key(op_id), revision, remaining)
 
     def live(self) -> list[Operation]:
         """Operations still pending or running, oldest first."""
@@ -274,7 +305,9 @@ class Operations:
                 step.detail, step.attempts = None, step.attempts + 1
                 version = await self._write(op, version)
                 try:
+                    await pause_point(f"{op.kind}/{step.name}:start")
                     outcome = await kind.run_step(op, step.name)
+                    await pause_point(f"{op.kind}/{step.name}:end")
                     committed = await self._finish_step(op, version, index, outcome)
                 except StepFailed as exc:
                     await self._fail(op, version, index, exc.code, exc.message)
@@ -316,6 +349,11 @@ class Operations:
 
     async def _fail(self, op: Operation, version: int, index: int | None, code: str,
                     message: str) -> None:
+        kind = self.kinds.get(op.kind)
+        if kind is not None and kind.settle is not None and index is not None:
+            # Raises (and leaves the operation live, to resume) if it cannot settle.
+            settled = await kind.settle(op, op.steps[index].name, message)
+            message = f"{message}; {settled}"
         now = iso_now()
         if index is not None:
             step = op.steps[index]
@@ -358,12 +396,20 @@ class Operations:
                 len(op.steps), step.name)
 
 
+async def pause_point(name: str) -> None:
+    """Park here forever when `TANDEM_PAUSE_AT` names this point (fault tests only)."""
+    if os.environ.get(PAUSE_ENV) == name:
+        log.warning("operation paused at %s because %s says so (a fault test); it resumes "
+                    "after a restart without it", name, PAUSE_ENV)
+        await asyncio.Event().wait()
+
+
 def parse_limit(query: dict[str, str]) -> int:
     """`limit` of `GET /v1/operations`; 400 with what to fix when it is wrong."""
-    unknown = sorted(set(query) - {"limit"})
+    unknown = sorted(set(query) - {"limit", "parent"})
     if unknown:
         raise ApiError(400, "bad_request", f"unknown parameter(s) {', '.join(unknown)}: "
-                                           "GET /v1/operations takes limit")
+                                           "GET /v1/operations takes limit and parent")
     text = query.get("limit", str(DEFAULT_LIST))
     try:
         limit = int(text)

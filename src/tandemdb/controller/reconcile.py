@@ -24,20 +24,31 @@ class Reconciler:
         self._logged: dict[str, set[str]] = {}
 
     def desired(self, record: dict, replica: dict) -> dict:
-        """One replica as a node must host it (heartbeat answer and PUT body alike)."""
-        primary = next((r for r in record["replicas"] if r["role"] == Role.PRIMARY), None)
-        is_primary = replica["role"] == Role.PRIMARY
-        secondaries = [r for r in record["replicas"] if r["role"] == Role.SECONDARY]
+        """One replica as a node must host it (heartbeat answer and PUT body alike).
+
+        While a failover runs the old primary is `fenced`: its secondaries keep pulling from
+        it (so they can reach its final lsn), and it keeps every other replica as a
+        consumer. A new primary lists every other replica, the fenced one included, so the
+        journal they still need is kept."""
+        others = [r for r in record["replicas"] if r["node"] != replica["node"]]
+        source = (next((r for r in others if r["role"] == Role.PRIMARY), None)
+                  or next((r for r in others if r["role"] == Role.FENCED), None))
+        role = replica["role"]
+        if role == Role.PRIMARY:
+            listed = others
+        elif role == Role.FENCED:
+            listed = [r for r in others if r["role"] == Role.SECONDARY]
+        else:
+            listed = []
         return {
             "env": record["name"],
-            "role": replica["role"],
+            "role": role,
             "epoch": record["epoch"],
             "type": record["type"],
             "rpo_limit_seconds": record["rpo_limit_seconds"],
-            "primary": None if is_primary or primary is None
-            else self.topology.node_ref(primary["node"]),
-            "secondaries": [self.topology.node_ref(r["node"]) for r in secondaries]
-            if is_primary else [],
+            "primary": self.topology.node_ref(source["node"])
+            if role == Role.SECONDARY and source is not None else None,
+            "secondaries": [self.topology.node_ref(r["node"]) for r in listed],
         }
 
     def desired_for(self, node: str) -> list[dict]:

@@ -36,9 +36,11 @@ class Routing:
                 replicas[replica["region"]] = {"node": replica["node"],
                                                "url": urls.get(replica["node"]),
                                                "role": replica["role"]}
-            environments[record["name"]] = {"epoch": record["epoch"],
-                                             "primary_region": record["primary_region"],
-                                             "replicas": replicas}
+            environments[record["name"]] = {
+                "epoch": record["epoch"], "primary_region": record["primary_region"],
+                "replicas": replicas, "operation": record.get("operation"),
+                # The gateway holds calls to the primary while this is true (failover).
+                "switching": record["state"] == EnvState.SWITCHING}
         return {"revision": revision, "environments": environments}
 
     def poll(self, after: int | None, wait: float) -> dict:

@@ -5,9 +5,13 @@ environment's primary, or with `read_region` to its replica in that region; the 
 table in memory says where, so routing costs no controller call. Control calls go to the
 controller. Answers pass through unchanged.
 
-When a write meets a primary that is gone or no longer primary (a switchover in progress),
-the gateway holds it until the routing table names the new primary, then sends it there
-once: a request whose body it still holds is retried, a streamed upload is not.
+While an environment fails over, the routing table marks it `switching` and the gateway
+holds calls to its primary until the failover ends (up to `hold_timeout`, 10 s; then 503
+`switching` with `Retry-After`, and the call did not run). A write that meets a primary that
+refuses it as moved (`fenced`, `not_primary`: sent before the gateway saw the failover) is
+held the same way and sent once more to the primary named after the failover: a request
+whose body the gateway still holds is resent, a streamed upload is not. Neither can run
+twice: the refusing node ran nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from .routing import RoutingTable, RoutingWatch, Target
 log = logging.getLogger("tandem.gateway")
 
 LOAD_WAIT_SECONDS = 2.0  # a data call waits this long for the first routing answer
-HOLD_SECONDS = 5.0  # a write to a moved primary waits this long for the new route
+HOLD_SECONDS = 10.0  # hold_timeout: a call to a moving primary waits this long, then 503
 CATALOG_WAIT_SECONDS = 2.0  # create/delete answers wait for the routing table to follow
 HOLD_CODES = {"not_primary", "fenced"}  # node answers that mean "the primary moved"
 PATH_SAFE = "/:@!$&'()*+,;="
@@ -57,33 +61,56 @@ class Gateway:
 
     # --- data plane -------------------------------------------------------------------
 
-    async def route(self, env: str, read_region: str | None) -> Target:
+    async def route(self, env: str, read_region: str | None, deadline: float) -> Target:
+        """The replica for a call; a call to the primary of an environment that is failing
+        over waits (until `deadline`) for the failover to end."""
         if not self.table.loaded and not await self.table.wait_loaded(self.load_wait):
             raise ApiError(503, "unavailable",
                            "the gateway has no routing table yet: it cannot reach the "
                            f"controller at {self.controller_url}; retry shortly",
                            {"Retry-After": "1"})
+        route = self.table.routes.get(env)
+        if route is not None and route.switching and read_region in (None,
+                                                                     route.primary_region):
+            await self.wait_released(env, lambda r: not r.switching, deadline)
         return self.table.lookup(env, read_region)
+
+    async def wait_released(self, env: str, done, deadline: float) -> None:
+        """Hold until `done(route)` (or the environment is gone); 503 at the deadline."""
+        def ready(table: RoutingTable) -> bool:
+            route = table.routes.get(env)
+            return route is None or done(route)
+
+        if await self.table.wait_until(ready, max(0.0, deadline - time.monotonic())):
+            return
+        route = self.table.routes.get(env)
+        operation = route.operation if route is not None else None
+        raise ApiError(503, "switching", f"environment {env!r} is failing over (operation "
+                       f"{operation}) and the call was held for {self.hold:g} s, the hold "
+                       "timeout; it did not run: retry it", {"Retry-After": "1"})
 
     async def forward_data(self, request: Request, env: str, path: str, *,
                            read_region: str | None = None, query: str = "",
                            content: bytes | None = None, stream_in: bool = False,
                            stream_out: bool = False) -> Response:
         """Send one data call to its replica; hold and resend once if the primary moved."""
-        target = await self.route(env, read_region)
+        started = time.monotonic()
+        deadline = started + self.hold
+        target = await self.route(env, read_region, deadline)
         headers = self.proxy.headers_from(request, streamed=stream_in)
         body = request.stream() if stream_in else content
         # Only a call to the primary whose body is still in hand may be sent a second time.
         may_resend = read_region is None and not stream_in
-        started = time.monotonic()
         for attempt in (1, 2):
+            route = self.table.routes.get(env)
+            sent_with = route.operation if route is not None else None
             url = f"{target.url}{path}?{query}" if query else f"{target.url}{path}"
             try:
                 answer = await self.proxy.send(request.method, url, headers, body,
                                                stream=stream_out)
             except Unreachable as exc:
                 if attempt == 1 and may_resend:
-                    moved = await self.await_new_primary(env, target)
+                    moved = await self.await_new_primary(env, target, sent_with, deadline)
                     if moved is not None:
                         target = moved
                         continue
@@ -93,27 +120,33 @@ class Gateway:
                                {"Retry-After": "1"}) from exc
             if (attempt == 1 and may_resend and not stream_out
                     and answer.status_code in (409, 503) and error_code(answer) in HOLD_CODES):
-                moved = await self.await_new_primary(env, target)
+                moved = await self.await_new_primary(env, target, sent_with, deadline)
                 if moved is not None:
                     target = moved
                     continue
-            if attempt == 2:
-                log.info("held %s %s for %.2f s: primary of %s moved to %s (epoch %d)",
+            if attempt == 2 or time.monotonic() - started > 0.05:
+                log.info("held %s %s for %.3f s: primary of %s in %s (epoch %d)",
                          request.method, path, time.monotonic() - started, env,
                          target.region, target.epoch)
             return streamed(answer) if stream_out else buffered(answer)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def await_new_primary(self, env: str, old: Target) -> Target | None:
-        """Wait (briefly) until the routing table names a primary other than `old`."""
+    async def await_new_primary(self, env: str, old: Target, sent_with: str | None,
+                                deadline: float) -> Target | None:
+        """After the primary refused a call as moved: wait until a failover has ended
+        since the call was sent, and answer the primary then (None: no new route)."""
+        def settled(route) -> bool:
+            new = route.primary
+            return (not route.switching and new is not None and bool(new.url)
+                    and (new != old or route.operation != sent_with))
 
-        def moved(table: RoutingTable) -> bool:
-            route = table.routes.get(env)
-            new = route.primary if route is not None else None
-            return route is None or (new is not None and bool(new.url) and new != old)
-
-        if not await self.table.wait_until(moved, self.hold):
-            return None
+        try:
+            await self.wait_released(env, settled, deadline)
+        except ApiError:
+            route = self.table.routes.get(env)
+            if route is not None and route.switching:
+                raise
+            return None  # nothing moved: the node's own answer goes back
         route = self.table.routes.get(env)
         return route.primary if route is not None else None
 

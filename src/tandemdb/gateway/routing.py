@@ -51,6 +51,8 @@ class Route:
     epoch: int
     primary_region: str
     replicas: dict[str, Target]  # region -> replica
+    switching: bool = False  # a failover runs: calls to the primary wait for its end
+    operation: str | None = None  # the last operation that changed the environment
 
     @property
     def primary(self) -> Target | None:
@@ -64,7 +66,8 @@ class Route:
                            (spec.get("url") or "").rstrip("/"), spec.get("role") or "", epoch)
             for region, spec in (record.get("replicas") or {}).items()
         }
-        return cls(env, epoch, record.get("primary_region", ""), replicas)
+        return cls(env, epoch, record.get("primary_region", ""), replicas,
+                   bool(record.get("switching")), record.get("operation"))
 
 
 class RoutingTable:
@@ -108,6 +111,9 @@ class RoutingTable:
             elif (old.primary_region, old.epoch) != (route.primary_region, route.epoch):
                 log.info("routing: %s primary now in %s (epoch %d), was %s (epoch %d)", env,
                          route.primary_region, route.epoch, old.primary_region, old.epoch)
+            if route.switching != (old is not None and old.switching):
+                log.info("routing: %s %s (operation %s)", env, "held: failing over"
+                         if route.switching else "released", route.operation)
         for env in self.routes.keys() - routes.keys():
             log.info("routing: %s removed", env)
 

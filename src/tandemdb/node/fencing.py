@@ -132,7 +132,11 @@ class Fencing:
             record, env = r.record, r.require_env()
             if record.role == "primary" and record.epoch == epoch \
                     and (epoch, expected) in [tuple(h) for h in env.epoch_history]:
-                return None  # promoted already, at this epoch from this lsn
+                # Promoted already (a retry, or the controller's heartbeat answer came first):
+                # the listed secondaries still hold everything up to the final lsn.
+                for peer in secondaries:
+                    env.acknowledge(peer.node, expected)
+                return None
             known = _known_epoch(r)
             if epoch <= known:
                 raise _stale(r, "promote", epoch, known)
@@ -152,6 +156,11 @@ class Fencing:
 
         if await self.replicas.transition(replica, decide):
             replica.stream_error = None  # it no longer pulls
+        for peer in secondaries:
+            consumer = replica.consumers.get(peer.node)
+            if consumer is not None and consumer.acked_lsn < expected:
+                consumer.advance(expected)
+                consumer.persisted_lsn = max(consumer.persisted_lsn, expected)
         return JSONResponse({"epoch": epoch, "lsn": expected})
 
     # -- unfence ----------------------------------------------------------------------------

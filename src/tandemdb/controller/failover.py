@@ -1,0 +1,368 @@
+"""Planned failover of one environment: the `environment.failover` operation.
+
+The switchover of DESIGN §4 (docs/failover.md). E is the epoch before, L the old primary's
+final lsn. Steps:
+
+1. `hold`: in the transaction that records the operation, the environment becomes
+   `switching` (the gateway holds calls to its primary) and the catalog records the old
+   primary as `fenced`, so no heartbeat answer can turn it back into a primary.
+2. `fence`: fence the old primary at E; it answers L.
+3. `catch-up`: wait until the target has applied exactly L.
+4. `promote`: record the decision (target primary at E+1), then promote the target with
+   expected lsn L. The decision is the point of no return: a failure before it unfences the
+   old primary at E (`settle`), a failure after it finishes the move.
+5. `switch-routing`: the environment's primary region becomes the target's.
+6. `reverse`: the old primary becomes a secondary of the new one.
+7. `release`: the environment is active again; the gateway sends the held calls on.
+
+Every step is idempotent, so a controller killed at any point resumes the operation where it
+stopped (invariant 7). A move back to the home region is a failback: same steps, events
+`failback.*`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from tandemdb.common.http import ApiError
+
+from .catalog import Catalog, EnvState, EnvType, Role, iso_now, not_found, record_key
+from .events import Events, EventType
+from .nodes import NodeClient, Reply
+from .operations import Draft, Kind, Operation, Operations, OpState, Outcome, StepFailed
+from .reconcile import Reconciler
+from .store import Txn
+from .topology import Topology
+
+log = logging.getLogger("tandem.controller.failover")
+
+FAILOVER = "environment.failover"
+STEPS = ["hold", "fence", "catch-up", "promote", "switch-routing", "reverse", "release"]
+MODES = ("planned",)
+CATCH_UP_TIMEOUT = 10.0  # the target must reach the final lsn within this (default)
+MAX_CATCH_UP = 30.0  # what a node's wait call allows at most
+FENCE_TIMEOUT = 35.0  # a fence waits up to 30 s for the commit in flight
+PROMOTE_DEADLINE = 15.0  # retry an unanswered promote this long
+CAS_ATTEMPTS = 20
+
+EVENTS = {
+    "failover": (EventType.FAILOVER_STARTED, EventType.FAILOVER_COMPLETED,
+                 EventType.FAILOVER_FAILED),
+    "failback": (EventType.FAILBACK_STARTED, EventType.FAILBACK_COMPLETED,
+                 EventType.FAILBACK_FAILED),
+}
+
+
+def parse_request(body: Any) -> tuple[str, float]:
+    """`mode` and `catch_up_timeout` of a failover request body; 400 with what to fix."""
+    body = {} if body is None else body
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", 'the body must be a JSON object such as '
+                                           '{"mode": "planned"}')
+    unknown = sorted(set(body) - {"mode", "catch_up_timeout"})
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field(s) {', '.join(unknown)}: a failover "
+                                           "takes mode and catch_up_timeout")
+    mode = body.get("mode", "planned")
+    if mode not in MODES:
+        raise ApiError(400, "bad_request", f"unsupported mode {mode!r}: this version runs "
+                                           "planned failovers (no data loss)")
+    timeout = body.get("catch_up_timeout", CATCH_UP_TIMEOUT)
+    if type(timeout) not in (int, float) or not 0 < timeout <= MAX_CATCH_UP:
+        raise ApiError(400, "bad_request", f"invalid catch_up_timeout {timeout!r}: give the "
+                                           f"seconds (above 0, at most {MAX_CATCH_UP:g}) the "
+                                           "secondary has to reach the final lsn")
+    return mode, float(timeout)
+
+
+def with_roles(record: dict, roles: dict[str, str]) -> list[dict]:
+    """The record's replicas with the roles of the nodes in `roles` replaced."""
+    return [{**r, "role": roles.get(r["node"], r["role"])} for r in record["replicas"]]
+
+
+def seconds_between(start: str, end: str) -> float:
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return round((parse(end) - parse(start)).total_seconds(), 3)
+
+
+def summary(op: Operation) -> dict:
+    """One environment's line in a region operation's result."""
+    if op.state == OpState.SUCCEEDED and op.result and op.result.get("environments"):
+        return op.result["environments"][0]
+    p = op.params
+    return {"environment": op.target, "from_region": p["from"]["region"],
+            "to_region": p["to"]["region"], "state": op.state.value, "operation": op.id,
+            "data_loss": 0, "epoch": p["epoch"],
+            "error": (op.error or {}).get("message")}
+
+
+class Failovers:
+    def __init__(self, catalog: Catalog, topology: Topology, reconciler: Reconciler,
+                 nodes: NodeClient, operations: Operations, events: Events) -> None:
+        self.catalog, self.topology, self.reconciler = catalog, topology, reconciler
+        self.nodes, self.operations, self.events = nodes, operations, events
+        self.store = catalog.store
+        operations.register(Kind(FAILOVER, self._step, self._settle))
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self, name: str, mode: str = "planned", parent: str | None = None,
+              catch_up_timeout: float = CATCH_UP_TIMEOUT) -> Operation:
+        """Record the operation and hold the environment (step 1). Blocking; raises
+        `ApiError` (and changes nothing) when the environment cannot fail over now."""
+        def build(txn: Txn, op_id: str) -> Draft:
+            item = self.store.get(record_key(name))
+            if item is None:
+                raise not_found(name)
+            record = item.value
+            source, target = self._check(record)
+            reason = "failback" if target["region"] == record["home_region"] else "failover"
+            held = {**record, "state": EnvState.SWITCHING.value, "operation": op_id,
+                    "replicas": with_roles(record, {source["node"]: Role.FENCED.value})}
+            txn.expect(record_key(name), item.version).put(record_key(name), held)
+            epoch = record["epoch"]
+            self.events.stage(txn, EVENTS[reason][0], environment=name,
+                              region=source["region"], operation=op_id,
+                              data={"from_region": source["region"],
+                                    "to_region": target["region"], "epoch": epoch,
+                                    "mode": mode})
+            params = {"environment": name, "mode": mode, "reason": reason, "epoch": epoch,
+                      "from": {"node": source["node"], "region": source["region"]},
+                      "to": {"node": target["node"], "region": target["region"]},
+                      "catch_up_timeout": catch_up_timeout, "parent": parent}
+            detail = (f"environment {name} (epoch {epoch}): {reason} from {source['region']} "
+                      f"to {target['region']} started; calls to the primary are held and the "
+                      f"catalog records {source['node']} as fenced")
+            return Draft(params, STEPS, {"hold": detail})
+
+        return self.operations.create(FAILOVER, name, build)
+
+    def _check(self, record: dict) -> tuple[dict, dict]:
+        """The primary and the replica to promote; 409 when a failover cannot start."""
+        name = record["name"]
+        if record["state"] != EnvState.ACTIVE:
+            raise ApiError(409, "busy", f"environment {name!r} is {record['state']} (operation "
+                           f"{record.get('operation')}); wait for that operation to end: "
+                           f"tandem ops {record.get('operation')}")
+        source = next((r for r in record["replicas"] if r["role"] == Role.PRIMARY), None)
+        target = next((r for r in record["replicas"] if r["role"] == Role.SECONDARY), None)
+        if record["type"] != EnvType.PRODUCTION or source is None or target is None:
+            raise ApiError(409, "no_secondary", f"environment {name!r} is {record['type']} and "
+                           "has no geo-secondary to fail over to; only production environments "
+                           "can fail over")
+        for replica, what in ((source, "primary"), (target, "secondary")):
+            if not self.topology.healthy(replica["node"]):
+                raise ApiError(409, "unhealthy", f"environment {name!r}: the node of its "
+                               f"{what} ({replica['node']} in {replica['region']}) has not "
+                               "heartbeated lately; a planned failover needs both regions up")
+        return source, target
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def _step(self, op: Operation, step: str) -> Outcome:
+        p, name = op.params, op.target
+        epoch, source, target = p["epoch"], p["from"], p["to"]
+        where = f"environment {name} (epoch {epoch})"
+        if step == "hold":  # done in the creating transaction; seen again only on resume
+            return Outcome(f"{where}: calls to the primary are held")
+        if step == "fence":
+            reply = await self._call(source, name, "fence", {"epoch": epoch}, FENCE_TIMEOUT)
+            if not reply.ok:
+                raise StepFailed("fence_failed", f"{where}: could not fence the primary: "
+                                                 f"{reply.problem}")
+            final = int(reply.body["final_lsn"])
+            return Outcome(f"{where}: primary on {source['node']} fenced at final lsn {final}; "
+                           "it takes no more writes", result={"final_lsn": final})
+        final = (op.result or {})["final_lsn"]
+        if step == "catch-up":
+            timeout = p["catch_up_timeout"]
+            reply = await self._call(target, name, "wait", {"lsn": final, "timeout": timeout},
+                                     timeout + 5)
+            if not reply.ok:
+                code = "catch_up_timeout" if reply.code == "lsn_not_reached" else "catch_up_failed"
+                raise StepFailed(code, f"{where}: the secondary on {target['node']} did not "
+                                       f"reach the final lsn {final}: {reply.problem}")
+            return Outcome(f"{where}: secondary on {target['node']} has applied the final lsn "
+                           f"{final}, no more and no less")
+        if step == "promote":
+            await self._decide(op)
+            await self._promote(op, final)
+            return Outcome(f"environment {name} (epoch {epoch + 1}): {target['node']} promoted "
+                           f"to primary at epoch {epoch + 1} from lsn {final}",
+                           result={"epoch": epoch + 1})
+        if step == "switch-routing":
+            item = await self._record(op)
+            record = item.value
+
+            def switch(txn: Txn) -> None:
+                txn.expect(record_key(name), item.version).put(
+                    record_key(name), {**record, "primary_region": target["region"]})
+
+            return Outcome(f"environment {name} (epoch {epoch + 1}): routing now sends its "
+                           f"primary calls to {target['region']}", switch)
+        if step == "reverse":
+            problem = await self._reverse(op)
+            detail = (f"environment {name} (epoch {epoch + 1}): {source['node']} is now a "
+                      f"secondary of {target['node']}; replication runs "
+                      f"{target['region']} -> {source['region']}")
+            if problem:
+                detail += f" ({problem}; its heartbeat answer tells it when it is back)"
+            return Outcome(detail, warn=bool(problem))
+        if step == "release":
+            return await self._release(op, final)
+        raise StepFailed("unknown_step", f"{FAILOVER} has no step {step!r}")
+
+    async def _call(self, replica: dict, env: str, action: str, body: dict,
+                    timeout: float) -> Reply:
+        url = self.topology.node_url(replica["node"])
+        return await self.nodes.replica_call(replica["node"], url, env, action, body, timeout)
+
+    async def _record(self, op: Operation):
+        """The environment's record, still held by this operation; StepFailed if not."""
+        item = await asyncio.to_thread(self.store.get, record_key(op.target))
+        if item is None:
+            raise StepFailed("deleted", f"environment {op.target!r} was deleted during its "
+                                        "failover")
+        if item.value.get("operation") != op.id:
+            raise StepFailed("conflict", f"environment {op.target!r} was changed by operation "
+                                         f"{item.value.get('operation')} during this failover")
+        return item
+
+    async def _decide(self, op: Operation) -> None:
+        """Record target-primary-at-E+1 in the catalog: the point of no return."""
+        epoch, target = op.params["epoch"], op.params["to"]
+        for _ in range(CAS_ATTEMPTS):
+            item = await self._record(op)
+            record = item.value
+            if record["epoch"] == epoch + 1:
+                return  # decided already (a resumed step)
+            decided = {**record, "epoch": epoch + 1,
+                       "replicas": with_roles(record, {target["node"]: Role.PRIMARY.value})}
+            if await asyncio.to_thread(self.catalog.try_update, op.target, item.version,
+                                       decided):
+                log.info("environment %s (epoch %d): decided, %s becomes primary at epoch %d; "
+                         "from here the failover only goes forward (%s)", op.target,
+                         epoch + 1, target["node"], epoch + 1, op.id)
+                return
+        raise StepFailed("conflict", f"environment {op.target!r}: the decision lost its "
+                                     f"compare-and-set {CAS_ATTEMPTS} times")
+
+    async def _promote(self, op: Operation, final: int) -> None:
+        p = op.params
+        body = {"epoch": p["epoch"] + 1, "expected_lsn": final,
+                "secondaries": [self.topology.node_ref(p["from"]["node"])]}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROMOTE_DEADLINE
+        while True:
+            reply = await self._call(p["to"], op.target, "promote", body, 5.0)
+            if reply.ok:
+                return
+            if 400 <= reply.status < 500 or loop.time() >= deadline:
+                raise StepFailed("promote_failed", f"environment {op.target} (epoch "
+                                 f"{p['epoch'] + 1}): {reply.problem}")
+            await asyncio.sleep(0.2)
+
+    async def _reverse(self, op: Operation) -> str | None:
+        """Make the old primary a secondary of the new one: catalog first, then its node."""
+        source = op.params["from"]
+        for _ in range(CAS_ATTEMPTS):
+            item = await self._record(op)
+            record = item.value
+            roles = {r["node"]: r["role"] for r in record["replicas"]}
+            if roles.get(source["node"]) == Role.SECONDARY:
+                break
+            reversed_ = {**record, "replicas": with_roles(
+                record, {source["node"]: Role.SECONDARY.value})}
+            if await asyncio.to_thread(self.catalog.try_update, op.target, item.version,
+                                       reversed_):
+                record = reversed_
+                break
+        else:
+            raise StepFailed("conflict", f"environment {op.target!r}: reversing replication "
+                                         f"lost its compare-and-set {CAS_ATTEMPTS} times")
+        replica = next(r for r in record["replicas"] if r["node"] == source["node"])
+        outcome = await self.nodes.put_replica(source["node"],
+                                               self.topology.node_url(source["node"]),
+                                               self.reconciler.desired(record, replica))
+        return outcome.problem
+
+    async def _release(self, op: Operation, final: int) -> Outcome:
+        p, name = op.params, op.target
+        item = await self._record(op)
+        record, epoch = item.value, p["epoch"] + 1
+        released_at = iso_now()
+        line = {"environment": name, "from_region": p["from"]["region"],
+                "to_region": p["to"]["region"], "state": "succeeded",
+                "rto_seconds": seconds_between(op.started_at, released_at), "data_loss": 0,
+                "final_lsn": final, "epoch": epoch, "operation": op.id}
+
+        def release(txn: Txn) -> None:
+            txn.expect(record_key(name), item.version).put(
+                record_key(name), {**record, "state": EnvState.ACTIVE.value})
+            self.events.stage(txn, EVENTS[p["reason"]][1], environment=name,
+                              region=p["to"]["region"], operation=op.id,
+                              data={k: v for k, v in line.items()
+                                    if k not in ("environment", "operation", "state")})
+
+        return Outcome(f"environment {name} (epoch {epoch}): active again with its primary in "
+                       f"{p['to']['region']}; held calls released after {line['rto_seconds']:.3f}"
+                       f" s, no data lost (final lsn {final})", release,
+                       {"environments": [line], "succeeded": 1, "failed": 0})
+
+    # -- failure -------------------------------------------------------------------------
+
+    async def _settle(self, op: Operation, step: str, message: str) -> str:
+        """Leave the environment with exactly one writable primary after a failed step."""
+        p, name = op.params, op.target
+        epoch, source, target = p["epoch"], p["from"], p["to"]
+        for _ in range(CAS_ATTEMPTS):
+            item = await asyncio.to_thread(self.store.get, record_key(name))
+            if item is None:
+                return "the environment no longer exists"
+            record = item.value
+            if record.get("operation") != op.id:
+                return (f"the environment was changed by operation {record.get('operation')}; "
+                        "left as that operation leaves it")
+            decided = record["epoch"] == epoch + 1
+            if decided:  # past the point of no return: finish the move
+                roles = {target["node"]: Role.PRIMARY.value, source["node"]: Role.SECONDARY.value}
+                settled = {**record, "state": EnvState.ACTIVE.value,
+                           "primary_region": target["region"],
+                           "replicas": with_roles(record, roles)}
+                outcome = "moved"
+            else:  # not decided: the old primary takes writes again at its old epoch
+                settled = {**record, "state": EnvState.ACTIVE.value,
+                           "replicas": with_roles(record, {source["node"]: Role.PRIMARY.value})}
+                outcome = "rolled back"
+
+            def stage(txn: Txn, item=item, settled=settled, outcome=outcome) -> None:
+                txn.expect(record_key(name), item.version).put(record_key(name), settled)
+                self.events.stage(txn, EVENTS[p["reason"]][2], environment=name,
+                                  region=source["region"], operation=op.id,
+                                  data={"from_region": source["region"],
+                                        "to_region": target["region"], "step": step,
+                                        "outcome": outcome, "error": message,
+                                        "epoch": settled["epoch"], "data_loss": 0})
+
+            if await asyncio.to_thread(self.events.transact, stage) is not None:
+                break
+        else:
+            raise RuntimeError(f"environment {name}: settling the failed failover lost its "
+                               f"compare-and-set {CAS_ATTEMPTS} times; it runs again at the "
+                               "next start")
+        if decided:
+            replica = next(r for r in settled["replicas"] if r["node"] == source["node"])
+            await self.nodes.put_replica(source["node"], self.topology.node_url(source["node"]),
+                                         self.reconciler.desired(settled, replica))
+            return (f"the move was already decided, so it was finished: primary on "
+                    f"{target['node']} at epoch {epoch + 1}, {source['node']} its secondary")
+        reply = await self._call(source, name, "unfence", {"epoch": epoch}, 5.0)
+        if reply.ok:
+            return (f"the primary on {source['node']} was unfenced and takes writes again at "
+                    f"epoch {epoch}; nothing was lost")
+        return (f"the catalog makes {source['node']} primary again at epoch {epoch}; it could "
+                f"not be told now ({reply.problem}), its heartbeat answer will unfence it")
