@@ -8,7 +8,7 @@ import typer
 
 from tandemdb import __version__
 
-from . import data, deploy, envs, ops, status
+from . import data, deploy, envs, failover, ops, status
 from .bench import bench_app
 
 app = typer.Typer(help="Tandem: geo-replicated environments with planned and unplanned "
@@ -28,6 +28,10 @@ app.add_typer(data.files_app, name="files")
 # Operations and events (ops.py).
 app.command("ops")(ops.ops)
 app.command("events")(ops.events)
+# Failover of one environment or a whole region, and the regions' state (failover.py).
+app.command("failover")(failover.failover)
+app.add_typer(failover.region_app, name="region")
+app.command("regions")(failover.region_list)
 
 
 @app.command()
