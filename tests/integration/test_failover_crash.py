@@ -28,6 +28,9 @@ def restart_controller(cluster: Cluster, pause_at: str | None) -> None:
     if local.processes.get("controller") and local.processes["controller"].poll() is None:
         local.stop("controller")
     local.start("controller", env={"TANDEM_PAUSE_AT": pause_at} if pause_at else None)
+    # A planned failover starts only when both regions' nodes have heartbeated to it.
+    wait_until(lambda: all(n["healthy"] for r in cluster.client.regions() for n in r["nodes"]),
+               what="nodes healthy after the controller restart")
 
 
 def paused(cluster: Cluster, point: str, since: int) -> bool:
