@@ -2,13 +2,17 @@
 
 It starts the processes, creates a production environment, writes rows and files through
 the gateway, watches the geo-secondary's lag fall to zero, reads back from the paired
-region, compares both regions' logical checksums, prints a report and stops everything.
+region and compares both regions' logical checksums. Then, while a writer thread keeps
+writing unique ids through the gateway into five production environments, it fails one
+environment over, the whole home region over, and back; after each operation it compares
+the writes acknowledged with the rows found. It prints a report and stops everything.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,12 +20,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tandemdb.client import Client
+from tandemdb.bench.switchover import TABLE, Writer, longest_gap, wait_replicated
+from tandemdb.cli.failover import environment_results, max_rto_seconds
+from tandemdb.client import Client, TandemError
 from tandemdb.common.deployment import Deployment
 from tandemdb.local import LocalDeployment, free_base_port
 
 ENV = "acme"
 WRITERS = 8
+HOME, PAIR = "west", "east"
+FLEET = [ENV, "globex", "initech", "umbrella", "hooli"]  # production, homed in west
+OPERATION_TIMEOUT = 120.0
+WRITE_BEFORE_SECONDS = 0.5  # the writer runs this long before each operation starts
 
 
 def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
@@ -38,6 +48,8 @@ def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
                           f"nodes {', '.join(sorted(deployment.nodes))}")
             client = Client(deployment.gateway_url, deployment.token)
             report = _scenario(client, console, rows, files)
+            switched = _failovers(client, deployment, console)
+            report.update(switched, ok=report["ok"] and switched["failovers_ok"])
         finally:
             cluster.stop_all()
     report["elapsed_seconds"] = round(time.monotonic() - started, 2)
@@ -103,6 +115,112 @@ def _scenario(client: Client, console: Console, rows: int, files: int) -> dict:
     }
 
 
+def _failovers(client: Client, deployment: Deployment, console: Console) -> dict:
+    """One environment over, the home region over, then back, under a writer: after each
+    operation the writer pauses and every acknowledged write must be found."""
+    for name in FLEET[1:]:
+        client.create_environment(name, type="production", region=HOME)
+    for name in FLEET:
+        client.sql(name, TABLE)
+    wait_replicated(client, set(FLEET), timeout=30)
+    console.print(f"{len(FLEET)} production environments in {HOME} "
+                  f"({', '.join(FLEET)}); a writer thread writes unique ids into them, "
+                  "round-robin")
+    writer = Writer(deployment.gateway_url, deployment.token, FLEET)
+    writer.start()
+    steps = [("env failover", ENV, lambda: client.failover(ENV), PAIR, [ENV]),
+             ("region failover", HOME, lambda: client.region_failover(HOME), PAIR, FLEET),
+             ("region failback", HOME, lambda: client.region_failback(HOME), HOME, FLEET)]
+    rows: list[dict] = []
+    refused = None
+    try:
+        for label, target, start, region, moved in steps:
+            time.sleep(WRITE_BEFORE_SECONDS)
+            rows.append(_one_operation(client, console, writer, label, target, start,
+                                       region, moved))
+    except TandemError as exc:  # the operation could not even start
+        refused = f"{exc}"
+        console.print(f"[red]✗ {len(rows) + 1}. {steps[len(rows)][0]} refused: {exc}[/red]")
+    finally:
+        writer.stop()
+    found = _counts(client)  # the writer has stopped: every write has been answered
+    acked, found_total = sum(writer.acked.values()), sum(found.values())
+    ok = (refused is None and all(r["ok"] for r in rows) and not writer.errors
+          and writer.acked == found)
+    mark = "[green]✓[/green]" if writer.acked == found else "[red]✗[/red]"
+    console.print(f"{mark} at the end: {acked} writes acknowledged, {found_total} rows found")
+    _print_failovers(console, rows, writer.errors)
+    return {"failovers": rows, "failover_writes_acknowledged": acked,
+            "failover_rows_found": found_total, "failover_writer_errors": len(writer.errors),
+            "failover_rto_max_ms": max((r["rto_ms"] or 0 for r in rows), default=None),
+            **({"failover_refused": refused} if refused else {}), "failovers_ok": ok}
+
+
+def _one_operation(client: Client, console: Console, writer: Writer, label: str,
+                   target: str, start: Callable[[], dict], region: str,
+                   moved: list[str]) -> dict:
+    began = time.monotonic()
+    with console.status(f"{label} {target} while writing"):
+        op = client.wait_operation(start()["id"], timeout=OPERATION_TIMEOUT)
+        ended = time.monotonic()
+        writer.wait_for_ack_after(ended)  # writes flow again: the pause has ended
+    pause = longest_gap(writer.acks, began, ended)
+    writer.pause()
+    try:
+        acked = dict(writer.acked)
+        found = _counts(client)
+        primaries = {v["name"]: v.get("primary_region") for v in client.environments()}
+    finally:
+        writer.resume()
+    placed = all(primaries.get(name) == region for name in moved)
+    rto = max_rto_seconds(op)
+    row = {"operation": label, "target": target, "id": op["id"], "state": op["state"],
+           "environments": len(environment_results(op)),
+           "rto_ms": None if rto is None else round(rto * 1000, 1),
+           "writer_pause_ms": None if pause is None else round(pause * 1000, 1),
+           "writes_acknowledged": sum(acked.values()), "rows_found": sum(found.values()),
+           "primaries_in": region if placed else primaries,
+           "error": op.get("error")}
+    row["ok"] = (op["state"] == "succeeded" and placed and acked == found)
+    mark = "[green]✓[/green]" if row["ok"] else "[red]✗[/red]"
+    console.print(f"{mark} {label} {target}: {op['state']}, RTO {_num(row['rto_ms'])} ms, "
+                  f"writer paused {_num(row['writer_pause_ms'])} ms; acknowledged "
+                  f"{row['writes_acknowledged']}, found {row['rows_found']}")
+    return row
+
+
+def _counts(client: Client) -> dict[str, int]:
+    """Rows in each fleet environment's table, read from its primary."""
+    return {name: client.sql(name, "SELECT count(*) FROM t")["results"][0]["rows"][0][0]
+            for name in FLEET}
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"
+
+
+def _print_failovers(console: Console, rows: list[dict], errors: list[str]) -> None:
+    table = Table(title="failovers under a writer (pause: longest wait between two "
+                        "acknowledged writes)")
+    for column in ("operation", "target", "state", "envs", "RTO ms", "pause ms", "acked",
+                   "found", "primaries"):
+        table.add_column(column, justify="left" if column in (
+            "operation", "target", "state", "primaries") else "right")
+    for r in rows:
+        table.add_row(r["operation"], r["target"],
+                      r["state"] if r["ok"] else f"[red]{r['state']}[/red]",
+                      str(r["environments"]), _num(r["rto_ms"]), _num(r["writer_pause_ms"]),
+                      str(r["writes_acknowledged"]),
+                      str(r["rows_found"]) if r["ok"] else f"[red]{r['rows_found']}[/red]",
+                      str(r["primaries_in"]))
+    console.print(table)
+    for error in errors[:5]:
+        console.print(f"[red]writer error: {error}[/red]")
+    for r in rows:
+        if r.get("error"):
+            console.print(f"[red]{r['id']} {r['operation']}: {r['error']}[/red]")
+
+
 def _watch_lag(client: Client, console: Console, timeout: float = 20.0) -> list[int]:
     """Poll the environment until the secondary's lag is zero; return the lags seen."""
     seen: list[int] = []
@@ -137,6 +255,7 @@ def _print_report(console: Console, report: dict) -> None:
     table.add_column("value", justify="right")
     for key in ("rows_acknowledged", "rows_in_east", "files_written",
                 "file_read_from_east_matches", "writes_per_second", "last_lsn",
-                "checksums_equal", "elapsed_seconds"):
+                "checksums_equal", "failover_writes_acknowledged", "failover_rows_found",
+                "failover_writer_errors", "failover_rto_max_ms", "elapsed_seconds"):
         table.add_row(key.replace("_", " "), str(report.get(key)))
     console.print(table)

@@ -55,3 +55,16 @@ def bench_replication(
 
     _report(replication.run, "replication benchmark (local deployment)", as_json,
             seconds=seconds)
+
+
+@bench_app.command("switchover")
+def bench_switchover(
+    envs: int = typer.Option(200, min=1, help="Production environments in the region."),
+    failovers: int = typer.Option(20, min=1, help="Failovers of one environment under load."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """Writers' pause during planned failovers, and a whole region's switch time."""
+    from tandemdb.bench import switchover
+
+    _report(switchover.run, "switchover benchmark (local deployment)", as_json,
+            envs=envs, failovers=failovers)
