@@ -65,9 +65,8 @@ def test_controller_killed_at_each_failover_step(crash_cluster: Cluster, kind: s
     envs = [f"crash-{kind}-{i}" for i in range(1 if kind == "single" else 2)]
     for env in envs:
         client.create_environment(env, region="west")
-    writer = Writer(client, envs[0], keyed=False)
-    writer.create_table()
-    writer.start()
+        client.sql(env, "CREATE TABLE events(id INTEGER, at REAL)")
+    writer = Writer(client, envs[0], keyed=False).start()
     points = STEPS if kind == "single" else ["promote:end"]
     epoch, primary = 1, "west"
     try:
