@@ -131,6 +131,20 @@ def test_rpo_guard_rejects_writes_past_the_limit_and_recovers(cluster):
 
     wait_until(writable, timeout=15, interval=0.2, what="writes to resume after catch-up")
 
+    def lag_events() -> list[dict]:
+        return [e for e in c.events(after=0)["events"] if e["environment"] == "rpo-on"
+                and e["type"].startswith("replication.lag_")]
+
+    # Tenants heard of it: once when the lag passed the limit, once when it was back under.
+    wait_until(lambda: len(lag_events()) == 2, what="lag events")
+    exceeded, recovered = lag_events()
+    assert (exceeded["type"], recovered["type"]) == ("replication.lag_exceeded",
+                                                     "replication.lag_recovered")
+    assert exceeded["data"]["lag_seconds"] > exceeded["data"]["rpo_limit_seconds"] == 1
+    assert exceeded["data"]["secondary_region"] == "east"
+    assert not any(e["environment"] == "rpo-off" and e["type"].startswith("replication.")
+                   for e in c.events(after=0)["events"])
+
 
 def test_write_sent_to_the_secondary_node_is_refused_with_the_primary_region(cluster):
     c = cluster.client

@@ -32,6 +32,7 @@ from .catalog import Catalog
 from .environments import Environments
 from .events import Events
 from .failover import Failovers
+from .lag import LagWatch
 from .nodes import NodeClient
 from .operations import Operation, Operations
 from .reconcile import Reconciler
@@ -71,6 +72,7 @@ class Controller:
     delivery: Delivery
     failovers: Failovers
     regions: Regions
+    lag: LagWatch
 
     @classmethod
     def open(cls, deployment: Deployment, store: Store | None = None) -> Controller:
@@ -92,7 +94,8 @@ class Controller:
         return cls(deployment, store, topology, catalog, status, reconciler,
                    Routing(catalog, topology), environments, nodes,
                    ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"),
-                   events, webhooks, operations, delivery, failovers, regions)
+                   events, webhooks, operations, delivery, failovers, regions,
+                   LagWatch(reconciler, topology, events))
 
     def start(self) -> list[Operation]:
         """Seed regions, finish orphaned records; answers the operations to resume."""
@@ -125,6 +128,7 @@ class Controller:
                 log.info("node %s (%s): now reached at %s; the routing table follows", node,
                          region, url)
         self.status.record(node, replicas)
+        await self.lag.observe(node, replicas)
         return {"replicas": self.reconciler.answer(node, replicas),
                 "lease": {"ttl": self.deployment.lease_ttl}}
 
