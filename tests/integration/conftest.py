@@ -16,8 +16,13 @@ from tandemdb.local import LocalDeployment, free_base_port
 class Cluster:
     """A running deployment plus the handles a test needs."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, **settings: float) -> None:
+        """`settings` override deployment.json fields (e.g. lease_ttl); none by default."""
         self.deployment = Deployment.plan(data, [("west", "east")], 1, free_base_port(4))
+        for key, value in settings.items():
+            if not hasattr(self.deployment, key):
+                raise TypeError(f"no deployment setting {key!r}")
+            setattr(self.deployment, key, value)
         self.deployment.save()
         self.local = LocalDeployment(self.deployment)
         self.client = Client(self.deployment.gateway_url, self.deployment.token)

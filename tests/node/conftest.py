@@ -1,8 +1,9 @@
 """Two real node processes (west-1, east-1) on loopback ports, and helpers to drive them.
 
 No controller runs: the nodes' heartbeats fail and are logged, and the tests create
-replicas with the admin API the controller would call. One pair of nodes serves the whole
-node test session; each test uses its own environment names.
+replicas with the admin API the controller would call. With no controller to grant
+leases, the deployment turns them off (`lease_ttl` 0, docs/leases.md). One pair of nodes
+serves the whole node test session; each test uses its own environment names.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Cluster:
         data.mkdir(parents=True, exist_ok=True)
         self.dep = Deployment.plan(data, [("west", "east")], 1, free_base_port(4))
         self.dep.max_body_bytes = MAX_BODY
+        self.dep.lease_ttl = 0  # no controller grants leases here
         self.dep.save()
         self.local = LocalDeployment(self.dep)
         self.http = httpx.Client(headers={"X-Tandem-Secret": self.dep.secret}, timeout=15.0)

@@ -7,6 +7,7 @@ chosen once (by `tandem up`) and survive restarts.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -25,9 +26,16 @@ class Deployment:
     controller_port: int
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    lease_ttl: float = 5.0
+    lease_ttl: float = 5.0  # seconds; primaries write only under a lease (docs/leases.md)
     heartbeat_interval: float = 0.5
     max_body_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        ttl = self.lease_ttl
+        if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl < 0:
+            raise ValueError(f"lease_ttl in {FILE} must be a number of seconds >= 0 (0 turns "
+                             f"leases off, which only node tests without a controller use), "
+                             f"not {ttl!r}")
 
     @property
     def gateway_url(self) -> str:

@@ -34,6 +34,7 @@ from tandemdb.common.metrics import RequestMetrics, install_metrics_endpoint
 from . import admin, dataapi, fencing, stream
 from . import metrics as node_metrics
 from .heartbeat import Heartbeat
+from .lease import Lease
 from .puller import Puller
 from .replicas import ReplicaSet
 from .stream import Upkeep
@@ -55,7 +56,8 @@ class Node:
         self.port: int = deployment.nodes[name]["port"]
         self.url = deployment.node_url(name)
         self.dir = Path(deployment.data) / "nodes" / name
-        self.replicas = ReplicaSet(self.dir, name, self.region)
+        self.lease = Lease(deployment.lease_ttl)  # renewed by heartbeats (docs/leases.md)
+        self.replicas = ReplicaSet(self.dir, name, self.region, self.lease)
         self._tasks: list[asyncio.Task] = []
         self.puller: Puller | None = None
         self.heartbeat: Heartbeat | None = None
@@ -69,6 +71,24 @@ class Node:
                        asyncio.create_task(Upkeep(self.replicas).run(), name="upkeep")]
         log.info("node %s (region %s) serving %d replicas at %s", self.name, self.region,
                  len(self.replicas), self.url)
+        self._log_lease_setting()
+
+    def _log_lease_setting(self) -> None:
+        lease, interval = self.lease, self.deployment.heartbeat_interval
+        if not lease.required:
+            log.warning("LEASES ARE OFF (lease_ttl = 0 in deployment.json): primaries on "
+                        "%s take writes without a lease from the controller, so nothing "
+                        "keeps an old primary from writing after a failover. This setting "
+                        "is only for node tests that run without a controller.", self.name)
+        elif lease.ttl - lease.margin < 2 * interval:
+            log.warning("lease_ttl %g s leaves %g s after the safety margin, under two "
+                        "heartbeat intervals (%g s each): one slow heartbeat will stop "
+                        "writes on primaries; raise lease_ttl", lease.ttl,
+                        lease.ttl - lease.margin, interval)
+        else:
+            log.info("primaries write under a lease of %g s (safety margin %g s), renewed "
+                     "every %g s by heartbeats; none until the controller first answers",
+                     lease.ttl, lease.margin, interval)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -125,7 +145,7 @@ def build_app(node: Node) -> ASGIApp:
         return error_response(400, "client_disconnected", "the client went away")
 
     install_metrics_endpoint(app)
-    node_metrics.install(node.replicas)
+    node_metrics.install(node.replicas, node.lease)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

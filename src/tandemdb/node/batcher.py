@@ -3,15 +3,19 @@
 Requests queue up while the previous group is being committed in a worker thread; the next
 group takes everything queued (up to `MAX_GROUP`) into one `Environment.execute_group` call,
 so one fsync serves many clients. Each request gets its own result or its own error.
+
+Writability (role, and for a primary its lease and epoch: docs/leases.md) is checked when a
+group is taken from the queue and again under the engine's lock right before it commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from tandemdb.common.http import ApiError
-from tandemdb.engine import EngineError, TxResult
+from tandemdb.engine import EngineError, Environment, TxResult
 
 from .replicas import Replica, ReplicaSet, run_sync
 
@@ -61,12 +65,22 @@ class Batcher:
         with replica.writing():  # a fence waits for this commit
             return await self._execute(env, transactions)
 
-    async def _execute(self, env, transactions: list[list]) -> list:
+    def _guarded(self, env: Environment, fn: Callable, *args) -> object:
+        """Worker thread: check role, lease and epoch under the engine's lock, then commit.
+
+        A group may wait (queued behind the previous one, or for the lock held by an
+        apply or a fence); checking here, with nothing able to commit in between, means a
+        write never commits after the lease expired. One clock call per group."""
+        with env.exclusive():
+            self.replicas.require_writable(self.replica)
+            return fn(*args)
+
+    async def _execute(self, env: Environment, transactions: list[list]) -> list:
         replica = self.replica
         try:
-            return await run_sync(env.execute_group, transactions)
-        except EngineError:
-            raise
+            return await run_sync(self._guarded, env, env.execute_group, transactions)
+        except (EngineError, ApiError):
+            raise  # ApiError: refused at the commit (no lease, fenced); nothing was written
         except Exception:
             # Not one transaction's fault (execute_group reports those in their slots):
             # run them one by one so each gets its own answer.
@@ -75,7 +89,8 @@ class Batcher:
             outcomes: list = []
             for statements in transactions:
                 try:
-                    outcomes.append(await run_sync(env.execute, statements))
+                    outcomes.append(await run_sync(self._guarded, env, env.execute,
+                                                   statements))
                 except Exception as exc:  # noqa: BLE001
                     outcomes.append(exc)
             return outcomes

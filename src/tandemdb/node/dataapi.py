@@ -1,9 +1,11 @@
 """The data API of a node (docs/architecture.md "Node"): SQL and files of its replicas.
 
 Writes on a primary go through the replica's group committer; a secondary serves reads
-(`read_only=True`) and refuses writes with 409 `not_primary`. `min_lsn` waits until the
-replica has applied that lsn, and the RPO guard refuses writes while a secondary lags too
-far behind.
+(`read_only=True`) and refuses writes with 409 `not_primary`. A primary without a valid
+lease for its current epoch serves reads likewise and refuses writes with 503 `no_lease`
+(docs/leases.md); every write is checked again under the engine's lock before it commits.
+`min_lsn` waits until the replica has applied that lsn, and the RPO guard refuses writes
+while a secondary lags too far behind.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tandemdb.common import values
 from tandemdb.common.http import ApiError, read_json
-from tandemdb.engine import ReadOnly, TxResult, normalise_path
+from tandemdb.engine import Environment, ReadOnly, TxResult, normalise_path
 from tandemdb.engine.blobstore import digest_of
 
 from .batcher import Batcher
@@ -84,12 +86,14 @@ class DataApi:
     # -- SQL ----------------------------------------------------------------------------
     async def execute(self, replica: Replica, statements: list) -> TxResult:
         env = replica.require_env()
-        if not replica.writable:
+        if not self.replicas.may_write(replica):
+            # A secondary, or a primary without its lease: reads are served, writes refused.
             try:
                 return await run_sync(env.execute, statements, read_only=True)
             except ReadOnly:
+                # Raises the refusal, unless the replica became writable meanwhile (its
+                # lease renewed, a promotion): then the statements are written after all.
                 self.replicas.require_writable(replica)
-                raise
         breach = await self.rpo_breach(replica)
         if breach:
             # Reads still work while the guard holds writes back.
@@ -123,10 +127,26 @@ class DataApi:
         data = await request.body()
         with replica.writing():
             self.replicas.require_writable(replica)  # it may have been fenced meanwhile
-            result = await run_sync(env.put_file, path, data)
+            result = await run_sync(self._put_file, replica, env, path, data)
         replica.notify()
         return JSONResponse({"path": path, "size": len(data), "hash": digest_of(data),
                              "lsn": result.lsn, "epoch": result.epoch, "region": self.region})
+
+    def _put_file(self, replica: Replica, env: Environment, path: str,
+                  data: bytes) -> TxResult:
+        """Worker thread: make the blob durable (the slow part), then check the lease and
+        role again under the engine's lock, so the row never commits after the lease
+        expired or a fence, however long the blob took."""
+        with env.pin_blobs([digest_of(data)]):
+            env.blobs.put(data)
+            with env.exclusive():
+                self.replicas.require_writable(replica)
+                return env.put_file(path, data)  # the blob is there: only the row is written
+
+    def _delete_file(self, replica: Replica, env: Environment, path: str) -> TxResult:
+        with env.exclusive():  # worker thread: re-check right before the commit
+            self.replicas.require_writable(replica)
+            return env.delete_file(path)
 
     async def get_file(self, request: Request) -> Response:
         replica = self.replicas.get(request.path_params["env"])
@@ -149,7 +169,7 @@ class DataApi:
         await self.check_write(replica)
         with replica.writing():
             self.replicas.require_writable(replica)  # it may have been fenced meanwhile
-            result = await run_sync(env.delete_file, path)
+            result = await run_sync(self._delete_file, replica, env, path)
         replica.notify()
         return JSONResponse({"deleted": path, "lsn": result.lsn, "epoch": result.epoch,
                              "region": self.region})

@@ -5,6 +5,12 @@ progress, and for primaries each consumer's acknowledged lsn and lag) to
 `/internal/v1/heartbeat`. The answer is the full list of replicas this node should host;
 the node creates what is missing, drops what is no longer listed and adopts roles. When
 the controller cannot be reached the node logs it and carries on with what it has.
+
+Each answer also renews the node's lease (`{"lease": {"ttl": s}}`, docs/leases.md). The
+lease counts from the moment just before the heartbeat was sent, and is renewed only
+after the answer's replicas were reconciled: role and epoch changes the controller asks
+for take effect before the lease that comes with them. Once the lease runs out (the
+controller unreachable for ttl - margin), primaries on this node refuse writes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import httpx
 from tandemdb.common.http import SECRET_HEADER, ApiError
 from tandemdb.engine import EngineError
 
+from .lease import usable_ttl
 from .replicas import ReplicaSet
 
 if TYPE_CHECKING:
@@ -39,8 +46,11 @@ class Heartbeat:
         self.client = httpx.AsyncClient(
             headers={SECRET_HEADER: node.deployment.secret},
             timeout=httpx.Timeout(max(2.0, 4 * self.interval), connect=1.0))
+        self.lease = node.lease
         self._failing_since: float | None = None
         self._warned_at = 0.0
+        self._lease_lost = False  # the lease ran out and the node said so in its log
+        self._warned_no_grant = False
 
     async def report(self) -> dict:
         replicas = {}
@@ -56,8 +66,12 @@ class Heartbeat:
             if replica.stream_error:
                 entry["error"] = replica.stream_error
             replicas[replica.name] = entry
+        remaining = self.lease.remaining()
+        # The controller's parser ignores fields it does not know; this one is for people
+        # reading the reports (and a controller that wants to show it).
         return {"node": self.node.name, "region": self.node.region, "url": self.node.url,
-                "replicas": replicas}
+                "replicas": replicas,
+                "lease_remaining": None if remaining is None else round(remaining, 3)}
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -69,10 +83,13 @@ class Heartbeat:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep beating whatever happened
                 self._failed(exc)
+            self._watch_lease()
             await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))
 
     async def beat(self) -> None:
-        response = await self.client.post(self.url, json=await self.report())
+        body = await self.report()
+        sent_at = self.lease.clock()  # before sending: the controller answers after this
+        response = await self.client.post(self.url, json=body)
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
         answer = response.json()
@@ -84,6 +101,35 @@ class Heartbeat:
                      time.monotonic() - self._failing_since)
             self._failing_since = None
         await self.reconcile(desired)
+        self.renew(answer.get("lease"), sent_at)
+
+    def renew(self, raw: object, sent_at: float) -> None:
+        """Renew the lease from an answer to the heartbeat sent at `sent_at`."""
+        if not self.lease.required:
+            return
+        ttl = usable_ttl(raw)
+        if ttl is None:
+            if not self._warned_no_grant:
+                self._warned_no_grant = True
+                log.warning("the controller's heartbeat answer grants no lease (%r); "
+                            "primaries on %s take no writes until it does", raw,
+                            self.node.name)
+            return
+        self._warned_no_grant = False
+        self.lease.grant(sent_at, ttl)
+        if self._lease_lost and self.lease.valid():  # (a late answer may renew nothing)
+            self._lease_lost = False
+            log.info("lease renewed by the controller: primaries on %s take writes again",
+                     self.node.name)
+
+    def _watch_lease(self) -> None:
+        """Say once in the log when the lease runs out (writes on primaries stop)."""
+        if self._lease_lost or not self.lease.required or self.lease.expires_at is None \
+                or self.lease.valid():
+            return
+        self._lease_lost = True
+        log.warning("%s; primaries on %s refuse writes (503 no_lease) until the controller "
+                    "answers a heartbeat again", self.lease.describe(), self.node.name)
 
     async def reconcile(self, desired: list[dict]) -> None:
         """Create what is missing, adopt roles, drop what is no longer listed."""

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from .lease import Lease
 from .replicas import ReplicaSet
 
 REPLICATED_ENTRIES = Counter("tandem_replicated_entries", "Journal entries applied from a peer",
@@ -25,8 +26,8 @@ REPLICATED_BYTES = Counter("tandem_replicated_bytes", "Journal bytes applied fro
 
 
 class ReplicaCollector(Collector):
-    def __init__(self, replicas: ReplicaSet) -> None:
-        self.replicas = replicas
+    def __init__(self, replicas: ReplicaSet, lease: Lease | None = None) -> None:
+        self.replicas, self.lease = replicas, lease
 
     def collect(self):
         applied = GaugeMetricFamily("tandem_env_applied_lsn", "Last lsn of the replica",
@@ -51,10 +52,17 @@ class ReplicaCollector(Collector):
                 lag_entries.add_metric([replica.name, node], entries)
                 lag_seconds.add_metric([replica.name, node], seconds)
         yield from (applied, primary, lag_entries, lag_seconds)
+        if self.lease is not None and self.lease.required:  # leases off: no gauge at all
+            remaining = GaugeMetricFamily(
+                "tandem_node_lease_remaining_seconds",
+                "Seconds until this node's lease expires (0: expired or never granted; "
+                "primaries then refuse writes)")
+            remaining.add_metric([], self.lease.remaining() or 0.0)
+            yield remaining
 
 
-def install(replicas: ReplicaSet) -> ReplicaCollector:
-    collector = ReplicaCollector(replicas)
+def install(replicas: ReplicaSet, lease: Lease | None = None) -> ReplicaCollector:
+    collector = ReplicaCollector(replicas, lease)
     REGISTRY.register(collector)
     return collector
 

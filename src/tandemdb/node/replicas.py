@@ -27,6 +27,8 @@ from tandemdb.common.http import ApiError
 from tandemdb.engine import Environment, JournalTruncated, StaleEpoch
 from tandemdb.engine.schema import DB_FILE
 
+from .lease import Lease
+
 log = logging.getLogger("tandem.node.replicas")
 
 NAME = re.compile(r"[a-z][a-z0-9-]{1,62}")
@@ -265,8 +267,10 @@ def _write_record(directory: Path, record: Record) -> None:
 class ReplicaSet:
     """The replicas of one node: open, create, update, drop, and the role checks."""
 
-    def __init__(self, node_dir: Path, node: str, region: str) -> None:
+    def __init__(self, node_dir: Path, node: str, region: str,
+                 lease: Lease | None = None) -> None:
         self.node, self.region = node, region
+        self.lease = lease  # None: no lease required (in-process tests of the replica set)
         self.envs_dir = Path(node_dir) / "envs"
         self.tmp_dir = Path(node_dir) / "tmp"
         self._replicas: dict[str, Replica] = {}
@@ -299,8 +303,26 @@ class ReplicaSet:
         for listener in self._listeners:
             listener()
 
+    def may_write(self, replica: Replica) -> bool:
+        """Whether a write would be taken now (role, and for a primary lease and epoch)."""
+        if not replica.writable:
+            return False
+        return replica.record.role != "primary" or self._holds_lease(replica)
+
+    def _holds_lease(self, replica: Replica) -> bool:
+        """A primary writes only under a valid lease and in its current epoch (issue 4)."""
+        lease, env = self.lease, replica.env
+        return ((lease is None or lease.valid())
+                and (env is None or replica.record.epoch == env.epoch))
+
     def require_writable(self, replica: Replica) -> None:
+        """Raise the refusal of a write to `replica` now, if there is one.
+
+        Called wherever a write is admitted: before it joins `Replica.writing()` (so a fence
+        drains it), and again under the engine's lock right before its commit."""
         if replica.writable:
+            if replica.record.role == "primary" and not self._holds_lease(replica):
+                raise self._no_lease(replica)
             return
         record = replica.record
         if record.role == "fenced":
@@ -315,6 +337,17 @@ class ReplicaSet:
             where = "this replica is fenced; the environment is moving to another primary"
         raise ApiError(409, "not_primary", f"environment {replica.name} is read-only in "
                        f"region {self.region}: {where}; send writes there")
+
+    def _no_lease(self, replica: Replica) -> ApiError:
+        env, record = replica.env, replica.record
+        if env is not None and record.epoch != env.epoch:
+            why = (f"its primary here is recorded at epoch {record.epoch} but its data has "
+                   f"seen epoch {env.epoch}, and a primary writes only in its current epoch")
+        else:
+            why = self.lease.describe() if self.lease is not None else "no lease"
+        return ApiError(503, "no_lease", f"environment {replica.name} takes no writes in "
+                        f"region {self.region} now: {why}; nothing was written, retry "
+                        "shortly (reads are still served)", {"Retry-After": "1"})
 
     # -- lifecycle ----------------------------------------------------------------------
     async def load(self) -> None:

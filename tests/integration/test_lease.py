@@ -1,0 +1,144 @@
+"""Leases through real processes (docs/leases.md, DESIGN §4 "Split brain"): a primary whose
+controller stops answering refuses writes once its lease runs out, keeps serving reads,
+writes nothing it refused, and takes writes again when the controller is back.
+
+The controller is frozen with SIGSTOP, so its process and sockets stay (connections hang,
+nothing is refused): the node learns nothing but that its heartbeats go unanswered.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tandemdb.client import TandemError
+from tandemdb.node.lease import margin_for
+
+from .conftest import Cluster, caught_up, wait_until
+
+TTL = 1.5
+INTERVAL = 0.2  # heartbeats; five renewals per lease, so a slow one does not lapse it
+REFUSED_WITHIN = TTL + margin_for(TTL) + 1.0  # after SIGSTOP; the lease needs ttl - margin
+
+
+@pytest.fixture(scope="module")
+def lease_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("lease"), lease_ttl=TTL, heartbeat_interval=INTERVAL)
+    try:
+        c.local.start_all()
+        yield c
+    finally:
+        if "controller" in c.local.processes:
+            c.local.signal("controller", signal.SIGCONT)  # a stopped process ignores SIGTERM
+        c.local.stop_all()
+
+
+def insert(cluster: Cluster, env: str, row: int) -> TandemError | None:
+    try:
+        cluster.client.sql(env, "INSERT INTO t(id) VALUES (?)", [row])
+        return None
+    except TandemError as exc:
+        return exc
+
+
+def ids(cluster: Cluster, env: str, **read) -> list[int]:
+    answer = cluster.client.sql(env, "SELECT id FROM t ORDER BY id", **read)
+    return [row[0] for row in answer["results"][0]["rows"]]
+
+
+def lease_gauge(cluster: Cluster, node: str) -> float:
+    text = httpx.get(cluster.deployment.node_url(node) + "/metrics").text
+    found = re.search(r"^tandem_node_lease_remaining_seconds ([0-9.e+-]+)$", text, re.M)
+    assert found, "the node exports no lease gauge"
+    return float(found.group(1))
+
+
+def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -> None:
+    cluster, client = lease_cluster, lease_cluster.client
+    env, west = "lease-stop", cluster.node_of("west")
+    node_sql = f"{cluster.deployment.node_url(west)}/v1/environments/{env}/sql"
+    secret = {"X-Tandem-Secret": cluster.deployment.secret}
+    client.create_environment(env, region="west")
+    wait_until(lambda: insert_ddl(cluster, env), what="the first write (the lease granted)")
+    acked = []
+    for row in range(1, 21):
+        assert insert(cluster, env, row) is None, f"write {row} refused under a live lease"
+        acked.append(row)
+    client.put_file(env, "kept.txt", b"written under the lease")
+    assert 0 < lease_gauge(cluster, west) <= TTL
+
+    stopped_at = time.monotonic()
+    cluster.local.signal("controller", signal.SIGSTOP)
+    try:
+        row, refusal = 100, None
+        while refusal is None:
+            assert time.monotonic() - stopped_at < REFUSED_WITHIN + 5, \
+                "writes were still taken long after the lease must have run out"
+            row += 1
+            error = insert(cluster, env, row)
+            if error is None:
+                acked.append(row)
+            elif error.code == "no_lease":
+                refusal = error
+            else:
+                raise AssertionError(f"unexpected refusal {error!r}")
+            time.sleep(0.02)
+        refused_after = time.monotonic() - stopped_at
+        assert refused_after <= REFUSED_WITHIN, refused_after
+        assert refusal.status == 503 and refusal.retry_after == 1
+        assert "expired" in refusal.message and "ago" in refusal.message
+
+        # Directly at the node: the exact refusal, and nothing is written.
+        for attempt in range(5):
+            r = httpx.post(node_sql, headers=secret,
+                           json={"statements": [{"sql": f"INSERT INTO t(id) VALUES "
+                                                        f"({1000 + attempt})"}]})
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            error = r.json()["error"]
+            assert error["code"] == "no_lease"
+            assert re.search(r"lease from the controller expired [0-9.]+ s ago",
+                             error["message"]), error["message"]
+        refused_file = pytest.raises(TandemError, client.put_file, env, "refused.txt", b"x")
+        assert refused_file.value.code == "no_lease"
+        refused_delete = pytest.raises(TandemError, client.delete_file, env, "kept.txt")
+        assert refused_delete.value.code == "no_lease"
+
+        # Reads are still served, by the primary and its secondary; no refused row exists.
+        assert ids(cluster, env) == acked
+        read = httpx.post(node_sql, headers=secret,
+                          json={"statements": [{"sql": "SELECT count(*) FROM t"}]})
+        assert read.status_code == 200 and read.json()["results"][0]["rows"] == [[len(acked)]]
+        assert [f["path"] for f in client.list_files(env)] == ["kept.txt"]
+        assert client.get_file(env, "kept.txt") == b"written under the lease"
+        assert lease_gauge(cluster, west) == 0.0
+        wait_until(lambda: "refuse writes (503 no_lease)" in cluster.local.tail(west, 60),
+                   timeout=5, what="the node to log that its lease ran out")
+    finally:
+        cluster.local.signal("controller", signal.SIGCONT)
+
+    resumed_at = time.monotonic()
+    wait_until(lambda: insert(cluster, env, 5000) is None, timeout=10, interval=0.1,
+               what="writes to be taken again once the controller answers")
+    acked.append(5000)
+    assert time.monotonic() - resumed_at < 10
+    assert "lease renewed by the controller" in cluster.local.tail(west, 60)
+    assert ids(cluster, env) == acked, "a refused write was written after all"
+    wait_until(lambda: caught_up(client, env), what="the secondary to catch up")
+    assert ids(cluster, env, read_region="east") == acked
+
+
+def insert_ddl(cluster: Cluster, env: str) -> bool:
+    """Create the table; False while the primary has no lease yet (just after start)."""
+    try:
+        cluster.client.sql(env, "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY)")
+        return True
+    except TandemError as exc:
+        if exc.code != "no_lease":
+            raise
+        return False

@@ -1,0 +1,167 @@
+"""Lease arithmetic (docs/leases.md) with an injected clock: no sleeping, no timing races.
+
+The refusal itself is checked on a real replica set in-process: a primary without a lease
+(or outside its current epoch) refuses writes with 503 `no_lease`, secondaries keep their
+409, drills need no lease."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tandemdb.common.deployment import Deployment
+from tandemdb.common.http import ApiError
+from tandemdb.local import free_base_port
+from tandemdb.node.app import Node
+from tandemdb.node.heartbeat import Heartbeat
+from tandemdb.node.lease import Lease, margin_for, usable_ttl
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_margin_is_half_a_second_or_a_tenth_capped_at_half_the_ttl() -> None:
+    assert margin_for(5.0) == 0.5
+    assert margin_for(30.0) == 3.0
+    assert margin_for(1.5) == 0.5
+    assert margin_for(0.6) == 0.3  # a test's tiny ttl keeps half of itself
+
+
+def test_lease_counts_from_the_send_time_minus_the_margin() -> None:
+    clock = Clock()
+    lease = Lease(5.0, clock)
+    assert lease.required and not lease.valid() and lease.remaining() is None
+    assert "never granted" in lease.describe()
+    assert "has not answered" in lease.describe()
+
+    sent_at = clock.now
+    clock.now += 0.3  # the answer arrives later; the lease still counts from sent_at
+    assert lease.grant(sent_at, 5.0) == sent_at + 4.5
+    assert lease.valid() and lease.remaining() == pytest.approx(4.2)
+
+    clock.now = sent_at + 4.49
+    assert lease.valid()
+    clock.now = sent_at + 4.5  # expiry is exclusive: at sent_at + ttl - margin it is over
+    assert not lease.valid() and lease.remaining() == 0.0
+    clock.now = sent_at + 6.5
+    text = lease.describe()
+    assert "expired 2.0 s ago" in text and "ttl 5 s" in text and "margin 0.5 s" in text
+
+
+def test_a_new_grant_replaces_the_old_one_even_when_shorter() -> None:
+    clock = Clock()
+    lease = Lease(5.0, clock)
+    lease.grant(clock.now, 5.0)
+    clock.now += 1.0
+    lease.grant(clock.now, 1.5)  # a restarted controller now promises 1.5 s only
+    assert lease.expires_at == clock.now + 1.0
+    clock.now += 1.0
+    assert not lease.valid()
+
+
+def test_ttl_zero_turns_leases_off() -> None:
+    lease = Lease(0, Clock())
+    assert not lease.required and lease.valid() and lease.remaining() is None
+
+
+@pytest.mark.parametrize("raw, ttl", [({"ttl": 5}, 5.0), ({"ttl": 1.5}, 1.5),
+                                      ({"ttl": 0}, None), ({"ttl": -1}, None),
+                                      ({"ttl": "5"}, None), ({"ttl": True}, None),
+                                      ({"ttl": float("inf")}, None), ({}, None), (None, None)])
+def test_only_a_positive_finite_ttl_grants(raw: object, ttl: float | None) -> None:
+    assert usable_ttl(raw) == ttl
+
+
+@pytest.mark.parametrize("bad", [-1, "5", None, float("nan"), True])
+def test_deployment_refuses_a_bad_lease_ttl(tmp_path: Path, bad: object) -> None:
+    dep = Deployment.plan(tmp_path, [("west", "east")], 1, 20000)
+    fields = dict(dep.__dict__)
+    fields["lease_ttl"] = bad
+    with pytest.raises(ValueError, match="lease_ttl"):
+        Deployment(**fields)
+
+
+def test_heartbeat_answers_renew_from_the_send_time(tmp_path: Path) -> None:
+    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
+    dep.lease_ttl = 2.0
+    dep.save()
+    clock = Clock()
+
+    async def scenario() -> None:
+        node = Node(dep, "west-1")
+        node.lease.clock = clock
+        beat = Heartbeat(node)
+        try:
+            beat.renew({"ttl": 2.0}, sent_at=clock.now - 0.2)
+            assert node.lease.remaining() == pytest.approx(1.3)  # 2.0 - 0.5 - 0.2
+            clock.now += 5
+            beat.renew({"nothing": True}, sent_at=clock.now)  # no grant: stays expired
+            assert not node.lease.valid()
+            report = await beat.report()
+            assert report["lease_remaining"] == 0.0
+        finally:
+            await beat.close()
+
+    asyncio.run(scenario())
+
+
+def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
+    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
+    dep.save()
+    clock = Clock()
+
+    async def scenario() -> None:
+        node = Node(dep, "west-1")
+        node.lease.clock = clock
+        replicas = node.replicas
+        await replicas.load()
+        try:
+            primary = await replicas.ensure("alpha", {"role": "primary", "epoch": 1})
+            gamma = await replicas.ensure("gamma", {"role": "primary", "epoch": 1})
+            drill = await replicas.ensure("drill", {"role": "drill", "epoch": 1})
+            secondary = await replicas.ensure("beta", {
+                "role": "secondary", "epoch": 1,
+                "primary": {"node": "east-1", "region": "east", "url": "http://x"}})
+
+            with pytest.raises(ApiError) as refused:
+                replicas.require_writable(primary)
+            err = refused.value
+            assert (err.status, err.code, err.headers) == (503, "no_lease",
+                                                           {"Retry-After": "1"})
+            assert "never granted" in err.message and "reads are still served" in err.message
+            assert not replicas.may_write(primary)
+            replicas.require_writable(drill)  # an isolated copy needs no lease
+            with pytest.raises(ApiError) as not_primary:
+                replicas.require_writable(secondary)
+            assert not_primary.value.code == "not_primary"
+
+            node.lease.grant(clock.now, 5.0)
+            replicas.require_writable(primary)
+            assert replicas.may_write(primary)
+
+            # Its data has seen a newer epoch than its record: not its current epoch.
+            await asyncio.to_thread(primary.env.observe_epoch, 2)
+            assert primary.record.epoch == 1
+            with pytest.raises(ApiError) as stale:
+                replicas.require_writable(primary)
+            assert stale.value.code == "no_lease" and "epoch 2" in stale.value.message
+
+            clock.now += 10  # gamma is in its epoch, but the lease has run out
+            with pytest.raises(ApiError) as expired:
+                replicas.require_writable(gamma)
+            assert expired.value.code == "no_lease"
+            assert "expired 5.5 s ago" in expired.value.message
+            replicas.require_writable(drill)
+        finally:
+            await replicas.close()
+
+    asyncio.run(scenario())
