@@ -120,6 +120,7 @@ def _failovers(client: Client, deployment: Deployment, console: Console) -> dict
     operation the writer pauses and every acknowledged write must be found."""
     for name in FLEET[1:]:
         client.create_environment(name, type="production", region=HOME)
+    wait_replicated(client, set(FLEET), timeout=30)  # every replica is up and reported
     for name in FLEET:
         client.sql(name, TABLE)
     wait_replicated(client, set(FLEET), timeout=30)

@@ -157,6 +157,7 @@ def _ms(seconds: float | None) -> float | None:
 def single_environment(client: Client, url: str, token: str, failovers: int,
                        say: Callable[[str], None]) -> dict:
     client.create_environment(SOLO, type="production", region=HOME)
+    wait_replicated(client, {SOLO})
     client.sql(SOLO, TABLE)
     wait_replicated(client, {SOLO})
     writer = Writer(url, token, [SOLO])
@@ -196,7 +197,8 @@ def single_environment(client: Client, url: str, token: str, failovers: int,
         "writer_errors": len(writer.errors),
         "writes_acknowledged": len(writer.acks),
         "writes_found": found,
-        **({"failures": failed[:3]} if failed else {}),
+        **_samples("failures", failed),
+        **_samples("writer_error_samples", writer.errors),
     }
 
 
@@ -209,13 +211,20 @@ def whole_region(client: Client, url: str, token: str, envs: int,
         nonlocal created
         with Client(url, token) as own:
             own.create_environment(name, type="production", region=HOME)
-            own.sql(name, TABLE)
         created += 1
         say(f"creating {envs} production environments ({created} done)")
 
+    def create_table(name: str) -> None:
+        with Client(url, token) as own:
+            own.sql(name, TABLE)
+
     with ThreadPoolExecutor(CREATE_WORKERS) as pool:
         list(pool.map(create, names))
-    say(f"waiting for {envs} geo-secondaries to be seeded")
+        # Tables only once every replica is reported: a replica created while a heartbeat
+        # answer was in flight can be dropped by its node and made again a moment later.
+        say(f"waiting for {envs} geo-secondaries to be seeded")
+        wait_replicated(client, set(names))
+        list(pool.map(create_table, names))
     wait_replicated(client, set(names))
     writers = [Writer(url, token, names[i::REGION_WRITERS], first_id=i + 1,
                       step=REGION_WRITERS) for i in range(min(REGION_WRITERS, envs))]
@@ -246,7 +255,24 @@ def whole_region(client: Client, url: str, token: str, envs: int,
         "projected_1000_envs_seconds": round(switch * 1000 / envs, 1),
         "region_writer_errors": sum(len(w.errors) for w in writers),
         "region_writes_acknowledged": sum(len(w.acks) for w in writers),
+        **_samples("region_switch_failures", _failures(over)),
+        **_samples("region_failback_failures", _failures(back)),
+        **_samples("region_writer_error_samples", [e for w in writers for e in w.errors]),
     }
+
+
+def _failures(op: dict) -> list[str]:
+    """`env: code: message` for each environment that failed (and the operation's own)."""
+    out = [f"{e.get('environment')}: {e.get('error')}" for e in environment_results(op)
+           if e.get("state") == "failed" or e.get("error")]
+    if op.get("error"):
+        out.insert(0, f"{op.get('id')}: {op['error']}")
+    return out
+
+
+def _samples(key: str, items: list[str], keep: int = 3) -> dict:
+    """At most `keep` examples under `key`, only when there are any (the JSON stays short)."""
+    return {key: items[:keep]} if items else {}
 
 
 def _failed(op: dict) -> int:

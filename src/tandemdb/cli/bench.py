@@ -65,6 +65,11 @@ def bench_switchover(
 ) -> None:
     """Writers' pause during planned failovers, and a whole region's switch time."""
     from tandemdb.bench import switchover
+    from tandemdb.client import TandemError
 
-    _report(switchover.run, "switchover benchmark (local deployment)", as_json,
-            envs=envs, failovers=failovers)
+    try:
+        _report(switchover.run, "switchover benchmark (local deployment)", as_json,
+                envs=envs, failovers=failovers)
+    except (TandemError, RuntimeError) as exc:  # a refused call: one line, not a traceback
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None

@@ -280,7 +280,8 @@ def _region_follow(client: Client, op: dict, no_wait: bool, as_json: bool,
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[failed]}", style="red"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err, transient=True) as progress:
+        with Progress(*columns, console=err, transient=True,
+                      disable=not err.is_terminal) as progress:
             task = progress.add_task(f"{title} ({op_id})", total=None, failed="")
 
             def update(current: dict) -> None:
