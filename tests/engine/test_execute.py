@@ -132,3 +132,29 @@ def test_read_only_mode_serves_reads_and_refuses_writes(make_env):
         with pytest.raises(ReadOnly):
             env.execute(["SELECT 1", sql], read_only=True)
     assert env.last_lsn == 1 and env.checksum().total == before
+
+
+class Refused(Exception):
+    pass
+
+
+def test_before_commit_that_refuses_rolls_back_everything(make_env):
+    """The primary's last lease check: after the statements, before COMMIT."""
+    env = make_env()
+    env.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY)"])
+    seen = []
+
+    def refuse() -> None:
+        seen.append("checked")
+        raise Refused("lease expired")
+
+    with pytest.raises(Refused):
+        env.execute_group([[("INSERT INTO t VALUES (?)", [1])],
+                           [("INSERT INTO t VALUES (?)", [2])]], before_commit=refuse)
+    with pytest.raises(Refused):
+        env.execute([("INSERT INTO t VALUES (?)", [3])], before_commit=refuse)
+    assert seen == ["checked", "checked"]
+    assert env.last_lsn == 1 and len(env.read_journal(0)) == 1
+    assert env.execute(["SELECT count(*) FROM t"]).results[0].rows == [[0]]
+    ok = env.execute_group([[("INSERT INTO t VALUES (?)", [4])]], before_commit=lambda: None)
+    assert ok[0].lsn == 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -126,10 +126,13 @@ class Environment:
 
     # -- tenant transactions ----------------------------------------------------------------
     def execute(self, statements: Sequence, *, limits: Limits | None = None,
-                read_only: bool = False) -> TxResult:
+                read_only: bool = False,
+                before_commit: Callable[[], None] | None = None) -> TxResult:
         """Run statements as one transaction; a write makes one journal entry, atomically.
 
-        With `read_only` (a secondary serving reads) any write or DDL raises ReadOnly."""
+        With `read_only` (a secondary serving reads) any write or DDL raises ReadOnly.
+        `before_commit` runs after the statements, right before COMMIT: if it raises, the
+        whole transaction rolls back (a primary's last lease check, docs/leases.md)."""
         stmts = [Statement.of(s) for s in statements]
         limits = limits or self.limits
         with self._lock:
@@ -137,16 +140,21 @@ class Environment:
                 recorder = Recorder(self._conn)
                 results = self._run_statements(recorder, stmts, limits, read_only)
                 entry = self._seal(recorder, self._last_lsn + 1)
+                if before_commit is not None:
+                    before_commit()
             if entry is not None:
                 self._last_lsn = entry.lsn
             return TxResult(results, self._last_lsn, self._epoch)
 
     def execute_group(self, transactions: Sequence[Sequence], *,
-                      limits: Limits | None = None) -> list[TxResult | EngineError]:
+                      limits: Limits | None = None,
+                      before_commit: Callable[[], None] | None = None,
+                      ) -> list[TxResult | EngineError]:
         """Group commit: many client transactions, one SQLite commit (one fsync).
 
         Each runs in its own savepoint and gets its own journal entry; one that fails is
         rolled back alone and reported in its slot, the others commit together.
+        `before_commit` is as for `execute`: if it raises, none of them commits.
         """
         limits = limits or self.limits
         with self._lock:
@@ -169,6 +177,8 @@ class Environment:
                     if entry is not None:
                         lsn = entry.lsn
                     outcomes.append((results, lsn))
+                if before_commit is not None:
+                    before_commit()
             self._last_lsn = lsn
             return [o if isinstance(o, EngineError) else TxResult(o[0], o[1], self._epoch)
                     for o in outcomes]

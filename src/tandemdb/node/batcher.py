@@ -70,10 +70,15 @@ class Batcher:
 
         A group may wait (queued behind the previous one, or for the lock held by an
         apply or a fence); checking here, with nothing able to commit in between, means a
-        write never commits after the lease expired. One clock call per group."""
-        with env.exclusive():
+        write never commits after the lease expired. The check runs again after the
+        statements, right before COMMIT (`before_commit`): a statement may run for
+        seconds, longer than the lease's safety margin. Two clock calls per group."""
+        def check() -> None:
             self.replicas.require_writable(self.replica)
-            return fn(*args)
+
+        with env.exclusive():
+            check()
+            return fn(*args, before_commit=check)
 
     async def _execute(self, env: Environment, transactions: list[list]) -> list:
         replica = self.replica
