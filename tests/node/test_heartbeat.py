@@ -19,7 +19,8 @@ def desired(env: str, role: str, dep: Deployment, **extra) -> dict:
     return {"env": env, "role": role, "epoch": extra.get("epoch", 1), "type": "production",
             "rpo_limit_seconds": 900,
             "primary": ref("west-1") if role == "secondary" else None,
-            "secondaries": [ref("east-1")] if role == "primary" else []}
+            "secondaries": [ref("east-1")] if role == "primary" else [],
+            "version": extra.get("version", 0)}
 
 
 def test_reconcile_creates_adopts_and_drops(tmp_path: Path) -> None:
@@ -72,3 +73,43 @@ def test_reconcile_creates_adopts_and_drops(tmp_path: Path) -> None:
         await node.replicas.close()
 
     asyncio.run(reopen())
+
+
+def test_late_heartbeat_answers_cannot_undo_newer_records(tmp_path: Path) -> None:
+    """An answer computed before a failover step or a creation may arrive after it: its
+    older records are ignored, and it does not drop a replica newer than its revision."""
+    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
+    dep.lease_ttl = 0
+    dep.save()
+
+    async def scenario() -> None:
+        node = Node(dep, "west-1")
+        await node.replicas.load()
+        beat = Heartbeat(node)
+        try:
+            await beat.reconcile([desired("alpha", "primary", dep, version=5)], revision=5)
+            alpha = node.replicas.get("alpha")
+            fenced = {**desired("alpha", "fenced", dep, version=7), "secondaries": []}
+            await node.replicas.ensure("alpha", fenced)  # the failover's newer record
+            assert alpha.role == "fenced"
+            # The late answer (revision 6) still says primary at version 5: ignored.
+            await beat.reconcile([desired("alpha", "primary", dep, version=5)], revision=6)
+            assert alpha.role == "fenced" and alpha.record.version == 7
+            # A replica created at version 9 is not dropped by an answer as of revision 8 …
+            await node.replicas.ensure("beta", desired("beta", "primary", dep, version=9))
+            await beat.reconcile([fenced], revision=8)
+            assert {r.name for r in node.replicas} == {"alpha", "beta"}
+            # … but is by an answer that knows of it and leaves it out.
+            await beat.reconcile([fenced], revision=10)
+            assert {r.name for r in node.replicas} == {"alpha"}
+            # An older epoch than the replica knows is refused, never adopted.
+            await node.replicas.ensure("alpha", desired("alpha", "primary", dep, epoch=4,
+                                                        version=11))
+            await beat.reconcile([desired("alpha", "secondary", dep, epoch=2, version=12)],
+                                 revision=12)
+            assert (alpha.role, alpha.env.epoch) == ("primary", 4)
+        finally:
+            await beat.close()
+            await node.replicas.close()
+
+    asyncio.run(scenario())

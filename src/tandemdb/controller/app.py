@@ -95,7 +95,7 @@ class Controller:
                    Routing(catalog, topology), environments, nodes,
                    ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"),
                    events, webhooks, operations, delivery, failovers, regions,
-                   LagWatch(reconciler, topology, events))
+                   LagWatch(topology, events))
 
     def start(self) -> list[Operation]:
         """Seed regions, finish orphaned records; answers the operations to resume."""
@@ -128,9 +128,9 @@ class Controller:
                 log.info("node %s (%s): now reached at %s; the routing table follows", node,
                          region, url)
         self.status.record(node, replicas)
-        await self.lag.observe(node, replicas)
-        return {"replicas": self.reconciler.answer(node, replicas),
-                "lease": {"ttl": self.deployment.lease_ttl}}
+        answer = await asyncio.to_thread(self.reconciler.answer, node, replicas)
+        await self.lag.observe(node, replicas, answer["replicas"])
+        return {**answer, "lease": {"ttl": self.deployment.lease_ttl}}
 
     async def watch_health(self) -> None:
         """Notice nodes whose heartbeats stopped, log it once, keep the gauges current."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from tandemdb.common.http import ApiError
 
-from .store import Store
+from .store import Store, Txn
 
 PREFIX = "environments/"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{1,62}")
@@ -130,6 +130,10 @@ class Catalog:
     def list(self) -> list[dict]:
         return [item.value for item in self.store.list(PREFIX).values()]
 
+    def items(self) -> list[tuple[dict, int]]:
+        """Every record with its store version."""
+        return [(item.value, item.version) for item in self.store.list(PREFIX).values()]
+
     def insert(self, record: dict) -> bool:
         """Store a new record; False if an environment of that name exists already."""
         return self.store.compare_and_set(PREFIX + record["name"], None, record)
@@ -149,9 +153,11 @@ class Catalog:
     def set_state(self, name: str, state: EnvState) -> dict | None:
         return self.update(name, lambda record: {**record, "state": state.value})
 
-    def try_update(self, name: str, version: int, record: dict) -> bool:
-        """One compare-and-set of a record read at `version`."""
-        return self.store.compare_and_set(PREFIX + name, version, record)
+    def try_update(self, name: str, version: int, record: dict) -> int | None:
+        """One compare-and-set of a record read at `version`: its new version, or None."""
+        key = PREFIX + name
+        versions = self.store.commit(Txn().expect(key, version).put(key, record))
+        return None if versions is None else versions[key]
 
     def remove(self, name: str) -> bool:
         return self.store.delete(PREFIX + name)

@@ -144,7 +144,7 @@ class Environments:
         confirmed = list((op.result or {}).get("replicas_confirmed", []))
         for step_name, replica in replica_steps("create", op.params["replicas"]):
             if step_name == step:
-                node, ok, detail = await self._put_replica(record, replica)
+                node, ok, detail = await self._put_replica(record, item.version, replica)
                 if ok and node not in confirmed:
                     confirmed.append(node)
                 return Outcome(detail, result={"replicas_confirmed": confirmed}, warn=not ok)
@@ -167,9 +167,10 @@ class Environments:
         return Outcome(detail, stage, {"environment": name, "replicas": total,
                                        "replicas_confirmed": confirmed})
 
-    async def _put_replica(self, record: dict, replica: dict) -> tuple[str, bool, str]:
+    async def _put_replica(self, record: dict, version: int,
+                           replica: dict) -> tuple[str, bool, str]:
         name, epoch, node = record["name"], record["epoch"], replica["node"]
-        desired = self.reconciler.desired(record, replica)
+        desired = self.reconciler.desired(record, replica, version)
         outcome = await self.nodes.put_replica(node, self.topology.node_url(node), desired)
         if outcome.ok:
             return node, True, (f"environment {name} (epoch {epoch}): {replica['role']} "

@@ -170,7 +170,9 @@ class Failovers:
         if step == "hold":  # done in the creating transaction; seen again only on resume
             return Outcome(f"{where}: calls to the primary are held")
         if step == "fence":
-            reply = await self._call(source, name, "fence", {"epoch": epoch}, FENCE_TIMEOUT)
+            item = await self._record(op)
+            reply = await self._call(source, name, "fence",
+                                     {"epoch": epoch, "version": item.version}, FENCE_TIMEOUT)
             if not reply.ok:
                 raise StepFailed("fence_failed", f"{where}: could not fence the primary: "
                                                  f"{reply.problem}")
@@ -189,8 +191,8 @@ class Failovers:
             return Outcome(f"{where}: secondary on {target['node']} has applied the final lsn "
                            f"{final}, no more and no less")
         if step == "promote":
-            await self._decide(op)
-            await self._promote(op, final)
+            version = await self._decide(op)
+            await self._promote(op, final, version)
             return Outcome(f"environment {name} (epoch {epoch + 1}): {target['node']} promoted "
                            f"to primary at epoch {epoch + 1} from lsn {final}",
                            result={"epoch": epoch + 1})
@@ -232,28 +234,30 @@ class Failovers:
                                          f"{item.value.get('operation')} during this failover")
         return item
 
-    async def _decide(self, op: Operation) -> None:
-        """Record target-primary-at-E+1 in the catalog: the point of no return."""
+    async def _decide(self, op: Operation) -> int:
+        """Record target-primary-at-E+1 in the catalog: the point of no return. Answers
+        the record's version."""
         epoch, target = op.params["epoch"], op.params["to"]
         for _ in range(CAS_ATTEMPTS):
             item = await self._record(op)
             record = item.value
             if record["epoch"] == epoch + 1:
-                return  # decided already (a resumed step)
+                return item.version  # decided already (a resumed step)
             decided = {**record, "epoch": epoch + 1,
                        "replicas": with_roles(record, {target["node"]: Role.PRIMARY.value})}
-            if await asyncio.to_thread(self.catalog.try_update, op.target, item.version,
-                                       decided):
+            version = await asyncio.to_thread(self.catalog.try_update, op.target, item.version,
+                                              decided)
+            if version is not None:
                 log.info("environment %s (epoch %d): decided, %s becomes primary at epoch %d; "
                          "from here the failover only goes forward (%s)", op.target,
                          epoch + 1, target["node"], epoch + 1, op.id)
-                return
+                return version
         raise StepFailed("conflict", f"environment {op.target!r}: the decision lost its "
                                      f"compare-and-set {CAS_ATTEMPTS} times")
 
-    async def _promote(self, op: Operation, final: int) -> None:
+    async def _promote(self, op: Operation, final: int, version: int) -> None:
         p = op.params
-        body = {"epoch": p["epoch"] + 1, "expected_lsn": final,
+        body = {"epoch": p["epoch"] + 1, "expected_lsn": final, "version": version,
                 "secondaries": [self.topology.node_ref(p["from"]["node"])]}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PROMOTE_DEADLINE
@@ -271,14 +275,15 @@ class Failovers:
         source = op.params["from"]
         for _ in range(CAS_ATTEMPTS):
             item = await self._record(op)
-            record = item.value
+            record, version = item.value, item.version
             roles = {r["node"]: r["role"] for r in record["replicas"]}
             if roles.get(source["node"]) == Role.SECONDARY:
                 break
             reversed_ = {**record, "replicas": with_roles(
                 record, {source["node"]: Role.SECONDARY.value})}
-            if await asyncio.to_thread(self.catalog.try_update, op.target, item.version,
-                                       reversed_):
+            version = await asyncio.to_thread(self.catalog.try_update, op.target,
+                                              item.version, reversed_)
+            if version is not None:
                 record = reversed_
                 break
         else:
@@ -287,7 +292,8 @@ class Failovers:
         replica = next(r for r in record["replicas"] if r["node"] == source["node"])
         outcome = await self.nodes.put_replica(source["node"],
                                                self.topology.node_url(source["node"]),
-                                               self.reconciler.desired(record, replica))
+                                               self.reconciler.desired(record, replica,
+                                                                       version))
         return outcome.problem
 
     async def _release(self, op: Operation, final: int) -> Outcome:
@@ -348,7 +354,9 @@ class Failovers:
                                         "outcome": outcome, "error": message,
                                         "epoch": settled["epoch"], "data_loss": 0})
 
-            if await asyncio.to_thread(self.events.transact, stage) is not None:
+            done = await asyncio.to_thread(self.events.transact, stage)
+            if done is not None:
+                version = done[1][record_key(name)]
                 break
         else:
             raise RuntimeError(f"environment {name}: settling the failed failover lost its "
@@ -357,10 +365,11 @@ class Failovers:
         if decided:
             replica = next(r for r in settled["replicas"] if r["node"] == source["node"])
             await self.nodes.put_replica(source["node"], self.topology.node_url(source["node"]),
-                                         self.reconciler.desired(settled, replica))
+                                         self.reconciler.desired(settled, replica, version))
             return (f"the move was already decided, so it was finished: primary on "
                     f"{target['node']} at epoch {epoch + 1}, {source['node']} its secondary")
-        reply = await self._call(source, name, "unfence", {"epoch": epoch}, 5.0)
+        reply = await self._call(source, name, "unfence", {"epoch": epoch, "version": version},
+                                 5.0)
         if reply.ok:
             return (f"the primary on {source['node']} was unfenced and takes writes again at "
                     f"epoch {epoch}; nothing was lost")

@@ -14,21 +14,21 @@ import asyncio
 import logging
 
 from .events import Events, EventType
-from .reconcile import Reconciler
 from .topology import Topology
 
 log = logging.getLogger("tandem.controller.lag")
 
 
 class LagWatch:
-    def __init__(self, reconciler: Reconciler, topology: Topology, events: Events) -> None:
-        self.reconciler, self.topology, self.events = reconciler, topology, events
+    def __init__(self, topology: Topology, events: Events) -> None:
+        self.topology, self.events = topology, events
         self.exceeded: set[tuple[str, str]] = set()  # (environment, secondary node)
 
-    async def observe(self, node: str, replicas: dict[str, dict]) -> None:
-        """Compare a node's report with the limits; emit an event on every crossing."""
-        limits = {d["env"]: d["rpo_limit_seconds"] for d in self.reconciler.desired_for(node)
-                  if d["role"] == "primary"}
+    async def observe(self, node: str, replicas: dict[str, dict],
+                      desired: list[dict]) -> None:
+        """Compare a node's report with the limits in its desired replicas; emit an event
+        on every crossing."""
+        limits = {d["env"]: d["rpo_limit_seconds"] for d in desired if d["role"] == "primary"}
         for env, report in replicas.items():
             limit = limits.get(env)
             if limit is None or report.get("role") != "primary":

@@ -23,7 +23,7 @@ class Reconciler:
         self._cache: tuple[int, dict[str, list[dict]]] | None = None
         self._logged: dict[str, set[str]] = {}
 
-    def desired(self, record: dict, replica: dict) -> dict:
+    def desired(self, record: dict, replica: dict, version: int) -> dict:
         """One replica as a node must host it (heartbeat answer and PUT body alike).
 
         While a failover runs the old primary is `fenced`: its secondaries keep pulling from
@@ -49,27 +49,34 @@ class Reconciler:
             "primary": self.topology.node_ref(source["node"])
             if role == Role.SECONDARY and source is not None else None,
             "secondaries": [self.topology.node_ref(r["node"]) for r in listed],
+            # The catalog record's store version: a node never goes back to an older one,
+            # so an answer computed before a failover step cannot undo it.
+            "version": version,
         }
 
-    def desired_for(self, node: str) -> list[dict]:
-        """Every replica `node` should host, rebuilt only when the store changed."""
+    def desired_for(self, node: str) -> tuple[int, list[dict]]:
+        """Every replica `node` should host, and the store revision that list is as of;
+        rebuilt only when the store changed. Blocking (reads the store)."""
         revision = self.catalog.store.revision()
         if self._cache is None or self._cache[0] != revision:
             by_node: dict[str, list[dict]] = {}
-            for record in self.catalog.list():
+            for record, version in self.catalog.items():
                 if record["state"] == EnvState.DELETING:
                     continue  # leaving it out makes the nodes drop it
                 for replica in record["replicas"]:
                     by_node.setdefault(replica["node"], []).append(
-                        self.desired(record, replica))
+                        self.desired(record, replica, version))
             self._cache = (revision, by_node)
-        return self._cache[1].get(node, [])
+        revision, by_node = self._cache
+        return revision, by_node.get(node, [])
 
-    def answer(self, node: str, reported: dict[str, dict]) -> list[dict]:
-        """The heartbeat answer for `node`; logs how its report differs from the catalog."""
-        desired = self.desired_for(node)
+    def answer(self, node: str, reported: dict[str, dict]) -> dict:
+        """The heartbeat answer for `node` (`{"replicas", "revision"}`); logs how its report
+        differs from the catalog. Blocking. A node drops a replica left out of an answer
+        only if its own record is not newer than the answer's revision."""
+        revision, desired = self.desired_for(node)
         self._log_differences(node, reported, desired)
-        return desired
+        return {"replicas": desired, "revision": revision}
 
     def _log_differences(self, node: str, reported: dict[str, dict],
                          desired: list[dict]) -> None:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from tandemdb.common.http import ApiError, read_json
 
 from .metrics import add_route
-from .replicas import Peer, Record, Replica
+from .replicas import Peer, Record, Replica, parse_version
 
 if TYPE_CHECKING:
     from .app import Node
@@ -47,6 +47,12 @@ def _known_epoch(replica: Replica) -> int:
     return max(replica.record.epoch, env.epoch)
 
 
+def _newer(record: Record, version: int) -> Record | None:
+    """The record with the caller's catalog version, if that is newer (else None): an
+    idempotent retry still raises the version, so late heartbeat answers stay ignored."""
+    return replace(record, version=version) if version > record.version else None
+
+
 def _stale(replica: Replica, action: str, epoch: int, known: int) -> ApiError:
     return ApiError(409, "stale_epoch", f"cannot {action} replica {replica.name} at epoch "
                     f"{epoch}: it already knows epoch {known}")
@@ -60,21 +66,22 @@ class Fencing:
     # -- fence ------------------------------------------------------------------------------
     async def fence(self, request: Request) -> JSONResponse:
         replica = self.replicas.get(request.path_params["env"])
-        epoch = _int(_body(await read_json(request)), "epoch", 1)
+        body = _body(await read_json(request))
+        epoch, version = _int(body, "epoch", 1), parse_version(body)
 
         def decide(r: Replica) -> Record | None:
             record, known = r.record, _known_epoch(r)
             if epoch < known:
                 raise _stale(r, "fence", epoch, known)
             if record.role == "fenced" and record.epoch == epoch:
-                return None  # already fenced at this epoch: answer the same final lsn
+                return _newer(record, version)  # fenced already: the same final lsn
             if record.role != "primary":
                 raise ApiError(409, "not_primary", f"cannot fence replica {r.name}: it is "
                                f"{record.role} at epoch {record.epoch}, not primary")
             if epoch != known:
                 raise ApiError(409, "epoch_mismatch", f"cannot fence replica {r.name} at "
                                f"epoch {epoch}: it is primary at epoch {known}")
-            return replace(record, role="fenced")
+            return replace(record, role="fenced", version=max(record.version, version))
 
         await self.replicas.transition(replica, decide)
         await self._drained(replica)
@@ -123,6 +130,7 @@ class Fencing:
         body = _body(await read_json(request))
         epoch = _int(body, "epoch", 1)
         expected = _int(body, "expected_lsn", 0)
+        version = parse_version(body)
         raw = body.get("secondaries") or []
         if not isinstance(raw, list):
             raise ApiError(400, "bad_request", "secondaries must be a list")
@@ -136,7 +144,7 @@ class Fencing:
                 # the listed secondaries still hold everything up to the final lsn.
                 for peer in secondaries:
                     env.acknowledge(peer.node, expected)
-                return None
+                return _newer(record, version)
             known = _known_epoch(r)
             if epoch <= known:
                 raise _stale(r, "promote", epoch, known)
@@ -152,7 +160,7 @@ class Fencing:
             for peer in secondaries:
                 env.acknowledge(peer.node, expected)
             return Record("primary", epoch, None, secondaries, record.type,
-                          record.rpo_limit_seconds)
+                          record.rpo_limit_seconds, max(record.version, version))
 
         if await self.replicas.transition(replica, decide):
             replica.stream_error = None  # it no longer pulls
@@ -166,17 +174,18 @@ class Fencing:
     # -- unfence ----------------------------------------------------------------------------
     async def unfence(self, request: Request) -> JSONResponse:
         replica = self.replicas.get(request.path_params["env"])
-        epoch = _int(_body(await read_json(request)), "epoch", 1)
+        body = _body(await read_json(request))
+        epoch, version = _int(body, "epoch", 1), parse_version(body)
 
         def decide(r: Replica) -> Record | None:
             record, known = r.record, _known_epoch(r)
             if record.role == "primary" and record.epoch == epoch == known:
-                return None  # unfenced already (a retried call)
+                return _newer(record, version)  # unfenced already (a retried call)
             if record.role != "fenced" or record.epoch != epoch or known != epoch:
                 raise ApiError(409, "not_fenced", f"cannot unfence replica {r.name} at epoch "
                                f"{epoch}: it is {record.role} at epoch {record.epoch} (known "
                                f"epoch {known})")
-            return replace(record, role="primary")
+            return replace(record, role="primary", version=max(record.version, version))
 
         await self.replicas.transition(replica, decide)
         env = replica.require_env()

@@ -100,7 +100,8 @@ class Heartbeat:
             log.info("controller reachable again after %.1fs",
                      time.monotonic() - self._failing_since)
             self._failing_since = None
-        await self.reconcile(desired)
+        revision = answer.get("revision")
+        await self.reconcile(desired, revision if type(revision) is int else None)
         self.renew(answer.get("lease"), sent_at)
 
     def renew(self, raw: object, sent_at: float) -> None:
@@ -131,8 +132,12 @@ class Heartbeat:
         log.warning("%s; primaries on %s refuse writes (503 no_lease) until the controller "
                     "answers a heartbeat again", self.lease.describe(), self.node.name)
 
-    async def reconcile(self, desired: list[dict]) -> None:
-        """Create what is missing, adopt roles, drop what is no longer listed."""
+    async def reconcile(self, desired: list[dict], revision: int | None = None) -> None:
+        """Create what is missing, adopt roles, drop what is no longer listed.
+
+        An answer can arrive after a newer admin call (a failover step, a creation) that
+        it did not know of: `ensure` ignores records older than the replica's, and a
+        replica whose record is newer than the answer's `revision` is not dropped."""
         listed = set()
         for record in desired:
             name = record.get("env")
@@ -145,7 +150,8 @@ class Heartbeat:
             except (ApiError, EngineError) as exc:
                 log.error("cannot adopt desired replica %s: %s", name, exc)
         for replica in self.replicas:
-            if replica.name not in listed:
+            if replica.name not in listed and (revision is None
+                                               or replica.record.version <= revision):
                 log.info("replica %s is no longer wanted on %s; dropping it", replica.name,
                          self.node.name)
                 with contextlib.suppress(ApiError):  # dropped meanwhile

@@ -45,6 +45,16 @@ async def run_sync(fn: Callable, *args, **kwargs):
     return await to_thread.run_sync(partial(fn, *args, **kwargs))
 
 
+def parse_version(raw: dict) -> int:
+    """The optional catalog `version` of a record or a failover call (0 when absent)."""
+    version = raw.get("version", 0)
+    if version is None:
+        return 0
+    if type(version) is not int or version < 0:
+        raise ApiError(400, "bad_request", "version must be an integer >= 0")
+    return version
+
+
 def check_name(name: str) -> str:
     if not NAME.fullmatch(name or ""):
         raise ApiError(400, "invalid_name",
@@ -79,6 +89,9 @@ class Record:
     secondaries: tuple[Peer, ...] = ()
     type: str = "production"
     rpo_limit_seconds: float = 900.0
+    # The controller's catalog version this record comes from (0: unknown). A replica never
+    # takes a record older than its own, so a late heartbeat answer cannot undo a fence.
+    version: int = 0
 
     @classmethod
     def parse(cls, raw: object) -> Record:
@@ -105,13 +118,14 @@ class Record:
         if not isinstance(secondaries, list):
             raise ApiError(400, "bad_request", "secondaries must be a list")
         peers = tuple(Peer.parse(s, "each secondary") for s in secondaries)
-        return cls(role, epoch, primary, peers, kind, float(rpo))
+        return cls(role, epoch, primary, peers, kind, float(rpo), parse_version(raw))
 
     def to_dict(self) -> dict:
         return {"role": self.role, "epoch": self.epoch,
                 "primary": self.primary.to_dict() if self.primary else None,
                 "secondaries": [s.to_dict() for s in self.secondaries],
-                "type": self.type, "rpo_limit_seconds": self.rpo_limit_seconds}
+                "type": self.type, "rpo_limit_seconds": self.rpo_limit_seconds,
+                "version": self.version}
 
 
 @dataclass
@@ -388,6 +402,12 @@ class ReplicaSet:
                 replica = await run_sync(self._create, name, record)
                 self._replicas[name] = replica
                 log.info("created replica %s as %s (epoch %d)", name, record.role, record.epoch)
+            elif record.version < replica.record.version:
+                return replica  # an answer older than what this replica was told since
+            elif record.epoch < (replica.env.epoch if replica.env is not None else 0):
+                raise ApiError(409, "stale_epoch", f"replica {name} already knows epoch "
+                               f"{replica.env.epoch}, newer than the desired record's epoch "
+                               f"{record.epoch}; ignoring that record")
             elif replica.record != record:
                 old = replica.record.role
                 await run_sync(self._adopt, replica, record)
