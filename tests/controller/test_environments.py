@@ -113,17 +113,20 @@ def test_heartbeat_answers_the_desired_replicas(controller):
     assert controller.create(name="hb-basic", type="basic", region="east").status_code == 201
 
     west = controller.desired("west-1", url=west_url)
+    version = west["hb-prod"]["version"]  # the catalog record's store version
+    assert version > 0
     assert west["hb-prod"] == {
         "env": "hb-prod", "role": "primary", "epoch": 1, "type": "production",
         "rpo_limit_seconds": 60, "primary": None,
-        "secondaries": [{"node": "east-1", "region": "east", "url": east_url}]}
+        "secondaries": [{"node": "east-1", "region": "east", "url": east_url}],
+        "version": version}
     assert "hb-basic" not in west
     east = controller.desired("east-1", url=east_url)
     assert east["hb-prod"] == {
         "env": "hb-prod", "role": "secondary", "epoch": 1, "type": "production",
         "rpo_limit_seconds": 60, "primary": {"node": "west-1", "region": "west",
                                              "url": west_url},
-        "secondaries": []}
+        "secondaries": [], "version": version}
     assert east["hb-basic"]["role"] == "primary" and east["hb-basic"]["secondaries"] == []
     # Every environment in the catalog is in exactly the answers of its replicas' nodes.
     catalog = controller.http.get("/v1/environments").json()["environments"]
