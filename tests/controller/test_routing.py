@@ -18,8 +18,11 @@ def test_table_lists_each_environment_by_region(controller):
     assert controller.create(name="solo", type="sandbox", region="east").status_code == 201
     table, _ = routing(controller)
     deployment = controller.deployment
-    assert table["environments"]["routed"] == {
-        "epoch": 1, "primary_region": "west",
+    routed = table["environments"]["routed"]
+    assert routed["operation"].startswith("op-")  # the creation
+    assert routed == {
+        "epoch": 1, "primary_region": "west", "switching": False,
+        "operation": routed["operation"],
         "replicas": {
             "west": {"node": "west-1", "url": deployment.node_url("west-1"), "role": "primary"},
             "east": {"node": "east-1", "url": deployment.node_url("east-1"),
