@@ -115,6 +115,7 @@ def test_rpo_guard_rejects_writes_past_the_limit_and_recovers(cluster):
             time.sleep(0.1)
         for j in range(5):
             c.sql("rpo-off", "INSERT INTO t(id) VALUES (?)", [j])  # no guard hit at 900 s
+        time.sleep(1.5)  # a few heartbeats report the lag over the limit to the controller
     finally:
         cluster.local.signal(east, signal.SIGCONT)
     assert refused, "the RPO guard never refused a write while the secondary was stopped"
