@@ -68,3 +68,16 @@ def test_bad_parameters(controller):
         response = controller.http.get("/internal/v1/routing", params=params)
         assert response.status_code == 400, params
         assert response.json()["error"]["code"] == "bad_request"
+
+
+def test_writes_outside_the_table_do_not_wake_a_watcher(controller):
+    """Operations, events and webhooks write the store often; the gateway must not rebuild
+    its whole table for each of them."""
+    table, _ = routing(controller)
+    hook = controller.http.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/x",
+                                                      "secret": "0123456789abcdef"})
+    assert hook.status_code == 201
+    same, elapsed = routing(controller, after=table["revision"], wait=1.0)
+    assert elapsed >= 0.9, "woken by a write that changes nothing in the table"
+    assert same["environments"] == table["environments"]
+    controller.http.delete(f"/v1/webhooks/{hook.json()['id']}")

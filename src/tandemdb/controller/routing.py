@@ -1,18 +1,21 @@
 """The routing table: where each environment's replicas live, kept current by long poll.
 
 The gateway (and later the SDK) holds a copy and asks `GET /internal/v1/routing?after=R&wait=S`
-again as soon as it gets an answer. The table's revision is the store's revision: every
-catalog or node-URL change moves it, so a watcher never misses one. The answer comes at
-once when the store's revision differs from `after`, else when the next write lands, else
-after `wait` seconds with the same revision.
+again as soon as it gets an answer. The table's revision is the store's revision when it was
+read, so a watcher never misses a change: the answer comes at once when a catalog record or
+a node URL changed after `after`, else when one changes, else after `wait` seconds.
 """
 
 from __future__ import annotations
 
-from .catalog import Catalog, EnvState, Role
+import time
+
+from .catalog import PREFIX, Catalog, EnvState, Role
+from .store import Compacted
 from .topology import Topology
 
 MAX_WAIT_SECONDS = 60.0
+ROUTED = (PREFIX, "nodes/")  # the keys the table is made of
 
 
 class Routing:
@@ -44,8 +47,22 @@ class Routing:
         return {"revision": revision, "environments": environments}
 
     def poll(self, after: int | None, wait: float) -> dict:
-        """The table, once it is newer than `after` or `wait` s passed. Blocking."""
-        wait = min(max(wait, 0.0), MAX_WAIT_SECONDS)
-        if after is not None and wait > 0 and self.store.revision() == after:
-            self.store.watch("", after, wait)
+        """The table, once something it shows changed after revision `after`, or `wait`
+        s passed. Blocking.
+
+        Only catalog records and node URLs wake a watcher: operations, events and webhook
+        outboxes write the store far more often (a region failover, thousands of times),
+        and each wake-up costs the controller and the gateway a whole table."""
+        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
+        while after is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                changes = self.store.watch("", after, remaining)
+            except Compacted:
+                break  # too far behind to tell: answer the table as it is
+            if not changes or any(c.key.startswith(ROUTED) for c in changes):
+                break
+            after = changes[-1].revision
         return self.table()
