@@ -181,3 +181,40 @@ def test_state_survives_reopen(tmp_path):
         assert again.put("x", 1) == 5  # the revision goes on from where it was
     finally:
         again.close()
+
+
+def test_group_commit_keeps_each_writer_apart(store, monkeypatch):
+    """Concurrent writers share commits; each still gets its own result, its own failure,
+    and a revision of its own, and a failing step does not undo the others."""
+    commits = 0
+    real = sqlite_backend.SqliteStore._commit_queued
+
+    def counting(self) -> None:
+        nonlocal commits
+        commits += 1
+        real(self)
+
+    monkeypatch.setattr(sqlite_backend.SqliteStore, "_commit_queued", counting)
+    results: dict[int, int] = {}
+    errors: list[Exception] = []
+
+    def writer(i: int) -> None:
+        for j in range(25):
+            results[i * 100 + j] = store.put(f"g/{i}/{j}", {"i": i, "j": j})
+        try:
+            store._write(lambda db: (_ for _ in ()).throw(ValueError(f"step {i} refuses")))
+        except ValueError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 8 and all("refuses" in str(e) for e in errors)
+    assert len(set(results.values())) == 200  # a revision each
+    for key, revision in results.items():
+        assert store.get(f"g/{key // 100}/{key % 100}") == Item({"i": key // 100,
+                                                                 "j": key % 100}, revision)
+    assert store.revision() == max(results.values())
+    assert commits <= 208  # never more commits than writes (usually far fewer)

@@ -24,7 +24,8 @@ from .catalog import iso_now
 from .store import Store, Txn, increment
 
 PREFIX = "events/"
-COUNTER = "counters/events"
+COUNTERS = "counters/"
+COUNTER = COUNTERS + "events"
 MAX_BATCH = 500
 MAX_WAIT_SECONDS = 30.0
 COMMIT_ATTEMPTS = 20
@@ -63,7 +64,8 @@ class Events:
         self.listeners: list[Callable[[], None]] = []  # told after each committed event
         # Transactions that bump counters are built and committed one at a time in this
         # process, so they do not lose compare-and-sets to each other; another process
-        # writing the same store is still kept out by the expectations themselves.
+        # writing the same store is still kept out by the expectations themselves. The
+        # others (most operation records) are only built under it.
         self._lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------------------
@@ -76,6 +78,11 @@ class Events:
         with self._lock:
             txn = Txn()
             value = build(txn)
+            if any(key.startswith(COUNTERS) for key in txn.expected):
+                versions = self.store.commit(txn)
+        if not any(key.startswith(COUNTERS) for key in txn.expected):
+            # No counter read: nothing another build could race on here, so it commits
+            # outside the lock and can share a group commit with other writers.
             versions = self.store.commit(txn)
         if versions is None:
             return None
