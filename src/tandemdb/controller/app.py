@@ -48,6 +48,7 @@ log = logging.getLogger("tandem.controller")
 MAX_BODY_BYTES = 8 << 20  # heartbeats of nodes with many replicas are the largest bodies
 SHUTDOWN_GRACE_SECONDS = 2
 ROUTING_WATCHERS = 64  # threads for blocked routing long polls, apart from the store's work
+STORE_THREADS = 48  # threads for store calls (asyncio.to_thread)
 
 HEALTHY_NODES = Gauge("tandem_controller_healthy_nodes",
                       "Nodes that heartbeated within 3 x heartbeat_interval", ["region"])
@@ -153,6 +154,11 @@ def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Store calls run in threads; the default pool (6 threads on this machine's 2
+        # cores) would queue a region failover's parallel operations behind each other,
+        # and those waiting writers are exactly what a group commit can merge.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store"))
         live = await asyncio.to_thread(ctl.start)
         ctl.operations.resume(live)
         health = asyncio.create_task(ctl.watch_health())
