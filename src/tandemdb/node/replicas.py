@@ -159,6 +159,9 @@ class Replica:
     in_flight: int = 0  # data API commits running now (fencing waits until there are none)
     _waiters: set[asyncio.Future] = field(default_factory=set)
     _lag_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Serialises this replica's record changes (adopt, fence, promote, seed); replicas
+    # change in parallel, so a region failover is not one fsync after another per node.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def role(self) -> str:
@@ -396,13 +399,23 @@ class ReplicaSet:
         """Create the replica or bring it to the desired record (admin PUT, heartbeat)."""
         check_name(name)
         record = Record.parse(raw)
-        async with self._lock:
-            replica = self._replicas.get(name)
-            if replica is None:
-                replica = await run_sync(self._create, name, record)
-                self._replicas[name] = replica
-                log.info("created replica %s as %s (epoch %d)", name, record.role, record.epoch)
-            elif record.version < replica.record.version:
+        replica = self._replicas.get(name)
+        if replica is None:
+            async with self._lock:  # creating: the set itself changes
+                replica = self._replicas.get(name)
+                if replica is None:
+                    replica = await run_sync(self._create, name, record)
+                    self._replicas[name] = replica
+                    log.info("created replica %s as %s (epoch %d)", name, record.role,
+                             record.epoch)
+                    self._changed()
+                    replica.notify()
+                    return replica
+        async with replica.lock:
+            if replica.dropped:
+                raise ApiError(409, "conflict", f"replica {name} was dropped meanwhile; "
+                               "retry to create it again")
+            if record.version < replica.record.version:
                 return replica  # an answer older than what this replica was told since
             elif record.epoch < (replica.env.epoch if replica.env is not None else 0):
                 raise ApiError(409, "stale_epoch", f"replica {name} already knows epoch "
@@ -425,7 +438,7 @@ class ReplicaSet:
         """Change a replica's record (fence, promote, unfence); True if it changed. `decide`
         runs holding the engine's lock, so nothing commits or applies between its checks and
         the change: it raises to refuse, or answers the new record (None: nothing to do)."""
-        async with self._lock:
+        async with replica.lock:
             if replica.dropped:
                 raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
             changed = await run_sync(self._transition, replica, decide)
@@ -449,8 +462,9 @@ class ReplicaSet:
             if replica is None:
                 raise ApiError(404, "not_found", f"no replica of environment {name!r} on "
                                f"node {self.node}")
-            replica.dropped = True
-            await run_sync(self._remove, replica)
+            async with replica.lock:  # after any change in progress
+                replica.dropped = True
+                await run_sync(self._remove, replica)
             log.info("dropped replica %s", name)
         self._changed()
         replica.notify()
@@ -536,7 +550,7 @@ class ReplicaSet:
 
         The old database files go first; should the node crash before the restored file is
         in place, it reopens an empty replica and seeds again."""
-        async with self._lock:
+        async with replica.lock:
             if replica.dropped:
                 return
             old, replica.env = replica.env, None
