@@ -37,7 +37,16 @@ def test_answers_at_once_when_newer(controller):
     newer, elapsed = routing(controller, after=table["revision"], wait=10)
     assert elapsed < 2
     assert newer["revision"] > table["revision"]
-    assert "newer" in newer["environments"] and "newer" not in table["environments"]
+    # A delta: only what changed after the revision asked about.
+    assert "newer" in newer["changes"] and "newer" not in table["environments"]
+    assert "environments" not in newer and "routed" not in newer["changes"]
+    # Asked again from there, the rest of the creation (its activation) or nothing.
+    later, _ = routing(controller, after=newer["revision"], wait=0.2)
+    assert set(later["changes"]) <= {"newer"}
+    # Deleted: the delta says so with null.
+    assert controller.http.delete("/v1/environments/newer").status_code == 200
+    gone, _ = routing(controller, after=later["revision"], wait=10)
+    assert gone["changes"]["newer"] is None
 
 
 def test_waits_when_nothing_changed(controller):
@@ -47,7 +56,7 @@ def test_waits_when_nothing_changed(controller):
     controller.heartbeat("west-1")
     same, elapsed = routing(controller, after=table["revision"], wait=0.8)
     assert elapsed >= 0.7, elapsed
-    assert same == table
+    assert same == {"revision": table["revision"], "changes": {}}
 
 
 def test_wakes_up_on_a_change_during_the_wait(controller):
@@ -60,7 +69,7 @@ def test_wakes_up_on_a_change_during_the_wait(controller):
     assert woken["revision"] > table["revision"]
     # The answer may come between the record's creation and its activation; either way
     # the environment is in it.
-    assert "mid-wait" in woken["environments"]
+    assert "mid-wait" in woken["changes"]
 
 
 def test_bad_parameters(controller):
@@ -79,5 +88,5 @@ def test_writes_outside_the_table_do_not_wake_a_watcher(controller):
     assert hook.status_code == 201
     same, elapsed = routing(controller, after=table["revision"], wait=1.0)
     assert elapsed >= 0.9, "woken by a write that changes nothing in the table"
-    assert same["environments"] == table["environments"]
+    assert same["changes"] == {} and same["revision"] > table["revision"]
     controller.http.delete(f"/v1/webhooks/{hook.json()['id']}")

@@ -252,3 +252,16 @@ def test_hold_waits_for_a_switching_environment_then_times_out(tmp_path: Path):
     assert refused.value.headers == {"Retry-After": "1"}
     # A read of another region's replica is not held.
     assert asyncio.run(gateway.route("acme", "east", time.monotonic())).region == "east"
+
+
+def test_table_applies_deltas_and_whole_tables():
+    table = RoutingTable(["west", "east"])
+    table.update(answer(1, acme=record(), beta=record()))
+    table.update({"revision": 5, "changes": {"acme": record(primary="east", epoch=2),
+                                             "beta": None, "gamma": record()}})
+    assert table.revision == 5 and set(table.routes) == {"acme", "gamma"}
+    assert (table.lookup("acme").region, table.lookup("acme").epoch) == ("east", 2)
+    table.update({"revision": 6, "changes": {}})  # nothing changed: all kept
+    assert table.revision == 6 and set(table.routes) == {"acme", "gamma"}
+    table.update(answer(9, beta=record()))  # a whole table replaces everything
+    assert set(table.routes) == {"beta"}

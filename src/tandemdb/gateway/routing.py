@@ -85,15 +85,25 @@ class RoutingTable:
         return env in self.routes
 
     def update(self, answer: dict) -> None:
-        """Install one routing answer `{"revision", "environments": {env: record}}`."""
+        """Install one routing answer: the whole table `{"revision", "environments"}`, or
+        what changed since the revision we hold `{"revision", "changes": {env: record or
+        None}}`."""
         revision = int(answer["revision"])
-        routes = {env: Route.parse(env, record)
-                  for env, record in (answer.get("environments") or {}).items()}
+        if "changes" in answer:
+            routes = dict(self.routes)
+            for env, record in answer["changes"].items():
+                if record is None:
+                    routes.pop(env, None)
+                else:
+                    routes[env] = Route.parse(env, record)
+        else:
+            routes = {env: Route.parse(env, record)
+                      for env, record in (answer.get("environments") or {}).items()}
         if revision < self.revision:
             log.warning("routing: revision went back from %d to %d (controller state reset?); "
                         "taking the controller's answer", self.revision, revision)
         if revision != self.revision:
-            self._log_changes(routes)
+            self._log_changes(routes, answer.get("changes"))
         self.routes, self.revision = routes, revision
         self.loaded, self.updated_at = True, time.monotonic()
         REVISION.set(revision)
@@ -102,9 +112,9 @@ class RoutingTable:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _log_changes(self, routes: dict[str, Route]) -> None:
-        for env, route in routes.items():
-            old = self.routes.get(env)
+    def _log_changes(self, routes: dict[str, Route], changed: dict | None) -> None:
+        for env in routes if changed is None else [e for e in changed if e in routes]:
+            route, old = routes[env], self.routes.get(env)
             if old is None:
                 log.info("routing: %s added, primary in %s (epoch %d)", env,
                          route.primary_region, route.epoch)
