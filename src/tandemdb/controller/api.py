@@ -76,11 +76,11 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
 
     @router.get("/v1/environments")
     async def list_environments() -> dict:
-        return {"environments": ctl.environments.views()}
+        return {"environments": await asyncio.to_thread(ctl.environments.views)}
 
     @router.get("/v1/environments/{env}")
     async def show_environment(env: str) -> dict:
-        return ctl.environments.view(env)
+        return await asyncio.to_thread(ctl.environments.view, env)
 
     @router.delete("/v1/environments/{env}")
     async def delete_environment(env: str) -> JSONResponse:

@@ -82,8 +82,16 @@ class Topology:
                 for node in self.deployment.nodes}
 
     def node_url(self, node: str) -> str:
+        """The node's URL, from memory once known: failover steps call this on the event
+        loop, which must not wait for the store behind a commit."""
+        url = self._urls.get(node)
+        if url is not None:
+            return url
         item = self.store.get(f"nodes/{node}")
-        return item.value["url"] if item else self.deployment.node_url(node)
+        if item is None:
+            return self.deployment.node_url(node)
+        self._urls[node] = item.value["url"]  # this process is the only writer of nodes/
+        return item.value["url"]
 
     def node_ref(self, node: str) -> dict:
         """How the controller points one node at another: `{"node", "region", "url"}`."""
