@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from tandemdb.common.http import ApiError, read_json
 
 from .metrics import add_route
-from .replicas import Peer, Record, Replica, parse_version
+from .record import Peer, Record, parse_version
+from .replicas import Replica
 
 if TYPE_CHECKING:
     from .app import Node

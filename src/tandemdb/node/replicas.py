@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -28,104 +27,14 @@ from tandemdb.engine import Environment, JournalTruncated, StaleEpoch
 from tandemdb.engine.schema import DB_FILE
 
 from .lease import Lease
+from .record import RECORD_FILE, WRITABLE, Record, check_name
 
 log = logging.getLogger("tandem.node.replicas")
-
-NAME = re.compile(r"[a-z][a-z0-9-]{1,62}")
-RECORD_FILE = "replica.json"
-# `drill` is an isolated writable copy (DESIGN §1): it takes writes but neither streams
-# nor is guarded. `fenced` was primary and must not write.
-ROLES = ("primary", "secondary", "fenced", "drill")
-WRITABLE = ("primary", "drill")
-TYPES = ("production", "sandbox", "basic")
 
 
 async def run_sync(fn: Callable, *args, **kwargs):
     """Run a blocking (engine) call in a worker thread."""
     return await to_thread.run_sync(partial(fn, *args, **kwargs))
-
-
-def parse_version(raw: dict) -> int:
-    """The optional catalog `version` of a record or a failover call (0 when absent)."""
-    version = raw.get("version", 0)
-    if version is None:
-        return 0
-    if type(version) is not int or version < 0:
-        raise ApiError(400, "bad_request", "version must be an integer >= 0")
-    return version
-
-
-def check_name(name: str) -> str:
-    if not NAME.fullmatch(name or ""):
-        raise ApiError(400, "invalid_name",
-                       f"environment name {name!r} must match [a-z][a-z0-9-]{{1,62}}")
-    return name
-
-
-@dataclass(frozen=True)
-class Peer:
-    node: str
-    region: str
-    url: str
-
-    @classmethod
-    def parse(cls, raw: object, what: str) -> Peer:
-        if not isinstance(raw, dict) or not all(
-                isinstance(raw.get(k), str) and raw.get(k) for k in ("node", "region", "url")):
-            raise ApiError(400, "bad_request", f"{what} must be {{node, region, url}} strings")
-        return cls(raw["node"], raw["region"], raw["url"].rstrip("/"))
-
-    def to_dict(self) -> dict:
-        return {"node": self.node, "region": self.region, "url": self.url}
-
-
-@dataclass(frozen=True)
-class Record:
-    """A replica's role record (the desired-replica record of the controller, kept on disk)."""
-
-    role: str
-    epoch: int
-    primary: Peer | None = None
-    secondaries: tuple[Peer, ...] = ()
-    type: str = "production"
-    rpo_limit_seconds: float = 900.0
-    # The controller's catalog version this record comes from (0: unknown). A replica never
-    # takes a record older than its own, so a late heartbeat answer cannot undo a fence.
-    version: int = 0
-
-    @classmethod
-    def parse(cls, raw: object) -> Record:
-        if not isinstance(raw, dict):
-            raise ApiError(400, "bad_request", "a replica record must be a JSON object")
-        role, epoch = raw.get("role"), raw.get("epoch", 1)
-        if role not in ROLES:
-            raise ApiError(400, "bad_request", f"role must be one of {', '.join(ROLES)}")
-        if type(epoch) is not int or epoch < 1:
-            raise ApiError(400, "bad_request", "epoch must be an integer >= 1")
-        kind = raw.get("type") or "production"
-        if kind not in TYPES:
-            raise ApiError(400, "bad_request", f"type must be one of {', '.join(TYPES)}")
-        rpo = raw.get("rpo_limit_seconds", 900)
-        if rpo is None:
-            rpo = 900
-        if type(rpo) not in (int, float) or rpo <= 0:
-            raise ApiError(400, "bad_request", "rpo_limit_seconds must be a positive number")
-        primary = raw.get("primary")
-        primary = None if primary is None else Peer.parse(primary, "primary")
-        if role == "secondary" and primary is None:
-            raise ApiError(400, "bad_request", "a secondary needs its primary {node, region, url}")
-        secondaries = raw.get("secondaries") or []
-        if not isinstance(secondaries, list):
-            raise ApiError(400, "bad_request", "secondaries must be a list")
-        peers = tuple(Peer.parse(s, "each secondary") for s in secondaries)
-        return cls(role, epoch, primary, peers, kind, float(rpo), parse_version(raw))
-
-    def to_dict(self) -> dict:
-        return {"role": self.role, "epoch": self.epoch,
-                "primary": self.primary.to_dict() if self.primary else None,
-                "secondaries": [s.to_dict() for s in self.secondaries],
-                "type": self.type, "rpo_limit_seconds": self.rpo_limit_seconds,
-                "version": self.version}
 
 
 @dataclass

@@ -27,7 +27,8 @@ from tandemdb.engine import Environment, JournalTruncated
 from tandemdb.engine.blobstore import check_digest
 
 from .metrics import add_route
-from .replicas import NAME, Replica, ReplicaSet, run_sync
+from .record import NAME
+from .replicas import Replica, ReplicaSet, run_sync
 
 if TYPE_CHECKING:
     from .app import Node
