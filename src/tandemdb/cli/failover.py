@@ -63,7 +63,15 @@ Parallelism = Annotated[int | None, typer.Option(
 
 
 class Mode(StrEnum):
-    planned = "planned"  # both regions up: zero data loss (forced comes with outages)
+    planned = "planned"  # both regions up: zero data loss
+    forced = "forced"  # the primary's region is lost: loss bounded by the lag, reported
+
+
+ModeOption = Annotated[Mode, typer.Option(
+    "--mode", help="planned: both regions are up, nothing is lost. forced: the primary's "
+                   "region is lost; promote the secondary at what it has (the loss is "
+                   "reported).")]
+Forced = Annotated[bool, typer.Option("--forced", help="The same as --mode forced.")]
 
 
 # --- pure helpers: reading operation records ------------------------------------------
@@ -211,14 +219,13 @@ class StepPrinter:
 
 def failover(
     env: EnvName,
-    mode: Annotated[Mode, typer.Option("--mode", help="planned: both regions are up, "
-                                                      "nothing is lost.")] = Mode.planned,
+    mode: ModeOption = Mode.planned, forced: Forced = False,
     no_wait: NoWait = False,
     as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
 ) -> None:
     """Move an environment's primary to its paired region (zero loss when planned)."""
     with reported(), connect(url, token, data) as client:
-        op = client.failover(env, mode.value)
+        op = client.failover(env, Mode.forced.value if forced else mode.value)
         if no_wait:
             _print_started(op, as_json)
             return
@@ -235,14 +242,14 @@ def failover(
 @region_app.command("failover")
 def region_failover(
     region: RegionName,
-    mode: Annotated[Mode, typer.Option("--mode", help="planned: both regions are up, "
-                                                      "nothing is lost.")] = Mode.planned,
+    mode: ModeOption = Mode.planned, forced: Forced = False,
     parallelism: Parallelism = None, no_wait: NoWait = False,
     as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
 ) -> None:
     """Move every production primary out of REGION to its paired region."""
     with reported(), connect(url, token, data) as client:
-        op = client.region_failover(region, mode.value, parallelism)
+        op = client.region_failover(region, Mode.forced.value if forced else mode.value,
+                                    parallelism)
         _region_follow(client, op, no_wait, as_json, f"region failover {region}")
 
 

@@ -90,7 +90,8 @@ class Controller:
         events.listeners.append(delivery.notify)
         environments = Environments(catalog, topology, status, reconciler, nodes, operations,
                                     events)
-        failovers = Failovers(catalog, topology, reconciler, nodes, operations, events)
+        failovers = Failovers(catalog, topology, reconciler, nodes, operations, events,
+                              status, deployment.lease_ttl)
         regions = Regions(catalog, topology, failovers, operations, events)
         return cls(deployment, store, topology, catalog, status, reconciler,
                    Routing(catalog, topology), environments, nodes,

@@ -40,6 +40,7 @@ class EventType(StrEnum):
     FAILOVER_STARTED = "failover.started"
     FAILOVER_COMPLETED = "failover.completed"
     FAILOVER_FAILED = "failover.failed"
+    FAILOVER_DATA_LOSS = "failover.data_loss"
     FAILBACK_STARTED = "failback.started"
     FAILBACK_COMPLETED = "failback.completed"
     FAILBACK_FAILED = "failback.failed"

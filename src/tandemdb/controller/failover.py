@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from .events import Events, EventType
 from .nodes import NodeClient, Reply
 from .operations import Draft, Kind, Operation, Operations, OpState, Outcome, StepFailed
 from .reconcile import Reconciler
+from .status import LiveStatus
 from .store import Txn
 from .topology import Topology
 
@@ -41,7 +43,11 @@ log = logging.getLogger("tandem.controller.failover")
 
 FAILOVER = "environment.failover"
 STEPS = ["hold", "fence", "catch-up", "promote", "switch-routing", "reverse", "release"]
-MODES = ("planned",)
+# Forced (the primary's region is lost): no fence to ask, nothing to catch up from, no one
+# to reverse replication to; the old primary stays `fenced` in the catalog.
+FORCED_STEPS = ["hold", "expire-lease", "promote", "switch-routing", "release"]
+MODES = ("planned", "forced")
+LEASE_SLACK = 0.5  # waited past the lease ttl, on top of the node's own margin
 CATCH_UP_TIMEOUT = 10.0  # the target must reach the final lsn within this (default)
 MAX_CATCH_UP = 30.0  # what a node's wait call allows at most
 FENCE_TIMEOUT = 35.0  # a fence waits up to 30 s for the commit in flight
@@ -68,8 +74,9 @@ def parse_request(body: Any) -> tuple[str, float]:
                                            "takes mode and catch_up_timeout")
     mode = body.get("mode", "planned")
     if mode not in MODES:
-        raise ApiError(400, "bad_request", f"unsupported mode {mode!r}: this version runs "
-                                           "planned failovers (no data loss)")
+        raise ApiError(400, "bad_request", f"unsupported mode {mode!r}: use planned (both "
+                                           "regions up, no data loss) or forced (the "
+                                           "primary's region is lost)")
     timeout = body.get("catch_up_timeout", CATCH_UP_TIMEOUT)
     if type(timeout) not in (int, float) or not 0 < timeout <= MAX_CATCH_UP:
         raise ApiError(400, "bad_request", f"invalid catch_up_timeout {timeout!r}: give the "
@@ -83,10 +90,13 @@ def with_roles(record: dict, roles: dict[str, str]) -> list[dict]:
     return [{**r, "role": roles.get(r["node"], r["role"])} for r in record["replicas"]]
 
 
+def parse_time(text: str) -> float:
+    """Unix seconds of one of the records' ISO times."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def seconds_between(start: str, end: str) -> float:
-    def parse(text: str) -> datetime:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return round((parse(end) - parse(start)).total_seconds(), 3)
+    return round(parse_time(end) - parse_time(start), 3)
 
 
 def summary(op: Operation) -> dict:
@@ -102,9 +112,11 @@ def summary(op: Operation) -> dict:
 
 class Failovers:
     def __init__(self, catalog: Catalog, topology: Topology, reconciler: Reconciler,
-                 nodes: NodeClient, operations: Operations, events: Events) -> None:
+                 nodes: NodeClient, operations: Operations, events: Events,
+                 status: LiveStatus, lease_ttl: float) -> None:
         self.catalog, self.topology, self.reconciler = catalog, topology, reconciler
         self.nodes, self.operations, self.events = nodes, operations, events
+        self.status, self.lease_ttl = status, lease_ttl
         self.store = catalog.store
         operations.register(Kind(FAILOVER, self._step, self._settle))
 
@@ -119,10 +131,14 @@ class Failovers:
             if item is None:
                 raise not_found(name)
             record = item.value
-            source, target = self._check(record)
+            source, target = self._check(record, mode)
             reason = "failback" if target["region"] == record["home_region"] else "failover"
+            replicas = with_roles(record, {source["node"]: Role.FENCED.value})
+            if mode == "forced":  # its writes past the fork point are not the new history
+                replicas = [{**r, "behind": True} if r["node"] == source["node"] else r
+                            for r in replicas]
             held = {**record, "state": EnvState.SWITCHING.value, "operation": op_id,
-                    "replicas": with_roles(record, {source["node"]: Role.FENCED.value})}
+                    "replicas": replicas}
             txn.expect(record_key(name), item.version).put(record_key(name), held)
             epoch = record["epoch"]
             self.events.stage(txn, EVENTS[reason][0], environment=name,
@@ -134,14 +150,19 @@ class Failovers:
                       "from": {"node": source["node"], "region": source["region"]},
                       "to": {"node": target["node"], "region": target["region"]},
                       "catch_up_timeout": catch_up_timeout, "parent": parent}
-            detail = (f"environment {name} (epoch {epoch}): {reason} from {source['region']} "
-                      f"to {target['region']} started; calls to the primary are held and the "
-                      f"catalog records {source['node']} as fenced")
-            return Draft(params, STEPS, {"hold": detail})
+            if mode == "forced":  # what the primary was last seen at: the loss is against it
+                seen = self.status.report(source["node"], name) or {}
+                params.update(lease_ttl=self.lease_ttl,
+                              primary_last_seen_lsn=seen.get("last_lsn"))
+            detail = (f"environment {name} (epoch {epoch}): {mode} {reason} from "
+                      f"{source['region']} to {target['region']} started; calls to the "
+                      f"primary are held and the catalog records {source['node']} as fenced")
+            steps = FORCED_STEPS if mode == "forced" else STEPS
+            return Draft(params, steps, {"hold": detail})
 
         return self.operations.create(FAILOVER, name, build)
 
-    def _check(self, record: dict) -> tuple[dict, dict]:
+    def _check(self, record: dict, mode: str) -> tuple[dict, dict]:
         """The primary and the replica to promote; 409 when a failover cannot start."""
         name = record["name"]
         if record["state"] != EnvState.ACTIVE:
@@ -150,15 +171,29 @@ class Failovers:
                            f"tandem ops {record.get('operation')}")
         source = next((r for r in record["replicas"] if r["role"] == Role.PRIMARY), None)
         target = next((r for r in record["replicas"] if r["role"] == Role.SECONDARY), None)
+        behind = next((r for r in record["replicas"] if r.get("behind")), None)
+        if target is None and behind is not None:
+            raise ApiError(409, "no_secondary", f"environment {name!r}: its replica in "
+                           f"{behind['region']} is fenced since a forced failover and holds "
+                           "writes past the fork point; it must be rewound before it can "
+                           "become a secondary again (not built yet)")
         if record["type"] != EnvType.PRODUCTION or source is None or target is None:
             raise ApiError(409, "no_secondary", f"environment {name!r} is {record['type']} and "
                            "has no geo-secondary to fail over to; only production environments "
                            "can fail over")
-        for replica, what in ((source, "primary"), (target, "secondary")):
+        if mode == "forced" and self.lease_ttl <= 0:
+            raise ApiError(409, "no_leases", "this deployment runs without leases "
+                           "(lease_ttl 0), so an old primary cannot be known to have stopped; "
+                           "a forced failover needs them")
+        checked = [(target, "secondary")] if mode == "forced" else [(source, "primary"),
+                                                                     (target, "secondary")]
+        for replica, what in checked:
             if not self.topology.healthy(replica["node"]):
                 raise ApiError(409, "unhealthy", f"environment {name!r}: the node of its "
                                f"{what} ({replica['node']} in {replica['region']}) has not "
-                               "heartbeated lately; a planned failover needs both regions up")
+                               f"heartbeated lately; a {mode} failover needs it up"
+                               + ("" if mode == "forced" else " (if the primary's region is "
+                                  "lost, use a forced failover)"))
         return source, target
 
     # -- steps ---------------------------------------------------------------------------
@@ -169,6 +204,10 @@ class Failovers:
         where = f"environment {name} (epoch {epoch})"
         if step == "hold":  # done in the creating transaction; seen again only on resume
             return Outcome(f"{where}: calls to the primary are held")
+        if step == "expire-lease":
+            return await self._expire_lease(op)
+        if step == "promote" and p["mode"] == "forced":
+            return await self._promote_forced(op)
         if step == "fence":
             item = await self._record(op)
             reply = await self._call(source, name, "fence",
@@ -270,6 +309,54 @@ class Failovers:
                                  f"{p['epoch'] + 1}): {reply.problem}")
             await asyncio.sleep(0.2)
 
+    async def _expire_lease(self, op: Operation) -> Outcome:
+        """Wait until the old primary's lease has certainly run out: every heartbeat answer
+        after the hold records it as fenced, and one sent before can have granted at most
+        `lease_ttl` from before the hold. Only then may another replica take writes."""
+        p = op.params
+        until = parse_time(op.started_at) + p["lease_ttl"] + LEASE_SLACK
+        wait = until - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return Outcome(f"environment {op.target} (epoch {p['epoch']}): the lease of "
+                       f"{p['from']['node']} has run out ({p['lease_ttl']:g} s ttl, waited "
+                       f"{max(wait, 0):.2f} s); it cannot take writes at epoch {p['epoch']}")
+
+    async def _promote_forced(self, op: Operation) -> Outcome:
+        """Promote the secondary at whatever it has applied: that lsn is the fork point."""
+        p, name = op.params, op.target
+        version = await self._decide(op)
+        body = {"epoch": p["epoch"] + 1, "version": version, "secondaries": []}
+        for _ in range(CAS_ATTEMPTS):
+            seen = await self._call(p["to"], name, "wait", {"lsn": 0, "timeout": 0}, 5.0)
+            if not seen.ok:
+                raise StepFailed("promote_failed", f"environment {name}: cannot read the "
+                                                   f"secondary's position: {seen.problem}")
+            fork = int(seen.body["applied_lsn"])
+            reply = await self._call(p["to"], name, "promote",
+                                     {**body, "expected_lsn": fork}, 5.0)
+            if reply.ok:
+                break
+            if reply.code != "lsn_mismatch":  # (a mismatch: it was still applying)
+                raise StepFailed("promote_failed", f"environment {name} (epoch "
+                                                   f"{p['epoch'] + 1}): {reply.problem}")
+        else:
+            raise StepFailed("promote_failed", f"environment {name}: the secondary kept "
+                                               "applying; no stable fork point")
+        last_seen = p.get("primary_last_seen_lsn")
+        lost = max(0, last_seen - fork) if isinstance(last_seen, int) else None
+        committed_at = seen.body.get("last_committed_at")
+        window = (round(max(0.0, parse_time(op.started_at) - committed_at), 3)
+                  if isinstance(committed_at, int | float) else None)
+        known = ("unknown (the old primary never reported)" if lost is None
+                 else f"at most {lost} entries")
+        return Outcome(f"environment {name} (epoch {p['epoch'] + 1}): {p['to']['node']} "
+                       f"promoted at its applied lsn {fork}, the fork point; writes of the "
+                       f"old primary after it may be lost: {known}",
+                       result={"final_lsn": fork, "fork_lsn": fork, "epoch": p["epoch"] + 1,
+                               "lost_entries": lost, "lost_seconds": window,
+                               "primary_last_seen_lsn": last_seen})
+
     async def _reverse(self, op: Operation) -> str | None:
         """Make the old primary a secondary of the new one: catalog first, then its node."""
         source = op.params["from"]
@@ -301,10 +388,15 @@ class Failovers:
         item = await self._record(op)
         record, epoch = item.value, p["epoch"] + 1
         released_at = iso_now()
+        forced = p["mode"] == "forced"
+        result = op.result or {}
         line = {"environment": name, "from_region": p["from"]["region"],
-                "to_region": p["to"]["region"], "state": "succeeded",
-                "rto_seconds": seconds_between(op.started_at, released_at), "data_loss": 0,
+                "to_region": p["to"]["region"], "state": "succeeded", "mode": p["mode"],
+                "rto_seconds": seconds_between(op.started_at, released_at),
+                "data_loss": result.get("lost_entries") if forced else 0,
                 "final_lsn": final, "epoch": epoch, "operation": op.id}
+        if forced:
+            line.update(fork_lsn=final, lost_seconds=result.get("lost_seconds"))
 
         def release(txn: Txn) -> None:
             txn.expect(record_key(name), item.version).put(
@@ -313,10 +405,20 @@ class Failovers:
                               region=p["to"]["region"], operation=op.id,
                               data={k: v for k, v in line.items()
                                     if k not in ("environment", "operation", "state")})
+            if forced:
+                self.events.stage(txn, EventType.FAILOVER_DATA_LOSS, environment=name,
+                                  region=p["from"]["region"], operation=op.id, data={
+                                      "fork_lsn": final, "epoch": epoch,
+                                      "lost_entries_at_most": result.get("lost_entries"),
+                                      "lost_seconds_at_most": result.get("lost_seconds"),
+                                      "primary_last_seen_lsn":
+                                          result.get("primary_last_seen_lsn")})
 
+        loss = (f"writes after lsn {final} may be lost ({line['data_loss']} entries at most)"
+                if forced else f"no data lost (final lsn {final})")
         return Outcome(f"environment {name} (epoch {epoch}): active again with its primary in "
                        f"{p['to']['region']}; held calls released after {line['rto_seconds']:.3f}"
-                       f" s, no data lost (final lsn {final})", release,
+                       f" s, {loss}", release,
                        {"environments": [line], "succeeded": 1, "failed": 0})
 
     # -- failure -------------------------------------------------------------------------
@@ -334,15 +436,18 @@ class Failovers:
                 return (f"the environment was changed by operation {record.get('operation')}; "
                         "left as that operation leaves it")
             decided = record["epoch"] == epoch + 1
+            forced = p["mode"] == "forced"
             if decided:  # past the point of no return: finish the move
-                roles = {target["node"]: Role.PRIMARY.value, source["node"]: Role.SECONDARY.value}
+                roles = {target["node"]: Role.PRIMARY.value,
+                         source["node"]: (Role.FENCED if forced else Role.SECONDARY).value}
                 settled = {**record, "state": EnvState.ACTIVE.value,
                            "primary_region": target["region"],
                            "replicas": with_roles(record, roles)}
                 outcome = "moved"
             else:  # not decided: the old primary takes writes again at its old epoch
-                settled = {**record, "state": EnvState.ACTIVE.value,
-                           "replicas": with_roles(record, {source["node"]: Role.PRIMARY.value})}
+                back = [{k: v for k, v in r.items() if k != "behind"}
+                        for r in with_roles(record, {source["node"]: Role.PRIMARY.value})]
+                settled = {**record, "state": EnvState.ACTIVE.value, "replicas": back}
                 outcome = "rolled back"
 
             def stage(txn: Txn, item=item, settled=settled, outcome=outcome) -> None:
@@ -362,6 +467,9 @@ class Failovers:
             raise RuntimeError(f"environment {name}: settling the failed failover lost its "
                                f"compare-and-set {CAS_ATTEMPTS} times; it runs again at the "
                                "next start")
+        if decided and forced:
+            return (f"the move was already decided, so it was finished: primary on "
+                    f"{target['node']} at epoch {epoch + 1}; {source['node']} stays fenced")
         if decided:
             replica = next(r for r in settled["replicas"] if r["node"] == source["node"])
             await self.nodes.put_replica(source["node"], self.topology.node_url(source["node"]),

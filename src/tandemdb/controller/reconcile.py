@@ -35,7 +35,10 @@ class Reconciler:
                   or next((r for r in others if r["role"] == Role.FENCED), None))
         role = replica["role"]
         if role == Role.PRIMARY:
-            listed = others
+            # A fenced old primary is a consumer (the journal it needs is kept) unless a
+            # forced failover left it `behind`, with writes past the fork point: it must be
+            # rewound before it can stream, and counting it would trip the RPO guard.
+            listed = [r for r in others if not r.get("behind")]
         elif role == Role.FENCED:
             listed = [r for r in others if r["role"] == Role.SECONDARY]
         else:

@@ -66,8 +66,8 @@ def parse_region_body(body: Any, kind: str) -> tuple[str, int]:
                                            f"takes {' and '.join(sorted(allowed))}")
     mode = body.get("mode", "planned")
     if mode not in MODES:
-        raise ApiError(400, "bad_request", f"unsupported mode {mode!r}: this version runs "
-                                           "planned failovers (no data loss)")
+        raise ApiError(400, "bad_request", f"unsupported mode {mode!r}: use planned or "
+                                           "forced")
     parallelism = body.get("parallelism", DEFAULT_PARALLELISM)
     if type(parallelism) is not int or not 1 <= parallelism <= MAX_PARALLELISM:
         raise ApiError(400, "bad_request", f"invalid parallelism {parallelism!r}: give a "

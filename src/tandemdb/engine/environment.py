@@ -70,6 +70,13 @@ class Environment:
         """The lsn of the newest committed entry (0 before the first write)."""
         return self._last_lsn
 
+    def last_committed_at(self) -> float | None:
+        """When the newest entry was committed (its primary's clock), if it is retained:
+        how old the last write a forced promotion keeps is."""
+        with self._lock:
+            stamp = self._journal.stamp_at(self._last_lsn)
+        return stamp[1] if stamp else None
+
     @property
     def epoch(self) -> int:
         """The newest epoch this replica knows; it refuses anything older."""

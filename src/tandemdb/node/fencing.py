@@ -20,7 +20,7 @@ from tandemdb.common.http import ApiError, read_json
 
 from .metrics import add_route
 from .record import Peer, Record, parse_version
-from .replicas import Replica
+from .replicas import Replica, run_sync
 
 if TYPE_CHECKING:
     from .app import Node
@@ -123,7 +123,10 @@ class Fencing:
             raise ApiError(503, "lsn_not_reached",
                            f"replica {replica.name} on node {self.node.name} has applied lsn "
                            f"{have}, not lsn {lsn}, after {timeout:g}s", {"Retry-After": "1"})
-        return JSONResponse({"applied_lsn": replica.require_env().last_lsn})
+        env = replica.require_env()
+        committed_at = await run_sync(env.last_committed_at)
+        return JSONResponse({"applied_lsn": env.last_lsn, "epoch": env.epoch,
+                             "last_committed_at": committed_at})
 
     # -- promote ----------------------------------------------------------------------------
     async def promote(self, request: Request) -> JSONResponse:
