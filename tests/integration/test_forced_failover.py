@@ -41,7 +41,9 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
     writer.start()
     west = lossy.node_of("west")
     try:
-        wait_until(lambda: len(writer.acked) > 30, what="writes before the outage")
+        # The controller knows the primary's lsn from its heartbeats (every 0.5 s).
+        wait_until(lambda: (client.environment(env)["primary_lsn"] or 0) > 30,
+                   what="writes before the outage, reported to the controller")
         lossy.local.kill(west)
         killed_at = time.time()
         op = client.failover(env, mode="forced")
