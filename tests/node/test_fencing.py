@@ -103,7 +103,9 @@ def test_manual_switchover_under_writes(live: Cluster) -> None:
         assert ok(live, "west-1", env, "fence", epoch=1) == {"final_lsn": final, "epoch": 1}
         assert live.status("west-1", env)["last_lsn"] == final
         # 3. east catches up to exactly the final lsn (west still serves the stream)
-        assert ok(live, "east-1", env, "wait", lsn=final, timeout=10) == {"applied_lsn": final}
+        reached = ok(live, "east-1", env, "wait", lsn=final, timeout=10)
+        assert (reached["applied_lsn"], reached["epoch"]) == (final, 1)
+        assert reached["last_committed_at"] > 0  # the final entry's commit time
         # 4. promote east at epoch 2, from exactly the final lsn; a retry answers the same
         promote = {"epoch": 2, "expected_lsn": final, "secondaries": [live.peer("west-1")]}
         assert ok(live, "east-1", env, "promote", **promote) == {"epoch": 2, "lsn": final}

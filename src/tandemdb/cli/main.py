@@ -8,7 +8,7 @@ import typer
 
 from tandemdb import __version__
 
-from . import data, deploy, envs, failover, ops, status
+from . import data, deploy, envs, failover, lost, ops, status
 from .bench import bench_app
 
 app = typer.Typer(help="Tandem: geo-replicated environments with planned and unplanned "
@@ -30,6 +30,7 @@ app.command("ops")(ops.ops)
 app.command("events")(ops.events)
 # Failover of one environment or a whole region, and the regions' state (failover.py).
 app.command("failover")(failover.failover)
+app.command("lost")(lost.lost)
 app.add_typer(failover.region_app, name="region")
 app.command("regions")(failover.region_list)
 

@@ -183,6 +183,12 @@ class Api:
             params["parent"] = parent
         return self._call("GET", "/v1/operations", _key("operations"), params=params)
 
+    def lost(self, env: str) -> dict:
+        """The writes a forced failover lost, kept when the old primary rejoined:
+        `{"environment", "bundles": [{"fork_lsn", "epoch", "entries": [{"lsn",
+        "committed_at", "tables", "changes": [{"table", "op", "before", "after"}]}]}]}`."""
+        return self._call("GET", _env(env) + "/lost")
+
     # --- failover (docs/failover.md): each answers the operation at once (202)
 
     def failover(self, env: str, mode: str = "planned",

@@ -87,6 +87,10 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
         answer, op_id = await ctl.environments.delete(env)
         return JSONResponse(answer, headers={OPERATION_HEADER: op_id})
 
+    @router.get("/v1/environments/{env}/lost")
+    async def lost_writes(env: str) -> dict:
+        return await asyncio.to_thread(ctl.rejoins.lost, env)
+
     @router.get("/v1/operations")
     async def list_operations(request: Request) -> dict:
         limit = parse_limit(dict(request.query_params))

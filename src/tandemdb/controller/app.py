@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -37,6 +37,7 @@ from .nodes import NodeClient
 from .operations import Operation, Operations
 from .reconcile import Reconciler
 from .regions import Regions
+from .rejoin import Rejoins
 from .routing import Routing
 from .status import LiveStatus
 from .store import Store, open_store
@@ -48,6 +49,7 @@ log = logging.getLogger("tandem.controller")
 MAX_BODY_BYTES = 8 << 20  # heartbeats of nodes with many replicas are the largest bodies
 SHUTDOWN_GRACE_SECONDS = 2
 ROUTING_WATCHERS = 64  # threads for blocked routing long polls, apart from the store's work
+REJOIN_CHECK_BEATS = 20  # half heartbeat intervals between retries of pending rejoins
 STORE_THREADS = 48  # threads for store calls (asyncio.to_thread)
 
 HEALTHY_NODES = Gauge("tandem_controller_healthy_nodes",
@@ -74,6 +76,8 @@ class Controller:
     failovers: Failovers
     regions: Regions
     lag: LagWatch
+    rejoins: Rejoins
+    background: set = field(default_factory=set)  # tasks kept referenced until done
 
     @classmethod
     def open(cls, deployment: Deployment, store: Store | None = None) -> Controller:
@@ -97,7 +101,8 @@ class Controller:
                    Routing(catalog, topology), environments, nodes,
                    ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"),
                    events, webhooks, operations, delivery, failovers, regions,
-                   LagWatch(topology, events))
+                   LagWatch(topology, events),
+                   Rejoins(catalog, topology, reconciler, nodes, operations, events))
 
     def start(self) -> list[Operation]:
         """Seed regions, finish orphaned records; answers the operations to resume."""
@@ -124,6 +129,9 @@ class Controller:
             log.info("node %s (%s) is healthy: heartbeat received from %s, reporting %d "
                      "replicas", node, region, url, len(replicas))
             self.update_gauges()
+            # Back after an outage: replicas a forced failover left behind rejoin.
+            self.background.add(task := asyncio.create_task(self.rejoins.check(node)))
+            task.add_done_callback(self.background.discard)
         if not self.topology.knows_url(node, url):
             before = self.topology.node_url(node)
             if await asyncio.to_thread(self.topology.remember_url, node, url) and url != before:
@@ -135,9 +143,16 @@ class Controller:
         return {**answer, "lease": {"ttl": self.deployment.lease_ttl}}
 
     async def watch_health(self) -> None:
-        """Notice nodes whose heartbeats stopped, log it once, keep the gauges current."""
+        """Notice nodes whose heartbeats stopped, log it once, keep the gauges current, and
+        now and then retry the rejoin of replicas a forced failover left behind."""
+        beats = 0
         while True:
             await asyncio.sleep(self.deployment.heartbeat_interval / 2)
+            beats += 1
+            if beats % REJOIN_CHECK_BEATS == 0:
+                for node in self.deployment.nodes:
+                    if self.topology.healthy(node):
+                        await self.rejoins.check(node)
             for node, age in self.topology.newly_unhealthy():
                 log.warning("node %s (%s) is unhealthy: no heartbeat for %.1f s, over the "
                             "limit of %.1f s (3 x heartbeat_interval); its replicas keep their "

@@ -44,6 +44,7 @@ class EventType(StrEnum):
     FAILBACK_STARTED = "failback.started"
     FAILBACK_COMPLETED = "failback.completed"
     FAILBACK_FAILED = "failback.failed"
+    REPLICA_REJOINED = "replica.rejoined"
     REPLICATION_LAG_EXCEEDED = "replication.lag_exceeded"
     REPLICATION_LAG_RECOVERED = "replication.lag_recovered"
 

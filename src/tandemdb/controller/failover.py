@@ -239,9 +239,13 @@ class Failovers:
             item = await self._record(op)
             record = item.value
 
+            switched = {**record, "primary_region": target["region"]}
+            if p["mode"] == "forced":  # where the old primary's history forked off
+                switched["replicas"] = [{**r, "fork_lsn": final} if r.get("behind") else r
+                                        for r in record["replicas"]]
+
             def switch(txn: Txn) -> None:
-                txn.expect(record_key(name), item.version).put(
-                    record_key(name), {**record, "primary_region": target["region"]})
+                txn.expect(record_key(name), item.version).put(record_key(name), switched)
 
             return Outcome(f"environment {name} (epoch {epoch + 1}): routing now sends its "
                            f"primary calls to {target['region']}", switch)

@@ -292,6 +292,12 @@ class Environment:
         with self._lock:
             return self._journal.read_after(after, max_entries, max_bytes)
 
+    def columns(self, table: str) -> list[str]:
+        """A table's column names in order ([] if it does not exist)."""
+        with self._lock:
+            return [row[1] for row in self._conn.execute(
+                "SELECT * FROM pragma_table_info(?)", (table,))]
+
     def first_lsn(self) -> int:
         with self._lock:
             return self._journal.first_lsn()

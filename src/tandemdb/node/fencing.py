@@ -10,13 +10,20 @@ new record is persisted in replica.json before the answer.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tandemdb.common import values
 from tandemdb.common.http import ApiError, read_json
+from tandemdb.engine import RewindImpossible
+from tandemdb.engine.blobstore import fsync_path
+from tandemdb.engine.lost import describe
 
 from .metrics import add_route
 from .record import Peer, Record, parse_version
@@ -196,6 +203,59 @@ class Fencing:
         return JSONResponse({"epoch": epoch, "role": replica.role, "lsn": env.last_lsn})
 
 
+    # -- rewind -----------------------------------------------------------------------------
+    async def rewind(self, request: Request) -> JSONResponse:
+        """Take a fenced old primary back to the fork point of a forced failover; answer
+        the lost writes (the entries after it, described) whether or not it could rewind.
+
+        The bundle is written to the replica's directory before anything is undone, so a
+        repeated call (the controller restarted) answers the same writes."""
+        replica = self.replicas.get(request.path_params["env"])
+        body = _body(await read_json(request))
+        fork, epoch = _int(body, "fork_lsn", 0), _int(body, "epoch", 1)
+        async with replica.lock:
+            if replica.record.role != "fenced":
+                raise ApiError(409, "not_fenced", f"cannot rewind replica {replica.name}: it "
+                               f"is {replica.record.role}; only a fenced old primary rewinds")
+            answer = await run_sync(self._rewind, replica, fork, epoch)
+        replica.notify()
+        return JSONResponse(answer)
+
+    @staticmethod
+    def _rewind(replica: Replica, fork: int, epoch: int) -> dict:
+        env = replica.require_env()
+        path = replica.directory / f"lost-{epoch}-{fork}.json"
+        if not path.exists():
+            entries: list = []
+            while True:
+                batch = env.read_journal(entries[-1].lsn if entries else fork)
+                if not batch:
+                    break
+                entries.extend(batch)
+            bundle = {"fork_lsn": fork, "epoch": epoch, "last_lsn": env.last_lsn,
+                      "entries": [describe(e, env.columns) for e in entries]}
+            write_durably(path, values.dumps(bundle))  # BLOBs as {"$blob": base64}
+        bundle = json.loads(path.read_bytes())
+        reason = None
+        if env.last_lsn > fork:
+            try:
+                env.rewind(fork)
+            except RewindImpossible as exc:
+                reason = str(exc)
+        return {**bundle, "rewound": env.last_lsn == fork, "reason": reason}
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write, fsync, rename into place, fsync the directory: all of it or nothing."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
 def install(app: FastAPI, node: Node) -> Fencing:
     fencing = Fencing(node)
     base = "/internal/v1/replicas/{env}"
@@ -203,4 +263,5 @@ def install(app: FastAPI, node: Node) -> Fencing:
     add_route(app, base + "/wait", fencing.wait, methods=["POST"])
     add_route(app, base + "/promote", fencing.promote, methods=["POST"])
     add_route(app, base + "/unfence", fencing.unfence, methods=["POST"])
+    add_route(app, base + "/rewind", fencing.rewind, methods=["POST"])
     return fencing

@@ -1,0 +1,45 @@
+"""`tandem lost ENV`: the writes a forced failover lost, kept when the old primary rejoined."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_json, reported
+
+EnvName = Annotated[str, typer.Argument(help="Environment name, e.g. acme.", show_default=False)]
+
+
+def lost(env: EnvName, as_json: Json = False, url: Url = None, token: Token = None,
+         data: Data = DEFAULT_DATA) -> None:
+    """List the lost writes of ENV: lsn, commit time, tables, rows before and after."""
+    with reported(), connect(url, token, data) as client:
+        answer = client.lost(env)
+    if as_json:
+        print_json(answer)
+        return
+    console = Console()
+    if not answer["bundles"]:
+        console.print(f"{env}: no lost writes recorded")
+        return
+    for bundle in answer["bundles"]:
+        how = "rewound" if bundle.get("rewound") else "re-seeded"
+        console.print(f"[bold]{env}[/]: {len(bundle['entries'])} write(s) after fork lsn "
+                      f"{bundle['fork_lsn']} (epoch {bundle['epoch']}) on {bundle['node']} "
+                      f"in {bundle['region']}, {how}; recorded {bundle['recorded_at']}")
+        table = Table("lsn", "committed", "table", "op", "before", "after")
+        for entry in bundle["entries"]:
+            when = datetime.fromtimestamp(entry["committed_at"], UTC).strftime("%H:%M:%S.%f")
+            for change in entry["changes"] or [{"table": ", ".join(entry["ddl"]), "op": "ddl",
+                                                 "before": None, "after": None}]:
+                table.add_row(str(entry["lsn"]), when[:-3], change["table"], change["op"],
+                              _row(change["before"]), _row(change["after"]))
+        console.print(table)
+
+
+def _row(values: dict | None) -> str:
+    return "" if values is None else ", ".join(f"{k}={v!r}" for k, v in values.items())

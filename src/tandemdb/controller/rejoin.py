@@ -1,0 +1,164 @@
+"""A lost region's replicas rejoin: keep their lost writes, rewind, stream again.
+
+After a forced failover the old primary's replica is `fenced` and `behind` in the catalog,
+with the `fork_lsn` where the new history began. When its node heartbeats again (healthy
+after being unhealthy, or at the controller's start), `environment.rejoin` runs for each
+such replica:
+
+1. `rewind`: `POST node/…/rewind {"fork_lsn", "epoch"}`. The node writes down the entries
+   after the fork point (the **lost writes**, described row by row) before undoing them, and
+   answers them. They are stored under `lost/<env>/<epoch>-<fork>` in the same transaction
+   that ends the step, so they are kept even if the replica is re-seeded next.
+2. `rejoin`: the catalog makes the replica a `secondary` of the new primary again. If it
+   rewound, it streams from the fork point on; if it could not (schema changes after the
+   fork), it is dropped and created again empty, so it is seeded from a snapshot. The event
+   `replica.rejoined` says which, and how many writes were lost.
+
+`GET /v1/environments/{env}/lost` (and `tandem lost ENV`) lists the stored bundles.
+Replaying them is not built yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tandemdb.common.http import ApiError
+
+from .catalog import Catalog, EnvState, Role, iso_now, not_found, record_key
+from .events import Events, EventType
+from .failover import with_roles
+from .nodes import NodeClient
+from .operations import Draft, Kind, Operation, Operations, Outcome, StepFailed
+from .reconcile import Reconciler
+from .store import Txn
+from .topology import Topology
+
+log = logging.getLogger("tandem.controller.rejoin")
+
+REJOIN = "environment.rejoin"
+REWIND_ATTEMPTS = 20  # half a second apart
+LOST = "lost/"
+
+
+def lost_key(env: str, epoch: int, fork: int) -> str:
+    return f"{LOST}{env}/{epoch:08d}-{fork:012d}"
+
+
+class Rejoins:
+    def __init__(self, catalog: Catalog, topology: Topology, reconciler: Reconciler,
+                 nodes: NodeClient, operations: Operations, events: Events) -> None:
+        self.catalog, self.topology, self.reconciler = catalog, topology, reconciler
+        self.nodes, self.operations, self.events = nodes, operations, events
+        self.store = catalog.store
+        operations.register(Kind(REJOIN, self._step))
+
+    def lost(self, env: str) -> dict:
+        """The lost-writes bundles of an environment, oldest first. Blocking."""
+        if self.catalog.get(env) is None and not self.store.list(f"{LOST}{env}/", limit=1):
+            raise not_found(env)
+        return {"environment": env, "bundles": [
+            item.value for item in self.store.list(f"{LOST}{env}/").values()]}
+
+    async def check(self, node: str) -> None:
+        """Start a rejoin for every replica of `node` left behind by a forced failover."""
+        records = await asyncio.to_thread(self.catalog.list)
+        for record in records:
+            behind = next((r for r in record["replicas"]
+                           if r["node"] == node and r.get("behind") and "fork_lsn" in r), None)
+            if behind is None or record["state"] != EnvState.ACTIVE:
+                continue
+            try:
+                op = await asyncio.to_thread(self._start, record["name"], node)
+            except ApiError as exc:
+                log.info("environment %s: no rejoin of %s now: %s", record["name"], node,
+                         exc.message)
+                continue
+            self.operations.launch(op.id)
+
+    def _start(self, name: str, node: str) -> Operation:
+        def build(txn: Txn, op_id: str) -> Draft:
+            item = self.store.get(record_key(name))
+            record = item.value if item else None
+            behind = next((r for r in (record or {}).get("replicas", [])
+                           if r["node"] == node and r.get("behind")), None)
+            if record is None or behind is None or record["state"] != EnvState.ACTIVE:
+                raise ApiError(409, "busy", f"environment {name!r} has no replica on {node} "
+                                            "waiting to rejoin, or another operation holds it")
+            running = self.operations.get(record.get("operation") or "")
+            if running is not None and running["state"] in ("pending", "running"):
+                raise ApiError(409, "busy", f"environment {name!r}: operation "
+                                            f"{running['id']} is still running")
+            txn.expect(record_key(name), item.version).put(
+                record_key(name), {**record, "operation": op_id})
+            return Draft({"environment": name, "node": node, "region": behind["region"],
+                          "fork_lsn": behind["fork_lsn"], "epoch": record["epoch"]},
+                         ["rewind", "rejoin"])
+
+        return self.operations.create(REJOIN, name, build)
+
+    async def _step(self, op: Operation, step: str) -> Outcome:
+        p, name = op.params, op.target
+        node, fork, epoch = p["node"], p["fork_lsn"], p["epoch"]
+        where = f"environment {name} (epoch {epoch})"
+        url = self.topology.node_url(node)
+        if step == "rewind":
+            for _ in range(REWIND_ATTEMPTS):  # the node may not have seen it is fenced yet
+                reply = await self.nodes.replica_call(node, url, name, "rewind",
+                                                      {"fork_lsn": fork, "epoch": epoch}, 60.0)
+                if reply.ok or reply.code not in ("not_fenced", "unavailable") \
+                        and reply.status != 0:
+                    break
+                await asyncio.sleep(0.5)
+            if not reply.ok:
+                raise StepFailed("rewind_failed", f"{where}: {reply.problem}")
+            bundle = {**reply.body, "environment": name, "node": node,
+                      "region": p["region"], "recorded_at": iso_now(), "operation": op.id}
+            lost = len(bundle["entries"])
+
+            def keep(txn: Txn) -> None:
+                txn.put(lost_key(name, epoch, fork), bundle)
+
+            how = ("rewound to it" if bundle["rewound"]
+                   else f"could not rewind ({bundle['reason']}), so it is re-seeded")
+            return Outcome(f"{where}: {node} kept {lost} lost write(s) after the fork point "
+                           f"{fork} and {how}", keep,
+                           {"lost_entries": lost, "rewound": bundle["rewound"]})
+        if step == "rejoin":
+            return await self._rejoin(op)
+        raise StepFailed("unknown_step", f"{REJOIN} has no step {step!r}")
+
+    async def _rejoin(self, op: Operation) -> Outcome:
+        p, name = op.params, op.target
+        node, rewound = p["node"], (op.result or {}).get("rewound", False)
+        item = await asyncio.to_thread(self.store.get, record_key(name))
+        if item is None or item.value.get("operation") != op.id:
+            raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
+        record = item.value
+        replicas = [{k: v for k, v in r.items() if k not in ("behind", "fork_lsn")}
+                    for r in with_roles(record, {node: Role.SECONDARY.value})]
+        joined = {**record, "replicas": replicas}
+        version = await asyncio.to_thread(self.catalog.try_update, name, item.version, joined)
+        if version is None:
+            raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
+        url = self.topology.node_url(node)
+        if not rewound:  # an empty replica is seeded from a snapshot of the new primary
+            await self.nodes.delete_replica(node, url, name)
+        replica = next(r for r in replicas if r["node"] == node)
+        outcome = await self.nodes.put_replica(node, url, self.reconciler.desired(
+            joined, replica, version))
+        lost = (op.result or {}).get("lost_entries", 0)
+
+        def announce(txn: Txn) -> None:
+            self.events.stage(txn, EventType.REPLICA_REJOINED, environment=name,
+                              region=p["region"], operation=op.id,
+                              data={"node": node, "fork_lsn": p["fork_lsn"],
+                                    "epoch": p["epoch"], "lost_entries": lost,
+                                    "rewound": rewound, "reseeded": not rewound})
+
+        how = "streams from the fork point" if rewound else "is seeded from a snapshot"
+        detail = (f"environment {name} (epoch {p['epoch']}): {node} is a secondary again and "
+                  f"{how}; {lost} lost write(s) kept (tandem lost {name})")
+        if outcome.problem:
+            detail += f" ({outcome.problem}; its heartbeat answer tells it)"
+        return Outcome(detail, announce, warn=bool(outcome.problem))

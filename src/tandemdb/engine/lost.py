@@ -1,0 +1,56 @@
+"""Lost writes described for people: what a rewind takes out (DESIGN §4, "lost writes").
+
+After a forced failover the old primary may hold entries past the fork point that the new
+primary never saw. Before they are undone, each is described: its lsn, epoch and commit
+time, the tables it touched, its schema statements, and every row it changed, with the
+row's values before and after (`None` for an insert's before or a delete's after). An
+update names only what the changeset knows: the key and the columns it changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+from .journal import CHANGESET, DDL, JournalEntry
+
+
+def describe(entry: JournalEntry, columns: Callable[[str], list[str]]) -> dict[str, Any]:
+    """One lost entry; `columns(table)` names a table's columns in order."""
+    changes, tables, ddl = [], [], []
+    for kind, payload in entry.segments:
+        if kind == DDL:
+            ddl.append(payload)
+            continue
+        if kind != CHANGESET:
+            continue
+        for change in apsw.Changeset.iter(payload):
+            names = columns(change.name)
+            if change.column_count == len(names) + 1:  # a table without a key: rowid first
+                names = ["rowid", *names]
+            elif change.column_count != len(names):
+                names = [f"c{i}" for i in range(change.column_count)]
+            if change.name not in tables:
+                tables.append(change.name)
+            changes.append({"table": change.name, "op": change.op.lower(),
+                            "before": _row(names, change.old),
+                            "after": _after(names, change.old, change.new)})
+    return {"lsn": entry.lsn, "epoch": entry.epoch, "committed_at": entry.committed_at,
+            "tables": tables, "ddl": ddl, "changes": changes}
+
+
+def _row(names: list[str], values: tuple | None) -> dict | None:
+    if values is None:
+        return None
+    return {n: v for n, v in zip(names, values, strict=False) if v is not apsw.no_change}
+
+
+def _after(names: list[str], old: tuple | None, new: tuple | None) -> dict | None:
+    if new is None:
+        return None
+    old = old or (apsw.no_change,) * len(new)
+    return {n: (v if v is not apsw.no_change else o)
+            for n, o, v in zip(names, old, new, strict=False)
+            if not (v is apsw.no_change and o is apsw.no_change)}
