@@ -9,6 +9,7 @@ to the fork point, streams again, and the environment fails back home without lo
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 
@@ -41,7 +42,16 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
         # The controller knows the primary's lsn from its heartbeats (every 0.5 s).
         wait_until(lambda: (client.environment(env)["primary_lsn"] or 0) > 30,
                    what="writes before the outage, reported to the controller")
-        lossy.local.kill(west)
+        # The secondary falls behind (frozen), the primary acknowledges more, then dies:
+        # those writes are certainly lost from the new history.
+        east = lossy.node_of("east")
+        lossy.local.signal(east, signal.SIGSTOP)
+        try:
+            ahead = len(writer.acked)
+            wait_until(lambda: len(writer.acked) > ahead + 20, what="writes east never saw")
+            lossy.local.kill(west)
+        finally:
+            lossy.local.signal(east, signal.SIGCONT)
         killed_at = time.time()
         op = client.failover(env, mode="forced")
         assert [s["name"] for s in op["steps"]] == ["hold", "expire-lease", "promote",
@@ -68,6 +78,7 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
     # Lost: only epoch-1 writes past the fork point. What the controller reports is what
     # it knew at promotion (the old primary's last heartbeat), so it can be fewer.
     assert all(lsn > fork for _, lsn in missing), missing[:5]
+    assert len(missing) >= 20, "the writes the frozen secondary never saw must be lost"
     assert isinstance(reported, int) and reported >= 0
     assert all(i in set(ids) for i, _, epoch in acked if epoch == 2)
     kinds = [e["type"] for e in client.events(after=0)["events"] if e["environment"] == env]
