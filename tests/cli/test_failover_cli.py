@@ -265,3 +265,11 @@ def test_bench_switchover_smoke(tmp_path: Path):
     assert (result["failovers"], result["region_envs"]) == (3, 5)
     assert result["failovers_failed"] == 0 and result["writer_errors"] == 0
     assert result["writes_acknowledged"] == result["writes_found"]
+
+
+def test_lost_lists_nothing_for_a_planned_history_and_refuses_unknown(deployed: Deployed):
+    assert "acme: no lost writes recorded" in tandem(deployed, "lost", "acme").stdout
+    answer = json.loads(tandem(deployed, "lost", "acme", "--json").stdout)
+    assert answer == {"environment": "acme", "bundles": []}
+    result = tandem(deployed, "lost", "nope", code=1)
+    assert result.stderr.strip().startswith("error 404 "), result.stderr

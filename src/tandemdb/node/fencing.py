@@ -1,6 +1,6 @@
-"""The node's part of a planned switchover (docs/failover.md "Planned failover of one
-environment"): fence the primary, wait for the target to catch up, promote it, and unfence
-the old primary when the switchover fails.
+"""The node's part of failover (docs/failover.md): fence the primary, wait for the target
+to catch up, promote it, unfence the old primary when a switchover fails, and rewind an old
+primary that a forced failover left behind (its lost writes are written down first).
 
 Every role change goes through `ReplicaSet.transition`: its checks run while the engine's
 lock is held, so no entry is committed or applied between a check and the change, and the
