@@ -17,6 +17,20 @@ DEFAULT_DATA = Path("tandem-data")
 err = Console(stderr=True)
 
 
+def parse_grace(text: str | None) -> float | None:
+    """`--grace-seconds`: a number of seconds above 0, or `off` (None)."""
+    if text is None or text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"--grace-seconds must be a number of seconds above 0, or off; not "
+                         f"{text!r}")
+    return value
+
+
 def up(
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Deployment data directory."),
     regions: str = typer.Option("west=east", help="Region pairs, e.g. west=east."),
@@ -24,16 +38,30 @@ def up(
     port: int = typer.Option(7070, min=1024, max=65000, help="Gateway port; the others follow."),
     detach: bool = typer.Option(False, "--detach", help="Return once every process is up."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    grace_seconds: str | None = typer.Option(
+        None, "--grace-seconds", show_default=False,
+        help="Seconds a region must be lost, to the controller and to its pair, before its "
+             "primaries are force-failed-over (default 30); 'off' leaves it to the operator."),
+    lease_ttl: float | None = typer.Option(
+        None, "--lease-ttl", min=0.5, show_default=False,
+        help="Seconds of a primary's lease from the controller (default 5)."),
 ) -> None:
     """Start a local deployment: controller, gateway and nodes as separate processes."""
     try:
         pairs = local.parse_pairs(regions)
+        grace = parse_grace(grace_seconds)
     except ValueError as exc:
         _fail(str(exc))
     if local.running_pids(data):
         _fail(f"a deployment is already running from {data}; 'tandem down --data {data}' "
               "stops it")
     deployment = local.open_or_plan(data, pairs, nodes_per_region, port)
+    if grace_seconds is not None or lease_ttl is not None:  # kept for the next `up` too
+        if grace_seconds is not None:
+            deployment.grace_seconds = grace
+        if lease_ttl is not None:
+            deployment.lease_ttl = lease_ttl
+        deployment.save()
     cluster = local.LocalDeployment(deployment)
     try:
         with err.status("starting") as status:

@@ -29,8 +29,16 @@ class Deployment:
     lease_ttl: float = 5.0  # seconds; primaries write only under a lease (docs/leases.md)
     heartbeat_interval: float = 0.5
     max_body_bytes: int = 64 << 20
+    # A region is declared down, and its primaries force-failed-over, once the controller
+    # and the paired region have both lost it for this long; None leaves it to the operator.
+    grace_seconds: float | None = 30.0
 
     def __post_init__(self) -> None:
+        grace = self.grace_seconds
+        if grace is not None and (type(grace) not in (int, float) or not math.isfinite(grace)
+                                  or grace <= 0):
+            raise ValueError(f"grace_seconds in {FILE} must be a number of seconds above 0, "
+                             f"or null for off, not {grace!r}")
         ttl = self.lease_ttl
         if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl < 0:
             raise ValueError(f"lease_ttl in {FILE} must be a number of seconds >= 0 (0 turns "

@@ -126,7 +126,10 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
 
     @router.post("/internal/v1/heartbeat")
     async def heartbeat(request: Request) -> dict:
-        node, url, replicas = parse_heartbeat(await read_json(request), ctl.deployment.nodes)
+        body = await read_json(request)
+        node, url, replicas = parse_heartbeat(body, ctl.deployment.nodes)
+        peers = body.get("peers")  # the node's streams: how long each has been failing
+        ctl.status.peers[node] = peers if isinstance(peers, dict) else {}
         return await ctl.heartbeat(node, url, replicas)
 
     @router.get("/internal/v1/routing")

@@ -35,6 +35,7 @@ from .failover import Failovers
 from .lag import LagWatch
 from .nodes import NodeClient
 from .operations import Operation, Operations
+from .outage import OutageWatch
 from .reconcile import Reconciler
 from .regions import Regions
 from .rejoin import Rejoins
@@ -77,6 +78,7 @@ class Controller:
     regions: Regions
     lag: LagWatch
     rejoins: Rejoins
+    outages: OutageWatch
     background: set = field(default_factory=set)  # tasks kept referenced until done
 
     @classmethod
@@ -102,7 +104,8 @@ class Controller:
                    ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"),
                    events, webhooks, operations, delivery, failovers, regions,
                    LagWatch(topology, events),
-                   Rejoins(catalog, topology, reconciler, nodes, operations, events))
+                   Rejoins(catalog, topology, reconciler, nodes, operations, events),
+                   OutageWatch(deployment, topology, catalog, status, regions, operations))
 
     def start(self) -> list[Operation]:
         """Seed regions, finish orphaned records; answers the operations to resume."""
@@ -149,6 +152,7 @@ class Controller:
         while True:
             await asyncio.sleep(self.deployment.heartbeat_interval / 2)
             beats += 1
+            await self.outages.check()
             if beats % REJOIN_CHECK_BEATS == 0:
                 for node in self.deployment.nodes:
                     if self.topology.healthy(node):

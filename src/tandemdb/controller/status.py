@@ -23,6 +23,7 @@ from .catalog import Role
 class LiveStatus:
     def __init__(self) -> None:
         self._reports: dict[str, dict[str, dict]] = {}  # node -> env -> replica report
+        self.peers: dict[str, dict] = {}  # node -> peer -> {"failing_seconds"}
 
     def record(self, node: str, replicas: dict[str, dict]) -> None:
         self._reports[node] = replicas

@@ -69,9 +69,11 @@ class Heartbeat:
         remaining = self.lease.remaining()
         # The controller's parser ignores fields it does not know; this one is for people
         # reading the reports (and a controller that wants to show it).
+        puller = self.node.puller
         return {"node": self.node.name, "region": self.node.region, "url": self.node.url,
                 "replicas": replicas,
-                "lease_remaining": None if remaining is None else round(remaining, 3)}
+                "lease_remaining": None if remaining is None else round(remaining, 3),
+                "peers": puller.peer_report() if puller is not None else {}}
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -51,6 +51,9 @@ class PeerLoop:
         self.task: asyncio.Task | None = None
         self._request: asyncio.Task | None = None
         self._held: dict[str, float] = {}  # env -> loop time until which it is left out
+        # Since when (monotonic) polls of this peer fail; None while they succeed. The
+        # controller hears it in heartbeats: the pair's view of a region's health.
+        self.failing_since: float | None = None
         self._logged: dict[str, str] = {}  # last error logged per env (no log floods)
 
     def start(self) -> None:
@@ -71,7 +74,6 @@ class PeerLoop:
 
     async def run(self) -> None:
         backoff = BACKOFF_MIN
-        failing_since: float | None = None
         while True:
             replicas = self.replicas()
             if not replicas:
@@ -83,17 +85,17 @@ class PeerLoop:
                 if answer is None:
                     continue  # interrupted: poll again with the new set of replicas
             except (httpx.HTTPError, PeerError, ValueError) as exc:
-                if failing_since is None:
-                    failing_since = time.monotonic()
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                     log.warning("stream from %s (%s) failed: %s; retrying", self.peer,
                                 self.url, _describe(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
                 continue
-            if failing_since is not None:
+            if self.failing_since is not None:
                 log.info("stream from %s is back after %.1fs", self.peer,
-                         time.monotonic() - failing_since)
-                failing_since = None
+                         time.monotonic() - self.failing_since)
+                self.failing_since = None
             backoff = BACKOFF_MIN
             try:
                 parts = answer.get("envs") or {}
@@ -223,6 +225,13 @@ class Puller:
     async def wait_for_change(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def peer_report(self) -> dict[str, dict]:
+        """For each peer this node streams from: how long its stream has been failing."""
+        now = time.monotonic()
+        return {peer: {"failing_seconds": 0.0 if loop.failing_since is None
+                       else round(now - loop.failing_since, 3)}
+                for (peer, _), loop in self.loops.items()}
 
     def refresh(self) -> None:
         """Start and stop peer loops to match the secondaries' primaries."""
