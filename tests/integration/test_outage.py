@@ -45,6 +45,7 @@ def test_a_lost_region_is_detected_failed_over_and_brought_back(watched: Cluster
     client = watched.client
     for env in ENVS:
         client.create_environment(env, region="west")
+    client.sql(ENVS[1], "CREATE TABLE quiet(id INTEGER PRIMARY KEY)")  # an idle one
     writer = Writer(client, ENVS[0], keyed=False)
     writer.create_table()
     writer.start()
