@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from .conftest import Cluster, wait_until
@@ -123,3 +124,44 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
     assert back["state"] == "succeeded", back
     after = {r[0] for r in client.sql(env, "SELECT id FROM events")["results"][0]["rows"]}
     assert after == set(ids) and not ({i for i, _ in missing} & after)
+
+
+def test_controller_killed_during_a_forced_failover(lossy: Cluster):
+    """Invariant 7 for the forced path: the controller dies after the promotion, before it
+    is recorded; restarted, it finishes, with exactly one writable primary."""
+    client, env = lossy.client, "forced-crash"
+    client.create_environment(env, region="west")
+    client.sql(env, "CREATE TABLE events(id INTEGER, at REAL)")
+    client.sql(env, "INSERT INTO events(id) VALUES (1)")
+    west, local = lossy.node_of("west"), lossy.local
+    wait_until(lambda: (client.environment(env)["primary_lsn"] or 0) >= 2, what="reported")
+    local.kill(west)
+    point = "environment.failover/promote:end"
+    log = local.log_file("controller")
+    size = log.stat().st_size
+    local.stop("controller")
+    local.start("controller", env={"TANDEM_PAUSE_AT": point})
+    wait_until(lambda: any(n["healthy"] for r in client.regions() if r["name"] == "east"
+                           for n in r["nodes"]), what="east heard by the new controller")
+    op = client.failover(env, mode="forced")
+    wait_until(lambda: f"operation paused at {point}" in
+               log.read_text(errors="replace")[size:], timeout=30, what="the pause")
+    local.kill("controller")
+    local.start("controller")
+    done = client.wait_operation(op["id"], timeout=60)
+    assert done["state"] == "succeeded", done
+    assert [s["attempts"] for s in done["steps"] if s["name"] == "promote"] == [2]
+    view = client.environment(env)
+    assert (view["primary_region"], view["epoch"]) == ("east", 2)
+    secret = {"X-Tandem-Secret": lossy.deployment.secret}
+    write = {"statements": [{"sql": "DELETE FROM events WHERE id = -1"}]}
+    east_url = lossy.deployment.node_url(lossy.node_of("east"))
+    assert httpx.post(f"{east_url}/v1/environments/{env}/sql", headers=secret,
+                      json=write).status_code == 200
+    local.start(west)  # back: it rejoins as a secondary and never writes
+    wait_until(lambda: not any(r.get("behind") for r in client.environment(env)["replicas"]),
+               timeout=30, what="the rejoin")
+    west_url = lossy.deployment.node_url(west)
+    refused = httpx.post(f"{west_url}/v1/environments/{env}/sql", headers=secret, json=write)
+    assert refused.status_code == 409, refused.text
+    assert [r[0] for r in client.sql(env, "SELECT id FROM events")["results"][0]["rows"]] == [1]
