@@ -22,6 +22,7 @@ import httpx
 from tandemdb.common.deployment import HOST, Deployment
 
 RUN_FILE = "run.json"
+OUTAGE_FILE = "outage.json"  # regions taken out by `tandem region outage`
 START_TIMEOUT = 30.0
 
 
@@ -179,9 +180,71 @@ class LocalDeployment:
         return [n for n, p in self.processes.items() if p.poll() is not None]
 
     # -- detached deployments -------------------------------------------------------------
-    def write_run_file(self) -> None:
+    def write_run_file(self, supervised: bool = False) -> None:
         pids = {name: proc.pid for name, proc in self.processes.items()}
-        (self.data / RUN_FILE).write_text(json.dumps({"pids": pids}, indent=2))
+        (self.data / RUN_FILE).write_text(json.dumps({"pids": pids, "supervised": supervised},
+                                                     indent=2))
+
+    def staged_out(self) -> set[str]:
+        """Processes of regions taken out by `tandem region outage` (not to be restarted)."""
+        regions = staged_outages(self.data)
+        return {n for n in self.deployment.nodes if self.deployment.nodes[n]["region"]
+                in regions}
+
+
+# -- staged outages (tandem region outage | recover) ----------------------------------------
+
+def staged_outages(data: Path) -> set[str]:
+    path = Path(data) / OUTAGE_FILE
+    return set(json.loads(path.read_text())) if path.exists() else set()
+
+
+def _write_outages(data: Path, regions: set[str]) -> None:
+    (Path(data) / OUTAGE_FILE).write_text(json.dumps(sorted(regions)))
+
+
+def stage_outage(data: Path, region: str) -> list[str]:
+    """SIGKILL every process of `region` in a running local deployment; names killed.
+
+    The region is recorded in `outage.json`, so a foreground `tandem up` does not restart
+    its nodes until `recover`."""
+    deployment = Deployment.load(data)
+    if region not in deployment.regions:
+        raise StartError(f"unknown region {region!r}: the regions are "
+                         f"{', '.join(deployment.regions)}")
+    pids = running_pids(data)
+    if not pids:
+        raise StartError(f"no deployment is running from {data}; 'tandem up' starts one")
+    _write_outages(data, staged_outages(data) | {region})
+    killed = []
+    for name in deployment.nodes_in(region):
+        pid = pids.get(name)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            killed.append(name)
+    return killed
+
+
+def recover(data: Path, region: str) -> list[str]:
+    """Bring a staged-out region back; names started (a foreground `up` restarts them)."""
+    deployment = Deployment.load(data)
+    out = staged_outages(data)
+    if region not in out:
+        raise StartError(f"region {region!r} is not staged out; 'tandem region outage "
+                         f"{region}' takes it out")
+    _write_outages(data, out - {region})
+    run = json.loads((Path(data) / RUN_FILE).read_text())
+    if run.get("supervised"):
+        return []  # the foreground supervisor starts them within half a second
+    cluster = LocalDeployment(deployment)
+    started = []
+    for name in deployment.nodes_in(region):
+        if name not in running_pids(data):
+            run["pids"][name] = cluster.start(name).pid
+            started.append(name)
+    (Path(data) / RUN_FILE).write_text(json.dumps(run, indent=2))
+    return started
 
 
 def running_pids(data: Path) -> dict[str, int]:

@@ -140,3 +140,43 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_staged_outage_and_recovery_with_the_cli(tmp_path):
+    """`tandem region outage west` as a user runs it: the controller declares west down
+    after the grace period and fails it over; `recover` brings it back, its replica rejoins,
+    and `tandem region failback west` brings the environment home."""
+    data = str(tmp_path / "data")
+    port = str(free_base_port(4))
+    info = json.loads(tandem("up", "--data", data, "--port", port, "--detach", "--json",
+                             "--grace-seconds", "2", "--lease-ttl", "1.5")
+                      .stdout.strip().splitlines()[-1])
+    try:
+        saved = Deployment.load(data)
+        assert (saved.grace_seconds, saved.lease_ttl) == (2.0, 1.5)
+        client = Client(info["url"], info["token"])
+        client.create_environment("rehearse")
+        client.sql("rehearse", "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+        wait_until(lambda: caught_up(client, "rehearse"), what="replicated")
+        out = json.loads(tandem("region", "outage", "west", "--data", data, "--json").stdout)
+        assert out == {"region": "west", "killed": ["west-1"]}
+        assert "west-1" not in running_pids(data)
+
+        def west_state() -> str:
+            return next(r["state"] for r in client.regions() if r["name"] == "west")
+
+        wait_until(lambda: west_state() == "failed-over", timeout=40, what="auto failover")
+        client.sql("rehearse", "INSERT INTO t(id) VALUES (1)")  # writable in east
+        back = json.loads(tandem("region", "recover", "west", "--data", data, "--json").stdout)
+        assert back == {"region": "west", "started": ["west-1"]}
+        wait_until(lambda: not any(r.get("behind") for r in
+                                   client.environment("rehearse")["replicas"]),
+                   timeout=30, what="the rejoin")
+        wait_until(lambda: caught_up(client, "rehearse"), what="caught up again")
+        tandem("region", "failback", "west", "--data", data)
+        assert west_state() == "healthy"
+        assert client.environment("rehearse")["primary_region"] == "west"
+        unknown = tandem("region", "outage", "mars", "--data", data, check=False)
+        assert unknown.returncode == 1 and "unknown region" in unknown.stderr
+    finally:
+        tandem("down", "--data", data, check=False)

@@ -56,6 +56,7 @@ def up(
         _fail(f"a deployment is already running from {data}; 'tandem down --data {data}' "
               "stops it")
     deployment = local.open_or_plan(data, pairs, nodes_per_region, port)
+    (Path(data) / local.OUTAGE_FILE).unlink(missing_ok=True)  # `up` brings every region up
     if grace_seconds is not None or lease_ttl is not None:  # kept for the next `up` too
         if grace_seconds is not None:
             deployment.grace_seconds = grace
@@ -69,7 +70,7 @@ def up(
     except local.StartError as exc:
         cluster.stop_all()
         _fail(str(exc))
-    cluster.write_run_file()
+    cluster.write_run_file(supervised=not detach)
     info = {"url": deployment.gateway_url, "token": deployment.token,
             "data": str(Path(deployment.data))}
     if as_json:
@@ -95,7 +96,7 @@ def _supervise(cluster: local.LocalDeployment) -> None:
     signal.signal(signal.SIGTERM, _stop)
     err.print("running in the foreground; Ctrl-C stops every process")
     while not stopping:
-        for name in cluster.dead():
+        for name in sorted(set(cluster.dead()) - cluster.staged_out()):
             code = cluster.processes[name].returncode
             err.print(f"[red]{name} exited with code {code}[/red]; restarting it "
                       f"(log: {cluster.log_file(name)})")
@@ -103,6 +104,7 @@ def _supervise(cluster: local.LocalDeployment) -> None:
                 cluster.start(name)
             except local.StartError as exc:
                 err.print(f"[red]{exc}[/red]")
+            cluster.write_run_file(supervised=True)
         time.sleep(0.5)
     err.print("stopping")
     cluster.stop_all()

@@ -8,7 +8,7 @@ import typer
 
 from tandemdb import __version__
 
-from . import data, deploy, envs, failover, lost, ops, status
+from . import data, deploy, envs, failover, lost, ops, outage, status
 from .bench import bench_app
 
 app = typer.Typer(help="Tandem: geo-replicated environments with planned and unplanned "
@@ -32,6 +32,8 @@ app.command("events")(ops.events)
 app.command("failover")(failover.failover)
 app.command("lost")(lost.lost)
 app.add_typer(failover.region_app, name="region")
+failover.region_app.command("outage")(outage.outage)
+failover.region_app.command("recover")(outage.recover)
 app.command("regions")(failover.region_list)
 
 
