@@ -37,6 +37,8 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
     client.create_environment(env, region="west")
     writer = Writer(client, env, keyed=False)
     writer.create_table()
+    client.sql(env, ["CREATE TABLE kv(k TEXT PRIMARY KEY, v INTEGER)",
+                     "INSERT INTO kv VALUES ('a', 0)"])
     writer.start()
     west = lossy.node_of("west")
     try:
@@ -50,6 +52,9 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
         try:
             ahead = len(writer.acked)
             wait_until(lambda: len(writer.acked) > ahead + 20, what="writes east never saw")
+            # Two more writes only west acknowledges: one will conflict, one will not.
+            client.sql(env, "UPDATE kv SET v = 1 WHERE k = 'a'")
+            client.sql(env, "INSERT INTO kv VALUES ('b', 1)")
             lossy.local.kill(west)
         finally:
             lossy.local.signal(east, signal.SIGCONT)
@@ -67,6 +72,7 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
         assert "fork point" in promoted["detail"]
         acked = len(writer.acked)
         wait_until(lambda: len(writer.acked) > acked + 10, what="writes in east")
+        client.sql(env, "UPDATE kv SET v = 2 WHERE k = 'a'")  # written since the fork
     finally:
         writer.stop()
 
@@ -119,11 +125,26 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
     wait_until(equal, timeout=30, what="the rejoined replica to catch up")
     assert client.checksum(env, region="west")["total"] == \
         client.checksum(env, region="east")["total"]
-    # Home again with the zero-loss protocol; the rewound history stays rewound.
+    # Replay: what conflicts with nothing since the fork is applied, the rest is listed;
+    # a second replay applies nothing twice.
+    replay = client.replay_lost(env)
+    conflicting = [c for c in replay["conflicts"] if c["table"] == "kv"]
+    assert conflicting and conflicting[0]["key"] == {"k": "a"}
+    assert "changed since the fork" in conflicting[0]["reason"]
+    kv = dict(client.sql(env, "SELECT k, v FROM kv")["results"][0]["rows"])
+    assert kv == {"a": 2, "b": 1}  # east's own 'a' kept, the lost 'b' replayed
+    again = client.replay_lost(env)
+    assert again["applied"] == [] and set(replay["applied"]) <= set(again["already"])
+    replayed = {r[0] for r in client.sql(env, "SELECT id FROM events")["results"][0]["rows"]}
+    assert set(ids) <= replayed and replayed - set(ids) <= lost_rows
+    counts = client.sql(env, "SELECT id, count(*) FROM events GROUP BY id HAVING count(*) > 1")
+    assert counts["results"][0]["rows"] == [], "a lost write replayed twice"
+
+    # Home again with the zero-loss protocol.
     back = client.wait_operation(client.failover(env)["id"], timeout=60)
     assert back["state"] == "succeeded", back
     after = {r[0] for r in client.sql(env, "SELECT id FROM events")["results"][0]["rows"]}
-    assert after == set(ids) and not ({i for i, _ in missing} & after)
+    assert after == replayed
 
 
 def test_controller_killed_during_a_forced_failover(lossy: Cluster):

@@ -14,10 +14,18 @@ from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_jso
 EnvName = Annotated[str, typer.Argument(help="Environment name, e.g. acme.", show_default=False)]
 
 
-def lost(env: EnvName, as_json: Json = False, url: Url = None, token: Token = None,
-         data: Data = DEFAULT_DATA) -> None:
+Replay = Annotated[bool, typer.Option(
+    "--replay", help="Apply the lost writes that conflict with nothing written since the "
+                     "fork, and list the rows that conflict. Never applies a write twice.")]
+
+
+def lost(env: EnvName, replay: Replay = False, as_json: Json = False, url: Url = None,
+         token: Token = None, data: Data = DEFAULT_DATA) -> None:
     """List the lost writes of ENV: lsn, commit time, tables, rows before and after."""
     with reported(), connect(url, token, data) as client:
+        if replay:
+            _print_replay(client.replay_lost(env), as_json)
+            return
         answer = client.lost(env)
     if as_json:
         print_json(answer)
@@ -43,3 +51,19 @@ def lost(env: EnvName, as_json: Json = False, url: Url = None, token: Token = No
 
 def _row(values: dict | None) -> str:
     return "" if values is None else ", ".join(f"{k}={v!r}" for k, v in values.items())
+
+
+def _print_replay(answer: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(answer)
+        return
+    console = Console()
+    console.print(f"[bold]{answer['environment']}[/]: replayed {len(answer['applied'])} lost "
+                  f"write(s) {answer['applied'] or ''}, {len(answer['already'])} already there"
+                  f", {len(answer['conflicts'])} conflicting row(s) left alone")
+    if answer["conflicts"]:
+        table = Table("lsn", "table", "op", "key", "reason")
+        for c in answer["conflicts"]:
+            table.add_row(str(c["lsn"]), str(c["table"] or ""), str(c["op"] or ""),
+                          _row(c["key"]), c["reason"])
+        console.print(table)

@@ -189,6 +189,12 @@ class Api:
         "committed_at", "tables", "changes": [{"table", "op", "before", "after"}]}]}]}`."""
         return self._call("GET", _env(env) + "/lost")
 
+    def replay_lost(self, env: str) -> dict:
+        """Apply the lost writes that conflict with nothing written since the fork:
+        `{"applied": [lsn], "already": [lsn], "conflicts": [{"lsn", "table", "op", "key",
+        "reason"}]}`. Running it again applies nothing twice."""
+        return self._call("POST", _env(env) + "/lost/replay")
+
     # --- failover (docs/failover.md): each answers the operation at once (202)
 
     def failover(self, env: str, mode: str = "planned",

@@ -91,6 +91,10 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
     async def lost_writes(env: str) -> dict:
         return await asyncio.to_thread(ctl.rejoins.lost, env)
 
+    @router.post("/v1/environments/{env}/lost/replay")
+    async def replay_lost(env: str) -> dict:
+        return await ctl.replayer.replay(env)
+
     @router.get("/v1/operations")
     async def list_operations(request: Request) -> dict:
         limit = parse_limit(dict(request.query_params))

@@ -39,6 +39,7 @@ from .outage import OutageWatch
 from .reconcile import Reconciler
 from .regions import Regions
 from .rejoin import Rejoins
+from .replay import Replayer
 from .routing import Routing
 from .status import LiveStatus
 from .store import Store, open_store
@@ -79,6 +80,7 @@ class Controller:
     lag: LagWatch
     rejoins: Rejoins
     outages: OutageWatch
+    replayer: Replayer
     background: set = field(default_factory=set)  # tasks kept referenced until done
 
     @classmethod
@@ -105,7 +107,8 @@ class Controller:
                    events, webhooks, operations, delivery, failovers, regions,
                    LagWatch(topology, events),
                    Rejoins(catalog, topology, reconciler, nodes, operations, events),
-                   OutageWatch(deployment, topology, catalog, status, regions, operations))
+                   OutageWatch(deployment, topology, catalog, status, regions, operations),
+                   Replayer(store, catalog, topology, nodes))
 
     def start(self) -> list[Operation]:
         """Seed regions, finish orphaned records; answers the operations to resume."""

@@ -61,9 +61,13 @@ class NodeClient:
     async def replica_call(self, node: str, url: str, env: str, action: str, body: dict,
                            timeout: float = TIMEOUT_SECONDS) -> Reply:
         """POST `/internal/v1/replicas/{env}/{action}` (fence, wait, promote, unfence)."""
-        target = f"{url}/internal/v1/replicas/{env}/{action}"
+        return await self._post(node, url, f"/internal/v1/replicas/{env}/{action}", body,
+                                action, timeout)
+
+    async def _post(self, node: str, url: str, path: str, body: dict, action: str,
+                    timeout: float) -> Reply:
         try:
-            response = await self._client.post(target, json=body,
+            response = await self._client.post(url + path, json=body,
                                                 timeout=httpx.Timeout(timeout))
         except httpx.HTTPError as exc:
             return Reply(node, 0, {}, f"could not reach {node} at {url} "
@@ -79,6 +83,12 @@ class NodeClient:
         return Reply(node, response.status_code, answer,
                      f"{node} refused {action} with {response.status_code} "
                      f"{error.get('code', '')}: {error.get('message') or response.text[:300]}")
+
+    async def sql(self, node: str, url: str, env: str, statements: list[dict],
+                  timeout: float = TIMEOUT_SECONDS * 5) -> Reply:
+        """One transaction on the node's data API (the replay of lost writes)."""
+        return await self._post(node, url, f"/v1/environments/{env}/sql",
+                                {"statements": statements}, "sql", timeout)
 
     async def close(self) -> None:
         await self._client.aclose()

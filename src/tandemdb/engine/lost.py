@@ -2,8 +2,8 @@
 
 After a forced failover the old primary may hold entries past the fork point that the new
 primary never saw. Before they are undone, each is described: its lsn, epoch and commit
-time, the tables it touched, its schema statements, and every row it changed, with the
-row's values before and after (`None` for an insert's before or a delete's after). An
+time, the tables it touched, its schema statements, and every row it changed: its key, and
+its values before and after (`None` for an insert's before or a delete's after). An
 update names only what the changeset knows: the key and the columns it changed.
 """
 
@@ -34,7 +34,9 @@ def describe(entry: JournalEntry, columns: Callable[[str], list[str]]) -> dict[s
                 names = [f"c{i}" for i in range(change.column_count)]
             if change.name not in tables:
                 tables.append(change.name)
+            keyed = change.new if change.op == "INSERT" else change.old
             changes.append({"table": change.name, "op": change.op.lower(),
+                            "key": {names[i]: keyed[i] for i in sorted(change.pk_columns)},
                             "before": _row(names, change.old),
                             "after": _after(names, change.old, change.new)})
     return {"lsn": entry.lsn, "epoch": entry.epoch, "committed_at": entry.committed_at,

@@ -1,0 +1,163 @@
+"""Replay lost writes onto the current primary: those that conflict with nothing since.
+
+`POST /v1/environments/{env}/lost/replay` (`tandem lost ENV --replay`). For each kept lost
+write, oldest first, every row change is checked against the primary's row of the same key:
+
+- **clean**: an insert whose key is free; an update or delete whose row still holds its
+  values from before. When every change of the write is clean, they are applied together,
+  as one new transaction, each guarded by those same values.
+- **already**: the row already holds what the write left (an earlier replay, or the same
+  change made again since): nothing to do. So replaying twice applies nothing twice.
+- **conflict**: anything else (the row was changed since the fork, or the write touched
+  files or the schema): listed with the table, key and reason, and left alone.
+
+The bundle records which writes were replayed, and the lsn they were given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from tandemdb.common.http import ApiError
+
+from .catalog import Catalog, Role, iso_now, not_found
+from .nodes import NodeClient
+from .store import Store, Txn
+from .topology import Topology
+
+log = logging.getLogger("tandem.controller.replay")
+
+LOST = "lost/"
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def where(values: dict[str, Any]) -> tuple[str, list]:
+    return " AND ".join(f"{quote(c)} IS ?" for c in values), list(values.values())
+
+
+class Replayer:
+    def __init__(self, store: Store, catalog: Catalog, topology: Topology,
+                 nodes: NodeClient) -> None:
+        self.store, self.catalog, self.topology, self.nodes = store, catalog, topology, nodes
+
+    async def replay(self, env: str) -> dict:
+        record = await asyncio.to_thread(self.catalog.get, env)
+        if record is None:
+            raise not_found(env)
+        if record["state"] != "active":
+            raise ApiError(409, "busy", f"environment {env!r} is {record['state']}; replay "
+                                        "once its operation has ended")
+        primary = next(r for r in record["replicas"] if r["role"] == Role.PRIMARY)
+        node, url = primary["node"], self.topology.node_url(primary["node"])
+        bundles = await asyncio.to_thread(self.store.list, f"{LOST}{env}/")
+        applied, already, conflicts = [], [], []
+        for key, item in bundles.items():
+            bundle = item.value
+            for entry in bundle["entries"]:
+                if entry.get("replayed"):
+                    already.append(entry["lsn"])
+                    continue
+                state, found = await self._check(node, url, env, entry)
+                if state == "clean":
+                    state, found = await self._apply(node, url, env, entry)
+                if state in ("clean", "already"):
+                    entry["replayed"] = {"at": iso_now(), "lsn": found}
+                    (applied if state == "clean" else already).append(entry["lsn"])
+                else:
+                    conflicts.extend(found)
+            done = await asyncio.to_thread(
+                self.store.commit, Txn().expect(key, item.version).put(key, bundle))
+            if done is None:
+                raise ApiError(409, "conflict", f"the lost writes of {env!r} were changed by "
+                                                "another replay; run it again")
+        log.info("environment %s: replayed %d lost write(s), %d already there, %d conflicting "
+                 "row(s) left alone", env, len(applied), len(already), len(conflicts))
+        return {"environment": env, "applied": applied, "already": already,
+                "conflicts": conflicts}
+
+    async def _check(self, node: str, url: str, env: str, entry: dict) -> tuple[str, Any]:
+        """`clean`, `already`, or `conflict` with the conflicting rows."""
+        if entry["ddl"]:
+            return "conflict", [{"lsn": entry["lsn"], "table": None, "op": "ddl", "key": None,
+                                 "reason": "a schema change: replay it by hand"}]
+        statements, checked = [], []
+        for change in entry["changes"]:
+            if change["table"].startswith("_tandem"):
+                return "conflict", [{"lsn": entry["lsn"], "table": change["table"],
+                                     "op": change["op"], "key": change["key"],
+                                     "reason": "a file change: put the file again by hand"}]
+            columns = sorted({*(change["before"] or {}), *(change["after"] or {})})
+            clause, params = where(change["key"])
+            statements.append({"sql": f"SELECT {', '.join(map(quote, columns))} FROM "
+                                      f"{quote(change['table'])} WHERE {clause}",
+                               "params": params})
+            checked.append(columns)
+        reply = await self.nodes.sql(node, url, env, statements)
+        if not reply.ok:
+            raise ApiError(502, "replay_failed", f"cannot read the primary: {reply.problem}")
+        states, found = [], []
+        for change, columns, result in zip(entry["changes"], checked, reply.body["results"],
+                                           strict=True):
+            row = dict(zip(columns, result["rows"][0], strict=True)) if result["rows"] else None
+            state = classify(change, row)
+            states.append(state)
+            if state == "conflict":
+                found.append({"lsn": entry["lsn"], "table": change["table"],
+                              "op": change["op"], "key": change["key"],
+                              "reason": reason(change, row)})
+        if found:
+            return "conflict", found
+        return ("already" if all(s == "already" for s in states) else "clean"), None
+
+    async def _apply(self, node: str, url: str, env: str, entry: dict) -> tuple[str, Any]:
+        statements = [statement(change) for change in entry["changes"]]
+        reply = await self.nodes.sql(node, url, env, statements)
+        guarded = [r["rows_affected"] for r in reply.body.get("results", [])] if reply.ok \
+            else []
+        if reply.ok and all(n == 1 for n in guarded):
+            return "clean", reply.body["lsn"]
+        problem = reply.problem or "a row changed between the check and the write"
+        return "conflict", [{"lsn": entry["lsn"], "table": None, "op": None, "key": None,
+                             "reason": f"changed meanwhile ({problem})"}]
+
+
+def matches(row: dict | None, values: dict | None) -> bool:
+    return row is not None and values is not None and all(row.get(c) == v
+                                                          for c, v in values.items())
+
+
+def classify(change: dict, row: dict | None) -> str:
+    op, before, after = change["op"], change["before"], change["after"]
+    if op == "insert":
+        return "clean" if row is None else "already" if matches(row, after) else "conflict"
+    if op == "update":
+        return ("clean" if matches(row, before) else "already" if matches(row, after)
+                else "conflict")
+    return "clean" if matches(row, before) else "already" if row is None else "conflict"
+
+
+def reason(change: dict, row: dict | None) -> str:
+    if change["op"] == "insert":
+        return "a different row with this key was written since the fork"
+    if row is None:
+        return "the row was deleted since the fork"
+    return "the row was changed since the fork"
+
+
+def statement(change: dict) -> dict:
+    table, before, after = quote(change["table"]), change["before"], change["after"]
+    if change["op"] == "insert":
+        columns = list(after)
+        return {"sql": f"INSERT INTO {table}({', '.join(map(quote, columns))}) VALUES "
+                       f"({', '.join('?' for _ in columns)})", "params": list(after.values())}
+    clause, params = where(before)
+    if change["op"] == "delete":
+        return {"sql": f"DELETE FROM {table} WHERE {clause}", "params": params}
+    sets = {c: v for c, v in after.items() if c not in change["key"]}
+    return {"sql": f"UPDATE {table} SET {', '.join(f'{quote(c)} = ?' for c in sets)} "
+                   f"WHERE {clause}", "params": [*sets.values(), *params]}
