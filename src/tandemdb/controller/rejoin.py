@@ -14,8 +14,8 @@ such replica:
    fork), it is dropped and created again empty, so it is seeded from a snapshot. The event
    `replica.rejoined` says which, and how many writes were lost.
 
-`GET /v1/environments/{env}/lost` (and `tandem lost ENV`) lists the stored bundles.
-Replaying them is not built yet.
+`GET /v1/environments/{env}/lost` (and `tandem lost ENV`) lists the stored bundles;
+replay.py applies them.
 """
 
 from __future__ import annotations
