@@ -14,8 +14,10 @@ bench_app = typer.Typer(help="Benchmarks that print JSON and compare side by sid
 err = Console(stderr=True)
 
 
-def _report(run: Callable[..., dict], title: str, as_json: bool, **options) -> None:
-    """Run with a progress line on stderr (unless --json), then print a table and the JSON."""
+def _report(run: Callable[..., dict], title: str, as_json: bool,
+            details: Callable[[dict], None] | None = None, **options) -> None:
+    """Run with a progress line on stderr (unless --json), then print a table and the JSON;
+    `details` prints more from the result (what is not a single number) after the table."""
     if as_json:
         print(json.dumps(run(**options)))
         return
@@ -28,6 +30,8 @@ def _report(run: Callable[..., dict], title: str, as_json: bool, **options) -> N
         if isinstance(value, (int, float)) and key not in ("rounds",):
             table.add_row(key, str(value))
     Console().print(table)
+    if details is not None:
+        details(result)
     print(json.dumps(result))
 
 
@@ -73,3 +77,39 @@ def bench_switchover(
     except (TandemError, RuntimeError) as exc:  # a refused call: one line, not a traceback
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
+
+
+@bench_app.command("failover")
+def bench_failover(
+    grace: float = typer.Option(2.0, min=0.1, help="grace_seconds: how long a region must "
+                                                   "be lost before it is failed over."),
+    lease_ttl: float = typer.Option(1.5, min=0.1, help="lease_ttl of the deployment."),
+    envs: int = typer.Option(3, min=1, help="Production environments in west, one writer "
+                                            "each."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """An unplanned region loss: detection to writable, data lost, lost = acked-missing."""
+    from tandemdb.bench import failover
+    from tandemdb.client import TandemError
+
+    try:
+        _report(failover.run, "failover benchmark (SIGKILL of west, local deployment)",
+                as_json, details=_failover_details, grace=grace, lease_ttl=lease_ttl,
+                envs=envs)
+    except (TandemError, RuntimeError) as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _failover_details(result: dict) -> None:
+    """One row per environment: the figures the main table sums or takes the largest of."""
+    table = Table(title="per environment")
+    columns = {"lag": "lag_at_outage_per_env", "writable s": "detect_to_writable_per_env",
+               "lost ≤": "lost_entries_at_most_per_env", "lost": "lost_entries_per_env",
+               "acked missing": "acked_missing_per_env"}
+    table.add_column("env")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for env in result.get("detect_to_writable_per_env", {}):
+        table.add_row(env, *(str(result.get(key, {}).get(env)) for key in columns.values()))
+    Console().print(table)

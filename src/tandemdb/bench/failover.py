@@ -1,0 +1,294 @@
+"""`tandem bench failover`: what an unplanned region loss costs, measured end to end.
+
+A real local deployment (one node per region, each its own process) in a temporary
+directory, with a short `grace_seconds` and `lease_ttl` written to deployment.json before
+it starts. `envs` production environments homed in `west`, one writer thread each (unique
+ids, one per transaction, through the gateway with the SDK), every acknowledged write kept
+with its id, lsn, epoch and time. Then the west node is SIGKILLed and nobody calls anything:
+the controller must notice, wait out `grace_seconds`, and force the region over by itself.
+
+- `lag_at_outage_entries`: the **sum** over environments of primary lsn minus the
+  secondary's acknowledged lsn, from the environment views read just before the kill (the
+  primary's report at its last heartbeat, so up to one heartbeat interval old);
+- `detect_to_writable_seconds`: from the kill to the first acknowledged write at the new
+  epoch in `east`, per environment and the largest; `goal_seconds` = grace + ttl + 2;
+- `lost_entries_at_most` (the `failover.data_loss` events, known at promotion) and, once
+  west is back and has rejoined, `lost_entries` (the exact count of `tandem lost` entries);
+- `acked_missing`: acknowledged ids missing from the new primary, and whether they are
+  exactly the lost writes (`lost_equals_acked_missing`; a write whose answer never came
+  may be among the lost ones without being acknowledged).
+
+Nothing here asserts a speed; the figures are printed next to the goal.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from tandemdb.bench.switchover import wait_replicated
+from tandemdb.client import Client, TandemError
+from tandemdb.common.deployment import Deployment
+from tandemdb.local import LocalDeployment, free_base_port
+
+HOME, PAIR = "west", "east"
+TABLE = "outage"
+CREATE = f"CREATE TABLE IF NOT EXISTS {TABLE}(id INTEGER PRIMARY KEY, at REAL)"
+INSERT = f"INSERT INTO {TABLE}(id, at) VALUES (?, ?)"
+WARM_UP_SECONDS = 1.5  # writes flow (and replicate) this long before the kill
+AFTER_SECONDS = 1.0  # and this long in east once every environment writes again
+ERROR_PAUSE = 0.02
+
+
+@dataclass
+class Ack:
+    id: int
+    lsn: int
+    epoch: int
+    at: float  # time.monotonic() when the answer came
+
+
+@dataclass
+class OutageWriter:
+    """Writes unique ids into one environment, one per transaction, until stopped.
+
+    `unknown` holds the ids whose answer never came or was an error: whether they were
+    committed is not known (a write in flight at a SIGKILL may be in the lost history)."""
+
+    client: Client
+    env: str
+    acks: list[Ack] = field(default_factory=list)
+    unknown: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> OutageWriter:
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"writer-{self.env}")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        next_id = 1
+        while not self._stop.is_set():
+            try:
+                answer = self.client.sql(self.env, INSERT, [next_id, round(time.time(), 3)])
+            except TandemError as exc:
+                self.unknown.append(next_id)
+                self.errors.append(f"{self.env} id {next_id}: {exc}")
+                time.sleep(ERROR_PAUSE)
+            else:
+                self.acks.append(Ack(next_id, answer["lsn"], answer["epoch"],
+                                     time.monotonic()))
+            next_id += 1
+
+    def first_ack(self, epoch: int, after: float) -> Ack | None:
+        """The first write acknowledged at `epoch` or later, answered after `after`."""
+        return next((a for a in list(self.acks) if a.epoch >= epoch and a.at >= after), None)
+
+    def acked_ids(self) -> set[int]:
+        return {a.id for a in self.acks}
+
+    def stop(self) -> None:
+        """Stop and wait for the write in flight: afterwards every write has its answer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+
+
+# -- helpers shared with the demo ------------------------------------------------------------
+
+def plan(tmp: Path, grace: float, lease_ttl: float) -> Deployment:
+    """A deployment with the outage settings in deployment.json (read by every process)."""
+    deployment = Deployment.plan(tmp, [(HOME, PAIR)], 1, free_base_port(4))
+    deployment.grace_seconds, deployment.lease_ttl = grace, lease_ttl
+    deployment.save()
+    return deployment
+
+
+def region(client: Client, name: str) -> dict:
+    return next(r for r in client.regions() if r["name"] == name)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `check` until it holds (True) or `timeout` passes (False); never raises on a
+    refused call, which a deployment in the middle of an outage may answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except TandemError:
+            pass
+        time.sleep(interval)
+    return False
+
+
+def wait_nodes(client: Client, timeout: float = 20.0) -> bool:
+    """Until every node has sent a heartbeat: environments are placed on healthy nodes."""
+    return wait_for(lambda: all(n.get("healthy") for r in client.regions()
+                                for n in r.get("nodes", [])), timeout, 0.1)
+
+
+def lag_entries(view: dict) -> int | None:
+    """The secondary's lag in one environment view: the primary's last lsn minus what the
+    secondary has acknowledged, both as the primary saw them at one instant (its last
+    heartbeat). Subtracting the two nodes' own reports would mix heartbeats up to an
+    interval apart: at 150 writes/s that alone reads as some 25 entries of lag."""
+    lags = [r.get("lag_entries") for r in view.get("replicas", [])
+            if r.get("role") == "secondary"]
+    return lags[0] if lags else None
+
+
+def rejoined(client: Client, names: Iterable[str]) -> bool:
+    """No replica of `names` is still `behind`, and every secondary has applied the
+    primary's lsn."""
+    for name in names:
+        view = client.environment(name)
+        applied = {r.get("applied_lsn") for r in view["replicas"] if r["role"] == "secondary"}
+        if any(r.get("behind") for r in view["replicas"]) or applied != {view["primary_lsn"]}:
+            return False
+    return True
+
+
+def data_loss_events(client: Client, after: int = 0) -> dict[str, dict]:
+    """The latest `failover.data_loss` event of each environment, after event `after`."""
+    events = client.events(after=after)["events"]
+    return {e["environment"]: e for e in events if e["type"] == "failover.data_loss"}
+
+
+def lost_writes(answer: dict, epoch: int | None = None) -> tuple[int, set[int]]:
+    """(entries, ids inserted into the writer's table) in `tandem lost` bundles, only
+    those of the failover to `epoch` when given."""
+    entries = [e for b in answer["bundles"] if epoch is None or b["epoch"] == epoch
+               for e in b["entries"]]
+    ids = {c["after"]["id"] for e in entries for c in e["changes"]
+           if c["table"] == TABLE and c["op"] == "insert" and c.get("after")}
+    return len(entries), ids
+
+
+def ids_in(client: Client, env: str) -> set[int]:
+    rows = client.sql(env, f"SELECT id FROM {TABLE}")["results"][0]["rows"]
+    return {row[0] for row in rows}
+
+
+def compare(acked: set[int], found: set[int], lost: set[int], unknown: set[int]) -> dict:
+    """Acknowledged ids the new primary lacks, against the lost writes: equal, give or take
+    writes whose answer never came."""
+    missing = acked - found
+    extra = lost - missing
+    return {"acked_missing": sorted(missing), "lost_not_acked": sorted(extra),
+            "equal": missing <= lost and extra <= unknown}
+
+
+def seconds_since(iso: str | None, wall: float) -> float | None:
+    """Seconds from wall-clock time `wall` to an ISO record time (same machine's clock)."""
+    if not iso:
+        return None
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - wall, 3)
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: float,
+            say: Callable[[str], None]) -> dict:
+    """Writers on, SIGKILL west, wait for the forced failover and writes in east, bring
+    west back, wait for the rejoin, count what was lost."""
+    url, token = cluster.deployment.gateway_url, cluster.deployment.token
+    writers = {n: OutageWriter(Client(url, token), n).start() for n in names}
+    try:
+        say(f"writing into {len(names)} environment(s) before the outage")
+        time.sleep(WARM_UP_SECONDS)
+        views = {n: client.environment(n) for n in names}
+        epoch = {n: views[n]["epoch"] for n in names}
+        say(f"SIGKILL of {HOME}; waiting for the controller to fail it over by itself")
+        killed_wall, killed = time.time(), time.monotonic()
+        for node in cluster.deployment.nodes_in(HOME):
+            cluster.kill(node)
+        limit = grace + cluster.deployment.lease_ttl + 60
+        over = wait_for(lambda: region(client, HOME)["state"] == "failed-over", limit)
+        wait_for(lambda: all(w.first_ack(epoch[n] + 1, killed) for n, w in writers.items()),
+                 limit - (time.monotonic() - killed))
+        time.sleep(AFTER_SECONDS)
+    finally:
+        for w in writers.values():
+            w.stop()
+            w.client.close()
+    op_id = region(client, HOME).get("operation")
+    op = client.operation(op_id) if op_id else {}
+    firsts = {n: w.first_ack(epoch[n] + 1, killed) for n, w in writers.items()}
+    writable = {n: None if a is None else round(a.at - killed, 3) for n, a in firsts.items()}
+    losses = data_loss_events(client)
+    found = {n: ids_in(client, n) for n in names}  # the new primary, before west returns
+
+    say(f"{HOME} back; waiting for its replicas to rejoin")
+    for node in cluster.deployment.nodes_in(HOME):
+        cluster.start(node)
+    back = wait_for(lambda: rejoined(client, names), 60, 0.2)
+    exact: dict[str, int | None] = {}
+    checks: dict[str, dict] = {}
+    for n, w in writers.items():
+        count, ids = lost_writes(client.lost(n), epoch[n] + 1)
+        exact[n] = count if back else None
+        checks[n] = compare(w.acked_ids(), found[n], ids, set(w.unknown))
+    lag = {n: lag_entries(v) for n, v in views.items()}
+    at_most = {n: (losses.get(n) or {}).get("data", {}).get("lost_entries_at_most")
+               for n in names}
+    return {
+        "region_failover_state": op.get("state"),
+        "region_failed_over": over,
+        "lag_at_outage_entries": sum(v or 0 for v in lag.values()),
+        "lag_at_outage_per_env": lag,
+        "declared_down_seconds": seconds_since(op.get("started_at"), killed_wall),
+        "failed_over_seconds": seconds_since(op.get("finished_at"), killed_wall),
+        "detect_to_writable_seconds": max((v for v in writable.values() if v is not None),
+                                          default=None),
+        "detect_to_writable_per_env": writable,
+        "all_envs_writable": all(v is not None for v in writable.values()),
+        "lost_entries_at_most": sum(v or 0 for v in at_most.values()),
+        "lost_entries_at_most_per_env": at_most,
+        "rejoined": back,
+        "lost_entries": sum(v or 0 for v in exact.values()) if back else None,
+        "lost_entries_per_env": exact,
+        "acked_missing": sum(len(c["acked_missing"]) for c in checks.values()),
+        "acked_missing_per_env": {n: len(c["acked_missing"]) for n, c in checks.items()},
+        "lost_equals_acked_missing": back and all(c["equal"] for c in checks.values()),
+        "lost_not_acked": sum(len(c["lost_not_acked"]) for c in checks.values()),
+        "writes_acknowledged": sum(len(w.acks) for w in writers.values()),
+        "writes_unknown_outcome": sum(len(w.unknown) for w in writers.values()),
+        **({"writer_error_samples": [e for w in writers.values() for e in w.errors][:3]}
+           if any(w.errors for w in writers.values()) else {}),
+    }
+
+
+def run(grace: float = 2.0, lease_ttl: float = 1.5, envs: int = 3,
+        progress: Callable[[str], None] | None = None) -> dict:
+    say = progress or (lambda _m: None)
+    names = [f"lose{i}" for i in range(envs)]
+    with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
+        deployment = plan(Path(tmp), grace, lease_ttl)
+        cluster = LocalDeployment(deployment)
+        try:
+            say("starting a deployment")
+            cluster.start_all()
+            with Client(deployment.gateway_url, deployment.token) as client:
+                wait_nodes(client)
+                say(f"creating {envs} production environment(s) in {HOME}")
+                for name in names:
+                    client.create_environment(name, type="production", region=HOME)
+                wait_replicated(client, set(names), timeout=60)
+                for name in names:
+                    client.sql(name, CREATE)
+                wait_replicated(client, set(names), timeout=60)
+                result = measure(client, cluster, names, grace, say)
+        finally:
+            cluster.stop_all()
+    return {"bench": "failover", "envs": envs, "grace_seconds": grace,
+            "lease_ttl_seconds": lease_ttl, "goal_seconds": round(grace + lease_ttl + 2, 2),
+            **result}
