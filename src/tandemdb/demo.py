@@ -5,7 +5,10 @@ the gateway, watches the geo-secondary's lag fall to zero, reads back from the p
 region and compares both regions' logical checksums. Then, while a writer thread keeps
 writing unique ids through the gateway into five production environments, it fails one
 environment over, the whole home region over, and back; after each operation it compares
-the writes acknowledged with the rows found. It prints a report and stops everything.
+the writes acknowledged with the rows found. Last, the home region is lost without
+warning (demo_outage.py): forced over by the controller, brought back, its lost writes
+listed, compared with what the writer lacks, replayed, and failed back. It prints a report
+and stops everything.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from tandemdb.bench.failover import plan
 from tandemdb.bench.switchover import TABLE, Writer, longest_gap, wait_replicated
 from tandemdb.cli.failover import environment_results, max_rto_seconds
 from tandemdb.client import Client, TandemError
 from tandemdb.common.deployment import Deployment
-from tandemdb.local import LocalDeployment, free_base_port
+from tandemdb.demo_outage import GRACE_SECONDS, LEASE_TTL, run_outage
+from tandemdb.local import LocalDeployment
 
 ENV = "acme"
 WRITERS = 8
@@ -38,8 +43,8 @@ def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
     console = Console(stderr=True, quiet=quiet)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tandem-demo-") as tmp:
-        deployment = Deployment.plan(Path(tmp), [("west", "east")], 1, free_base_port(4))
-        deployment.save()
+        # A short grace period and lease, so that the lost region is failed over in seconds.
+        deployment = plan(Path(tmp), GRACE_SECONDS, LEASE_TTL)
         cluster = LocalDeployment(deployment)
         try:
             with console.status("starting") as status:
@@ -50,6 +55,13 @@ def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
             report = _scenario(client, console, rows, files)
             switched = _failovers(client, deployment, console)
             report.update(switched, ok=report["ok"] and switched["failovers_ok"])
+            if switched["failovers_ok"]:
+                report.update(run_outage(client, cluster, console, ENV, FLEET))
+            else:
+                console.print("[red]the unplanned outage is skipped: the planned failovers "
+                              "did not end as they should[/red]")
+                report["outage_ok"] = False
+            report["ok"] = report["ok"] and report["outage_ok"]
         finally:
             cluster.stop_all()
     report["elapsed_seconds"] = round(time.monotonic() - started, 2)
@@ -257,6 +269,10 @@ def _print_report(console: Console, report: dict) -> None:
     for key in ("rows_acknowledged", "rows_in_east", "files_written",
                 "file_read_from_east_matches", "writes_per_second", "last_lsn",
                 "checksums_equal", "failover_writes_acknowledged", "failover_rows_found",
-                "failover_writer_errors", "failover_rto_max_ms", "elapsed_seconds"):
+                "failover_writer_errors", "failover_rto_max_ms", "outage_declared_down_seconds",
+                "outage_writable_seconds", "outage_lost_entries", "outage_acked_missing",
+                "outage_lost_equals_acked_missing", "outage_replayed",
+                "outage_replay_conflicts", "outage_failback_state", "outage_rows_found",
+                "elapsed_seconds"):
         table.add_row(key.replace("_", " "), str(report.get(key)))
     console.print(table)

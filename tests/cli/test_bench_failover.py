@@ -52,3 +52,10 @@ def test_bench_failover_smoke(tmp_path: Path):
     assert result["detect_to_writable_seconds"] >= result["grace_seconds"]
     assert result["lost_equals_acked_missing"], result
     assert result["lost_entries"] >= result["acked_missing"]
+
+
+def test_demo_folds_ids_into_ranges():
+    from tandemdb.demo_outage import ranges
+
+    assert ranges([9, 3, 4, 5, 12, 13]) == "3–5, 9, 12–13"
+    assert ranges([]) == "none" and ranges([7]) == "7"
