@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from tandemdb.bench.failover import compare, lag_entries, lost_writes
+from tandemdb.cli.main import app
 
 
 def bundle(epoch: int, ids: list[int]) -> dict:
@@ -38,6 +41,13 @@ def test_lag_is_the_primarys_own_report():
     assert lag_entries(view) == 2
 
 
+def test_help_lists_the_options():
+    result = CliRunner().invoke(app, ["bench", "failover", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for option in ("--grace", "--lease-ttl", "--envs", "--json"):
+        assert option in result.output, option
+
+
 def test_bench_failover_smoke(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "tandemdb.cli.main", "bench", "failover",
                            "--envs", "1", "--json"],
@@ -59,3 +69,16 @@ def test_demo_folds_ids_into_ranges():
 
     assert ranges([9, 3, 4, 5, 12, 13]) == "3–5, 9, 12–13"
     assert ranges([]) == "none" and ranges([7]) == "7"
+
+
+def test_demo_with_its_unplanned_outage(tmp_path: Path):
+    """The main job end to end, small: its outage part must pass every check."""
+    done = subprocess.run([sys.executable, "-m", "tandemdb.cli.main", "demo", "--rows", "10",
+                           "--files", "1", "--json"],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["outage_ok"], report
+    assert report["outage_lost_equals_acked_missing"] and report["outage_final_ok"]
+    assert report["outage_replay_conflicts"] == 1  # the orders row changed again in east
+    assert report["outage_lost_entries"] >= report["outage_acked_missing"] > 0
