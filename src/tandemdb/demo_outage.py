@@ -93,6 +93,10 @@ def run_outage(client: Client, cluster: LocalDeployment, console: Console, env: 
         writer.stop()
         writer.client.close()
     report.update(_forced(client, console, env, over, killed, killed_wall, writer, epoch))
+    if not over:  # nothing more to check: bring west back for a clean stop
+        for node in deployment.nodes_in(HOME):
+            cluster.start(node)
+        return {**report, "outage_ok": False}
     console.print(f"   then {table} {key} is changed in {PAIR} too (qty = 7): replaying its "
                   "lost update would overwrite that")
     found = ids_in(client, env)  # east, before west returns
