@@ -109,7 +109,7 @@ def run_outage(client: Client, cluster: LocalDeployment, console: Console, env: 
                   + (f"its replicas rejoined as secondaries (lost writes kept: tandem lost "
                      f"{env})" if back else f"its replicas did not rejoin in {WAIT_SECONDS:g} s"))
     report.update(_lost(client, console, env, epoch + 1, writer, found,
-                        report.get("outage_lost_entries_at_most")), outage_rejoined=back)
+                        report.get("outage_lost_entries_known")), outage_rejoined=back)
     report.update(_replay(client, console, env))
     report.update(_failback(client, console, env, writer, back))
     report["outage_ok"] = bool(back and report["outage_failed_over"]
@@ -136,10 +136,10 @@ def _forced(client: Client, console: Console, env: str, over: bool, killed: floa
     data = (loss or {}).get("data", {})
     if loss:
         console.print(f"   event {loss['type']} {env}: fork lsn {data.get('fork_lsn')}, "
-                      f"lost_entries_at_most {data.get('lost_entries_at_most')} (lsn "
+                      f"lost_entries_known {data.get('lost_entries_known')} (lsn "
                       f"{data.get('primary_last_seen_lsn')} in {HOME}'s last heartbeat minus "
-                      f"the fork: later writes are not counted), lost_seconds_at_most "
-                      f"{data.get('lost_seconds_at_most')}")
+                      f"the fork: later writes are not counted), lost_seconds_known "
+                      f"{data.get('lost_seconds_known')}")
     first = writer.first_ack(epoch + 1, killed)
     writable = None if first is None else round(first.at - killed, 3)
     console.print(f"   {OK if first else BAD} the writer's first write in {PAIR} (epoch "
@@ -149,7 +149,7 @@ def _forced(client: Client, console: Console, env: str, over: bool, killed: floa
             "outage_operation": op_id, "outage_declared_down_seconds": down,
             "outage_failed_over_seconds": done, "outage_writable_seconds": writable,
             "outage_fork_lsn": data.get("fork_lsn"),
-            "outage_lost_entries_at_most": data.get("lost_entries_at_most")}
+            "outage_lost_entries_known": data.get("lost_entries_known")}
 
 
 def _lost(client: Client, console: Console, env: str, epoch: int, writer: OutageWriter,

@@ -92,7 +92,7 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
     assert kinds[-3:] == ["failover.started", "failover.completed", "failover.data_loss"]
     loss = [e for e in client.events(after=0)["events"] if e["type"] == "failover.data_loss"
             and e["environment"] == env][0]["data"]
-    assert (loss["fork_lsn"], loss["lost_entries_at_most"]) == (fork, reported)
+    assert (loss["fork_lsn"], loss["lost_entries_known"]) == (fork, reported)
 
     # The old primary comes back fenced (never a write at its old epoch), keeps its lost
     # writes in the controller's keeping, rewinds to the fork point and streams again.

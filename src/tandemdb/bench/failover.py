@@ -12,7 +12,7 @@ the controller must notice, wait out `grace_seconds`, and force the region over 
   primary's report at its last heartbeat, so up to one heartbeat interval old);
 - `detect_to_writable_seconds`: from the kill to the first acknowledged write at the new
   epoch in `east`, per environment and the largest; `goal_seconds` = grace + ttl + 2;
-- `lost_entries_at_most` (the `failover.data_loss` events, known at promotion) and, once
+- `lost_entries_known` (the `failover.data_loss` events, known at promotion) and, once
   west is back and has rejoined, `lost_entries` (the exact count of `tandem lost` entries);
 - `acked_missing`: acknowledged ids missing from the new primary, and whether they are
   exactly the lost writes (`lost_equals_acked_missing`; a write whose answer never came
@@ -238,7 +238,7 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
         exact[n] = count if back else None
         checks[n] = compare(w.acked_ids(), found[n], ids, set(w.unknown))
     lag = {n: lag_entries(v) for n, v in views.items()}
-    at_most = {n: (losses.get(n) or {}).get("data", {}).get("lost_entries_at_most")
+    at_most = {n: (losses.get(n) or {}).get("data", {}).get("lost_entries_known")
                for n in names}
     return {
         "region_failover_state": op.get("state"),
@@ -251,8 +251,8 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
                                           default=None),
         "detect_to_writable_per_env": writable,
         "all_envs_writable": all(v is not None for v in writable.values()),
-        "lost_entries_at_most": sum(v or 0 for v in at_most.values()),
-        "lost_entries_at_most_per_env": at_most,
+        "lost_entries_known": sum(v or 0 for v in at_most.values()),
+        "lost_entries_known_per_env": at_most,
         "rejoined": back,
         "lost_entries": sum(v or 0 for v in exact.values()) if back else None,
         "lost_entries_per_env": exact,

@@ -105,7 +105,7 @@ def _failover_details(result: dict) -> None:
     """One row per environment: the figures the main table sums or takes the largest of."""
     table = Table(title="per environment")
     columns = {"lag": "lag_at_outage_per_env", "writable s": "detect_to_writable_per_env",
-               "lost ≤": "lost_entries_at_most_per_env", "lost": "lost_entries_per_env",
+               "lost (known)": "lost_entries_known_per_env", "lost": "lost_entries_per_env",
                "acked missing": "acked_missing_per_env"}
     table.add_column("env")
     for name in columns:

@@ -130,7 +130,8 @@ def demo(
     files: int = typer.Option(20, min=0, help="Files to write."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Start a deployment, replicate rows and files across regions, compare, stop."""
+    """Start a deployment, replicate rows and files, fail over and back (planned), then lose
+    a region (forced failover, lost writes, replay, failback), compare, stop."""
     from tandemdb.demo import run_demo
 
     report = run_demo(rows=rows, files=files, quiet=as_json)

@@ -413,8 +413,8 @@ class Failovers:
                 self.events.stage(txn, EventType.FAILOVER_DATA_LOSS, environment=name,
                                   region=p["from"]["region"], operation=op.id, data={
                                       "fork_lsn": final, "epoch": epoch,
-                                      "lost_entries_at_most": result.get("lost_entries"),
-                                      "lost_seconds_at_most": result.get("lost_seconds"),
+                                      "lost_entries_known": result.get("lost_entries"),
+                                      "lost_seconds_known": result.get("lost_seconds"),
                                       "primary_last_seen_lsn":
                                           result.get("primary_last_seen_lsn")})
 

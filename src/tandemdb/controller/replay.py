@@ -3,9 +3,11 @@
 `POST /v1/environments/{env}/lost/replay` (`tandem lost ENV --replay`). For each kept lost
 write, oldest first, every row change is checked against the primary's row of the same key:
 
-- **clean**: an insert whose key is free; an update or delete whose row still holds its
-  values from before. When every change of the write is clean, they are applied together,
-  as one new transaction, each guarded by those same values.
+- **clean**: an insert whose key is free; an update whose row still holds the old values of
+  the columns it changed (so changes to other columns since the fork are merged, not
+  refused); a delete whose row still holds all its old values. When every change of the
+  write is clean, they are applied together, as one new transaction, each guarded by those
+  same values.
 - **already**: the row already holds what the write left (an earlier replay, or the same
   change made again since): nothing to do. So replaying twice applies nothing twice.
 - **conflict**: anything else (the row was changed since the fork, or the write touched
