@@ -153,7 +153,7 @@ def _forced(client: Client, console: Console, env: str, over: bool, killed: floa
 
 
 def _lost(client: Client, console: Console, env: str, epoch: int, writer: OutageWriter,
-          found: set[int], at_most: int | None) -> dict:
+          found: set[int], known: int | None) -> dict:
     """The lost writes west kept, next to the acknowledged ids east does not have."""
     count, lost = lost_writes(client.lost(env), epoch)
     unknown = set(writer.unknown)
@@ -163,8 +163,8 @@ def _lost(client: Client, console: Console, env: str, epoch: int, writer: Outage
     console.print(f"4. lost writes kept by {HOME} (tandem lost {env}): {count} entr"
                   f"{'y' if count == 1 else 'ies'}: ids {ranges(lost)}"
                   + (f" and {others} other write(s)" if others else "")
-                  + (f" (the event, from heartbeats, counted {at_most})"
-                     if at_most is not None and at_most != count else ""))
+                  + (f" (the event, from heartbeats, counted {known})"
+                     if known is not None and known != count else ""))
     console.print(f"   acknowledged to the writer but not found in {PAIR}: ids "
                   f"{ranges(missing)}")
     if check["lost_not_acked"]:

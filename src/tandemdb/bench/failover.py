@@ -238,7 +238,7 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
         exact[n] = count if back else None
         checks[n] = compare(w.acked_ids(), found[n], ids, set(w.unknown))
     lag = {n: lag_entries(v) for n, v in views.items()}
-    at_most = {n: (losses.get(n) or {}).get("data", {}).get("lost_entries_known")
+    known = {n: (losses.get(n) or {}).get("data", {}).get("lost_entries_known")
                for n in names}
     return {
         "region_failover_state": op.get("state"),
@@ -251,8 +251,8 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
                                           default=None),
         "detect_to_writable_per_env": writable,
         "all_envs_writable": all(v is not None for v in writable.values()),
-        "lost_entries_known": sum(v or 0 for v in at_most.values()),
-        "lost_entries_known_per_env": at_most,
+        "lost_entries_known": sum(v or 0 for v in known.values()),
+        "lost_entries_known_per_env": known,
         "rejoined": back,
         "lost_entries": sum(v or 0 for v in exact.values()) if back else None,
         "lost_entries_per_env": exact,
