@@ -67,17 +67,7 @@ class LocalBlobStore(BlobStore):
         if path.exists():
             return digest
         path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_path(path.parent)
+        write_durably(path, data)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -98,6 +88,23 @@ class LocalBlobStore(BlobStore):
                 for f in sub.iterdir():
                     if _DIGEST.match(f.name):
                         yield f.name
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a whole file so that after a crash it is either all there or not there:
+    a temporary file in the same directory, fsynced, renamed into place, and the
+    directory fsynced (blobs, replica records, lost-writes bundles)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
 
 
 def fsync_path(path: Path) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
@@ -22,7 +20,7 @@ from fastapi.responses import JSONResponse
 from tandemdb.common import values
 from tandemdb.common.http import ApiError, read_json
 from tandemdb.engine import RewindImpossible
-from tandemdb.engine.blobstore import fsync_path
+from tandemdb.engine.blobstore import write_durably
 from tandemdb.engine.lost import describe
 
 from .metrics import add_route
@@ -243,17 +241,6 @@ class Fencing:
             except RewindImpossible as exc:
                 reason = str(exc)
         return {**bundle, "rewound": env.last_lsn == fork, "reason": reason}
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Write, fsync, rename into place, fsync the directory: all of it or nothing."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
 
 
 def install(app: FastAPI, node: Node) -> Fencing:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from anyio import to_thread
 
 from tandemdb.common.http import ApiError
 from tandemdb.engine import Environment, JournalTruncated, StaleEpoch
+from tandemdb.engine.blobstore import write_durably
 from tandemdb.engine.schema import DB_FILE
 
 from .lease import Lease
@@ -176,18 +176,7 @@ def _oldest_unapplied_at(env: Environment, acked: int) -> float | None:
 
 
 def _write_record(directory: Path, record: Record) -> None:
-    path = directory / RECORD_FILE
-    tmp = path.with_name(RECORD_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(record.to_dict(), indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_durably(directory / RECORD_FILE, json.dumps(record.to_dict(), indent=2).encode())
 
 
 class ReplicaSet:
