@@ -133,8 +133,8 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
         body = await read_json(request)
         node, url, replicas = parse_heartbeat(body, ctl.deployment.nodes)
         peers = body.get("peers")  # the node's streams: how long each has been failing
-        ctl.status.peers[node] = peers if isinstance(peers, dict) else {}
-        return await ctl.heartbeat(node, url, replicas)
+        return await ctl.heartbeat(node, url, replicas, peers if isinstance(peers, dict)
+                                   else {})
 
     @router.get("/internal/v1/routing")
     async def routing(after: int | None = Query(None, ge=0),

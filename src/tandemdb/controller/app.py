@@ -127,7 +127,8 @@ class Controller:
         self.store.close()  # wakes blocked routing and event watches
         self.watchers.shutdown(wait=False, cancel_futures=True)
 
-    async def heartbeat(self, node: str, url: str, replicas: dict[str, dict]) -> dict:
+    async def heartbeat(self, node: str, url: str, replicas: dict[str, dict],
+                        peers: dict[str, dict] | None = None) -> dict:
         """Record a node's report; answer the replicas it should host."""
         HEARTBEATS.labels(node).inc()
         region = self.topology.region_of(node)
@@ -143,7 +144,7 @@ class Controller:
             if await asyncio.to_thread(self.topology.remember_url, node, url) and url != before:
                 log.info("node %s (%s): now reached at %s; the routing table follows", node,
                          region, url)
-        self.status.record(node, replicas)
+        self.status.record(node, replicas, peers or {})
         answer = await asyncio.to_thread(self.reconciler.answer, node, replicas)
         await self.lag.observe(node, replicas, answer["replicas"])
         return {**answer, "lease": {"ttl": self.deployment.lease_ttl}}

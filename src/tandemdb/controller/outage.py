@@ -72,8 +72,8 @@ class OutageWatch:
             streams = self.lost_by_pair(region, grace)
             if streams is None:
                 continue
-            state = next(r["state"] for r in self.topology.region_records()
-                         if r["name"] == region)
+            records = await asyncio.to_thread(self.topology.region_records)
+            state = next(r["state"] for r in records if r["name"] == region)
             primaries = [r["name"] for r in await asyncio.to_thread(self.catalog.list)
                          if r["primary_region"] == region and r["type"] == EnvType.PRODUCTION]
             if state != "healthy" or not primaries:

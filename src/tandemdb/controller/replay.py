@@ -26,12 +26,11 @@ from tandemdb.common.http import ApiError
 
 from .catalog import Catalog, Role, iso_now, not_found
 from .nodes import NodeClient
+from .rejoin import LOST
 from .store import Store, Txn
 from .topology import Topology
 
 log = logging.getLogger("tandem.controller.replay")
-
-LOST = "lost/"
 
 
 def quote(name: str) -> str:

@@ -25,8 +25,10 @@ class LiveStatus:
         self._reports: dict[str, dict[str, dict]] = {}  # node -> env -> replica report
         self.peers: dict[str, dict] = {}  # node -> peer -> {"failing_seconds"}
 
-    def record(self, node: str, replicas: dict[str, dict]) -> None:
+    def record(self, node: str, replicas: dict[str, dict],
+               peers: dict[str, dict] | None = None) -> None:
         self._reports[node] = replicas
+        self.peers[node] = peers or {}
 
     def reported(self, node: str) -> dict[str, dict]:
         return self._reports.get(node, {})
