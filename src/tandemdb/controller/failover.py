@@ -62,27 +62,38 @@ EVENTS = {
 }
 
 
-def parse_request(body: Any) -> tuple[str, float]:
-    """`mode` and `catch_up_timeout` of a failover request body; 400 with what to fix."""
+def request_body(body: Any, allowed: set[str], what: str) -> dict:
+    """A failover call's body ({} when empty); 400 unless an object of `allowed` fields."""
     body = {} if body is None else body
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", 'the body must be a JSON object such as '
                                            '{"mode": "planned"}')
-    unknown = sorted(set(body) - {"mode", "catch_up_timeout"})
+    unknown = sorted(set(body) - allowed)
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown field(s) {', '.join(unknown)}: a failover "
-                                           "takes mode and catch_up_timeout")
+        raise ApiError(400, "bad_request", f"unknown field(s) {', '.join(unknown)}: {what} "
+                                           f"takes {' and '.join(sorted(allowed))}")
+    return body
+
+
+def parse_mode(body: dict) -> str:
+    """`mode` of a failover call: planned (the default) or forced; 400 otherwise."""
     mode = body.get("mode", "planned")
     if mode not in MODES:
         raise ApiError(400, "bad_request", f"unsupported mode {mode!r}: use planned (both "
                                            "regions up, no data loss) or forced (the "
                                            "primary's region is lost)")
+    return mode
+
+
+def parse_request(raw: Any) -> tuple[str, float]:
+    """`mode` and `catch_up_timeout` of a failover request body; 400 with what to fix."""
+    body = request_body(raw, {"mode", "catch_up_timeout"}, "a failover")
     timeout = body.get("catch_up_timeout", CATCH_UP_TIMEOUT)
     if type(timeout) not in (int, float) or not 0 < timeout <= MAX_CATCH_UP:
         raise ApiError(400, "bad_request", f"invalid catch_up_timeout {timeout!r}: give the "
                                            f"seconds (above 0, at most {MAX_CATCH_UP:g}) the "
                                            "secondary has to reach the final lsn")
-    return mode, float(timeout)
+    return parse_mode(body), float(timeout)
 
 
 def with_roles(record: dict, roles: dict[str, str]) -> list[dict]:

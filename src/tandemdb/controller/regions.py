@@ -27,7 +27,7 @@ from tandemdb.common.http import ApiError
 
 from .catalog import Catalog, EnvType, iso_now
 from .events import Events, EventType
-from .failover import MODES, Failovers, summary
+from .failover import Failovers, parse_mode, request_body, summary
 from .operations import Draft, Kind, Operation, Operations, Outcome, StepFailed
 from .store import Txn
 from .topology import Topology
@@ -54,25 +54,15 @@ def region_key(name: str) -> str:
     return f"regions/{name}"
 
 
-def parse_region_body(body: Any, kind: str) -> tuple[str, int]:
+def parse_region_body(raw: Any, kind: str) -> tuple[str, int]:
     """`mode` and `parallelism` of a region failover or failback body; 400 if wrong."""
-    body = {} if body is None else body
     allowed = {"mode", "parallelism"} if kind == REGION_FAILOVER else {"parallelism"}
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ApiError(400, "bad_request", f"unknown field(s) {', '.join(unknown)}: this call "
-                                           f"takes {' and '.join(sorted(allowed))}")
-    mode = body.get("mode", "planned")
-    if mode not in MODES:
-        raise ApiError(400, "bad_request", f"unsupported mode {mode!r}: use planned or "
-                                           "forced")
+    body = request_body(raw, allowed, "this call")
     parallelism = body.get("parallelism", DEFAULT_PARALLELISM)
     if type(parallelism) is not int or not 1 <= parallelism <= MAX_PARALLELISM:
         raise ApiError(400, "bad_request", f"invalid parallelism {parallelism!r}: give a "
                                            f"number of environments from 1 to {MAX_PARALLELISM}")
-    return mode, parallelism
+    return parse_mode(body), parallelism
 
 
 class Regions:
