@@ -10,6 +10,8 @@ rejoin with their lost writes kept, and `tandem region failback R` brings them h
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,11 +27,7 @@ err = Console(stderr=True)
 
 def outage(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
     """Stage an outage: SIGKILL every node of REGION (nothing is shut down cleanly)."""
-    try:
-        killed = local.stage_outage(data, region)
-    except (local.StartError, FileNotFoundError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from None
+    killed = _run(local.stage_outage, data, region)
     if as_json:
         print(json.dumps({"region": region, "killed": killed}))
         return
@@ -39,14 +37,19 @@ def outage(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) -> 
 
 def recover(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
     """End a staged outage: start REGION's nodes again."""
-    try:
-        started = local.recover(data, region)
-    except (local.StartError, FileNotFoundError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from None
+    started = _run(local.recover, data, region)
     if as_json:
         print(json.dumps({"region": region, "started": started}))
         return
     err.print(f"region {region} is back: started {', '.join(started) or 'by tandem up'}; its "
               "replicas rejoin as secondaries, then 'tandem region failback "
               f"{region}' brings its environments home")
+
+
+def _run(action: Callable[[Path, str], list[str]], data: Path, region: str) -> list[str]:
+    """The process names `action` touched; a refusal is one line and exit status 1."""
+    try:
+        return action(data, region)
+    except (local.StartError, FileNotFoundError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
