@@ -80,9 +80,10 @@ class Events:
         with self._lock:
             txn = Txn()
             value = build(txn)
-            if any(key.startswith(COUNTERS) for key in txn.expected):
+            counted = any(key.startswith(COUNTERS) for key in txn.expected)
+            if counted:
                 versions = self.store.commit(txn)
-        if not any(key.startswith(COUNTERS) for key in txn.expected):
+        if not counted:
             # No counter read: nothing another build could race on here, so it commits
             # outside the lock and can share a group commit with other writers.
             versions = self.store.commit(txn)
