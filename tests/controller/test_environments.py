@@ -119,14 +119,14 @@ def test_heartbeat_answers_the_desired_replicas(controller):
         "env": "hb-prod", "role": "primary", "epoch": 1, "type": "production",
         "rpo_limit_seconds": 60, "primary": None,
         "secondaries": [{"node": "east-1", "region": "east", "url": east_url}],
-        "version": version}
+        "version": version, "vouch": False}
     assert "hb-basic" not in west
     east = controller.desired("east-1", url=east_url)
     assert east["hb-prod"] == {
         "env": "hb-prod", "role": "secondary", "epoch": 1, "type": "production",
         "rpo_limit_seconds": 60, "primary": {"node": "west-1", "region": "west",
                                              "url": west_url},
-        "secondaries": [], "version": version}
+        "secondaries": [], "version": version, "vouch": True}  # its pulls keep west's failsafe
     assert east["hb-basic"]["role"] == "primary" and east["hb-basic"]["secondaries"] == []
     # Every environment in the catalog is in exactly the answers of its replicas' nodes.
     catalog = controller.http.get("/v1/environments").json()["environments"]

@@ -1,9 +1,11 @@
 """Leases through real processes (docs/leases.md, DESIGN §4 "Split brain"): a primary whose
-controller stops answering refuses writes once its lease runs out, keeps serving reads,
-writes nothing it refused, and takes writes again when the controller is back.
+controller stops answering, and that no geo-secondary vouches for, refuses writes once its
+lease runs out, keeps serving reads, writes nothing it refused, and takes writes again when
+the controller is back. A production primary whose geo-secondary keeps pulling keeps
+writing under the failsafe lease, and stops within one lease once that secondary stops too.
 
-The controller is frozen with SIGSTOP, so its process and sockets stay (connections hang,
-nothing is refused): the node learns nothing but that its heartbeats go unanswered.
+Processes are frozen with SIGSTOP, so their sockets stay (connections hang, nothing is
+refused): the node learns nothing but that its heartbeats or pulls go unanswered.
 """
 
 from __future__ import annotations
@@ -59,11 +61,12 @@ def lease_gauge(cluster: Cluster, node: str) -> float:
 
 
 def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -> None:
+    """A basic environment has no geo-secondary, so nothing keeps it writing (failsafe)."""
     cluster, client = lease_cluster, lease_cluster.client
     env, west = "lease-stop", cluster.node_of("west")
     node_sql = f"{cluster.deployment.node_url(west)}/v1/environments/{env}/sql"
     secret = {"X-Tandem-Secret": cluster.deployment.secret}
-    client.create_environment(env, region="west")
+    client.create_environment(env, type="basic", region="west")
     wait_until(lambda: insert_ddl(cluster, env), what="the first write (the lease granted)")
     acked = []
     for row in range(1, 21):
@@ -117,8 +120,9 @@ def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -
         assert [f["path"] for f in client.list_files(env)] == ["kept.txt"]
         assert client.get_file(env, "kept.txt") == b"written under the lease"
         assert lease_gauge(cluster, west) == 0.0
-        wait_until(lambda: "refuse writes (503 no_lease)" in cluster.local.tail(west, 60),
-                   timeout=5, what="the node to log that its lease ran out")
+        wait_until(lambda: f"environment {env} (epoch 1): no lease from the controller, and "
+                           "it has no geo-secondary" in cluster.local.tail(west, 60),
+                   timeout=5, what="the node to log that the primary refuses writes")
     finally:
         cluster.local.signal("controller", signal.SIGCONT)
 
@@ -128,6 +132,71 @@ def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -
     acked.append(5000)
     assert time.monotonic() - resumed_at < 10
     assert "lease renewed by the controller" in cluster.local.tail(west, 60)
+    assert ids(cluster, env) == acked, "a refused write was written after all"
+
+
+def test_failsafe_keeps_a_primary_writing_while_its_geo_secondary_pulls(
+        lease_cluster: Cluster) -> None:
+    """The controller frozen: a production primary writes on while east pulls from it at
+    its epoch, stops within one lease once east is frozen too, and writes again once east
+    pulls again (the controller still frozen). Nothing refused is written; every
+    acknowledged write reaches east."""
+    cluster, client = lease_cluster, lease_cluster.client
+    env, basic, west = "failsafe", "failsafe-basic", cluster.node_of("west")
+    east = cluster.node_of("east")
+    client.create_environment(env, region="west")
+    client.create_environment(basic, type="basic", region="west")
+    for name in (env, basic):
+        wait_until(lambda name=name: insert_ddl(cluster, name), what=f"the table of {name}")
+    acked = [row for row in range(1, 6) if insert(cluster, env, row) is None]
+    assert acked == [1, 2, 3, 4, 5]
+
+    cluster.local.signal("controller", signal.SIGSTOP)
+    try:
+        frozen_at = time.monotonic()
+        row = 100
+        while time.monotonic() - frozen_at < 3 * TTL:  # well past the controller's lease
+            row += 1
+            error = insert(cluster, env, row)
+            assert error is None, f"write {row} refused under the failsafe: {error!r}"
+            acked.append(row)
+            time.sleep(0.02)
+        refused = insert(cluster, basic, 1)  # nobody vouches for the basic environment
+        assert refused is not None and refused.code == "no_lease", refused
+        assert "it has no geo-secondary to vouch for it" in refused.message
+
+        cluster.local.signal(east, signal.SIGSTOP)  # its pulls stop: the failsafe ends
+        try:
+            stopped_at, refusal = time.monotonic(), None
+            while refusal is None:
+                assert time.monotonic() - stopped_at < REFUSED_WITHIN + 5, \
+                    "writes were still taken long after the failsafe lease must have ended"
+                row += 1
+                error = insert(cluster, env, row)
+                if error is None:
+                    acked.append(row)
+                else:
+                    refusal = error
+                time.sleep(0.02)
+            refused_after = time.monotonic() - stopped_at
+            assert refusal.code == "no_lease", refusal
+            assert "failsafe lease ended" in refusal.message, refusal.message
+            assert refused_after <= TTL + 0.5, refused_after  # one lease, and some slack
+            wait_until(lambda: f"environment {env} (epoch 1): no lease from the controller"
+                               in cluster.local.tail(west, 80), timeout=5,
+                       what="the node to log that the primary refuses writes")
+            for attempt in range(5):
+                assert insert(cluster, env, 9000 + attempt).code == "no_lease"
+        finally:
+            cluster.local.signal(east, signal.SIGCONT)
+        wait_until(lambda: insert(cluster, env, 5000) is None, timeout=10, interval=0.1,
+                   what="writes under the failsafe once east pulls again")
+        acked.append(5000)
+        wait_until(lambda: f"environment {env} (epoch 1): its geo-secondary vouches for it "
+                           "again" in cluster.local.tail(west, 80), timeout=5,
+                   what="the node to log that the failsafe holds again")
+    finally:
+        cluster.local.signal("controller", signal.SIGCONT)
     assert ids(cluster, env) == acked, "a refused write was written after all"
     wait_until(lambda: caught_up(client, env), what="the secondary to catch up")
     assert ids(cluster, env, read_region="east") == acked

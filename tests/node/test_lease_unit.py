@@ -165,3 +165,75 @@ def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
             await replicas.close()
 
     asyncio.run(scenario())
+
+
+def test_a_vouch_grants_from_the_token_time_and_only_for_our_tokens() -> None:
+    """The failsafe counts from when the primary made the token its secondary echoes, so
+    a pull delivered late (a slow link) grants nothing past what the secondary promised."""
+    clock = Clock()
+    lease = Lease(5.0, clock)
+    token = lease.token()
+    clock.now += 3.0  # the echo arrives much later: the expiry still counts from the token
+    assert lease.vouched_until(token) == token[1] + 4.5
+    assert lease.vouched_until([token[0], clock.now + 1.0]) is None  # from the future
+    assert lease.vouched_until(["another-process", token[1]]) is None  # a restarted node's
+    for bad in (None, [], [token[0]], [token[0], "1000"], [token[0], 1000], "x", {"t": 1.0}):
+        assert lease.vouched_until(bad) is None, bad
+    assert Lease(0, clock).vouched_until(token) is None  # leases off: nothing to extend
+    assert "no geo-secondary has vouched" in lease.describe_failsafe(0.0)
+    assert "ended 1.5 s ago" in lease.describe_failsafe(clock.now - 1.5)
+    assert "for 2.0 s more" in lease.describe_failsafe(clock.now + 2.0)
+
+
+def test_the_failsafe_lets_a_primary_write_while_its_geo_secondary_vouches(
+        tmp_path: Path) -> None:
+    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
+    dep.save()
+    clock = Clock()
+    east = {"node": "east-1", "region": "east", "url": "http://east"}
+    local = {"node": "west-9", "region": "west", "url": "http://west-9"}
+
+    async def scenario() -> None:
+        node = Node(dep, "west-1")
+        node.lease.clock = clock
+        replicas, lease = node.replicas, node.lease
+        await replicas.load()
+        try:
+            primary = await replicas.ensure("alpha", {"role": "primary", "epoch": 1,
+                                                      "secondaries": [east, local]})
+            fenced = await replicas.ensure("beta", {"role": "fenced", "epoch": 1,
+                                                    "secondaries": [east]})
+            assert not replicas.may_write(primary)  # no controller lease, no vouch yet
+
+            token = lease.token()
+            assert not replicas.vouch(primary, "east-1", 2, token)  # not its epoch
+            assert not replicas.vouch(primary, "west-9", 1, token)  # not geo: same region
+            assert not replicas.vouch(primary, "north-1", 1, token)  # not its secondary
+            assert not replicas.vouch(fenced, "east-1", 1, token)  # fenced stays fenced
+            assert not replicas.may_write(primary)
+
+            clock.now += 1.0
+            assert replicas.vouch(primary, "east-1", 1, token)
+            assert primary.failsafe_until == token[1] + 4.5
+            replicas.require_writable(primary)  # no controller lease: the failsafe holds
+            assert not replicas.vouch(primary, "east-1", 1, token)  # an echo extends once
+
+            clock.now = token[1] + 4.5  # the secondary stopped pulling: over
+            with pytest.raises(ApiError) as refused:
+                replicas.require_writable(primary)
+            assert refused.value.code == "no_lease"
+            assert "failsafe lease ended 0.0 s ago" in refused.value.message
+            with pytest.raises(ApiError):
+                replicas.require_writable(fenced)
+
+            # Outside its epoch the failsafe does not help either.
+            assert replicas.vouch(primary, "east-1", 1, lease.token())
+            replicas.require_writable(primary)
+            await asyncio.to_thread(primary.env.observe_epoch, 2)
+            with pytest.raises(ApiError) as stale:
+                replicas.require_writable(primary)
+            assert stale.value.code == "no_lease" and "epoch 2" in stale.value.message
+        finally:
+            await replicas.close()
+
+    asyncio.run(scenario())

@@ -15,6 +15,10 @@ final lsn. Steps:
 6. `reverse`: the old primary becomes a secondary of the new one.
 7. `release`: the environment is active again; the gateway sends the held calls on.
 
+A forced failover (the primary's region is lost) runs `hold`, `expire-lease` (the target
+stops vouching for the old primary, then both its leases are waited out), `promote` at the
+target's applied lsn (the fork point), `switch-routing` and `release`.
+
 Every step is idempotent, so a controller killed at any point resumes the operation where it
 stopped (invariant 7). A move back to the home region is a failback: same steps, events
 `failback.*`.
@@ -325,17 +329,48 @@ class Failovers:
             await asyncio.sleep(0.2)
 
     async def _expire_lease(self, op: Operation) -> Outcome:
-        """Wait until the old primary's lease has certainly run out: every heartbeat answer
-        after the hold records it as fenced, and one sent before can have granted at most
-        `lease_ttl` from before the hold. Only then may another replica take writes."""
-        p = op.params
-        until = parse_time(op.started_at) + p["lease_ttl"] + LEASE_SLACK
-        wait = until - time.time()
+        """Wait until the old primary's leases have certainly run out; only then may
+        another replica take writes (invariant 2).
+
+        Two leases: the controller's, which no heartbeat answer after the hold extends to a
+        writable primary (they make it fenced first), and the failsafe lease its
+        geo-secondary's pulls keep. So the target is first told to stop vouching (its desired record, as of
+        the hold, says so) and must confirm; then the wait is `lease_ttl` + slack from the
+        later of the hold and that confirmation (docs/leases.md)."""
+        p, name = op.params, op.target
+        target = p["to"]
+        withdrawn = await self._withdraw_vouch(op)
+        since = max(parse_time(op.started_at), withdrawn)
+        wait = since + p["lease_ttl"] + LEASE_SLACK - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        return Outcome(f"environment {op.target} (epoch {p['epoch']}): the lease of "
-                       f"{p['from']['node']} has run out ({p['lease_ttl']:g} s ttl, waited "
-                       f"{max(wait, 0):.2f} s); it cannot take writes at epoch {p['epoch']}")
+        return Outcome(f"environment {name} (epoch {p['epoch']}): the leases of "
+                       f"{p['from']['node']} have run out ({p['lease_ttl']:g} s ttl, waited "
+                       f"{max(wait, 0):.2f} s after {target['node']} stopped vouching for it); "
+                       f"it cannot take writes at epoch {p['epoch']}")
+
+    async def _withdraw_vouch(self, op: Operation) -> float:
+        """Tell the target to stop vouching for the old primary; when it confirmed (unix s).
+        It keeps pulling what the old primary still commits, so the fork point is late."""
+        name, target = op.target, op.params["to"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROMOTE_DEADLINE
+        while True:
+            item = await self._record(op)
+            replica = next(r for r in item.value["replicas"] if r["node"] == target["node"])
+            desired = self.reconciler.desired(item.value, replica, item.version)
+            reply = await self.nodes.put_replica(target["node"],
+                                                 self.topology.node_url(target["node"]),
+                                                 desired)
+            record = reply.body.get("record") if reply.ok else None
+            if isinstance(record, dict) and record.get("vouch") is False:
+                return time.time()
+            problem = reply.problem or f"its record still vouches: {record!r}"
+            if loop.time() >= deadline:
+                raise StepFailed("vouch_not_withdrawn", f"environment {name}: the secondary "
+                                 f"on {target['node']} did not confirm that it stopped "
+                                 f"vouching for the old primary: {problem}")
+            await asyncio.sleep(0.2)
 
     async def _promote_forced(self, op: Operation) -> Outcome:
         """Promote the secondary at whatever it has applied: that lsn is the fork point."""

@@ -9,7 +9,7 @@ an `Outcome` whose `problem` says, in words, what went wrong. A failover call an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -22,6 +22,7 @@ TIMEOUT_SECONDS = 2.0
 class Outcome:
     node: str
     problem: str | None = None  # None: the node did it
+    body: dict = field(default_factory=dict)  # the node's JSON answer, when it did
 
     @property
     def ok(self) -> bool:
@@ -52,6 +53,7 @@ class NodeClient:
                                          timeout=httpx.Timeout(timeout))
 
     async def put_replica(self, node: str, url: str, desired: dict) -> Outcome:
+        """PUT the desired record; the answer's body is the replica as the node has it."""
         return await self._call(node, "PUT", f"{url}/internal/v1/replicas/{desired['env']}",
                                 desired)
 
@@ -102,6 +104,10 @@ class NodeClient:
         if response.status_code == 404 and method == "DELETE":
             return Outcome(node)  # already gone: what we wanted
         if response.is_success:
-            return Outcome(node)
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = {}
+            return Outcome(node, body=answer if isinstance(answer, dict) else {})
         return Outcome(node, f"{node} answered {response.status_code} to {method} {url}: "
                              f"{response.text[:300]}")

@@ -29,7 +29,9 @@ class Reconciler:
         While a failover runs the old primary is `fenced`: its secondaries keep pulling from
         it (so they can reach its final lsn), and it keeps every other replica as a
         consumer. A new primary lists every other replica, the fenced one included, so the
-        journal they still need is kept."""
+        journal they still need is kept. A secondary vouches for its primary (the failsafe
+        lease, docs/leases.md) only while the catalog has that primary as `primary`: a
+        forced failover, which fences it here first, relies on that."""
         others = [r for r in record["replicas"] if r["node"] != replica["node"]]
         source = (next((r for r in others if r["role"] == Role.PRIMARY), None)
                   or next((r for r in others if r["role"] == Role.FENCED), None))
@@ -52,6 +54,8 @@ class Reconciler:
             "primary": self.topology.node_ref(source["node"])
             if role == Role.SECONDARY and source is not None else None,
             "secondaries": [self.topology.node_ref(r["node"]) for r in listed],
+            "vouch": role == Role.SECONDARY and source is not None
+            and source["role"] == Role.PRIMARY,
             # The catalog record's store version: a node never goes back to an older one,
             # so an answer computed before a failover step cannot undo it.
             "version": version,

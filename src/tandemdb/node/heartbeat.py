@@ -10,7 +10,8 @@ Each answer also renews the node's lease (`{"lease": {"ttl": s}}`, docs/leases.m
 lease counts from the moment just before the heartbeat was sent, and is renewed only
 after the answer's replicas were reconciled: role and epoch changes the controller asks
 for take effect before the lease that comes with them. Once the lease runs out (the
-controller unreachable for ttl - margin), primaries on this node refuse writes.
+controller unreachable for ttl - margin), primaries on this node refuse writes, except
+those whose geo-secondary still vouches for them by pulling (the failsafe lease).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Heartbeat:
         self._failing_since: float | None = None
         self._warned_at = 0.0
         self._lease_lost = False  # the lease ran out and the node said so in its log
+        self._unvouched: set[str] = set()  # primaries whose failsafe ran out, logged once
         self._warned_no_grant = False
 
     async def report(self) -> dict:
@@ -122,17 +124,35 @@ class Heartbeat:
         self.lease.grant(sent_at, ttl)
         if self._lease_lost and self.lease.valid():  # (a late answer may renew nothing)
             self._lease_lost = False
+            self._unvouched.clear()
             log.info("lease renewed by the controller: primaries on %s take writes again",
                      self.node.name)
 
     def _watch_lease(self) -> None:
-        """Say once in the log when the lease runs out (writes on primaries stop)."""
-        if self._lease_lost or not self.lease.required or self.lease.expires_at is None \
-                or self.lease.valid():
+        """Say once in the log when the lease runs out, and once per primary when its
+        failsafe lease runs out too (its writes stop)."""
+        if not self.lease.required or self.lease.expires_at is None or self.lease.valid():
             return
-        self._lease_lost = True
-        log.warning("%s; primaries on %s refuse writes (503 no_lease) until the controller "
-                    "answers a heartbeat again", self.lease.describe(), self.node.name)
+        if not self._lease_lost:
+            self._lease_lost = True
+            log.warning("%s; primaries on %s now take writes only while their geo-secondary "
+                        "vouches for them by pulling (failsafe), the others refuse writes "
+                        "(503 no_lease) until the controller answers a heartbeat again",
+                        self.lease.describe(), self.node.name)
+        now = self.lease.clock()
+        for replica in self.replicas:
+            if replica.role != "primary":
+                continue
+            vouched, name = now < replica.failsafe_until, replica.name
+            if vouched and name in self._unvouched:
+                self._unvouched.discard(name)
+                log.info("environment %s (epoch %d): its geo-secondary vouches for it again; "
+                         "it takes writes under the failsafe lease", name, replica.record.epoch)
+            elif not vouched and name not in self._unvouched:
+                self._unvouched.add(name)
+                log.warning("environment %s (epoch %d): no lease from the controller, and %s: "
+                            "it refuses writes (503 no_lease)", name, replica.record.epoch,
+                            self.replicas.describe_failsafe(replica))
 
     async def reconcile(self, desired: list[dict], revision: int | None = None) -> None:
         """Create what is missing, adopt roles, drop what is no longer listed.

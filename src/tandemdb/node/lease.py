@@ -14,6 +14,19 @@ and the fsync of one group). The cap at half the ttl only matters for the short 
 tests, where a 0.5 s floor would eat most of the lease. Expiry is judged only by the node's
 own monotonic clock: no wall-clock time crosses the network.
 
+**Failsafe** (DESIGN §4, cf. Patroni's failsafe mode): a primary whose controller cannot be
+reached keeps writing while its geo-secondary keeps pulling from it at the same epoch. Every
+stream answer carries a `token`, this node's clock when the answer was made; a secondary
+echoes the last token it received in its next pull, along with the environments it vouches
+for. Such a pull proves the secondary still vouched after the token was made, so it extends
+that environment's failsafe lease to
+
+    token + ttl - margin        (the same ttl and margin as above, on the same clock)
+
+The controller, before a forced promotion, makes the secondary stop vouching and then waits
+ttl (plus slack) after it confirmed: whatever pull was still in flight carries a token from
+before that, so the old primary's failsafe lease has ended by then (docs/leases.md).
+
 A `Lease` with ttl 0 is off (`required` is False, `valid()` always True): only the node
 tests, which run nodes without a controller, configure that.
 """
@@ -21,6 +34,7 @@ tests, which run nodes without a controller, configure that.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable
 
@@ -55,6 +69,9 @@ class Lease:
         self.expires_at: float | None = None  # on `clock`; None until the first grant
         self.granted_at: float | None = None  # sent_at of the heartbeat that renewed it
         self.granted_ttl: float | None = None  # the ttl that answer granted
+        # Tokens of another process (a restarted node) are never taken: a stale echo of a
+        # past incarnation says nothing about this one's writes.
+        self.incarnation = secrets.token_hex(8)
 
     @property
     def required(self) -> bool:
@@ -80,6 +97,30 @@ class Lease:
             return True
         expires = self.expires_at
         return expires is not None and self.clock() < expires
+
+    def token(self) -> list:
+        """For a stream answer: a pull that echoes it vouches for us as of now or later."""
+        return [self.incarnation, self.clock()]
+
+    def vouched_until(self, token: object) -> float | None:
+        """The failsafe expiry a pull echoing `token` grants; None if it is not ours."""
+        if not self.required or not isinstance(token, list) or len(token) != 2:
+            return None
+        incarnation, issued = token
+        if incarnation != self.incarnation or type(issued) is not float \
+                or not issued <= self.clock():
+            return None
+        return issued + self.ttl - self.margin
+
+    def describe_failsafe(self, until: float) -> str:
+        """An environment's failsafe lease, for the refusal (`until` 0: never vouched)."""
+        if not until:
+            return "no geo-secondary has vouched for it since the node started (failsafe)"
+        now = self.clock()
+        if now < until:
+            return f"its geo-secondary vouches for it for {until - now:.1f} s more (failsafe)"
+        return (f"its geo-secondary last vouched for it by pulling, and that failsafe lease "
+                f"ended {now - until:.1f} s ago")
 
     def remaining(self) -> float | None:
         """Seconds left (0 once expired); None when leases are off or none was granted."""

@@ -7,6 +7,9 @@ applies each answer in lsn order: missing blobs are fetched first, then
 a retry after a crash is safe). A part marked `snapshot` makes that replica seed from a
 fresh snapshot of the primary, while the other replicas of the loop keep streaming.
 Connection errors back off from 0.2 s to 2 s and the loop retries forever.
+
+A secondary whose record says `vouch` vouches for its primary in each poll, echoing the
+token of the answer before; that keeps the primary's failsafe lease (docs/leases.md).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class PeerLoop:
         # controller hears it in heartbeats: the pair's view of a region's health.
         self.failing_since: float | None = None
         self._logged: dict[str, str] = {}  # last error logged per env (no log floods)
+        self._token: object = None  # from the last answer; echoed by the next vouching poll
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name=f"pull-{self.peer}")
@@ -80,8 +84,11 @@ class PeerLoop:
                 await self.puller.wait_for_change(0.25)
                 continue
             positions = {r.name: r.env.last_lsn for r in replicas}  # type: ignore[union-attr]
+            # Read from the records as they are now: once a record stops vouching, no poll
+            # built after that vouches (a forced failover waits on it, docs/leases.md).
+            vouch = {r.name: r.env.epoch for r in replicas if r.record.vouch}  # type: ignore[union-attr]
             try:
-                answer = await self._poll(positions)
+                answer = await self._poll(positions, vouch)
                 if answer is None:
                     continue  # interrupted: poll again with the new set of replicas
             except (httpx.HTTPError, PeerError, ValueError) as exc:
@@ -106,10 +113,13 @@ class PeerLoop:
                 log.exception("cannot use the stream answer from %s", self.peer)
                 await asyncio.sleep(BACKOFF_MAX)
 
-    async def _poll(self, positions: dict[str, int]) -> dict | None:
+    async def _poll(self, positions: dict[str, int], vouch: dict[str, int]) -> dict | None:
         """One long poll; None when `interrupt` ended it early."""
-        body = msgpack.packb({"node": self.puller.node.name, "positions": positions,
-                              "wait": WAIT, "max_bytes": MAX_BYTES})
+        ask = {"node": self.puller.node.name, "positions": positions, "wait": WAIT,
+               "max_bytes": MAX_BYTES}
+        if vouch:
+            ask.update(vouch=vouch, token=self._token)
+        body = msgpack.packb(ask)
         request = self._request = asyncio.create_task(self.puller.client.post(
             self.url + "/internal/v1/stream", content=body,
             headers={"content-type": "application/msgpack"}))
@@ -130,6 +140,7 @@ class PeerLoop:
             answer = msgpack.unpackb(content, raw=False)
         if not isinstance(answer, dict):
             raise PeerError("stream answer is not a map")
+        self._token = answer.get("token")
         return answer
 
     async def _handle(self, replica: Replica, part: dict | None) -> None:

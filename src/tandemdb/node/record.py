@@ -69,6 +69,10 @@ class Record:
     # The controller's catalog version this record comes from (0: unknown). A replica never
     # takes a record older than its own, so a late heartbeat answer cannot undo a fence.
     version: int = 0
+    # A secondary only: its pulls vouch for its primary, whose failsafe lease they keep
+    # while the controller cannot be reached (docs/leases.md). Off while a failover fences
+    # that primary, and before the controller says so (records from older versions).
+    vouch: bool = False
 
     @classmethod
     def parse(cls, raw: object) -> Record:
@@ -95,11 +99,15 @@ class Record:
         if not isinstance(secondaries, list):
             raise ApiError(400, "bad_request", "secondaries must be a list")
         peers = tuple(Peer.parse(s, "each secondary") for s in secondaries)
-        return cls(role, epoch, primary, peers, kind, float(rpo), parse_version(raw))
+        vouch = raw.get("vouch", False)
+        if type(vouch) is not bool:
+            raise ApiError(400, "bad_request", "vouch must be true or false")
+        return cls(role, epoch, primary, peers, kind, float(rpo), parse_version(raw),
+                   vouch and role == "secondary")
 
     def to_dict(self) -> dict:
         return {"role": self.role, "epoch": self.epoch,
                 "primary": self.primary.to_dict() if self.primary else None,
                 "secondaries": [s.to_dict() for s in self.secondaries],
                 "type": self.type, "rpo_limit_seconds": self.rpo_limit_seconds,
-                "version": self.version}
+                "version": self.version, "vouch": self.vouch}

@@ -66,6 +66,9 @@ class Replica:
     truncated_upto: int = 0  # the journal was last truncated up to here (Upkeep)
     batcher: object | None = None  # the data API's group committer (batcher.Batcher)
     in_flight: int = 0  # data API commits running now (fencing waits until there are none)
+    # A primary's failsafe lease, on the node lease's clock: until then its geo-secondary's
+    # pulls vouch for it, even with the controller unreachable (docs/leases.md; 0: never).
+    failsafe_until: float = 0.0
     _waiters: set[asyncio.Future] = field(default_factory=set)
     _lag_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Serialises this replica's record changes (adopt, fence, promote, seed); replicas
@@ -225,10 +228,28 @@ class ReplicaSet:
         return replica.record.role != "primary" or self._holds_lease(replica)
 
     def _holds_lease(self, replica: Replica) -> bool:
-        """A primary writes only under a valid lease and in its current epoch (issue 4)."""
+        """Invariant 2: a primary writes only in its current epoch, under the node's lease
+        from the controller or under its own failsafe lease (its geo-secondary vouches)."""
         lease, env = self.lease, replica.env
-        return ((lease is None or lease.valid())
+        return ((lease is None or lease.valid() or lease.clock() < replica.failsafe_until)
                 and (env is None or replica.record.epoch == env.epoch))
+
+    def vouch(self, replica: Replica, consumer: str, epoch: int, token: object) -> bool:
+        """A pull of `consumer` vouches for primary `replica` at `epoch`, echoing `token`:
+        extend its failsafe lease if that consumer is its geo-secondary and the epoch is
+        the primary's. True if it was extended."""
+        lease, env, record = self.lease, replica.env, replica.record
+        if lease is None or env is None or record.role != "primary" \
+                or not epoch == record.epoch == env.epoch:
+            return False
+        if not any(peer.node == consumer and peer.region != self.region
+                   for peer in record.secondaries):
+            return False
+        until = lease.vouched_until(token)
+        if until is None or until <= replica.failsafe_until:
+            return False
+        replica.failsafe_until = until
+        return True
 
     def require_writable(self, replica: Replica) -> None:
         """Raise the refusal of a write to `replica` now, if there is one.
@@ -253,13 +274,22 @@ class ReplicaSet:
         raise ApiError(409, "not_primary", f"environment {replica.name} is read-only in "
                        f"region {self.region}: {where}; send writes there")
 
+    def describe_failsafe(self, replica: Replica) -> str:
+        """A primary's failsafe lease in words (the refusal, the node's log)."""
+        if self.lease is None or not any(peer.region != self.region
+                                         for peer in replica.record.secondaries):
+            return "it has no geo-secondary to vouch for it (failsafe)"
+        return self.lease.describe_failsafe(replica.failsafe_until)
+
     def _no_lease(self, replica: Replica) -> ApiError:
         env, record = replica.env, replica.record
         if env is not None and record.epoch != env.epoch:
             why = (f"its primary here is recorded at epoch {record.epoch} but its data has "
                    f"seen epoch {env.epoch}, and a primary writes only in its current epoch")
+        elif self.lease is not None:
+            why = f"{self.lease.describe()}, and {self.describe_failsafe(replica)}"
         else:
-            why = self.lease.describe() if self.lease is not None else "no lease"
+            why = "no lease"
         return ApiError(503, "no_lease", f"environment {replica.name} takes no writes in "
                         f"region {self.region} now: {why}; nothing was written, retry "
                         "shortly (reads are still served)", {"Retry-After": "1"})

@@ -5,6 +5,11 @@ multiplexed (msgpack both ways). The positions in a request are the peer's appli
 they are its acknowledgements, used at once for lag and the RPO guard, and recorded
 durably (`Environment.acknowledge`) by the `Upkeep` loop, which then truncates the journal
 up to what every consumer has acknowledged.
+
+A request may also vouch for some of its primaries (`vouch`: env -> epoch), echoing the
+`token` of the answer before: that keeps their failsafe lease (docs/leases.md). Every answer
+carries a fresh token, and a vouching long poll is answered within a third of what a vouch
+grants, so the next one comes in time.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import math
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -42,7 +48,17 @@ MAX_ENTRIES = 5000
 UPKEEP_INTERVAL = 0.5
 
 
-def _parse_request(raw: bytes) -> tuple[str, dict[str, int], float, int]:
+@dataclass(frozen=True)
+class StreamRequest:
+    node: str  # the consumer
+    positions: dict[str, int]  # env -> applied lsn (its acknowledgement)
+    wait: float
+    budget: int
+    vouch: dict[str, int]  # env -> the epoch of the primary the consumer vouches for
+    token: object  # the token of the answer it last received (None on a first poll)
+
+
+def _parse_request(raw: bytes) -> StreamRequest:
     try:
         body = msgpack.unpackb(raw, raw=False)
     except Exception:  # noqa: BLE001 - any decoding failure is the client's
@@ -60,7 +76,11 @@ def _parse_request(raw: bytes) -> tuple[str, dict[str, int], float, int]:
     wait = min(max(wait, 0.0), MAX_WAIT)
     budget = body.get("max_bytes", 4 << 20)
     budget = min(max(int(budget), 1), MAX_BYTES) if isinstance(budget, int) else 4 << 20
-    return node, positions, wait, budget
+    vouch = body.get("vouch") or {}
+    if not isinstance(vouch, dict) or not all(
+            isinstance(k, str) and type(v) is int for k, v in vouch.items()):
+        raise ApiError(400, "bad_request", "stream request: vouch must map env -> epoch")
+    return StreamRequest(node, positions, wait, budget, vouch, body.get("token"))
 
 
 def _read(targets: list[tuple[Replica, Environment, int]], budget: int) -> dict:
@@ -91,9 +111,14 @@ class StreamServer:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.replicas: ReplicaSet = node.replicas
+        self.lease = node.lease
 
     async def stream(self, request: Request) -> Response:
-        consumer, positions, wait, budget = _parse_request(await request.body())
+        ask = _parse_request(await request.body())
+        consumer, positions, wait, budget = ask.node, ask.positions, ask.wait, ask.budget
+        if ask.vouch and self.lease.required:
+            self._vouched(ask)
+            wait = min(wait, (self.lease.ttl - self.lease.margin) / 3)
         targets: list[tuple[Replica, Environment, int]] = []
         missing = []
         for name, pos in positions.items():
@@ -118,10 +143,17 @@ class StreamServer:
             if tracked is not None and first is not None and first[0] == pos + 1 \
                     and tracked.acked_lsn == pos and tracked.next_at is None:
                 tracked.next_at = first[1]
-        answer = {"time": time.time(), "envs": envs}
+        answer = {"time": time.time(), "envs": envs, "token": self.lease.token()}
         if missing:
             answer["missing"] = missing  # hosted nowhere here (or seeding): nothing to pull
         return Response(await run_sync(msgpack.packb, answer), media_type=MSGPACK)
+
+    def _vouched(self, ask: StreamRequest) -> None:
+        """Extend the failsafe lease of each primary the consumer vouches for."""
+        for name, epoch in ask.vouch.items():
+            replica = self.replicas.find(name)
+            if replica is not None:
+                self.replicas.vouch(replica, ask.node, epoch, ask.token)
 
     @staticmethod
     async def _wait_any(replicas: list[Replica], wait: float) -> None:
