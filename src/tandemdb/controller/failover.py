@@ -334,9 +334,10 @@ class Failovers:
 
         Two leases: the controller's, which no heartbeat answer after the hold extends to a
         writable primary (they make it fenced first), and the failsafe lease its
-        geo-secondary's pulls keep. So the target is first told to stop vouching (its desired record, as of
-        the hold, says so) and must confirm; then the wait is `lease_ttl` + slack from the
-        later of the hold and that confirmation (docs/leases.md)."""
+        geo-secondary's pulls keep. So the target is first told to stop vouching (its
+        desired record, as of the hold, says so) and must confirm; then the wait is
+        `lease_ttl` + slack from the later of the hold and that confirmation
+        (docs/leases.md)."""
         p, name = op.params, op.target
         target = p["to"]
         withdrawn = await self._withdraw_vouch(op)
