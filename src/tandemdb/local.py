@@ -20,9 +20,12 @@ from pathlib import Path
 import httpx
 
 from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common.http import SECRET_HEADER
 
 RUN_FILE = "run.json"
-OUTAGE_FILE = "outage.json"  # regions taken out by `tandem region outage`
+OUTAGE_FILE = "outage.json"  # regions taken out by `tandem region outage`: region -> kind
+KILL, PARTITION = "kill", "partition"  # the kinds of staged outage
+FAULT_PROXY = "faultproxy"
 START_TIMEOUT = 30.0
 
 
@@ -80,11 +83,14 @@ class LocalDeployment:
 
     # -- naming -------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Start order: the controller first, then nodes, then the gateway."""
-        return ["controller", *sorted(self.deployment.nodes), "gateway"]
+        """Start order: the fault proxy (if any), the controller, nodes, the gateway."""
+        proxy = [FAULT_PROXY] if self.deployment.fault_proxy else []
+        return [*proxy, "controller", *sorted(self.deployment.nodes), "gateway"]
 
     def url(self, name: str) -> str:
         d = self.deployment
+        if name == FAULT_PROXY:
+            return d.fault_proxy_url or ""
         if name == "controller":
             return d.controller_url
         if name == "gateway":
@@ -98,7 +104,7 @@ class LocalDeployment:
         return self.logs / f"{name}.log"
 
     def command(self, name: str) -> list[str]:
-        component = name if name in ("controller", "gateway") else "node"
+        component = name if name in ("controller", "gateway", FAULT_PROXY) else "node"
         cmd = [sys.executable, "-m", f"tandemdb.{component}", "--data", str(self.data)]
         return cmd + (["--name", name] if component == "node" else [])
 
@@ -186,28 +192,33 @@ class LocalDeployment:
                                                      indent=2))
 
     def staged_out(self) -> set[str]:
-        """Processes of regions taken out by `tandem region outage` (not to be restarted)."""
-        regions = staged_outages(self.data)
-        return {n for n in self.deployment.nodes if self.deployment.nodes[n]["region"]
-                in regions}
+        """Nodes of regions SIGKILLed by `tandem region outage` (not to be restarted)."""
+        killed = {r for r, kind in staged_outages(self.data).items() if kind == KILL}
+        return {n for n, spec in self.deployment.nodes.items() if spec["region"] in killed}
 
 
 # -- staged outages (tandem region outage | recover) ----------------------------------------
 
-def staged_outages(data: Path) -> set[str]:
+def staged_outages(data: Path) -> dict[str, str]:
+    """Region -> how it is out (`kill` or `partition`)."""
     path = Path(data) / OUTAGE_FILE
-    return set(json.loads(path.read_text())) if path.exists() else set()
+    if not path.exists():
+        return {}
+    staged = json.loads(path.read_text())
+    return {r: KILL for r in staged} if isinstance(staged, list) else staged
 
 
-def _write_outages(data: Path, regions: set[str]) -> None:
-    (Path(data) / OUTAGE_FILE).write_text(json.dumps(sorted(regions)))
+def _write_outages(data: Path, regions: dict[str, str]) -> None:
+    (Path(data) / OUTAGE_FILE).write_text(json.dumps(regions, sort_keys=True))
 
 
-def stage_outage(data: Path, region: str) -> list[str]:
-    """SIGKILL every process of `region` in a running local deployment; names killed.
+def stage_outage(data: Path, region: str, partition: bool = False) -> list[str]:
+    """Take `region` out of a running local deployment; answers what was hit.
 
-    The region is recorded in `outage.json`, so a foreground `tandem up` does not restart
-    its nodes until `recover`."""
+    Without `partition`: SIGKILL its nodes (names answered), and a foreground `tandem up`
+    does not restart them until `recover`. With it: its nodes keep running and serving
+    clients, but the fault proxy cuts their links to the controller and to the paired
+    region (link names answered)."""
     deployment = Deployment.load(data)
     if region not in deployment.regions:
         raise StartError(f"unknown region {region!r}: the regions are "
@@ -215,7 +226,15 @@ def stage_outage(data: Path, region: str) -> list[str]:
     pids = running_pids(data)
     if not pids:
         raise StartError(f"no deployment is running from {data}; 'tandem up' starts one")
-    _write_outages(data, staged_outages(data) | {region})
+    out = staged_outages(data)
+    if region in out:
+        raise StartError(f"region {region} is already out ({out[region]}); 'tandem region "
+                         f"recover {region}' brings it back first")
+    if partition:
+        links = set_links(deployment, {"region": region, "mode": "cut"})
+        _write_outages(data, {**out, region: PARTITION})
+        return links
+    _write_outages(data, {**out, region: KILL})
     killed = []
     for name in deployment.nodes_in(region):
         pid = pids.get(name)
@@ -227,13 +246,19 @@ def stage_outage(data: Path, region: str) -> list[str]:
 
 
 def recover(data: Path, region: str) -> list[str]:
-    """Bring a staged-out region back; names started (a foreground `up` restarts them)."""
+    """End a staged outage; answers the nodes started or the links healed (a foreground
+    `up` restarts killed nodes itself)."""
     deployment = Deployment.load(data)
     out = staged_outages(data)
     if region not in out:
         raise StartError(f"region {region!r} is not staged out; 'tandem region outage "
                          f"{region}' takes it out")
-    _write_outages(data, out - {region})
+    kind = out.pop(region)
+    if kind == PARTITION:
+        healed = set_links(deployment, {"region": region, "mode": "ok"})
+        _write_outages(data, out)
+        return healed
+    _write_outages(data, out)
     run = json.loads((Path(data) / RUN_FILE).read_text())
     if run.get("supervised"):
         return []  # the foreground supervisor starts them within half a second
@@ -245,6 +270,23 @@ def recover(data: Path, region: str) -> list[str]:
             started.append(name)
     (Path(data) / RUN_FILE).write_text(json.dumps(run, indent=2))
     return started
+
+
+def set_links(deployment: Deployment, body: dict) -> list[str]:
+    """Set faults through the fault proxy's control API (`POST /v1/links`); link names."""
+    url = deployment.fault_proxy_url
+    if url is None:
+        raise StartError("this deployment has no fault proxy: start it with 'tandem up "
+                         "--fault-proxy' to stage partitions")
+    try:
+        response = httpx.post(url + "/v1/links", json=body, timeout=5.0,
+                              headers={SECRET_HEADER: deployment.secret})
+    except httpx.HTTPError as exc:
+        raise StartError(f"the fault proxy at {url} cannot be reached ({exc}); is the "
+                         "deployment running?") from None
+    if response.status_code != 200:
+        raise StartError(f"the fault proxy refused {body}: {response.text[:300]}")
+    return [link["name"] for link in response.json()["links"]]
 
 
 def running_pids(data: Path) -> dict[str, int]:

@@ -16,9 +16,12 @@ from tandemdb.local import LocalDeployment, free_base_port
 class Cluster:
     """A running deployment plus the handles a test needs."""
 
-    def __init__(self, data: Path, **settings: float) -> None:
-        """`settings` override deployment.json fields (e.g. lease_ttl); none by default."""
-        self.deployment = Deployment.plan(data, [("west", "east")], 1, free_base_port(4))
+    def __init__(self, data: Path, fault_proxy: bool = False, **settings: float) -> None:
+        """`settings` override deployment.json fields (e.g. lease_ttl); none by default.
+        `fault_proxy`: the links to the controller and between regions run through it."""
+        self.deployment = Deployment.plan(data, [("west", "east")], 1, free_base_port(16))
+        if fault_proxy:
+            self.deployment.add_fault_proxy()
         for key, value in settings.items():
             if not hasattr(self.deployment, key):
                 raise TypeError(f"no deployment setting {key!r}")

@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
 from tandemdb.client import Client
 from tandemdb.common.deployment import Deployment
-from tandemdb.local import free_base_port, running_pids
+from tandemdb.local import free_base_port, running_pids, staged_outages
 
 from .conftest import caught_up, wait_until
 
@@ -159,7 +160,9 @@ def test_staged_outage_and_recovery_with_the_cli(tmp_path):
         client.sql("rehearse", "CREATE TABLE t(id INTEGER PRIMARY KEY)")
         wait_until(lambda: caught_up(client, "rehearse"), what="replicated")
         out = json.loads(tandem("region", "outage", "west", "--data", data, "--json").stdout)
-        assert out == {"region": "west", "killed": ["west-1"]}
+        assert out == {"region": "west", "kind": "kill", "killed": ["west-1"]}
+        again = tandem("region", "outage", "west", "--data", data, check=False)
+        assert again.returncode == 1 and "already out (kill)" in again.stderr
         assert "west-1" not in running_pids(data)
 
         def west_state() -> str:
@@ -178,5 +181,11 @@ def test_staged_outage_and_recovery_with_the_cli(tmp_path):
         assert client.environment("rehearse")["primary_region"] == "west"
         unknown = tandem("region", "outage", "mars", "--data", data, check=False)
         assert unknown.returncode == 1 and "unknown region" in unknown.stderr
+        no_proxy = tandem("region", "outage", "west", "--partition", "--data", data,
+                          check=False)
+        assert no_proxy.returncode == 1 and "tandem up --fault-proxy" in no_proxy.stderr
+        assert staged_outages(Path(data)) == {}  # the refusal changed nothing
+        not_out = tandem("region", "recover", "west", "--data", data, check=False)
+        assert not_out.returncode == 1 and "is not staged out" in not_out.stderr
     finally:
         tandem("down", "--data", data, check=False)

@@ -10,7 +10,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import httpx
+
 from tandemdb.client import Client, TandemError
+from tandemdb.common.http import SECRET_HEADER
 
 
 @dataclass
@@ -72,3 +75,55 @@ class Writer:
         unexpected = set(ids) - set(self.acked) - {i for i, _ in self.failed}
         assert not unexpected, f"ids nobody wrote: {sorted(unexpected)[:20]}"
         return set(ids)
+
+
+@dataclass
+class DirectWriter:
+    """Unique ids straight to one node's data API, past the gateway: a client that still
+    reaches a partitioned primary. Each acknowledgement is kept with its wall time and
+    epoch, so a test can check that none came in an old epoch after a promotion."""
+
+    url: str  # the node's URL
+    secret: str
+    env: str
+    first_id: int
+    table: str = "events"
+    acked: list[tuple[int, float, int]] = field(default_factory=list)  # (id, at, epoch)
+    refused: list[tuple[int, float, str]] = field(default_factory=list)  # (id, at, code)
+    unknown: list[int] = field(default_factory=list)  # no answer: outcome unknown
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> DirectWriter:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        sql = f"{self.url}/v1/environments/{self.env}/sql"
+        with httpx.Client(headers={SECRET_HEADER: self.secret}, timeout=5.0) as http:
+            next_id = self.first_id
+            while not self._stop.is_set():
+                body = {"statements": [{"sql": f"INSERT INTO {self.table}(id, at) VALUES "
+                                               "(?, ?)", "params": [next_id, time.time()]}]}
+                try:
+                    answer = http.post(sql, json=body)
+                except httpx.HTTPError:
+                    self.unknown.append(next_id)
+                    time.sleep(0.02)
+                else:
+                    if answer.status_code == 200:
+                        self.acked.append((next_id, time.time(), answer.json()["epoch"]))
+                    else:
+                        self.refused.append((next_id, time.time(),
+                                             answer.json()["error"]["code"]))
+                        time.sleep(0.02)
+                next_id += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(30)
+
+    def acked_ids(self) -> set[int]:
+        return {i for i, _, _ in self.acked}

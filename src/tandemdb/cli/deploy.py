@@ -45,6 +45,11 @@ def up(
     lease_ttl: float | None = typer.Option(
         None, "--lease-ttl", min=0.5, show_default=False,
         help="Seconds of a primary's lease from the controller (default 5)."),
+    fault_proxy: bool = typer.Option(
+        False, "--fault-proxy",
+        help="Run the links to the controller and between paired regions through a "
+             "fault-injecting proxy, so that 'tandem region outage R --partition' can cut "
+             "them (for this up only)."),
 ) -> None:
     """Start a local deployment: controller, gateway and nodes as separate processes."""
     try:
@@ -57,11 +62,16 @@ def up(
               "stops it")
     deployment = local.open_or_plan(data, pairs, nodes_per_region, port)
     (Path(data) / local.OUTAGE_FILE).unlink(missing_ok=True)  # `up` brings every region up
-    if grace_seconds is not None or lease_ttl is not None:  # kept for the next `up` too
-        if grace_seconds is not None:
+    if grace_seconds is not None or lease_ttl is not None \
+            or fault_proxy != bool(deployment.fault_proxy):
+        if grace_seconds is not None:  # both kept for the next `up` too
             deployment.grace_seconds = grace
         if lease_ttl is not None:
             deployment.lease_ttl = lease_ttl
+        if fault_proxy and not deployment.fault_proxy:
+            deployment.add_fault_proxy()
+        elif not fault_proxy:
+            deployment.fault_proxy = None
         deployment.save()
     cluster = local.LocalDeployment(deployment)
     try:

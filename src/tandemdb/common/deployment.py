@@ -2,6 +2,11 @@
 
 Every process reads the same file, so the ports, the cluster secret and the admin token are
 chosen once (by `tandem up`) and survive restarts.
+
+With a fault proxy (`tandem up --fault-proxy`), the links a region's outage would cut run
+through it: each node's heartbeats to the controller, the controller's calls to each node,
+and each node's pulls from the nodes of the paired region. `link_url(src, dst)` is how one
+process reaches another; clients and the gateway always reach nodes directly.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 FILE = "deployment.json"
 HOST = "127.0.0.1"
+CONTROLLER = "controller"
 
 
 @dataclass
@@ -32,6 +38,8 @@ class Deployment:
     # A region is declared down, and its primaries force-failed-over, once the controller
     # and the paired region have both lost it for this long; None leaves it to the operator.
     grace_seconds: float | None = 30.0
+    # {"port": control port, "links": {"west-1>controller": port, …}}; None: no proxy.
+    fault_proxy: dict | None = None
 
     def __post_init__(self) -> None:
         grace = self.grace_seconds
@@ -58,6 +66,40 @@ class Deployment:
 
     def nodes_in(self, region: str) -> list[str]:
         return sorted(n for n, spec in self.nodes.items() if spec["region"] == region)
+
+    # -- the fault proxy's links ----------------------------------------------------------
+    def direct_url(self, name: str) -> str:
+        """The URL a process serves on ("controller" or a node name)."""
+        return self.controller_url if name == CONTROLLER else self.node_url(name)
+
+    def link_url(self, src: str, dst: str) -> str:
+        """How `src` reaches `dst`: through the fault proxy's link when there is one."""
+        port = self.links().get(f"{src}>{dst}")
+        return f"http://{HOST}:{port}" if port is not None else self.direct_url(dst)
+
+    def links(self) -> dict[str, int]:
+        return (self.fault_proxy or {}).get("links", {})
+
+    @property
+    def fault_proxy_url(self) -> str | None:
+        return f"http://{HOST}:{self.fault_proxy['port']}" if self.fault_proxy else None
+
+    def region_links(self, region: str) -> list[str]:
+        """The links that losing `region` from the network cuts: all with a node of it."""
+        ours = set(self.nodes_in(region))
+        return sorted(name for name in self.links()
+                      if any(end in ours for end in name.split(">")))
+
+    def add_fault_proxy(self) -> None:
+        """Put a fault proxy on every link an outage can cut; ports after the used ones."""
+        port = max([self.gateway_port, self.controller_port,
+                    *(spec["port"] for spec in self.nodes.values())]) + 1
+        names = []
+        for node, spec in sorted(self.nodes.items()):
+            names += [f"{node}>{CONTROLLER}", f"{CONTROLLER}>{node}"]
+            names += [f"{node}>{peer}" for peer in self.nodes_in(self.regions[spec["region"]])]
+        self.fault_proxy = {"port": port,
+                            "links": {name: port + 1 + i for i, name in enumerate(names)}}
 
     @classmethod
     def plan(cls, data: Path, pairs: list[tuple[str, str]], nodes_per_region: int,

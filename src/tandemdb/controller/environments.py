@@ -171,7 +171,7 @@ class Environments:
                            replica: dict) -> tuple[str, bool, str]:
         name, epoch, node = record["name"], record["epoch"], replica["node"]
         desired = self.reconciler.desired(record, replica, version)
-        outcome = await self.nodes.put_replica(node, self.topology.node_url(node), desired)
+        outcome = await self.nodes.put_replica(node, self.topology.call_url(node), desired)
         if outcome.ok:
             return node, True, (f"environment {name} (epoch {epoch}): {replica['role']} "
                                 f"replica put on {node}")
@@ -245,7 +245,7 @@ class Environments:
 
     async def _drop_replica(self, name: str, epoch: int, replica: dict) -> tuple[bool, str]:
         node = replica["node"]
-        outcome = await self.nodes.delete_replica(node, self.topology.node_url(node), name)
+        outcome = await self.nodes.delete_replica(node, self.topology.call_url(node), name)
         if outcome.ok:
             return True, (f"environment {name} (epoch {epoch}): {replica['role']} replica "
                           f"dropped on {node}")

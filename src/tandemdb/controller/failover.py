@@ -278,7 +278,7 @@ class Failovers:
 
     async def _call(self, replica: dict, env: str, action: str, body: dict,
                     timeout: float) -> Reply:
-        url = self.topology.node_url(replica["node"])
+        url = self.topology.call_url(replica["node"])
         return await self.nodes.replica_call(replica["node"], url, env, action, body, timeout)
 
     async def _record(self, op: Operation):
@@ -361,7 +361,7 @@ class Failovers:
             replica = next(r for r in item.value["replicas"] if r["node"] == target["node"])
             desired = self.reconciler.desired(item.value, replica, item.version)
             reply = await self.nodes.put_replica(target["node"],
-                                                 self.topology.node_url(target["node"]),
+                                                 self.topology.call_url(target["node"]),
                                                  desired)
             record = reply.body.get("record") if reply.ok else None
             if isinstance(record, dict) and record.get("vouch") is False:
@@ -429,7 +429,7 @@ class Failovers:
                                          f"lost its compare-and-set {CAS_ATTEMPTS} times")
         replica = next(r for r in record["replicas"] if r["node"] == source["node"])
         outcome = await self.nodes.put_replica(source["node"],
-                                               self.topology.node_url(source["node"]),
+                                               self.topology.call_url(source["node"]),
                                                self.reconciler.desired(record, replica,
                                                                        version))
         return outcome.problem
@@ -523,7 +523,7 @@ class Failovers:
                     f"{target['node']} at epoch {epoch + 1}; {source['node']} stays fenced")
         if decided:
             replica = next(r for r in settled["replicas"] if r["node"] == source["node"])
-            await self.nodes.put_replica(source["node"], self.topology.node_url(source["node"]),
+            await self.nodes.put_replica(source["node"], self.topology.call_url(source["node"]),
                                          self.reconciler.desired(settled, replica, version))
             return (f"the move was already decided, so it was finished: primary on "
                     f"{target['node']} at epoch {epoch + 1}, {source['node']} its secondary")

@@ -101,7 +101,7 @@ class Rejoins:
         p, name = op.params, op.target
         node, fork, epoch = p["node"], p["fork_lsn"], p["epoch"]
         where = f"environment {name} (epoch {epoch})"
-        url = self.topology.node_url(node)
+        url = self.topology.call_url(node)
         if step == "rewind":
             for _ in range(REWIND_ATTEMPTS):  # the node may not have seen it is fenced yet
                 reply = await self.nodes.replica_call(node, url, name, "rewind",
@@ -141,7 +141,7 @@ class Rejoins:
         version = await asyncio.to_thread(self.catalog.try_update, name, item.version, joined)
         if version is None:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
-        url = self.topology.node_url(node)
+        url = self.topology.call_url(node)
         if not rewound:  # an empty replica is seeded from a snapshot of the new primary
             await self.nodes.delete_replica(node, url, name)
         replica = next(r for r in replicas if r["node"] == node)

@@ -54,7 +54,7 @@ class Replayer:
             raise ApiError(409, "busy", f"environment {env!r} is {record['state']}; replay "
                                         "once its operation has ended")
         primary = next(r for r in record["replicas"] if r["role"] == Role.PRIMARY)
-        node, url = primary["node"], self.topology.node_url(primary["node"])
+        node, url = primary["node"], self.topology.call_url(primary["node"])
         bundles = await asyncio.to_thread(self.store.list, f"{LOST}{env}/")
         applied, already, conflicts = [], [], []
         for key, item in bundles.items():

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from tandemdb.common.deployment import Deployment
+from tandemdb.common.deployment import CONTROLLER, Deployment
 
 from .store import Store
 
@@ -92,6 +92,13 @@ class Topology:
             return self.deployment.node_url(node)
         self._urls[node] = item.value["url"]  # this process is the only writer of nodes/
         return item.value["url"]
+
+    def call_url(self, node: str) -> str:
+        """Where the controller's own calls to a node go: through its fault-proxy link in a
+        deployment that has one (`tandem up --fault-proxy`), else to `node_url`."""
+        if f"{CONTROLLER}>{node}" in self.deployment.links():
+            return self.deployment.link_url(CONTROLLER, node)
+        return self.node_url(node)
 
     def node_ref(self, node: str) -> dict:
         """How the controller points one node at another: `{"node", "region", "url"}`."""

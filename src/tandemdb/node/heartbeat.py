@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from tandemdb.common.deployment import CONTROLLER
 from tandemdb.common.http import SECRET_HEADER, ApiError
 from tandemdb.engine import EngineError
 
@@ -43,7 +44,7 @@ class Heartbeat:
         self.node = node
         self.replicas: ReplicaSet = node.replicas
         self.interval = node.deployment.heartbeat_interval
-        self.url = node.deployment.controller_url + "/internal/v1/heartbeat"
+        self.url = node.deployment.link_url(node.name, CONTROLLER) + "/internal/v1/heartbeat"
         self.client = httpx.AsyncClient(
             headers={SECRET_HEADER: node.deployment.secret},
             timeout=httpx.Timeout(max(2.0, 4 * self.interval), connect=1.0))

@@ -29,6 +29,7 @@ from tandemdb.common.http import SECRET_HEADER
 from tandemdb.engine import EngineError, JournalEntry, MissingBlobs
 
 from . import metrics
+from .record import Peer
 from .replicas import Replica, ReplicaSet, run_sync
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class PeerLoop:
         now = asyncio.get_running_loop().time()
         return [r for r in self.puller.replicas
                 if r.role == "secondary" and r.record.primary is not None
-                and r.record.primary.node == self.peer and r.record.primary.url == self.url
+                and self.puller.address(r.record.primary) == (self.peer, self.url)
                 and r.env is not None and r.seeding is None and not r.dropped
                 and self._held.get(r.name, 0) <= now]
 
@@ -244,11 +245,19 @@ class Puller:
                        else round(now - loop.failing_since, 3)}
                 for (peer, _), loop in self.loops.items()}
 
+    def address(self, primary: Peer) -> tuple[str, str]:
+        """(node, URL) to pull from: through this node's fault-proxy link to the primary's
+        node when the deployment has one, else at the URL the controller gave."""
+        deployment, me = self.node.deployment, self.node.name
+        if f"{me}>{primary.node}" in deployment.links():
+            return primary.node, deployment.link_url(me, primary.node)
+        return primary.node, primary.url
+
     def refresh(self) -> None:
         """Start and stop peer loops to match the secondaries' primaries."""
         if self.closed:
             return
-        wanted = {(r.record.primary.node, r.record.primary.url) for r in self.replicas
+        wanted = {self.address(r.record.primary) for r in self.replicas
                   if r.role == "secondary" and r.record.primary is not None}
         for key in list(self.loops):
             if key not in wanted:
