@@ -53,11 +53,16 @@ def ids(cluster: Cluster, env: str, **read) -> list[int]:
     return [row[0] for row in answer["results"][0]["rows"]]
 
 
-def lease_gauge(cluster: Cluster, node: str) -> float:
+def lease_gauge(cluster: Cluster, node: str,
+                metric: str = "tandem_node_lease_remaining_seconds") -> float:
     text = httpx.get(cluster.deployment.node_url(node) + "/metrics").text
-    found = re.search(r"^tandem_node_lease_remaining_seconds ([0-9.e+-]+)$", text, re.M)
-    assert found, "the node exports no lease gauge"
+    found = re.search(rf"^{re.escape(metric)} ([0-9.e+-]+)$", text, re.M)
+    assert found, f"the node exports no {metric}"
     return float(found.group(1))
+
+
+def failsafe_gauge(cluster: Cluster, node: str, env: str) -> float:
+    return lease_gauge(cluster, node, f'tandem_env_failsafe_remaining_seconds{{env="{env}"}}')
 
 
 def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -> None:
@@ -161,6 +166,7 @@ def test_failsafe_keeps_a_primary_writing_while_its_geo_secondary_pulls(
             assert error is None, f"write {row} refused under the failsafe: {error!r}"
             acked.append(row)
             time.sleep(0.02)
+        assert lease_gauge(cluster, west) == 0.0 < failsafe_gauge(cluster, west, env) <= TTL
         refused = insert(cluster, basic, 1)  # nobody vouches for the basic environment
         assert refused is not None and refused.code == "no_lease", refused
         assert "it has no geo-secondary to vouch for it" in refused.message
@@ -187,6 +193,7 @@ def test_failsafe_keeps_a_primary_writing_while_its_geo_secondary_pulls(
                        what="the node to log that the primary refuses writes")
             for attempt in range(5):
                 assert insert(cluster, env, 9000 + attempt).code == "no_lease"
+            assert failsafe_gauge(cluster, west, env) == 0.0
         finally:
             cluster.local.signal(east, signal.SIGCONT)
         wait_until(lambda: insert(cluster, env, 5000) is None, timeout=10, interval=0.1,

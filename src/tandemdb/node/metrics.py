@@ -58,7 +58,16 @@ class ReplicaCollector(Collector):
                 "Seconds until this node's lease expires (0: expired or never granted; "
                 "primaries then refuse writes)")
             remaining.add_metric([], self.lease.remaining() or 0.0)
+            failsafe = GaugeMetricFamily(
+                "tandem_env_failsafe_remaining_seconds",
+                "Seconds a primary's failsafe lease (its geo-secondary vouching) has left",
+                labels=["env"])
+            now = self.lease.clock()
+            for replica in self.replicas:
+                if replica.role == "primary":
+                    failsafe.add_metric([replica.name], max(0.0, replica.failsafe_until - now))
             yield remaining
+            yield failsafe
 
 
 def install(replicas: ReplicaSet, lease: Lease | None = None) -> ReplicaCollector:
