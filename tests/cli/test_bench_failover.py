@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tandemdb.bench.failover import compare, lag_entries, lost_writes
@@ -44,16 +45,21 @@ def test_lag_is_the_primarys_own_report():
 def test_help_lists_the_options():
     result = CliRunner().invoke(app, ["bench", "failover", "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    for option in ("--grace", "--lease-ttl", "--envs", "--json"):
+    for option in ("--grace", "--lease-ttl", "--envs", "--partition", "--json"):
         assert option in result.output, option
 
 
-def test_bench_failover_smoke(tmp_path: Path):
+@pytest.mark.parametrize("outage", ["kill", "partition"])
+def test_bench_failover_smoke(tmp_path: Path, outage: str):
+    extra = ["--partition"] if outage == "partition" else []
     done = subprocess.run([sys.executable, "-m", "tandemdb.cli.main", "bench", "failover",
-                           "--envs", "1", "--json"],
+                           "--envs", "1", "--json", *extra],
                           capture_output=True, text=True, timeout=150, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
+    assert result["outage"] == outage
+    # Partitioned, west answers the gateway until its leases run out: never longer.
+    assert result["old_epoch_last_ack_seconds"] <= result["lease_ttl_seconds"]
     assert (result["envs"], result["grace_seconds"], result["lease_ttl_seconds"],
             result["goal_seconds"]) == (1, 2.0, 1.5, 5.5)
     assert result["region_failover_state"] == "succeeded" and result["rejoined"]

@@ -4,8 +4,10 @@ A real local deployment (one node per region, each its own process) in a tempora
 directory, with a short `grace_seconds` and `lease_ttl` written to deployment.json before
 it starts. `envs` production environments homed in `west`, one writer thread each (unique
 ids, one per transaction, through the gateway with the SDK), every acknowledged write kept
-with its id, lsn, epoch and time. Then the west node is SIGKILLed and nobody calls anything:
-the controller must notice, wait out `grace_seconds`, and force the region over by itself.
+with its id, lsn, epoch and time. Then the west node is SIGKILLed (or, with `partition`,
+cut off from the controller and from east by the fault proxy while the gateway still
+reaches it) and nobody calls anything: the controller must notice, wait out
+`grace_seconds`, and force the region over by itself.
 
 - `lag_at_outage_entries`: the **sum** over environments of primary lsn minus the
   secondary's acknowledged lsn, from the environment views read just before the kill (the
@@ -16,7 +18,9 @@ the controller must notice, wait out `grace_seconds`, and force the region over 
   west is back and has rejoined, `lost_entries` (the exact count of `tandem lost` entries);
 - `acked_missing`: acknowledged ids missing from the new primary, and whether they are
   exactly the lost writes (`lost_equals_acked_missing`; a write whose answer never came
-  may be among the lost ones without being acknowledged).
+  may be among the lost ones without being acknowledged);
+- `old_epoch_last_ack_seconds`: from the outage to the last write acknowledged at the old
+  epoch (a partitioned primary takes writes until its leases run out, at most ttl - margin).
 
 Nothing here asserts a speed; the figures are printed next to the goal.
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 from tandemdb.bench.switchover import wait_replicated
 from tandemdb.client import Client, TandemError
 from tandemdb.common.deployment import Deployment
-from tandemdb.local import LocalDeployment, free_base_port
+from tandemdb.local import LocalDeployment, free_base_port, set_links
 
 HOME, PAIR = "west", "east"
 TABLE = "outage"
@@ -104,10 +108,12 @@ class OutageWriter:
 
 # -- helpers shared with the demo ------------------------------------------------------------
 
-def plan(tmp: Path, grace: float, lease_ttl: float) -> Deployment:
+def plan(tmp: Path, grace: float, lease_ttl: float, fault_proxy: bool = False) -> Deployment:
     """A deployment with the outage settings in deployment.json (read by every process)."""
-    deployment = Deployment.plan(tmp, [(HOME, PAIR)], 1, free_base_port(4))
+    deployment = Deployment.plan(tmp, [(HOME, PAIR)], 1, free_base_port(16))
     deployment.grace_seconds, deployment.lease_ttl = grace, lease_ttl
+    if fault_proxy:
+        deployment.add_fault_proxy()
     deployment.save()
     return deployment
 
@@ -197,9 +203,10 @@ def seconds_since(iso: str | None, wall: float) -> float | None:
 # -- the benchmark -----------------------------------------------------------------------------
 
 def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: float,
-            say: Callable[[str], None]) -> dict:
-    """Writers on, SIGKILL west, wait for the forced failover and writes in east, bring
-    west back, wait for the rejoin, count what was lost."""
+            say: Callable[[str], None], partition: bool = False) -> dict:
+    """Writers on, SIGKILL (or partition) west, wait for the forced failover and writes in
+    east, bring west back, wait for the rejoin, count what was lost."""
+    deployment = cluster.deployment
     url, token = cluster.deployment.gateway_url, cluster.deployment.token
     writers = {n: OutageWriter(Client(url, token), n).start() for n in names}
     try:
@@ -207,10 +214,14 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
         time.sleep(WARM_UP_SECONDS)
         views = {n: client.environment(n) for n in names}
         epoch = {n: views[n]["epoch"] for n in names}
-        say(f"SIGKILL of {HOME}; waiting for the controller to fail it over by itself")
+        say(f"{'partition' if partition else 'SIGKILL'} of {HOME}; waiting for the "
+            "controller to fail it over by itself")
         killed_wall, killed = time.time(), time.monotonic()
-        for node in cluster.deployment.nodes_in(HOME):
-            cluster.kill(node)
+        if partition:
+            set_links(deployment, {"region": HOME, "mode": "cut"})
+        else:
+            for node in deployment.nodes_in(HOME):
+                cluster.kill(node)
         limit = grace + cluster.deployment.lease_ttl + 60
         over = wait_for(lambda: region(client, HOME)["state"] == "failed-over", limit)
         wait_for(lambda: all(w.first_ack(epoch[n] + 1, killed) for n, w in writers.items()),
@@ -228,8 +239,11 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
     found = {n: ids_in(client, n) for n in names}  # the new primary, before west returns
 
     say(f"{HOME} back; waiting for its replicas to rejoin")
-    for node in cluster.deployment.nodes_in(HOME):
-        cluster.start(node)
+    if partition:
+        set_links(deployment, {"region": HOME, "mode": "ok"})
+    else:
+        for node in deployment.nodes_in(HOME):
+            cluster.start(node)
     back = wait_for(lambda: rejoined(client, names), 60, 0.2)
     exact: dict[str, int | None] = {}
     checks: dict[str, dict] = {}
@@ -240,7 +254,9 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
     lag = {n: lag_entries(v) for n, v in views.items()}
     known = {n: (losses.get(n) or {}).get("data", {}).get("lost_entries_known")
                for n in names}
+    old = [a.at - killed for n, w in writers.items() for a in w.acks if a.epoch == epoch[n]]
     return {
+        "outage": "partition" if partition else "kill",
         "region_failover_state": op.get("state"),
         "region_failed_over": over,
         "lag_at_outage_entries": sum(v or 0 for v in lag.values()),
@@ -260,6 +276,7 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
         "acked_missing_per_env": {n: len(c["acked_missing"]) for n, c in checks.items()},
         "lost_equals_acked_missing": back and all(c["equal"] for c in checks.values()),
         "lost_not_acked": sum(len(c["lost_not_acked"]) for c in checks.values()),
+        "old_epoch_last_ack_seconds": round(max(old), 3) if old else None,
         "writes_acknowledged": sum(len(w.acks) for w in writers.values()),
         "writes_unknown_outcome": sum(len(w.unknown) for w in writers.values()),
         **({"writer_error_samples": [e for w in writers.values() for e in w.errors][:3]}
@@ -267,12 +284,12 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
     }
 
 
-def run(grace: float = 2.0, lease_ttl: float = 1.5, envs: int = 3,
+def run(grace: float = 2.0, lease_ttl: float = 1.5, envs: int = 3, partition: bool = False,
         progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda _m: None)
     names = [f"lose{i}" for i in range(envs)]
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
-        deployment = plan(Path(tmp), grace, lease_ttl)
+        deployment = plan(Path(tmp), grace, lease_ttl, fault_proxy=partition)
         cluster = LocalDeployment(deployment)
         try:
             say("starting a deployment")
@@ -286,7 +303,7 @@ def run(grace: float = 2.0, lease_ttl: float = 1.5, envs: int = 3,
                 for name in names:
                     client.sql(name, CREATE)
                 wait_replicated(client, set(names), timeout=60)
-                result = measure(client, cluster, names, grace, say)
+                result = measure(client, cluster, names, grace, say, partition)
         finally:
             cluster.stop_all()
     return {"bench": "failover", "envs": envs, "grace_seconds": grace,

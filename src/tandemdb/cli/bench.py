@@ -86,16 +86,20 @@ def bench_failover(
     lease_ttl: float = typer.Option(1.5, min=0.1, help="lease_ttl of the deployment."),
     envs: int = typer.Option(3, min=1, help="Production environments in west, one writer "
                                             "each."),
+    partition: bool = typer.Option(False, "--partition", help="Cut west off from the "
+                                   "controller and east with the fault proxy instead of "
+                                   "SIGKILLing it (the gateway still reaches it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
 ) -> None:
     """An unplanned region loss: detection to writable, data lost, lost = acked-missing."""
     from tandemdb.bench import failover
     from tandemdb.client import TandemError
 
+    how = "partition" if partition else "SIGKILL"
     try:
-        _report(failover.run, "failover benchmark (SIGKILL of west, local deployment)",
+        _report(failover.run, f"failover benchmark ({how} of west, local deployment)",
                 as_json, details=_failover_details, grace=grace, lease_ttl=lease_ttl,
-                envs=envs)
+                envs=envs, partition=partition)
     except (TandemError, RuntimeError) as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
