@@ -83,19 +83,7 @@ def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -
     stopped_at = time.monotonic()
     cluster.local.signal("controller", signal.SIGSTOP)
     try:
-        row, refusal = 100, None
-        while refusal is None:
-            assert time.monotonic() - stopped_at < REFUSED_WITHIN + 5, \
-                "writes were still taken long after the lease must have run out"
-            row += 1
-            error = insert(cluster, env, row)
-            if error is None:
-                acked.append(row)
-            elif error.code == "no_lease":
-                refusal = error
-            else:
-                raise AssertionError(f"unexpected refusal {error!r}")
-            time.sleep(0.02)
+        row, refusal = write_until_refused(cluster, env, 100, acked)
         refused_after = time.monotonic() - stopped_at
         assert refused_after <= REFUSED_WITHIN, refused_after
         assert refusal.status == 503 and refusal.retry_after == 1
@@ -173,19 +161,9 @@ def test_failsafe_keeps_a_primary_writing_while_its_geo_secondary_pulls(
 
         cluster.local.signal(east, signal.SIGSTOP)  # its pulls stop: the failsafe ends
         try:
-            stopped_at, refusal = time.monotonic(), None
-            while refusal is None:
-                assert time.monotonic() - stopped_at < REFUSED_WITHIN + 5, \
-                    "writes were still taken long after the failsafe lease must have ended"
-                row += 1
-                error = insert(cluster, env, row)
-                if error is None:
-                    acked.append(row)
-                else:
-                    refusal = error
-                time.sleep(0.02)
+            stopped_at = time.monotonic()
+            row, refusal = write_until_refused(cluster, env, row, acked)
             refused_after = time.monotonic() - stopped_at
-            assert refusal.code == "no_lease", refusal
             assert "failsafe lease ended" in refusal.message, refusal.message
             assert refused_after <= TTL + 0.5, refused_after  # one lease, and some slack
             wait_until(lambda: f"environment {env} (epoch 1): no lease from the controller"
@@ -207,6 +185,26 @@ def test_failsafe_keeps_a_primary_writing_while_its_geo_secondary_pulls(
     assert ids(cluster, env) == acked, "a refused write was written after all"
     wait_until(lambda: caught_up(client, env), what="the secondary to catch up")
     assert ids(cluster, env, read_region="east") == acked
+
+
+def write_until_refused(cluster: Cluster, env: str, row: int,
+                        acked: list[int]) -> tuple[int, TandemError]:
+    """Insert rows after `row` until one is refused with `no_lease`, which must happen
+    within REFUSED_WITHIN + 5 s; acknowledged rows go to `acked`. Answers the last row
+    tried and the refusal."""
+    started = time.monotonic()
+    while True:
+        assert time.monotonic() - started < REFUSED_WITHIN + 5, \
+            "writes were still taken long after the lease must have run out"
+        row += 1
+        error = insert(cluster, env, row)
+        if error is None:
+            acked.append(row)
+        elif error.code == "no_lease":
+            return row, error
+        else:
+            raise AssertionError(f"unexpected refusal {error!r}")
+        time.sleep(0.02)
 
 
 def insert_ddl(cluster: Cluster, env: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Self
 
 import httpx
 
@@ -17,7 +18,28 @@ from tandemdb.common.http import SECRET_HEADER
 
 
 @dataclass
-class Writer:
+class Loop:
+    """A writer's thread: `start` runs `_run` until `stop`, which waits for it."""
+
+    _stop: threading.Event = field(default_factory=threading.Event, kw_only=True)
+    _thread: threading.Thread | None = field(default=None, kw_only=True)
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(30)
+
+
+@dataclass
+class Writer(Loop):
     client: Client
     env: str
     table: str = "events"
@@ -28,18 +50,11 @@ class Writer:
     failed: list[tuple[int, str]] = field(default_factory=list)
     lsns: list[int] = field(default_factory=list)
     epochs: list[int] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
     def create_table(self) -> None:
         key = " PRIMARY KEY" if self.keyed else ""
         self.client.sql(self.env, f"CREATE TABLE IF NOT EXISTS {self.table}"
                                   f"(id INTEGER{key}, at REAL)")
-
-    def start(self) -> Writer:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
 
     def _run(self) -> None:
         next_id = self.first_id
@@ -58,11 +73,6 @@ class Writer:
                 time.sleep(0.02)
             next_id += 1
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(30)
-
     def check(self, region: str | None = None, min_lsn: int | None = None) -> set[int]:
         """Invariant 1/5: every acknowledged id is present exactly once. Returns all ids."""
         answer = self.client.sql(self.env, f"SELECT id FROM {self.table} ORDER BY id",
@@ -78,7 +88,7 @@ class Writer:
 
 
 @dataclass
-class DirectWriter:
+class DirectWriter(Loop):
     """Unique ids straight to one node's data API, past the gateway: a client that still
     reaches a partitioned primary. Each acknowledgement is kept with its wall time and
     epoch, so a test can check that none came in an old epoch after a promotion."""
@@ -91,13 +101,6 @@ class DirectWriter:
     acked: list[tuple[int, float, int]] = field(default_factory=list)  # (id, at, epoch)
     refused: list[tuple[int, float, str]] = field(default_factory=list)  # (id, at, code)
     unknown: list[int] = field(default_factory=list)  # no answer: outcome unknown
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> DirectWriter:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
 
     def _run(self) -> None:
         sql = f"{self.url}/v1/environments/{self.env}/sql"
@@ -119,11 +122,6 @@ class DirectWriter:
                                              answer.json()["error"]["code"]))
                         time.sleep(0.02)
                 next_id += 1
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(30)
 
     def acked_ids(self) -> set[int]:
         return {i for i, _, _ in self.acked}
