@@ -86,6 +86,10 @@ def test_bad_requests_change_nothing(live: Cluster) -> None:
     bad_positions = msgpack.packb({"node": "east-1", "positions": {env: -1}})
     expect(live.http.post(f"{live.url('west-1')}/internal/v1/stream", content=bad_positions),
            400, "bad_request")
+    for vouch in ([env], {env: "1"}, {env: 1.5}, "all"):
+        bad_vouch = msgpack.packb({"node": "east-1", "positions": {env: 0}, "vouch": vouch})
+        expect(live.http.post(f"{live.url('west-1')}/internal/v1/stream", content=bad_vouch),
+               400, "bad_request")
     expect(live.http.get(f"{live.url('west-1')}/internal/v1/envs/{env}/blobs/..%2e"),
            400, "bad_request")
 
@@ -101,7 +105,8 @@ def test_admin_refuses_bad_replica_records(live: Cluster) -> None:
                    {"role": "secondary", "epoch": 1},  # a secondary needs its primary
                    {"role": "primary", "epoch": 1, "secondaries": "east-1"},
                    {"role": "primary", "epoch": 1, "type": "gold"},
-                   {"role": "primary", "epoch": 1, "rpo_limit_seconds": -1}, [1, 2]]:
+                   {"role": "primary", "epoch": 1, "rpo_limit_seconds": -1},
+                   {"role": "primary", "epoch": 1, "vouch": "yes"}, [1, 2]]:
         r = live.http.put(url, json=record)
         assert r.status_code == 400, (record, r.text)
         assert r.json()["error"]["code"] == "bad_request"

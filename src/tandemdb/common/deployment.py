@@ -74,8 +74,12 @@ class Deployment:
 
     def link_url(self, src: str, dst: str) -> str:
         """How `src` reaches `dst`: through the fault proxy's link when there is one."""
+        return self.proxied_url(src, dst) or self.direct_url(dst)
+
+    def proxied_url(self, src: str, dst: str) -> str | None:
+        """The fault proxy's end of the link from `src` to `dst`, if it has that link."""
         port = self.links().get(f"{src}>{dst}")
-        return f"http://{HOST}:{port}" if port is not None else self.direct_url(dst)
+        return None if port is None else f"http://{HOST}:{port}"
 
     def links(self) -> dict[str, int]:
         return (self.fault_proxy or {}).get("links", {})

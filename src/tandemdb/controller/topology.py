@@ -96,9 +96,7 @@ class Topology:
     def call_url(self, node: str) -> str:
         """Where the controller's own calls to a node go: through its fault-proxy link in a
         deployment that has one (`tandem up --fault-proxy`), else to `node_url`."""
-        if f"{CONTROLLER}>{node}" in self.deployment.links():
-            return self.deployment.link_url(CONTROLLER, node)
-        return self.node_url(node)
+        return self.deployment.proxied_url(CONTROLLER, node) or self.node_url(node)
 
     def node_ref(self, node: str) -> dict:
         """How the controller points one node at another: `{"node", "region", "url"}`."""

@@ -248,10 +248,8 @@ class Puller:
     def address(self, primary: Peer) -> tuple[str, str]:
         """(node, URL) to pull from: through this node's fault-proxy link to the primary's
         node when the deployment has one, else at the URL the controller gave."""
-        deployment, me = self.node.deployment, self.node.name
-        if f"{me}>{primary.node}" in deployment.links():
-            return primary.node, deployment.link_url(me, primary.node)
-        return primary.node, primary.url
+        proxied = self.node.deployment.proxied_url(self.node.name, primary.node)
+        return primary.node, proxied or primary.url
 
     def refresh(self) -> None:
         """Start and stop peer loops to match the secondaries' primaries."""
