@@ -245,9 +245,9 @@ def stage_outage(data: Path, region: str, partition: bool = False) -> list[str]:
     return killed
 
 
-def recover(data: Path, region: str) -> list[str]:
-    """End a staged outage; answers the nodes started or the links healed (a foreground
-    `up` restarts killed nodes itself)."""
+def recover(data: Path, region: str) -> tuple[str, list[str]]:
+    """End a staged outage; answers its kind and the links healed or the nodes started
+    (none when a foreground `up` restarts killed nodes itself)."""
     deployment = Deployment.load(data)
     out = staged_outages(data)
     if region not in out:
@@ -257,11 +257,11 @@ def recover(data: Path, region: str) -> list[str]:
     if kind == PARTITION:
         healed = set_links(deployment, {"region": region, "mode": "ok"})
         _write_outages(data, out)
-        return healed
+        return kind, healed
     _write_outages(data, out)
     run = json.loads((Path(data) / RUN_FILE).read_text())
     if run.get("supervised"):
-        return []  # the foreground supervisor starts them within half a second
+        return kind, []  # the foreground supervisor starts them within half a second
     cluster = LocalDeployment(deployment)
     started = []
     for name in deployment.nodes_in(region):
@@ -269,7 +269,7 @@ def recover(data: Path, region: str) -> list[str]:
             run["pids"][name] = cluster.start(name).pid
             started.append(name)
     (Path(data) / RUN_FILE).write_text(json.dumps(run, indent=2))
-    return started
+    return kind, started
 
 
 def set_links(deployment: Deployment, body: dict) -> list[str]:

@@ -207,7 +207,7 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
     """Writers on, SIGKILL (or partition) west, wait for the forced failover and writes in
     east, bring west back, wait for the rejoin, count what was lost."""
     deployment = cluster.deployment
-    url, token = cluster.deployment.gateway_url, cluster.deployment.token
+    url, token = deployment.gateway_url, deployment.token
     writers = {n: OutageWriter(Client(url, token), n).start() for n in names}
     try:
         say(f"writing into {len(names)} environment(s) before the outage")
@@ -222,7 +222,7 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
         else:
             for node in deployment.nodes_in(HOME):
                 cluster.kill(node)
-        limit = grace + cluster.deployment.lease_ttl + 60
+        limit = grace + deployment.lease_ttl + 60
         over = wait_for(lambda: region(client, HOME)["state"] == "failed-over", limit)
         wait_for(lambda: all(w.first_ack(epoch[n] + 1, killed) for n, w in writers.items()),
                  limit - (time.monotonic() - killed))

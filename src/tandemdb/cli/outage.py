@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,6 +25,7 @@ from tandemdb import local
 from .connection import DEFAULT_DATA, Data, Json
 
 Region = Annotated[str, typer.Argument(help="Region name, e.g. west.", show_default=False)]
+T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)  # whole lines: commands and paths stay intact
 
 
@@ -51,8 +52,7 @@ def outage(region: Region, partition: bool = typer.Option(
 
 def recover(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
     """End a staged outage: start REGION's nodes again, or heal its links."""
-    kind = local.staged_outages(data).get(region)
-    done = _run(lambda: local.recover(data, region))
+    kind, done = _run(lambda: local.recover(data, region))
     if as_json:
         key = "healed" if kind == local.PARTITION else "started"
         print(json.dumps({"region": region, key: done}))
@@ -63,7 +63,7 @@ def recover(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) ->
               f"'tandem region failback {region}' brings its environments home")
 
 
-def _run(action: Callable[[], list[str]]) -> list[str]:
+def _run(action: Callable[[], T]) -> T:
     """What `action` touched; a refusal is one line and exit status 1."""
     try:
         return action()
