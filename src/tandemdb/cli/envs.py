@@ -1,4 +1,5 @@
-"""`tandem env create | list | show | delete`: the environment catalog."""
+"""`tandem env create | list | show | delete | reseed`: the environment catalog, and the
+re-seed of a geo-secondary (what ends a halted stream)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 from rich.console import Console
 
 from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_json, reported
-from .tables import environment_fields, environments_table
+from .tables import environment_fields, environments_table, halt_notes
 
 app = typer.Typer(help="Create, list, show and delete environments.", no_args_is_help=True)
 
@@ -57,7 +58,10 @@ def list_(as_json: Json = False, url: Url = None, token: Token = None,
     if as_json:
         print_json({"environments": views})
         return
-    Console().print(environments_table(views, title=f"{len(views)} environment(s)"))
+    console = Console()
+    console.print(environments_table(views, title=f"{len(views)} environment(s)"))
+    for note in halt_notes(views):
+        console.print(note)
 
 
 @app.command("show")
@@ -72,6 +76,27 @@ def show(name: Name, as_json: Json = False, url: Url = None, token: Token = None
     console = Console()
     console.print(environment_fields(view))
     console.print(environments_table([view], title="replicas"))
+    for note in halt_notes([view]):
+        console.print(note)
+
+
+@app.command("reseed")
+def reseed(
+    name: Name,
+    region: Annotated[str, typer.Option(
+        "--region", help="Region of the secondary to copy afresh from the primary.",
+        show_default=False)],
+    as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
+) -> None:
+    """Copy a geo-secondary afresh from a snapshot of its primary; ends a halted stream."""
+    with reported(), connect(url, token, data) as client:
+        answer = client.reseed(name, region)
+    if as_json:
+        print_json(answer)
+        return
+    Console().print(f"re-seeding {name} in {answer.get('region', region)} "
+                    f"({answer.get('node', '?')}) from a snapshot of its primary; watch it "
+                    f"with: tandem env show {name}")
 
 
 @app.command("delete")

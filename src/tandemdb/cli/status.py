@@ -13,7 +13,7 @@ from rich.text import Text
 from tandemdb.client import Client, TandemError
 
 from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_json, reported
-from .tables import environments_table, regions_table
+from .tables import environments_table, halt_notes, regions_table
 
 REFRESH_SECONDS = 1.0
 
@@ -25,7 +25,8 @@ def snapshot(client: Client) -> dict:
 
 def render(state: dict, error: TandemError | None = None) -> Group:
     parts = [regions_table(state.get("regions", [])),
-             environments_table(state.get("environments", []))]
+             environments_table(state.get("environments", [])),
+             *halt_notes(state.get("environments", []))]
     if error is not None:
         parts.insert(0, Text(f"{error} (showing the last answer; retrying)", style="red"))
     stamp = time.strftime("%H:%M:%S")

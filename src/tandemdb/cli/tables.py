@@ -52,6 +52,9 @@ def regions_table(regions: list[dict]) -> Table:
 
 
 def _lag(replica: dict) -> Text:
+    if replica.get("state") == "halted":
+        lsn = (replica.get("error") or {}).get("lsn")
+        return Text(f"HALTED at lsn {_value(lsn)}", style="bold red")
     seeding = replica.get("seeding")
     if seeding:
         done, total = seeding.get("bytes_done", 0), seeding.get("bytes_total") or 0
@@ -100,6 +103,26 @@ def environments_table(views: list[dict], title: str = "environments") -> Table:
                           _value(replica.get("applied_lsn")) if replica else "",
                           _lag(replica) if replica else Text(""))
     return table
+
+
+def halt_notes(views: list[dict]) -> list[Text]:
+    """One line per halted stream: what stopped, and the command that fixes it."""
+    notes = []
+    for view in views:
+        for replica in view.get("replicas") or []:
+            error = replica.get("error") or {}
+            if replica.get("state") != "halted":
+                continue
+            name, region = view.get("name", "?"), replica.get("region", "?")
+            note = Text("! ", style="bold red")
+            note.append(f"replication of {name} to {region} halted at lsn "
+                        f"{_value(error.get('lsn'))}: {error.get('cause', '?')}: "
+                        f"{error.get('detail', '')}", style="red")
+            note.append(f"\n  The geo-secondary in {region} is not being updated and will "
+                        "not retry by itself. Fix: re-seed it from a snapshot of the primary: ")
+            note.append(f"tandem env reseed {name} --region {region}", style="bold")
+            notes.append(note)
+    return notes
 
 
 def environment_fields(view: dict) -> Table:

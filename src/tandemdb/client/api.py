@@ -166,6 +166,12 @@ class Api:
     def delete_environment(self, name: str) -> dict:
         return self._call("DELETE", _env(name))
 
+    def reseed(self, env: str, region: str) -> dict:
+        """Copy the secondary of `env` in `region` afresh from a snapshot of its primary:
+        what ends a halted stream. Answers at once (202); the environment's answer shows
+        the replica `seeding`, then `streaming`."""
+        return self._call("POST", f"{_env(env)}/replicas/{_segment(region)}/reseed")
+
     # --- operations, events, webhooks (docs/operations.md)
 
     def operation(self, op_id: str, wait: float = 0) -> dict:

@@ -40,6 +40,7 @@ from .reconcile import Reconciler
 from .regions import Regions
 from .rejoin import Rejoins
 from .replay import Replayer
+from .reseed import install_routes as install_reseed
 from .routing import Routing
 from .status import LiveStatus
 from .store import Store, open_store
@@ -202,6 +203,7 @@ def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
     install_error_handlers(app)
     install_metrics(app)
     install_routes(app, ctl)
+    install_reseed(app, ctl)  # POST /v1/environments/{env}/replicas/{region}/reseed
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app
 

@@ -47,6 +47,8 @@ class EventType(StrEnum):
     REPLICA_REJOINED = "replica.rejoined"
     REPLICATION_LAG_EXCEEDED = "replication.lag_exceeded"
     REPLICATION_LAG_RECOVERED = "replication.lag_recovered"
+    REPLICATION_HALTED = "replication.halted"  # halts.py
+    REPLICATION_RESUMED = "replication.resumed"
 
 
 def event_key(seq: int) -> str:

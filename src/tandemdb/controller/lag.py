@@ -6,6 +6,8 @@ controller sees the same numbers and tells tenants once per episode: `replicatio
 when the lag first passes the limit, `replication.lag_recovered` when it is back under it.
 Which episodes are open is kept in memory, so a controller restart during one may tell of
 it again (events are at least once, like webhooks).
+
+The same reports carry the secondaries' halted streams, told of by `halts.HaltWatch`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 
 from .events import Events, EventType
+from .halts import HaltWatch
 from .topology import Topology
 
 log = logging.getLogger("tandem.controller.lag")
@@ -23,11 +26,13 @@ class LagWatch:
     def __init__(self, topology: Topology, events: Events) -> None:
         self.topology, self.events = topology, events
         self.exceeded: set[tuple[str, str]] = set()  # (environment, secondary node)
+        self.halts = HaltWatch(topology, events)
 
     async def observe(self, node: str, replicas: dict[str, dict],
                       desired: list[dict]) -> None:
         """Compare a node's report with the limits in its desired replicas; emit an event
-        on every crossing."""
+        on every crossing, and on every halt of a stream and its end."""
+        await self.halts.observe(node, replicas)
         limits = {d["env"]: d["rpo_limit_seconds"] for d in desired if d["role"] == "primary"}
         for env, report in replicas.items():
             limit = limits.get(env)

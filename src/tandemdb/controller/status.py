@@ -8,7 +8,10 @@ report again (within one heartbeat interval). What each number means:
   for the secondary's node (the primary computes lag from its journal and the
   acknowledgements, on its own clock); 0 for the primary itself;
 - `seeding`: the secondary's own report while it copies a snapshot;
-- `primary_lsn`: the primary's `last_lsn`.
+- `primary_lsn`: the primary's `last_lsn`;
+- `state`: `serving` (the primary), `streaming`, `seeding` or `halted` (a secondary), or
+  `null` before its node reports (and for a fenced replica); a `halted` one has an
+  `error` that says what stopped it and how to re-seed it (halts.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from tandemdb.common.http import ApiError
 
 from .catalog import Role
+from .halts import iso, parse_halt, reseed_hint
 
 
 class LiveStatus:
@@ -52,9 +56,32 @@ class LiveStatus:
                 lag = {"lag_entries": seen.get("lag_entries"),
                        "lag_seconds": seen.get("lag_seconds")}
             replicas.append({**replica, "applied_lsn": own.get("last_lsn"), **lag,
-                             "seeding": own.get("seeding")})
+                             "seeding": own.get("seeding"),
+                             **replica_state(env, replica, own)})
         return {**record, "replicas": replicas,
                 "primary_lsn": (primary_report or {}).get("last_lsn")}
+
+
+def replica_state(env: str, replica: dict, own: dict) -> dict:
+    """`state` and `error` of one replica in the view, from its node's own report."""
+    if not own:
+        return {"state": None, "error": None}
+    if replica["role"] != Role.SECONDARY:
+        return {"state": "serving" if replica["role"] == Role.PRIMARY else None,
+                "error": None}
+    halt = parse_halt(own.get("halted"))
+    if halt is None:
+        return {"state": "seeding" if own.get("seeding") else "streaming", "error": None}
+    region = replica.get("region")
+    return {"state": "halted", "error": {
+        "code": "replication_halted",
+        "message": f"replication of {env} to {region} halted at lsn {halt['lsn']}: "
+                   f"{halt['code']}: {halt['message']}. The geo-secondary is not being "
+                   "updated, and will not retry by itself; re-seed it from a snapshot of "
+                   f"the primary: {reseed_hint(env, region)}",
+        "lsn": halt["lsn"], "applied_lsn": halt["applied_lsn"], "cause": halt["code"],
+        "detail": halt["message"], "since": iso(halt["at"]),
+        "fix": reseed_hint(env, region)}}
 
 
 def parse_heartbeat(body: Any, nodes: dict[str, dict]) -> tuple[str, str, dict[str, dict]]:

@@ -1,5 +1,6 @@
 """Admin endpoints of a node (controller → node): create, update, inspect and drop replicas,
-and the logical checksum used to compare replicas after catch-up."""
+the logical checksum used to compare replicas after catch-up, and the re-seed of a
+secondary from a fresh snapshot of its primary (what ends a halted stream, halts.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Admin:
                 "first_lsn": first,
                 "seeding": dict(replica.seeding) if replica.seeding else None,
                 "last_seed": replica.last_seed, "stream_error": replica.stream_error,
+                "halted": replica.halted,
                 "consumers": replica.consumers_report()}
 
     async def put(self, request: Request) -> JSONResponse:
@@ -57,6 +59,24 @@ class Admin:
 
     async def list(self, request: Request) -> JSONResponse:
         return JSONResponse({"replicas": [await self.status(r) for r in self.replicas]})
+
+    async def reseed(self, request: Request) -> JSONResponse:
+        """Copy a secondary afresh from a snapshot of its primary, in the background (202).
+        Its stream, halted or not, goes on from the snapshot's lsn."""
+        replica = self.replicas.get(request.path_params["env"])
+        await read_json(request, allow_empty=True)  # no fields; a body must still be JSON
+        primary = replica.record.primary
+        if replica.role != "secondary" or primary is None:
+            raise ApiError(409, "not_secondary", f"replica {replica.name} on {self.node.name} "
+                           f"is {replica.role}: only a secondary is re-seeded, from a "
+                           "snapshot of its primary")
+        puller = self.node.puller
+        if puller is None:
+            raise ApiError(409, "starting", f"node {self.node.name} is starting; retry "
+                           "shortly", {"Retry-After": "1"})
+        started = await puller.reseed(replica)
+        return JSONResponse({**await self.status(replica), "reseed_started": started},
+                            status_code=202)
 
     async def checksum(self, request: Request) -> JSONResponse:
         replica = self.replicas.get(request.path_params["env"])
@@ -85,4 +105,5 @@ def install(app: FastAPI, node: Node) -> Admin:
     add_route(app, base + "/{env}", admin.delete, methods=["DELETE"])
     add_route(app, base + "/{env}", admin.get, methods=["GET"])
     add_route(app, base + "/{env}/checksum", admin.checksum, methods=["GET"])
+    add_route(app, base + "/{env}/reseed", admin.reseed, methods=["POST"])
     return admin

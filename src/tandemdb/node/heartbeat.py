@@ -68,6 +68,8 @@ class Heartbeat:
                 entry["consumers"] = replica.consumers_report()
             if replica.stream_error:
                 entry["error"] = replica.stream_error
+            if replica.halted is not None:  # a halted stream (puller.py, halts.py)
+                entry["halted"] = dict(replica.halted)
             replicas[replica.name] = entry
         remaining = self.lease.remaining()
         # The controller's parser ignores fields it does not know; this one is for people

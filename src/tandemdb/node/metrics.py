@@ -40,7 +40,13 @@ class ReplicaCollector(Collector):
         lag_seconds = GaugeMetricFamily("tandem_env_lag_seconds",
                                         "Seconds since the oldest unacknowledged commit",
                                         labels=["env", "consumer"])
+        halted = GaugeMetricFamily(
+            "tandem_replication_halted",
+            "1 while a secondary's stream is halted at an entry it cannot apply (re-seed it: "
+            "tandem env reseed ENV --region R), else 0", labels=["env"])
         for replica in self.replicas:
+            if replica.role == "secondary":
+                halted.add_metric([replica.name], 1 if replica.halted is not None else 0)
             env = replica.env
             if env is None:
                 continue
@@ -51,7 +57,7 @@ class ReplicaCollector(Collector):
                 entries, seconds = replica.lag(node)
                 lag_entries.add_metric([replica.name, node], entries)
                 lag_seconds.add_metric([replica.name, node], seconds)
-        yield from (applied, primary, lag_entries, lag_seconds)
+        yield from (applied, primary, lag_entries, lag_seconds, halted)
         if self.lease is not None and self.lease.required:  # leases off: no gauge at all
             remaining = GaugeMetricFamily(
                 "tandem_node_lease_remaining_seconds",

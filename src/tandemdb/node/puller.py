@@ -6,7 +6,11 @@ applies each answer in lsn order: missing blobs are fetched first, then
 `Environment.apply(entries, sender_epoch=…)` runs in a worker thread (it is idempotent, so
 a retry after a crash is safe). A part marked `snapshot` makes that replica seed from a
 fresh snapshot of the primary, while the other replicas of the loop keep streaming.
-Connection errors back off from 0.2 s to 2 s and the loop retries forever.
+Connection errors back off from 0.2 s to 2 s and the loop retries forever; so do apply
+errors a retry can fix (missing blobs, a failover in progress), one environment at a time.
+An entry that cannot apply to the replica's data (a conflict, SQL that SQLite refuses, a
+forked history) halts that replica's stream instead, durably and with one log line, while
+the loop's other replicas stream on; re-seeding ends the halt (halts.py).
 
 A secondary whose record says `vouch` vouches for its primary in each poll, echoing the
 token of the answer before; that keeps the primary's failsafe lease (docs/leases.md).
@@ -28,7 +32,7 @@ import msgpack
 from tandemdb.common.http import SECRET_HEADER
 from tandemdb.engine import EngineError, JournalEntry, MissingBlobs
 
-from . import metrics
+from . import halts, metrics
 from .record import Peer
 from .replicas import Replica, ReplicaSet, run_sync
 
@@ -45,6 +49,10 @@ ENV_BACKOFF = 1.0  # after an apply error, leave that replica out for this long
 
 class PeerError(Exception):
     pass
+
+
+# Errors a retry may fix, so they are logged without a traceback (halts.py sorts out poison).
+EXPECTED_ERRORS = (EngineError, httpx.HTTPError, PeerError, ValueError, KeyError, TypeError)
 
 
 class PeerLoop:
@@ -75,7 +83,7 @@ class PeerLoop:
                 if r.role == "secondary" and r.record.primary is not None
                 and self.puller.address(r.record.primary) == (self.peer, self.url)
                 and r.env is not None and r.seeding is None and not r.dropped
-                and self._held.get(r.name, 0) <= now]
+                and r.halted is None and self._held.get(r.name, 0) <= now]
 
     async def run(self) -> None:
         backoff = BACKOFF_MIN
@@ -145,7 +153,8 @@ class PeerLoop:
         return answer
 
     async def _handle(self, replica: Replica, part: dict | None) -> None:
-        if part is None or replica.dropped or replica.role != "secondary":
+        if part is None or replica.dropped or replica.role != "secondary" \
+                or replica.halted is not None or replica.seeding is not None:
             return
         if part.get("snapshot"):
             self.puller.seed(replica, self.url)
@@ -159,16 +168,16 @@ class PeerLoop:
         try:
             entries = sorted((JournalEntry.from_wire(w) for w in wire), key=lambda e: e.lsn)
             fresh = [e for e in entries if e.lsn > env.last_lsn]
+            epoch = int(part["epoch"])
             await self.fetch_blobs(replica, fresh)
-            await run_sync(env.apply, entries, sender_epoch=int(part["epoch"]))
-        except (EngineError, httpx.HTTPError, PeerError, ValueError, KeyError,
-                TypeError) as exc:
-            self._hold(replica, exc)
-            return
-        except Exception as exc:  # noqa: BLE001 - e.g. the replica was closed under us
-            if not replica.dropped:
-                log.exception("applying entries to %s failed", replica.name)
-                self._hold(replica, exc)
+            await self._apply(env, entries, epoch)
+        except Exception as exc:  # noqa: BLE001 - sorted here; e.g. closed under us
+            if replica.dropped or replica.env is not env:
+                return  # dropped or re-seeded meanwhile: the error is not this replica's
+            if halts.is_poison(exc):
+                await self.puller.halt(replica, env, exc, epoch)
+            else:
+                self._hold(replica, exc, expected=isinstance(exc, EXPECTED_ERRORS))
             return
         if replica.stream_error is not None:
             log.info("replica %s streams again from %s", replica.name, self.peer)
@@ -190,14 +199,30 @@ class PeerLoop:
             log.warning("replica %s: %s; asking again", name, message)
         self._held[name] = asyncio.get_running_loop().time() + ENV_BACKOFF
 
-    def _hold(self, replica: Replica, exc: Exception) -> None:
+    def _hold(self, replica: Replica, exc: Exception, expected: bool = True) -> None:
+        """Leave a replica out for ENV_BACKOFF after an error a retry may fix; say so once
+        per distinct error (with the traceback when the error was not foreseen)."""
         message = f"{type(exc).__name__}: {exc}"
         replica.stream_error = message
         if self._logged.get(replica.name) != message:
             self._logged[replica.name] = message
-            log.error("replica %s cannot apply entries from %s: %s", replica.name, self.peer,
-                      message)
+            log.error("replica %s cannot apply entries from %s: %s; retrying", replica.name,
+                      self.peer, message, exc_info=None if expected else exc)
         self._held[replica.name] = asyncio.get_running_loop().time() + ENV_BACKOFF
+
+    @staticmethod
+    async def _apply(env, entries: list[JournalEntry], epoch: int) -> None:
+        """Apply a batch. If it holds a poison entry, apply the entries before that one
+        singly: the replica gets as far as it can, and the error is the poison entry's."""
+        try:
+            await run_sync(env.apply, entries, sender_epoch=epoch)
+            return
+        except Exception as exc:  # noqa: BLE001 - only poison is looked into
+            if not halts.is_poison(exc) or sum(e.lsn > env.last_lsn for e in entries) < 2:
+                raise
+        for entry in entries:
+            if entry.lsn > env.last_lsn:
+                await run_sync(env.apply, [entry], sender_epoch=epoch)
 
     async def fetch_blobs(self, replica: Replica, entries: list[JournalEntry]) -> None:
         env = replica.env
@@ -230,8 +255,10 @@ class Puller:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
         self.loops: dict[tuple[str, str], PeerLoop] = {}
         self.seeding: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()  # kept referenced until done
         self.closed = False
         self._changed = asyncio.Event()
+        self._load_halts()
         self.replicas.on_change(self.refresh)
 
     async def wait_for_change(self, timeout: float) -> None:
@@ -255,6 +282,7 @@ class Puller:
         """Start and stop peer loops to match the secondaries' primaries."""
         if self.closed:
             return
+        self._end_stale_halts()
         wanted = {self.address(r.record.primary) for r in self.replicas
                   if r.role == "secondary" and r.record.primary is not None}
         for key in list(self.loops):
@@ -276,10 +304,82 @@ class Puller:
         self.closed = True
         tasks = [loop.task for loop in self.loops.values() if loop.task is not None]
         tasks += list(self.seeding.values())
+        tasks += list(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.client.aclose()
+
+    # -- halts (halts.py) -----------------------------------------------------------------
+    def _load_halts(self) -> None:
+        """At start: read back the halts recorded before; a restart does not retry them."""
+        for replica in self.replicas:
+            halt = replica.halted = halts.load(replica.directory)
+            if halt is not None:
+                replica.stream_error = _halt_error(halt)
+                log.warning("replica %s: replication stays halted since %s (%s); %s",
+                            replica.name, _at(halt), replica.stream_error,
+                            _fix(replica, self.node.region))
+
+    async def halt(self, replica: Replica, env, exc: BaseException, epoch: int) -> None:
+        """Stop streaming `replica`: record why durably, say it once in the log. The
+        heartbeat reports it; the controller tells tenants (`replication.halted`)."""
+        async with replica.lock:  # after a re-seed or role change in progress
+            primary = replica.record.primary
+            if replica.dropped or replica.env is not env or replica.role != "secondary" \
+                    or replica.seeding is not None or replica.halted is not None:
+                return
+            halt = halts.new_halt(lsn=env.last_lsn + 1, applied_lsn=env.last_lsn, exc=exc,
+                                  primary=primary.node if primary else None, epoch=epoch)
+            replica.halted, replica.stream_error = halt, _halt_error(halt)
+            try:
+                await run_sync(halts.save, replica.directory, halt)
+            except OSError as err:
+                log.error("replica %s: cannot record its halt in %s (%s); it holds until "
+                          "this node restarts", replica.name, halts.HALT_FILE, err)
+        log.error("replica %s: replication from %s HALTED at lsn %d, which does not apply to "
+                  "this replica's data (%s: %s). Its geo-secondary here is no longer updated "
+                  "and will not retry; %s", replica.name, halt["primary_node"], halt["lsn"],
+                  halt["code"], halt["message"], _fix(replica, self.node.region))
+
+    async def reseed(self, replica: Replica) -> bool:
+        """Seed a secondary again from a fresh snapshot of its primary, ending its halt if it
+        has one. False if it is seeding already."""
+        primary = replica.record.primary
+        if primary is None or replica.seeding is not None or replica.name in self.seeding:
+            return False
+        async with replica.lock:
+            self.seed(replica, self.address(primary)[1])  # marks it seeding at once
+            if replica.halted is not None:
+                log.info("replica %s: re-seeding from a snapshot of %s; its halt at lsn %s "
+                         "ends", replica.name, primary.node, replica.halted.get("lsn"))
+                replica.halted, replica.stream_error = None, None
+                await run_sync(halts.remove, replica.directory)
+        return True
+
+    def _end_stale_halts(self) -> None:
+        """A halt is about one primary's entries on a secondary: it ends when the replica is
+        no longer a secondary of that primary node (promoted, fenced, or moved)."""
+        for replica in self.replicas:
+            halt, primary = replica.halted, replica.record.primary
+            if halt is None or (replica.role == "secondary" and primary is not None
+                                and halt.get("primary_node") in (None, primary.node)):
+                continue
+            replica.halted, replica.stream_error = None, None
+            log.info("replica %s is now %s%s: its halt at lsn %s ends", replica.name,
+                     replica.role, f" of {primary.node}" if primary else "", halt.get("lsn"))
+            task = asyncio.create_task(self._forget_halt(replica))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _forget_halt(self, replica: Replica) -> None:
+        async with replica.lock:
+            if replica.halted is None and not replica.dropped:
+                try:
+                    await run_sync(halts.remove, replica.directory)
+                except OSError as exc:
+                    log.error("replica %s: cannot remove %s (%s)", replica.name,
+                              halts.HALT_FILE, exc)
 
     # -- seeding --------------------------------------------------------------------------
     def seed(self, replica: Replica, url: str) -> None:
@@ -339,6 +439,20 @@ class Puller:
             raise PeerError(f"snapshot cut short at {progress['bytes_done']} of "
                             f"{progress['bytes_total']} bytes")
         return lsn
+
+
+def _halt_error(halt: dict) -> str:
+    return f"halted at lsn {halt.get('lsn')}: {halt.get('code')}: {halt.get('message')}"
+
+
+def _at(halt: dict) -> str:
+    at = halt.get("at")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "?"
+
+
+def _fix(replica: Replica, region: str) -> str:
+    return (f"re-seed it from a snapshot of its primary: tandem env reseed {replica.name} "
+            f"--region {region} (POST /v1/environments/{replica.name}/replicas/{region}/reseed)")
 
 
 def _describe(exc: BaseException) -> str:

@@ -62,6 +62,8 @@ class Replica:
     seeding: dict | None = None  # {"bytes_done", "bytes_total"} while seeding
     last_seed: dict | None = None  # {"lsn", "bytes"} of the last snapshot it was seeded from
     stream_error: str | None = None  # last replication error (secondary side)
+    # The entry this secondary cannot apply, while its stream is halted (halts.py).
+    halted: dict | None = None
     dropped: bool = False
     truncated_upto: int = 0  # the journal was last truncated up to here (Upkeep)
     batcher: object | None = None  # the data API's group committer (batcher.Batcher)
