@@ -2,12 +2,20 @@
 
 The gateway adds the cluster secret, passes bodies through as bytes (never re-encoded), and
 streams file contents both ways. Answers come back unchanged apart from hop-by-hop headers.
-Failures are sorted by what they mean for a retry:
 
-- `Unreachable`: the request never left (refused connection, connect timeout, pool full);
-  the caller may send it elsewhere.
-- anything after the request may have arrived: 503 `unavailable` or 504 `timeout`, never
-  retried, because a write may have been applied.
+The pool never sends a request on a connection its peer is closing: a connection that
+brought a 5xx answer is closed, not reused (a server may close after an error without
+saying so, as uvicorn does after an unhandled exception), as is one that said
+`Connection: close`, and idle ones are dropped before the upstream's own keep-alive ends.
+Failures are sorted by what aiohttp says about the request's bytes:
+
+- `Unreachable`: no connection could be made (refused, connect timeout); nothing was sent,
+  so the caller may send it again, or elsewhere.
+- nothing written: aiohttp found the pooled connection closing when it came to write the
+  request (bodies in hand go out in one write). Sent once more, on a fresh connection.
+- anything later: the upstream may have run the request. A read (GET) is sent once more on
+  a fresh connection; anything else is answered 502 (504 after a timeout) `outcome_unknown`
+  and never resent, because a write must not run twice.
 """
 
 from __future__ import annotations
@@ -42,10 +50,45 @@ CONCURRENCY_PER_UPSTREAM = 64
 # Below uvicorn's 5 s keep-alive timeout, so the gateway never writes a request onto a
 # connection the node is closing (a POST must not be lost to that race).
 KEEPALIVE_SECONDS = 2.0
+SAFE_METHODS = frozenset({"GET", "HEAD"})  # reads: running one twice changes nothing
+# What aiohttp raises when a connection is already closing as it comes to write: no byte of
+# the request left (http_writer.StreamWriter._write checks before writing).
+NOT_WRITTEN = "Cannot write to closing transport"
 
 
 class Unreachable(Exception):
     """The upstream could not be reached; the request was not sent, so it may be retried."""
+
+
+class _NotSent(Exception):
+    """The pooled connection was closing before any byte of the request was written."""
+
+
+class _MayHaveRun(Exception):
+    """The request was written (or may have been), and no answer came back."""
+
+    def __init__(self, exc: BaseException, timed_out: bool) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc or 'no detail'}")
+        self.timed_out = timed_out
+
+
+class ClosingAfterErrors(aiohttp.ClientResponse):
+    """An answer whose connection goes back to the pool only if it was not a 5xx.
+
+    After an error a server may close the connection without a `Connection: close` (uvicorn
+    does after an unhandled exception, once it has logged it); a request written onto it
+    meanwhile would be lost, for another client. aiohttp pools a connection as soon as the
+    whole answer has been read, possibly inside `start`, hence the check right after it.
+    """
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        await super().start(connection)
+        if self.status >= 500 and protocol is not None:
+            protocol.force_close()  # pooled later: the connector closes it instead
+            if self.connection is None:  # pooled already: close it there
+                protocol.close()
+        return self
 
 
 class Answer:
@@ -79,24 +122,40 @@ class Proxy:
         self.upstreams = upstreams
         self.read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
 
     @property
     def http(self) -> aiohttp.ClientSession:
         """Created on first use, inside the running event loop."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(
+            self._session = self._new_session(aiohttp.TCPConnector(
                 limit=2 * CONCURRENCY_PER_UPSTREAM * max(1, self.upstreams),
                 limit_per_host=2 * CONCURRENCY_PER_UPSTREAM,
-                keepalive_timeout=KEEPALIVE_SECONDS)
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, connect=2.0,
-                                              sock_read=self.read_timeout))
+                keepalive_timeout=KEEPALIVE_SECONDS))
         return self._session
 
+    @property
+    def fresh(self) -> aiohttp.ClientSession:
+        """For the one resend: a new connection each time, closed after its answer."""
+        if self._fresh is None:
+            self._fresh = self._new_session(aiohttp.TCPConnector(force_close=True))
+        return self._fresh
+
+    def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, response_class=ClosingAfterErrors,
+            timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_read=self.read_timeout))
+        # aiohttp resends GET, PUT and DELETE by itself once after a broken connection,
+        # whether or not they ran; a DELETE of a file is a write. Resends are decided in
+        # `_send`, from what is known about the request's bytes (aiohttp's own test client
+        # turns this off the same way).
+        session._retry_connection = False
+        return session
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
 
     def headers_from(self, request: Request,
                      streamed: bool = False) -> list[tuple[str, str]]:
@@ -126,28 +185,67 @@ class Proxy:
     async def _send(self, method: str, url: str, headers: list[tuple[str, str]],
                     content: bytes | AsyncIterator[bytes] | None, stream: bool,
                     upstream: str) -> Answer:
+        in_hand = content is None or isinstance(content, bytes)  # can be sent again
         try:
-            response = await self.http.request(method, url, headers=headers, data=content,
-                                               allow_redirects=False,
-                                               skip_auto_headers=("User-Agent",))
+            try:
+                return await self._attempt(self.http, method, url, headers, content, stream)
+            except _NotSent:
+                if not in_hand:
+                    raise
+            except _MayHaveRun:
+                if method not in SAFE_METHODS or not in_hand:
+                    raise
+            UPSTREAM_ERRORS.labels(upstream, "resent").inc()
+            return await self._attempt(self.fresh, method, url, headers, content, stream)
+        except Unreachable:
+            UPSTREAM_ERRORS.labels(upstream, "unreachable").inc()
+            raise
+        except (_NotSent, _MayHaveRun) as exc:
+            timed_out = isinstance(exc, _MayHaveRun) and exc.timed_out
+            UPSTREAM_ERRORS.labels(upstream, "timeout" if timed_out else "broken").inc()
+            raise failure(method, upstream, str(exc), timed_out) from exc
+
+    async def _attempt(self, session: aiohttp.ClientSession, method: str, url: str,
+                       headers: list[tuple[str, str]],
+                       content: bytes | AsyncIterator[bytes] | None, stream: bool) -> Answer:
+        """One try; its failure says whether the request can have reached the upstream."""
+        try:
+            response = await session.request(method, url, headers=headers, data=content,
+                                             allow_redirects=False,
+                                             skip_auto_headers=("User-Agent",))
             body = None if stream else await response.read()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            UPSTREAM_ERRORS.labels(upstream, "unreachable").inc()
             raise Unreachable(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            UPSTREAM_ERRORS.labels(upstream, "timeout").inc()
-            raise ApiError(504, "timeout",
-                           f"{upstream} did not answer in time ({type(exc).__name__}); "
-                           "a write may or may not have been applied") from exc
+            raise _MayHaveRun(exc, timed_out=True) from exc
         except aiohttp.ClientError as exc:
-            UPSTREAM_ERRORS.labels(upstream, "broken").inc()
-            raise ApiError(503, "unavailable",
-                           f"connection to {upstream} failed mid-request "
-                           f"({type(exc).__name__}: {exc or 'no detail'}); retry shortly",
-                           {"Retry-After": "1"}) from exc
+            if _nothing_written(exc):
+                raise _NotSent(f"{type(exc).__name__}: {exc}") from exc
+            raise _MayHaveRun(exc, timed_out=False) from exc
         if not stream:
             response.release()
         return Answer(response, body)
+
+
+def _nothing_written(exc: BaseException) -> bool:
+    """aiohttp refused the request's first write: the connection was closing already. A body
+    in hand goes out with the headers in that one write (a body request's writer wraps the
+    refusal in a ClientOSError)."""
+    return any(isinstance(e, aiohttp.ClientConnectionResetError) and NOT_WRITTEN in str(e)
+               for e in (exc, exc.__cause__))
+
+
+def failure(method: str, upstream: str, detail: str, timed_out: bool) -> ApiError:
+    """The answer for a call that got no answer after it may have reached the upstream."""
+    if method in SAFE_METHODS:
+        return ApiError(503, "unavailable", f"{upstream} did not answer ({detail}), also "
+                        "when asked again on a new connection; retry shortly",
+                        {"Retry-After": "1"})
+    what = "did not answer in time" if timed_out else "broke the connection before answering"
+    return ApiError(504 if timed_out else 502, "outcome_unknown",
+                    f"{upstream} {what} ({detail}), after the request reached it: it may or "
+                    "may not have run, so it was not sent again. Check its effect (read the "
+                    "rows or the file back) before you retry it")
 
 
 async def _remember_refusal(body: AsyncIterator[bytes],
