@@ -13,15 +13,27 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tandemdb.common.http import check_secret, read_json
 
+from .bodies import (
+    CreateEnvironment,
+    EnvironmentFailover,
+    EventsQuery,
+    OperationsQuery,
+    OperationWait,
+    RegionFailback,
+    RegionFailover,
+    RegisterWebhook,
+    RoutingQuery,
+    documented,
+    parse,
+)
 from .environments import OPERATION_HEADER
-from .events import parse_poll
 from .failover import parse_request
-from .operations import Operation, parse_limit
+from .operations import Operation
 from .operations import not_found as operation_not_found
 from .regions import REGION_FAILBACK, REGION_FAILOVER
 from .status import parse_heartbeat
@@ -51,25 +63,26 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
         ctl.operations.launch(op.id)
         return JSONResponse(op.to_dict(), status_code=202, headers={OPERATION_HEADER: op.id})
 
-    @router.post("/v1/regions/{region}/failover")
+    @router.post("/v1/regions/{region}/failover", openapi_extra=documented(RegionFailover))
     async def region_failover(region: str, request: Request) -> JSONResponse:
         body = await read_json(request, allow_empty=True)
         return await started(await asyncio.to_thread(ctl.regions.start, region,
                                                      REGION_FAILOVER, body))
 
-    @router.post("/v1/regions/{region}/failback")
+    @router.post("/v1/regions/{region}/failback", openapi_extra=documented(RegionFailback))
     async def region_failback(region: str, request: Request) -> JSONResponse:
         body = await read_json(request, allow_empty=True)
         return await started(await asyncio.to_thread(ctl.regions.start, region,
                                                      REGION_FAILBACK, body))
 
-    @router.post("/v1/environments/{env}/failover")
+    @router.post("/v1/environments/{env}/failover",
+                 openapi_extra=documented(EnvironmentFailover))
     async def failover(env: str, request: Request) -> JSONResponse:
         mode, catch_up = parse_request(await read_json(request, allow_empty=True))
         return await started(await asyncio.to_thread(ctl.failovers.start, env, mode, None,
                                                      catch_up))
 
-    @router.post("/v1/environments")
+    @router.post("/v1/environments", openapi_extra=documented(CreateEnvironment))
     async def create_environment(request: Request) -> JSONResponse:
         view, op_id = await ctl.environments.create(await read_json(request))
         return JSONResponse(view, status_code=201, headers={OPERATION_HEADER: op_id})
@@ -95,27 +108,29 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
     async def replay_lost(env: str) -> dict:
         return await ctl.replayer.replay(env)
 
-    @router.get("/v1/operations")
+    @router.get("/v1/operations", openapi_extra=documented(query=OperationsQuery))
     async def list_operations(request: Request) -> dict:
-        limit = parse_limit(dict(request.query_params))
-        parent = request.query_params.get("parent")
-        return {"operations": await asyncio.to_thread(ctl.operations.recent, limit, parent)}
+        query = parse(OperationsQuery, dict(request.query_params))
+        return {"operations": await asyncio.to_thread(ctl.operations.recent, query.limit,
+                                                      query.parent)}
 
-    @router.get("/v1/operations/{op_id}")
-    async def show_operation(op_id: str, wait: float = Query(0.0, ge=0)) -> dict:
+    @router.get("/v1/operations/{op_id}", openapi_extra=documented(query=OperationWait))
+    async def show_operation(op_id: str, request: Request) -> dict:
+        wait = parse(OperationWait, dict(request.query_params)).wait
         loop = asyncio.get_running_loop()
         op = await loop.run_in_executor(ctl.watchers, ctl.operations.wait_ended, op_id, wait)
         if op is None:
             raise operation_not_found(op_id)
         return op
 
-    @router.get("/v1/events")
+    @router.get("/v1/events", openapi_extra=documented(query=EventsQuery))
     async def events(request: Request) -> dict:
-        after, wait = parse_poll(dict(request.query_params))
+        query = parse(EventsQuery, dict(request.query_params))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(ctl.watchers, ctl.events.poll, after, wait)
+        return await loop.run_in_executor(ctl.watchers, ctl.events.poll, query.after,
+                                          query.wait)
 
-    @router.post("/v1/webhooks")
+    @router.post("/v1/webhooks", openapi_extra=documented(RegisterWebhook))
     async def register_webhook(request: Request) -> JSONResponse:
         hook = await asyncio.to_thread(ctl.webhooks.register, await read_json(request))
         return JSONResponse(hook, status_code=201)
@@ -136,10 +151,16 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
         return await ctl.heartbeat(node, url, replicas, peers if isinstance(peers, dict)
                                    else {})
 
-    @router.get("/internal/v1/routing")
-    async def routing(after: int | None = Query(None, ge=0),
-                      wait: float = Query(0.0, ge=0)) -> dict:
+    @router.get("/internal/v1/routing", openapi_extra=documented(query=RoutingQuery))
+    async def routing(request: Request) -> dict:
+        query = parse(RoutingQuery, dict(request.query_params))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(ctl.watchers, ctl.routing.poll, after, wait)
+        return await loop.run_in_executor(ctl.watchers, ctl.routing.poll, query.after,
+                                          query.wait)
+
+    @router.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> dict:
+        """The API's description, with one schema per body and query (bodies.py)."""
+        return app.openapi()
 
     app.include_router(router)

@@ -15,7 +15,7 @@ compare-and-set, so two writers never overwrite each other's decision.
 
 from __future__ import annotations
 
-import re
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +25,12 @@ from typing import Any
 
 from tandemdb.common.http import ApiError
 
+from .bodies import DEFAULT_RPO_LIMIT_SECONDS, MAX_RPO, CreateEnvironment, parse, shown
 from .store import Store, Txn
 
+log = logging.getLogger("tandem.controller.catalog")
+
 PREFIX = "environments/"
-NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{1,62}")
-DEFAULT_RPO_LIMIT_SECONDS = 900
 CAS_ATTEMPTS = 20
 
 
@@ -57,31 +58,48 @@ class CreateRequest:
     name: str
     type: EnvType
     region: str
-    rpo_limit_seconds: float
+    rpo_limit_seconds: int | float
 
 
 def parse_create(body: Any, regions: list[str]) -> CreateRequest:
-    """Check a `POST /v1/environments` body; raise 400 with a message that says what to fix."""
-    if not isinstance(body, dict):
-        raise _bad('the body must be a JSON object such as {"name": "acme"}')
-    unknown = sorted(set(body) - {"name", "type", "region", "rpo_limit_seconds"})
-    if unknown:
-        raise _bad(f"unknown field(s) {', '.join(unknown)}: the fields are name, type, "
-                   "region and rpo_limit_seconds")
-    name = body.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise _bad(f"invalid environment name {name!r}: use 2 to 63 characters, lowercase "
-                   "letters, digits and '-', starting with a letter")
-    kind = body.get("type", EnvType.PRODUCTION.value)
-    if kind not in {t.value for t in EnvType}:
-        raise _bad(f"invalid environment type {kind!r}: use production, sandbox or basic")
-    region = body.get("region", regions[0])
+    """Check a `POST /v1/environments` body (its schema is `bodies.CreateEnvironment`) and
+    that its region exists; raise 400 with a message that says what to fix."""
+    request = parse(CreateEnvironment, body)
+    region = regions[0] if request.region is None else request.region
     if region not in regions:
         raise _bad(f"unknown region {region!r}: the regions are {', '.join(regions)}")
-    rpo = body.get("rpo_limit_seconds", DEFAULT_RPO_LIMIT_SECONDS)
-    if isinstance(rpo, bool) or not isinstance(rpo, int | float) or not rpo > 0:
-        raise _bad(f"invalid rpo_limit_seconds {rpo!r}: give a number of seconds above 0")
-    return CreateRequest(name, EnvType(kind), region, rpo)
+    return CreateRequest(request.name, EnvType(request.type), region,
+                         request.rpo_limit_seconds)
+
+
+def loaded(record: dict) -> dict:
+    """A stored record as the controller uses it, with values a create refuses today (a
+    record written before the bounds, or by hand) brought within them: they go into every
+    heartbeat answer, and one such value once broke the heartbeats of every node."""
+    rpo = record.get("rpo_limit_seconds")
+    sane = sane_rpo(rpo)
+    if type(sane) is type(rpo) and sane == rpo:
+        return record
+    key = (str(record.get("name")), shown(rpo))
+    if key not in _REPAIRED:
+        _REPAIRED.add(key)
+        log.warning("environment %s: its record holds rpo_limit_seconds %s, outside 0 to %d "
+                    "s; the controller uses %s instead (and stores that at the record's next "
+                    "change)", key[0], key[1], MAX_RPO, sane)
+    return {**record, "rpo_limit_seconds": sane}
+
+
+def sane_rpo(value: Any) -> int | float:
+    """`value` if it is a number of seconds above 0 and at most a day; a larger one is a
+    day, anything else the default."""
+    if type(value) not in (int, float) or value != value:  # not a number, or NaN
+        return DEFAULT_RPO_LIMIT_SECONDS
+    if value > MAX_RPO:
+        return MAX_RPO
+    return value if value > 0 else DEFAULT_RPO_LIMIT_SECONDS
+
+
+_REPAIRED: set[tuple[str, str]] = set()  # (environment, value) already logged
 
 
 def iso_now() -> str:
@@ -125,14 +143,15 @@ class Catalog:
 
     def get(self, name: str) -> dict | None:
         item = self.store.get(PREFIX + name)
-        return item.value if item else None
+        return loaded(item.value) if item else None
 
     def list(self) -> list[dict]:
-        return [item.value for item in self.store.list(PREFIX).values()]
+        return [loaded(item.value) for item in self.store.list(PREFIX).values()]
 
     def items(self) -> list[tuple[dict, int]]:
         """Every record with its store version."""
-        return [(item.value, item.version) for item in self.store.list(PREFIX).values()]
+        return [(loaded(item.value), item.version)
+                for item in self.store.list(PREFIX).values()]
 
     def insert(self, record: dict) -> bool:
         """Store a new record; False if an environment of that name exists already."""
@@ -144,7 +163,7 @@ class Catalog:
             item = self.store.get(PREFIX + name)
             if item is None:
                 return None
-            record = change(dict(item.value))
+            record = change(dict(loaded(item.value)))
             if self.store.compare_and_set(PREFIX + name, item.version, record):
                 return record
         raise RuntimeError(f"environment {name}: {CAS_ATTEMPTS} concurrent updates in a row "

@@ -35,6 +35,7 @@ from .catalog import (
     EnvState,
     EnvType,
     Role,
+    loaded,
     new_record,
     not_found,
     parse_create,
@@ -135,7 +136,7 @@ class Environments:
     async def _create_step(self, op: Operation, step: str) -> Outcome:
         name = op.target
         item = await asyncio.to_thread(self.store.get, record_key(name))
-        record = item.value if item else None
+        record = loaded(item.value) if item else None
         if record is None or record.get("operation") != op.id:
             raise deleted_meanwhile(name)  # gone, or removed and made again by another
         epoch = record["epoch"]

@@ -34,6 +34,7 @@ from typing import Any
 
 from tandemdb.common.http import ApiError
 
+from .bodies import EnvironmentFailover, parse
 from .catalog import Catalog, EnvState, EnvType, Role, iso_now, not_found, record_key
 from .events import Events, EventType
 from .nodes import NodeClient, Reply
@@ -50,10 +51,8 @@ STEPS = ["hold", "fence", "catch-up", "promote", "switch-routing", "reverse", "r
 # Forced (the primary's region is lost): no fence to ask, nothing to catch up from, no one
 # to reverse replication to; the old primary stays `fenced` in the catalog.
 FORCED_STEPS = ["hold", "expire-lease", "promote", "switch-routing", "release"]
-MODES = ("planned", "forced")
 LEASE_SLACK = 0.5  # waited past the lease ttl, on top of the node's own margin
 CATCH_UP_TIMEOUT = 10.0  # the target must reach the final lsn within this (default)
-MAX_CATCH_UP = 30.0  # what a node's wait call allows at most
 FENCE_TIMEOUT = 35.0  # a fence waits up to 30 s for the commit in flight
 PROMOTE_DEADLINE = 15.0  # retry an unanswered promote this long
 CAS_ATTEMPTS = 20
@@ -66,38 +65,11 @@ EVENTS = {
 }
 
 
-def request_body(body: Any, allowed: set[str], what: str) -> dict:
-    """A failover call's body ({} when empty); 400 unless an object of `allowed` fields."""
-    body = {} if body is None else body
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", 'the body must be a JSON object such as '
-                                           '{"mode": "planned"}')
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ApiError(400, "bad_request", f"unknown field(s) {', '.join(unknown)}: {what} "
-                                           f"takes {' and '.join(sorted(allowed))}")
-    return body
-
-
-def parse_mode(body: dict) -> str:
-    """`mode` of a failover call: planned (the default) or forced; 400 otherwise."""
-    mode = body.get("mode", "planned")
-    if mode not in MODES:
-        raise ApiError(400, "bad_request", f"unsupported mode {mode!r}: use planned (both "
-                                           "regions up, no data loss) or forced (the "
-                                           "primary's region is lost)")
-    return mode
-
-
 def parse_request(raw: Any) -> tuple[str, float]:
-    """`mode` and `catch_up_timeout` of a failover request body; 400 with what to fix."""
-    body = request_body(raw, {"mode", "catch_up_timeout"}, "a failover")
-    timeout = body.get("catch_up_timeout", CATCH_UP_TIMEOUT)
-    if type(timeout) not in (int, float) or not 0 < timeout <= MAX_CATCH_UP:
-        raise ApiError(400, "bad_request", f"invalid catch_up_timeout {timeout!r}: give the "
-                                           f"seconds (above 0, at most {MAX_CATCH_UP:g}) the "
-                                           "secondary has to reach the final lsn")
-    return parse_mode(body), float(timeout)
+    """`mode` and `catch_up_timeout` of a failover request body (`bodies.EnvironmentFailover`,
+    {} when empty); 400 with what to fix."""
+    body = parse(EnvironmentFailover, raw)
+    return body.mode, float(body.catch_up_timeout)
 
 
 def with_roles(record: dict, roles: dict[str, str]) -> list[dict]:

@@ -25,9 +25,10 @@ from typing import Any
 
 from tandemdb.common.http import ApiError
 
+from .bodies import RegionFailback, RegionFailover, parse
 from .catalog import Catalog, EnvType, iso_now
 from .events import Events, EventType
-from .failover import Failovers, parse_mode, request_body, summary
+from .failover import Failovers, summary
 from .operations import Draft, Kind, Operation, Operations, Outcome, StepFailed
 from .store import Txn
 from .topology import Topology
@@ -36,8 +37,6 @@ log = logging.getLogger("tandem.controller.regions")
 
 REGION_FAILOVER = "region.failover"
 REGION_FAILBACK = "region.failback"
-DEFAULT_PARALLELISM = 32
-MAX_PARALLELISM = 256
 
 
 class RegionState(StrEnum):
@@ -55,14 +54,12 @@ def region_key(name: str) -> str:
 
 
 def parse_region_body(raw: Any, kind: str) -> tuple[str, int]:
-    """`mode` and `parallelism` of a region failover or failback body; 400 if wrong."""
-    allowed = {"mode", "parallelism"} if kind == REGION_FAILOVER else {"parallelism"}
-    body = request_body(raw, allowed, "this call")
-    parallelism = body.get("parallelism", DEFAULT_PARALLELISM)
-    if type(parallelism) is not int or not 1 <= parallelism <= MAX_PARALLELISM:
-        raise ApiError(400, "bad_request", f"invalid parallelism {parallelism!r}: give a "
-                                           f"number of environments from 1 to {MAX_PARALLELISM}")
-    return parse_mode(body), parallelism
+    """`mode` and `parallelism` of a region failover or failback body (`bodies.RegionFailover`,
+    `bodies.RegionFailback`; {} when empty); 400 with what to fix."""
+    if kind == REGION_FAILOVER:
+        body = parse(RegionFailover, raw)
+        return body.mode, body.parallelism
+    return "planned", parse(RegionFailback, raw).parallelism
 
 
 class Regions:

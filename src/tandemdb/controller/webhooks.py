@@ -25,13 +25,13 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from tandemdb.common.http import ApiError
 
-from .catalog import NAME_PATTERN, iso_now
+from .bodies import RegisterWebhook, parse
+from .catalog import iso_now
 from .events import Events
 from .store import Store, Txn, increment
 
@@ -40,8 +40,6 @@ log = logging.getLogger("tandem.controller.webhooks")
 PREFIX = "webhooks/"
 OUTBOX = "outbox/"
 COUNTER = "counters/webhooks"
-MIN_SECRET = 16
-MAX_URL = 2048
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
 DELIVERY_TIMEOUT = 5.0
@@ -64,32 +62,11 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def parse_registration(body: Any) -> tuple[str, str, list[str] | None]:
-    """Check a `POST /v1/webhooks` body; 400 with a message that says what to fix."""
-    if not isinstance(body, dict):
-        raise _bad('the body must be a JSON object such as {"url": "https://…", '
-                   '"secret": "…"}')
-    unknown = sorted(set(body) - {"url", "secret", "environments"})
-    if unknown:
-        raise _bad(f"unknown field(s) {', '.join(unknown)}: the fields are url, secret and "
-                   "environments")
-    url, secret = body.get("url"), body.get("secret")
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-            or len(url) > MAX_URL):
-        raise _bad(f"invalid url {url!r}: give the http(s) URL that receives the events, "
-                   "e.g. https://example.com/tandem-events")
-    if not isinstance(secret, str) or len(secret) < MIN_SECRET:
-        raise _bad(f"the secret must be a string of at least {MIN_SECRET} characters; it "
-                   "signs every delivery (X-Tandem-Signature)")
-    environments = body.get("environments")
-    if environments is not None:
-        if (not isinstance(environments, list) or not environments
-                or not all(isinstance(e, str) and NAME_PATTERN.fullmatch(e)
-                           for e in environments)):
-            raise _bad(f"invalid environments {environments!r}: give a non-empty list of "
-                       "environment names, or null for the events of all environments")
-        environments = sorted(set(environments))
-    return url, secret, environments
+    """Check a `POST /v1/webhooks` body (its schema is `bodies.RegisterWebhook`); 400 with a
+    message that says what to fix."""
+    hook = parse(RegisterWebhook, body)
+    environments = None if hook.environments is None else sorted(set(hook.environments))
+    return hook.url, hook.secret, environments
 
 
 def _bad(message: str) -> ApiError:
