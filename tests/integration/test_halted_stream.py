@@ -149,3 +149,11 @@ def test_reseed_refuses_what_it_cannot_do(cluster: Cluster, env: str, region: st
     with pytest.raises(TandemError) as caught:
         cluster.client.reseed(env, region)
     assert (caught.value.status, caught.value.code) == (status, code)
+
+
+def test_reseed_takes_no_body(cluster: Cluster) -> None:
+    dep = cluster.deployment
+    answer = httpx.post(f"{dep.gateway_url}/v1/environments/{OTHER}/replicas/east/reseed",
+                        headers={"authorization": f"Bearer {dep.token}"},
+                        json={"from_lsn": 3})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"

@@ -63,7 +63,10 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
 
     @router.post("/v1/environments/{env}/replicas/{region}/reseed")
     async def reseed_replica(env: str, region: str, request: Request) -> JSONResponse:
-        await read_json(request, allow_empty=True)  # no fields; a body must still be JSON
+        body = await read_json(request, allow_empty=True)
+        if body not in (None, {}):
+            raise ApiError(400, "bad_request", "a re-seed takes no body (or {}): the path "
+                           "names the environment and the region of its secondary")
         return JSONResponse(await reseed(ctl, env, region), status_code=202)
 
     app.include_router(router)
