@@ -2,14 +2,17 @@
 
 Errors are `{"error": {"code": …, "message": …}}` with a fitting status, whatever raised
 them: an `ApiError`, an engine error, a validation failure or an unknown route. Bodies over
-the limit get 413 before they are read whole. Internal endpoints need the cluster secret
+the limit get 413 before they are read whole, and JSON bodies nested deeper than
+`MAX_JSON_DEPTH` get 400 before they are parsed. Internal endpoints need the cluster secret
 (`X-Tandem-Secret`); public ones the admin token (`Authorization: Bearer …`).
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +25,13 @@ from tandemdb.common import values
 from tandemdb.engine import EngineError
 
 SECRET_HEADER = "x-tandem-secret"
+# Arrays and objects inside each other. Tandem's bodies nest under 8 deep; Python's parser
+# recurses once per level, and a body 5,000 deep would end in RecursionError (a 500).
+MAX_JSON_DEPTH = 32
 log = logging.getLogger("tandem.http")
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes and all
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class ApiError(Exception):
@@ -65,7 +74,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal", f"internal error: {type(exc).__name__}: {exc}")
+        # uvicorn closes the connection after an unhandled exception: say so, so that no
+        # client (the gateway's pool above all) sends its next request onto it.
+        return error_response(500, "internal", f"internal error: {type(exc).__name__}: {exc}",
+                              {"Connection": "close"})
 
 
 async def read_json(request: Request, allow_empty: bool = False) -> Any:
@@ -75,10 +87,40 @@ async def read_json(request: Request, allow_empty: bool = False) -> Any:
     raw = await request.body()
     if allow_empty and not raw.strip():
         return None
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes, tagged: bool = True) -> Any:
+    """A JSON request body, BLOBs tagged as in `values` unless not `tagged`; 400 when it is
+    not JSON or nests deeper than MAX_JSON_DEPTH (checked before parsing)."""
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad_request",
+                       f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} "
+                       "deep; send it flatter (SQL params are one list or object of values)")
     try:
-        return values.loads(raw)
-    except ValueError as exc:
+        return values.loads(raw) if tagged else json.loads(raw)
+    except (ValueError, RecursionError) as exc:
         raise ApiError(400, "bad_request", f"the request body is not valid JSON: {exc}") from None
+
+
+def json_depth(raw: bytes, stop_at: int = MAX_JSON_DEPTH + 1) -> int:
+    """How deep arrays and objects nest in `raw`, brackets in strings aside, as far as the
+    limit needs: it reaches `stop_at` exactly when the depth does (below, it may count
+    high). No parsing: a hostile body costs a scan, mostly at C speed."""
+    opening = raw.count(b"[") + raw.count(b"{")
+    if opening < stop_at:
+        return opening  # the common case: it cannot nest deeper than that
+    depth = deepest = 0
+    for byte in _STRING.sub(b"", raw).translate(None, _NOT_BRACKET):
+        if byte in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest >= stop_at:
+                    break
+        else:
+            depth -= 1
+    return deepest
 
 
 def check_secret(request: Request, secret: str) -> None:

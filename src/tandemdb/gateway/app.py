@@ -30,7 +30,13 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from tandemdb.common.deployment import HOST, Deployment
-from tandemdb.common.http import ApiError, BodyLimit, check_token, install_error_handlers
+from tandemdb.common.http import (
+    ApiError,
+    BodyLimit,
+    check_token,
+    install_error_handlers,
+    parse_json,
+)
 from tandemdb.common.metrics import install_metrics
 from tandemdb.engine.files import normalise_path, normalise_prefix
 
@@ -208,10 +214,7 @@ def sql_read_region(body: bytes) -> tuple[str | None, bytes]:
     """Find `read_region` in a SQL body; the body is re-encoded only when it has one."""
     if b'"read_region"' not in body:  # the common case: forward the bytes untouched
         return None, body
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"request body is not valid JSON: {exc}") from exc
+    doc = parse_json(body, tagged=False)  # 400 when not JSON or nested too deep
     if not isinstance(doc, dict) or "read_region" not in doc:
         return None, body
     region = doc.pop("read_region")
