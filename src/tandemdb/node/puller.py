@@ -165,16 +165,18 @@ class PeerLoop:
         env = replica.env
         if env is None:
             return
+        applying = False  # only an error of the apply itself may be poison
         try:
             entries = sorted((JournalEntry.from_wire(w) for w in wire), key=lambda e: e.lsn)
             fresh = [e for e in entries if e.lsn > env.last_lsn]
             epoch = int(part["epoch"])
             await self.fetch_blobs(replica, fresh)
+            applying = True
             await self._apply(env, entries, epoch)
         except Exception as exc:  # noqa: BLE001 - sorted here; e.g. closed under us
             if replica.dropped or replica.env is not env:
                 return  # dropped or re-seeded meanwhile: the error is not this replica's
-            if halts.is_poison(exc):
+            if applying and halts.is_poison(exc):
                 await self.puller.halt(replica, env, exc, epoch)
             else:
                 self._hold(replica, exc, expected=isinstance(exc, EXPECTED_ERRORS))
