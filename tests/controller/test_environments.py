@@ -9,10 +9,12 @@ import httpx
 from tandemdb.controller.store.sqlite import SqliteStore
 
 
-def test_healthz_and_metrics_need_no_secret(controller):
+def test_healthz_needs_no_secret_and_metrics_the_token(controller):
     assert httpx.get(f"{controller.url}/healthz").json() == {
         "ok": True, "component": "controller", "name": "controller"}
-    metrics = httpx.get(f"{controller.url}/metrics")
+    assert httpx.get(f"{controller.url}/metrics").status_code == 401  # it names environments
+    token = {"Authorization": f"Bearer {controller.deployment.token}"}
+    metrics = httpx.get(f"{controller.url}/metrics", headers=token)
     assert metrics.status_code == 200 and "tandem_controller_healthy_nodes" in metrics.text
 
 

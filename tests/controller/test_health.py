@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import time
 
-import httpx
-
 from .conftest import HEARTBEAT_INTERVAL
 
 LIMIT = 3 * HEARTBEAT_INTERVAL
@@ -18,7 +16,7 @@ def nodes(controller) -> dict[str, dict]:
 
 
 def healthy_gauge(controller, region: str) -> float:
-    text = httpx.get(f"{controller.url}/metrics").text
+    text = controller.http.get("/metrics").text  # with the cluster secret
     match = re.search(rf'^tandem_controller_healthy_nodes{{region="{region}"}} (\S+)$', text,
                       re.MULTILINE)
     assert match, text

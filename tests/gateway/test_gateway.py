@@ -59,10 +59,15 @@ def test_starts_healthy_without_controller_and_logs_routing_retries(gateway_only
     assert gateway_only.local.processes["gateway"].poll() is None  # still running
 
 
-def test_metrics_open_without_token(gateway_only: Deployed):
+def test_metrics_need_the_token(gateway_only: Deployed):
     url = gateway_only.deployment.gateway_url
     httpx.get(f"{url}/v1/regions")  # one 401, to be counted
-    answer = httpx.get(f"{url}/metrics")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Tandem-Secret": "wrong"}):
+        refused = httpx.get(f"{url}/metrics", headers=headers)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "unauthorized"
+        assert "tandem_" not in refused.text
+    answer = httpx.get(f"{url}/metrics", headers=auth(gateway_only))
     assert answer.status_code == 200
     assert 'tandem_http_requests_total{method="GET",route="/v1/regions",status="401"}' \
         in answer.text

@@ -55,7 +55,8 @@ def ids(cluster: Cluster, env: str, **read) -> list[int]:
 
 def lease_gauge(cluster: Cluster, node: str,
                 metric: str = "tandem_node_lease_remaining_seconds") -> float:
-    text = httpx.get(cluster.deployment.node_url(node) + "/metrics").text
+    text = httpx.get(cluster.deployment.node_url(node) + "/metrics",
+                     headers={"Authorization": f"Bearer {cluster.deployment.token}"}).text
     found = re.search(rf"^{re.escape(metric)} ([0-9.e+-]+)$", text, re.M)
     assert found, f"the node exports no {metric}"
     return float(found.group(1))

@@ -193,7 +193,8 @@ def test_every_process_serves_metrics(cluster):
     c.sql("rep-metrics", "CREATE TABLE t(x)")
     lsn = c.sql("rep-metrics", "INSERT INTO t VALUES (1)")["lsn"]
     wait_until(lambda: caught_up(c, "rep-metrics"), what="catch-up")
-    texts = {name: httpx.get(cluster.local.url(name) + "/metrics").text
+    token = {"Authorization": f"Bearer {cluster.deployment.token}"}
+    texts = {name: httpx.get(cluster.local.url(name) + "/metrics", headers=token).text
              for name in cluster.local.names()}
     for name, text in texts.items():
         assert "tandem_http_requests_total" in text, f"{name} lacks request metrics"

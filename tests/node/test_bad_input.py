@@ -8,7 +8,7 @@ import msgpack
 from .conftest import MAX_BODY, Cluster, unique
 
 
-def test_secret_is_required_except_for_health_and_metrics(live: Cluster) -> None:
+def test_secret_is_required_except_for_health_and_metrics_token(live: Cluster) -> None:
     env = unique("auth")
     live.pair(env)
     base = live.url("west-1")
@@ -24,12 +24,14 @@ def test_secret_is_required_except_for_health_and_metrics(live: Cluster) -> None
     health = httpx.get(base + "/healthz")
     assert health.json() == {"ok": True, "component": "node", "name": "west-1",
                              "region": "west"}
-    metrics = httpx.get(base + "/metrics")
+    assert httpx.get(base + "/metrics").status_code == 401  # it names environments
+    token = {"Authorization": f"Bearer {live.dep.token}"}  # as Prometheus sends it
+    metrics = httpx.get(base + "/metrics", headers=token)
     assert metrics.status_code == 200
     assert f'tandem_env_primary_lsn{{env="{env}"}}' in metrics.text
     assert f'tandem_env_lag_seconds{{consumer="east-1",env="{env}"}}' in metrics.text
     assert "tandem_http_requests_total" in metrics.text
-    east = httpx.get(live.url("east-1") + "/metrics").text
+    east = httpx.get(live.url("east-1") + "/metrics", headers=token).text
     assert f'tandem_env_applied_lsn{{env="{env}",role="secondary"}}' in east
 
 

@@ -1,5 +1,9 @@
 """Prometheus metrics shared by every process: request counts and latencies, `/metrics`.
 
+`/metrics` names environments and their lsns, so it is not for anyone who can reach a port:
+it needs the admin token (`Authorization: Bearer …`, how Prometheus scrapes it, see
+docs/api.md), or the cluster secret (Tandem's own processes and tests).
+
 The request middleware is plain ASGI: Starlette's BaseHTTPMiddleware cost about 0.6 ms of
 CPU per request here (a third of a forwarded call), so it is not used.
 """
@@ -8,9 +12,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tandemdb.common.http import SECRET_HEADER, check_secret, check_token
 
 REQUESTS = Counter("tandem_http_requests_total", "HTTP requests served",
                    ["route", "method", "status"])
@@ -47,13 +53,18 @@ class RequestMetrics:
             LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - start)
 
 
-def install_metrics_endpoint(app: FastAPI) -> None:
+def install_metrics_endpoint(app: FastAPI, token: str, secret: str) -> None:
+    """`/metrics`, for the admin token (`token`) or the cluster secret; 401 without."""
     @app.get("/metrics", include_in_schema=False)
-    async def _metrics() -> Response:
+    async def _metrics(request: Request) -> Response:
+        if SECRET_HEADER in request.headers:
+            check_secret(request, secret)
+        else:
+            check_token(request, token)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def install_metrics(app: FastAPI) -> None:
+def install_metrics(app: FastAPI, token: str, secret: str) -> None:
     """`/metrics` plus request metrics; add it last so it is the outermost middleware."""
-    install_metrics_endpoint(app)
+    install_metrics_endpoint(app, token, secret)
     app.add_middleware(RequestMetrics)

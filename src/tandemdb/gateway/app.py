@@ -245,7 +245,8 @@ def create_app(deployment: Deployment, table: RoutingTable | None = None,
     app.state.gateway = gateway
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=deployment.max_body_bytes)
-    install_metrics(app)  # outermost, so refused requests are counted too
+    # Outermost, so refused requests are counted too.
+    install_metrics(app, deployment.token, deployment.secret)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -2,7 +2,8 @@
 
 `python -m tandemdb.node --data DIR --name NODE` loads `Deployment.load(DIR)` and serves on
 127.0.0.1 at the node's port: the data API, the admin API, the replication stream, blobs,
-snapshots, `/healthz` and `/metrics`. Every path except those two needs the cluster secret.
+snapshots, `/healthz` and `/metrics`. Every other path needs the cluster secret; `/metrics`
+takes the admin token or the secret (`tandemdb.common.metrics`).
 Replicas live in `DIR/nodes/NODE/envs/<env>/`.
 """
 
@@ -41,7 +42,7 @@ from .stream import Upkeep
 
 log = logging.getLogger("tandem.node")
 
-OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})  # /metrics checks credentials itself
 
 
 class Node:
@@ -102,7 +103,8 @@ class Node:
 
 
 class SecretGate:
-    """ASGI middleware: every path but /healthz and /metrics needs the cluster secret."""
+    """ASGI middleware: every path but /healthz and /metrics needs the cluster secret
+    (/metrics checks it, or the admin token, itself)."""
 
     def __init__(self, app: ASGIApp, secret: str) -> None:
         self.app, self.secret = app, secret
@@ -144,7 +146,7 @@ def build_app(node: Node) -> ASGIApp:
         # no one to answer, and nothing to log as a crash.
         return error_response(400, "client_disconnected", "the client went away")
 
-    install_metrics_endpoint(app)
+    install_metrics_endpoint(app, node.deployment.token, node.deployment.secret)
     node_metrics.install(node.replicas, node.lease)
 
     @app.get("/healthz")
