@@ -20,11 +20,14 @@ HEARTBEAT_INTERVAL = 0.2  # health limit = 3 x 0.2 s, so health tests stay short
 START_TIMEOUT = 15.0
 
 
-def make_deployment(data: Path, nodes_per_region: int = 1) -> Deployment:
+def make_deployment(data: Path, nodes_per_region: int = 1,
+                    allow_private_webhooks: bool = True) -> Deployment:
+    """`allow_private_webhooks`: on, as the tests' webhook receivers listen on 127.0.0.1."""
     data.mkdir(parents=True, exist_ok=True)
     port = free_base_port(2 + 2 * nodes_per_region)
     deployment = Deployment.plan(data, [("west", "east")], nodes_per_region, port)
     deployment.heartbeat_interval = HEARTBEAT_INTERVAL
+    deployment.allow_private_webhooks = allow_private_webhooks
     deployment.save()
     return deployment
 

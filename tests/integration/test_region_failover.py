@@ -9,6 +9,9 @@ deliveries) sees every failover and failback event signed, exactly once after de
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from tests.receiver import SECRET, Receiver
 
@@ -16,6 +19,17 @@ from .conftest import Cluster, caught_up, wait_until
 from .workload import Writer
 
 HOME = ["rg-a", "rg-b", "rg-c"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The receiver listens on 127.0.0.1: a deployment that allows private webhook targets."""
+    c = Cluster(tmp_path_factory.mktemp("deployment"), allow_private_webhooks=True)
+    try:
+        c.local.start_all()
+        yield c
+    finally:
+        c.local.stop_all()
 
 
 def region_state(cluster: Cluster, name: str) -> str:

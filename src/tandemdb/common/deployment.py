@@ -40,6 +40,9 @@ class Deployment:
     grace_seconds: float | None = 30.0
     # {"port": control port, "links": {"west-1>controller": port, …}}; None: no proxy.
     fault_proxy: dict | None = None
+    # Webhooks may target loopback, private, link-local … addresses (controller/targets.py):
+    # only for receivers on the deployment's own network, and tests with a local receiver.
+    allow_private_webhooks: bool = False
 
     def __post_init__(self) -> None:
         grace = self.grace_seconds
@@ -47,6 +50,9 @@ class Deployment:
                                   or grace <= 0):
             raise ValueError(f"grace_seconds in {FILE} must be a number of seconds above 0, "
                              f"or null for off, not {grace!r}")
+        if type(self.allow_private_webhooks) is not bool:
+            raise ValueError(f"allow_private_webhooks in {FILE} must be true or false, not "
+                             f"{self.allow_private_webhooks!r}")
         ttl = self.lease_ttl
         if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl < 0:
             raise ValueError(f"lease_ttl in {FILE} must be a number of seconds >= 0 (0 turns "

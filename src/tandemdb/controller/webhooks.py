@@ -10,9 +10,10 @@ controller dies a moment later.
 `Delivery` drains the outbox: per webhook in event order, one POST at a time, signed with
 HMAC-SHA256 over "<timestamp>.<body>". A 2xx answer removes the entry; anything else, or no
 answer, leaves it at the head of its webhook's queue with its next attempt 0.5 s later,
-doubling up to 60 s. The attempts and the next time are in the store, so the backoff goes on
-across controller restarts. Receivers deduplicate by event id (a delivery whose answer was
-lost comes again).
+doubling up to 60 s; `last_error` says what went wrong (an answer's status, never its body).
+Targets must be public addresses unless the deployment allows private ones (`targets.py`).
+The attempts and the next time are in the store, so the backoff goes on across controller
+restarts. Receivers deduplicate by event id (a delivery whose answer was lost comes again).
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from tandemdb.common.http import ApiError
 
-from .bodies import RegisterWebhook, parse
+from .bodies import RegisterWebhook, parse, shown
 from .catalog import iso_now
 from .events import Events
 from .store import Store, Txn, increment
+from .targets import ALLOW_HINT, Refused, literal_refusal, pin
 
 log = logging.getLogger("tandem.controller.webhooks")
 
@@ -61,10 +64,16 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + digest.hexdigest()
 
 
-def parse_registration(body: Any) -> tuple[str, str, list[str] | None]:
-    """Check a `POST /v1/webhooks` body (its schema is `bodies.RegisterWebhook`); 400 with a
-    message that says what to fix."""
+def parse_registration(body: Any, allow_private: bool = False,
+                       ) -> tuple[str, str, list[str] | None]:
+    """Check a `POST /v1/webhooks` body (its schema is `bodies.RegisterWebhook`) and, unless
+    `allow_private`, that its URL names no private address; 400 that says what to fix."""
     hook = parse(RegisterWebhook, body)
+    if not allow_private:
+        host = urlsplit(hook.url).hostname or ""
+        why = literal_refusal(host)
+        if why is not None:
+            raise _bad(f"invalid url {shown(hook.url)}: {why}; {ALLOW_HINT}")
     environments = None if hook.environments is None else sorted(set(hook.environments))
     return hook.url, hook.secret, environments
 
@@ -86,13 +95,13 @@ def public(hook: dict) -> dict:
 class Webhooks:
     """Registrations, and the outbox side of every event."""
 
-    def __init__(self, store: Store, events: Events) -> None:
-        self.store, self.events = store, events
+    def __init__(self, store: Store, events: Events, allow_private: bool = False) -> None:
+        self.store, self.events, self.allow_private = store, events, allow_private
         events.outbox = self
 
     def register(self, body: Any) -> dict:
         """Store a new webhook; answers it as the API shows it. Blocking."""
-        url, secret, environments = parse_registration(body)
+        url, secret, environments = parse_registration(body, self.allow_private)
 
         def build(txn: Txn) -> dict:
             hook_id = f"wh-{increment(self.store, txn, COUNTER):06d}"
@@ -151,8 +160,8 @@ class Webhooks:
 class Delivery:
     """The loop that POSTs outbox entries, one webhook queue at a time each."""
 
-    def __init__(self, store: Store, events: Events) -> None:
-        self.store, self.events = store, events
+    def __init__(self, store: Store, events: Events, allow_private: bool = False) -> None:
+        self.store, self.events, self.allow_private = store, events, allow_private
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(DELIVERY_TIMEOUT),
                                       follow_redirects=False,
                                       headers={"user-agent": "tandem-webhooks"})
@@ -254,9 +263,16 @@ class Delivery:
                    "x-tandem-timestamp": timestamp,
                    "x-tandem-signature": sign(hook["secret"], timestamp, body)}
         try:
-            response = await self.http.post(hook["url"], content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            target = await pin(hook["url"], self.allow_private)
+            # Streamed and never read: only the status counts, so a receiver cannot make
+            # the controller buffer a large answer, and its body is never shown (it may be
+            # whatever an internal address answers).
+            async with self.http.stream("POST", target.url, content=body,
+                                        headers={**headers, **target.headers},
+                                        extensions=target.extensions) as response:
+                status = response.status_code
+        except Refused as exc:
+            return str(exc)
+        except (httpx.HTTPError, OSError) as exc:
             return f"no answer ({type(exc).__name__}: {exc or 'no detail'})"
-        if response.is_success:
-            return None
-        return f"answered {response.status_code}: {response.text[:200]!r}"
+        return None if 200 <= status < 300 else f"answered {status}"
