@@ -201,7 +201,7 @@ def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
                   redoc_url=None, openapi_url=None)
     app.state.controller = ctl
     install_error_handlers(app)
-    install_metrics(app)
+    install_metrics(app, deployment.token, deployment.secret)
     install_routes(app, ctl)
     install_reseed(app, ctl)  # POST /v1/environments/{env}/replicas/{region}/reseed
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
