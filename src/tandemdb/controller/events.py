@@ -7,7 +7,8 @@ outbox entries (`webhooks.py`): the log never tells of a change that did not hap
 misses one that did, and a webhook never misses an event.
 
 `GET /v1/events?after=N&wait=S` answers the events after N, oldest first, at most 500, or
-waits up to S seconds (max 30) for one (`Events.poll`, blocking, run in a worker thread).
+waits up to S seconds (max 30) for one (`Events.poll`, blocking, run in a worker thread;
+the query's schema is `bodies.EventsQuery`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
-
-from tandemdb.common.http import ApiError
 
 from .catalog import iso_now
 from .store import Store, Txn, increment
@@ -148,26 +147,3 @@ class Events:
                 return {"events": events, "last": self.last()}
             self.store.watch(PREFIX, revision, remaining)
 
-
-def parse_poll(query: Mapping[str, str]) -> tuple[int, float]:
-    """`after` and `wait` of `GET /v1/events`; 400 with what to fix when they are wrong."""
-    unknown = sorted(set(query) - {"after", "wait"})
-    if unknown:
-        raise ApiError(400, "bad_request", f"unknown parameter(s) {', '.join(unknown)}: "
-                                           "GET /v1/events takes after and wait")
-    after_text, wait_text = query.get("after", "0"), query.get("wait", "0")
-    try:
-        after = int(after_text)
-    except ValueError:
-        after = -1
-    if after < 0:
-        raise ApiError(400, "bad_request", f"invalid after={after_text!r}: give the id of the "
-                                           "last event you have (0 or more)")
-    try:
-        wait = float(wait_text)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait < float("inf"):
-        raise ApiError(400, "bad_request", f"invalid wait={wait_text!r}: give the seconds to "
-                                           f"wait for a new event, 0 to {MAX_WAIT_SECONDS:g}")
-    return after, min(wait, MAX_WAIT_SECONDS)
