@@ -53,8 +53,9 @@ def regions_table(regions: list[dict]) -> Table:
 
 def _lag(replica: dict) -> Text:
     if replica.get("state") == "halted":
-        lsn = (replica.get("error") or {}).get("lsn")
-        return Text(f"HALTED at lsn {_value(lsn)}", style="bold red")
+        lsn, behind = (replica.get("error") or {}).get("lsn"), replica.get("lag_entries")
+        return Text(f"HALTED at lsn {_value(lsn)}" + (f", {behind} behind" if behind else ""),
+                    style="bold red")
     seeding = replica.get("seeding")
     if seeding:
         done, total = seeding.get("bytes_done", 0), seeding.get("bytes_total") or 0
