@@ -30,6 +30,7 @@ from .errors import (
     RewindImpossible,
     StaleEpoch,
 )
+from .exactness import KeyGuards
 from .files import FileInfo, FileTable, normalise_path, normalise_prefix
 from .journal import Journal, JournalEntry
 from .recorder import Recorder
@@ -53,6 +54,7 @@ class Environment:
         self._conn = open_database(self.directory / DB_FILE)
         self._sandbox = Sandbox(self._conn)
         self._runner = StatementRunner(self._conn, self._sandbox)
+        self._guards = KeyGuards(self._conn)  # refuses writes the journal would get wrong
         self._journal = Journal(self._conn)
         self._files = FileTable(self._conn)
         self._pins: Counter[str] = Counter()
@@ -144,7 +146,7 @@ class Environment:
         limits = limits or self.limits
         with self._lock:
             with self._write_tx():
-                recorder = Recorder(self._conn)
+                recorder = Recorder(self._conn, self._guards)
                 results = self._run_statements(recorder, stmts, limits, read_only)
                 entry = self._seal(recorder, self._last_lsn + 1)
                 if before_commit is not None:
@@ -172,7 +174,7 @@ class Environment:
                     self._conn.execute("SAVEPOINT client_tx")
                     try:
                         stmts = [Statement.of(s) for s in statements]
-                        recorder = Recorder(self._conn)
+                        recorder = Recorder(self._conn, self._guards)
                         results = self._run_statements(recorder, stmts, limits)
                         entry = self._seal(recorder, lsn + 1)
                     except EngineError as err:
@@ -261,7 +263,7 @@ class Environment:
         """A write made by the engine itself (files), journaled like a tenant transaction."""
         with self._lock:
             with self._write_tx():
-                recorder = Recorder(self._conn)
+                recorder = Recorder(self._conn, self._guards)
                 try:
                     body(recorder)
                 except BaseException:

@@ -113,3 +113,11 @@ class RewindImpossible(EngineError):
 
     code = "rewind_impossible"
     status = 409
+
+
+class Unreplicable(EngineError):
+    """A write the journal could not carry exactly (a NULL in a primary key, a key changed to
+    a collation-equal spelling): refused before it commits, never acknowledged and lost."""
+
+    code = "unreplicable_write"
+    status = 400

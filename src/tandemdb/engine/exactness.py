@@ -1,0 +1,224 @@
+"""Keeping the journal exact: writes the session extension would record wrongly are refused.
+
+The session extension keys every row by its primary key, and misses or garbles two kinds of
+write without any error (issue 9):
+
+1. **A NULL in a key.** A rowid table's PRIMARY KEY (other than INTEGER PRIMARY KEY) may
+   hold NULL, and the session skips such a row: its insert, update or delete is never
+   recorded, so the replica silently lacks it.
+2. **Two byte forms of one key.** The session tells keys apart by their bytes, but finds the
+   current row with the key column's own comparison: COLLATE NOCASE ('A' = 'a'), RTRIM
+   ('a' = 'a  '), or numeric equality in a column without a type (1 = 1.0). When one
+   recording holds a key in two such forms, both find the same row, and the changeset gets
+   an UPDATE that changes the key or a duplicate INSERT: the replica cannot apply it.
+
+Both are caught row by row with TEMP triggers that Tandem installs on the tenant's tables.
+TEMP triggers live in this connection only: they are not part of the replicated schema nor
+of the checksum, tenants cannot create, change or drop them, and they do not fire while a
+replica applies or rewinds (triggers are off then). Tables that cannot hit either case
+(INTEGER PRIMARY KEY, no key at all, BINARY keys with a type) get no trigger and cost
+nothing. A trigger aborts the statement with a message marked `MARK`; the statement runner
+turns it into `Unreplicable` (HTTP 400), and the transaction rolls back before it commits.
+
+For case 2 each guarded table has a TEMP key log: every key the current recording has seen,
+in the key columns' own collations. A key equal to a logged one but with other bytes is
+refused. The log is emptied whenever the recorder starts a new recording (session).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apsw
+
+from .errors import Unreplicable
+from .schema import user_tables
+
+MARK = "tandem-unreplicable: "
+PREFIX = "_tandem_guard_"
+
+
+@dataclass(frozen=True)
+class KeyColumn:
+    name: str
+    collation: str  # the column's own (what the session's lookups use), upper case
+    loose: bool  # equal values may differ in bytes: a non-BINARY collation or no type
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class TableKey:
+    """A table's primary key as the session extension sees it."""
+
+    table: str
+    columns: tuple[KeyColumn, ...]
+    rowid: bool
+    ambiguous: str | None  # why the session cannot tell this table's rows apart, if so
+
+    @property
+    def nullable(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.nullable) if self.rowid else ()
+
+    @property
+    def loose(self) -> bool:
+        return any(c.loose for c in self.columns)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _untyped(declared: str, strict: bool) -> bool:
+    """BLOB affinity (or STRICT ANY): 1 and 1.0 are stored as given and compare equal."""
+    t = (declared or "").upper()
+    if strict:
+        return t == "ANY"
+    if "INT" in t or any(s in t for s in ("CHAR", "CLOB", "TEXT")):
+        return False
+    return "BLOB" in t or t == ""
+
+
+def table_key(conn: apsw.Connection, table: str) -> TableKey | None:
+    """The key of `table`; None when rows are keyed by rowid (no key, INTEGER PRIMARY KEY)."""
+    pk_index = next((row[1] for row in conn.execute(f"PRAGMA main.index_list({_q(table)})")
+                     if row[3] == "pk"), None)
+    if pk_index is None:
+        return None
+    _, _, _, _, without_rowid, strict = conn.execute(
+        "SELECT * FROM pragma_table_list WHERE schema = 'main' AND name = ?", (table,)).get
+    index_coll = {row[2]: (row[4] or "BINARY").upper() for row in conn.execute(
+        f"PRAGMA main.index_xinfo({_q(pk_index)})") if row[5] and row[2] is not None}
+    columns, ambiguous = [], None
+    for name in index_coll:
+        declared, collation, notnull, _, _ = conn.column_metadata("main", table, name)
+        collation = (collation or "BINARY").upper()
+        if collation != "BINARY" and collation != index_coll[name] and ambiguous is None:
+            ambiguous = (f"its key column {name} compares with COLLATE {collation} but the "
+                         f"PRIMARY KEY with COLLATE {index_coll[name]}, so two rows can have "
+                         "keys that look the same to the replication; declare one collation "
+                         "for both (recreate the table)")
+        columns.append(KeyColumn(name, collation,
+                                 collation != "BINARY" or _untyped(declared, bool(strict)),
+                                 not notnull and not strict))
+    return TableKey(table, tuple(columns), not without_rowid, ambiguous)
+
+
+class KeyGuards:
+    """The TEMP triggers and key logs of one connection, kept in step with its schema."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self._conn = conn
+        self._version: tuple[int, int] | None = None
+        self._logs: list[str] = []
+        self._loose: set[str] = set()
+
+    def prepare(self) -> None:
+        """A new recording starts: match the guards to the schema, empty the key logs."""
+        # The temp schema's version changes too when a rollback takes the guards away.
+        if self._versions() != self._version:
+            self._sync()
+            self._version = self._versions()
+        for log in self._logs:
+            self._conn.execute(f"DELETE FROM temp.{_q(log)}")
+
+    def _versions(self) -> tuple[int, int]:
+        return (self._conn.execute("PRAGMA main.schema_version").get,
+                self._conn.execute("PRAGMA temp.schema_version").get)
+
+    def _sync(self) -> None:
+        conn = self._conn
+        old = list(conn.execute(
+            "SELECT type, name FROM temp.sqlite_master WHERE name LIKE ? ESCAPE '\\' "
+            "ORDER BY type = 'table'", (PREFIX.replace("_", "\\_") + "%",)))
+        for kind, name in old:
+            if kind in ("trigger", "table"):
+                conn.execute(f"DROP {kind.upper()} IF EXISTS temp.{_q(name)}")
+        self._logs, self._loose = [], set()
+        for i, table in enumerate(user_tables(conn)):
+            key = table_key(conn, table)
+            if key is not None:
+                if key.loose:
+                    self._loose.add(table)
+                for sql in self._guards(key, f"{PREFIX}{i}"):
+                    conn.execute(sql)
+
+    def check(self, changeset: bytes) -> None:
+        """The one case the key logs cannot see: REPLACE deletes a row without firing its
+        DELETE trigger (recursive_triggers is off), so replacing 'A' by 'a' is logged as 'a'
+        only. The session then writes an UPDATE that changes the key, which no replica can
+        apply: refuse it here, before commit."""
+        if not self._loose:
+            return
+        for change in apsw.Changeset.iter(changeset):
+            if change.op != "UPDATE" or change.name not in self._loose:
+                continue
+            try:
+                rekeyed = any(change.new[i] is not apsw.no_change for i in change.pk_columns)
+            except UnicodeDecodeError:  # TEXT that is not UTF-8: apsw cannot read it
+                continue
+            if rekeyed:
+                raise Unreplicable(_collision(change.name))
+
+    def _guards(self, key: TableKey, name: str) -> list[str]:
+        target = f"main.{_q(key.table)}"
+        if key.ambiguous:
+            why = _lit(f"{MARK}table {key.table!r} cannot be replicated: {key.ambiguous}")
+            return [f"CREATE TEMP TRIGGER {_q(f'{name}_{op}')} AFTER {op} ON {target} "
+                    f"BEGIN SELECT raise(ABORT, {why}); END"
+                    for op in ("INSERT", "UPDATE", "DELETE")]
+        bodies: dict[str, list[str]] = {"INSERT": [], "UPDATE": [], "DELETE": []}
+        if key.nullable:
+            bodies["INSERT"].append(_null_check(key, "NEW"))
+            bodies["UPDATE"] += [_null_check(key, "OLD"), _null_check(key, "NEW")]
+            bodies["DELETE"].append(_null_check(key, "OLD"))
+        sql = []
+        if key.loose:
+            log = f"{name}_keys"
+            cols = ", ".join(f"k{i} COLLATE {c.collation}" for i, c in enumerate(key.columns))
+            keys = ", ".join(f"k{i}" for i in range(len(key.columns)))
+            sql.append(f"CREATE TEMP TABLE {_q(log)}({cols}, UNIQUE({keys}))")
+            self._logs.append(log)
+            bodies["INSERT"] += _log_key(key, log, "NEW")
+            bodies["UPDATE"] += _log_key(key, log, "OLD") + _log_key(key, log, "NEW")
+            bodies["DELETE"] += _log_key(key, log, "OLD")
+        for op, body in bodies.items():
+            if body:
+                sql.append(f"CREATE TEMP TRIGGER {_q(f'{name}_{op}')} AFTER {op} ON {target} "
+                           f"BEGIN {' '.join(body)} END")
+        return sql
+
+
+def _null_check(key: TableKey, image: str) -> str:
+    cond = " OR ".join(f"{image}.{_q(c)} IS NULL" for c in key.nullable)
+    cols = ", ".join(key.nullable)
+    if image == "NEW":
+        why = (f"table {key.table!r}: a row would have NULL in its primary key ({cols}); "
+               "Tandem cannot replicate such a row (SQLite's session extension skips it). "
+               "Give every key column a value, or declare the key columns NOT NULL")
+    else:
+        why = (f"table {key.table!r} holds a row whose primary key ({cols}) is NULL, stored "
+               "before Tandem refused such rows; changing or deleting it cannot be "
+               "replicated. Copy the rows that have a key into a new table and drop this one")
+    return f"SELECT raise(ABORT, {_lit(MARK + why)}) WHERE {cond};"
+
+
+def _log_key(key: TableKey, log: str, image: str) -> list[str]:
+    values = [f"{image}.{_q(c.name)}" for c in key.columns]
+    equal = " AND ".join(f"k{i} = {v}" for i, v in enumerate(values))
+    same = " AND ".join(f"typeof(k{i}) = typeof({v}) AND k{i} = {v} COLLATE BINARY"
+                        for i, v in enumerate(values))
+    return [f"SELECT raise(ABORT, {_lit(MARK + _collision(key.table))}) FROM temp.{_q(log)} "
+            f"WHERE {equal} AND NOT ({same});",
+            f"INSERT OR IGNORE INTO temp.{_q(log)} VALUES ({', '.join(values)});"]
+
+
+def _collision(table: str) -> str:
+    return (f"table {table!r}: this transaction writes a key that equals another of its "
+            "keys under the key's comparison (COLLATE NOCASE or RTRIM, or 1 = 1.0) but "
+            "differs in its bytes, for example changing 'A' to 'a'. The journal records rows "
+            "by their exact key bytes, so this cannot be replicated exactly: make the change "
+            "in two requests, first DELETE the old row, then INSERT the new one")
