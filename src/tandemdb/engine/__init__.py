@@ -11,8 +11,10 @@ from .errors import (
     ApplyConflict,
     DivergentHistory,
     EngineError,
+    EntryTooLarge,
     FileNotFound,
     InvalidPath,
+    InvalidText,
     JournalGap,
     JournalTruncated,
     LimitExceeded,
@@ -30,9 +32,9 @@ from .sandbox import Limits
 from .snapshot import Snapshot
 
 __all__ = [
-    "ApplyConflict", "BlobStore", "Checksum", "DivergentHistory", "EngineError", "Environment",
-    "FileInfo", "FileNotFound", "InvalidPath", "JournalEntry", "JournalGap", "JournalTruncated",
-    "LimitExceeded", "LocalBlobStore", "MissingBlobs", "ReadOnly", "RewindImpossible",
-    "SandboxViolation", "Snapshot", "SqlError", "StaleEpoch", "Statement", "StatementResult",
-    "TxResult", "Limits", "normalise_path",
+    "ApplyConflict", "BlobStore", "Checksum", "DivergentHistory", "EngineError", "EntryTooLarge",
+    "Environment", "FileInfo", "FileNotFound", "InvalidPath", "InvalidText", "JournalEntry",
+    "JournalGap", "JournalTruncated", "LimitExceeded", "LocalBlobStore", "MissingBlobs",
+    "ReadOnly", "RewindImpossible", "SandboxViolation", "Snapshot", "SqlError", "StaleEpoch",
+    "Statement", "StatementResult", "TxResult", "Limits", "normalise_path",
 ]

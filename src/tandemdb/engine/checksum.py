@@ -2,7 +2,9 @@
 
 Two replicas have equal checksums exactly when their logical contents are equal, whatever
 their page layout, free space or local bookkeeping (journal, meta). Values are encoded with
-msgpack, which keeps int, float, text, blob and NULL distinct.
+msgpack, which keeps int, float, blob and NULL distinct. TEXT is read as its bytes, in a
+column of its own, so it stays distinct from BLOB and is never decoded: a tenant may store
+text that is not valid UTF-8 (`CAST(x'ff' AS TEXT)`), and two such strings must still differ.
 """
 
 from __future__ import annotations
@@ -34,10 +36,16 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _exact(column: str) -> str:
+    """Two result columns per table column: its TEXT as bytes, and any other value."""
+    return (f"iif(typeof({column}) = 'text', CAST({column} AS BLOB), NULL), "
+            f"iif(typeof({column}) = 'text', NULL, {column})")
+
+
 def _table_digest(conn: apsw.Connection, table: str) -> str:
     cols = list(conn.execute(f"PRAGMA table_info({_quote(table)})"))
     pk = [c[1] for c in sorted((c for c in cols if c[5]), key=lambda c: c[5])]
-    names = ", ".join(_quote(c[1]) for c in cols)
+    names = ", ".join(_exact(_quote(c[1])) for c in cols)
     if pk:
         order = ", ".join(_quote(c) for c in pk)
         sql = f"SELECT {names} FROM {_quote(table)} ORDER BY {order}"

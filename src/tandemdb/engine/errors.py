@@ -115,9 +115,17 @@ class RewindImpossible(EngineError):
     status = 409
 
 
-class Unreplicable(EngineError):
-    """A write the journal could not carry exactly (a NULL in a primary key, a key changed to
-    a collation-equal spelling): refused before it commits, never acknowledged and lost."""
+class EntryTooLarge(LimitExceeded):
+    """A transaction writes more than one journal entry may carry (Limits.max_entry_bytes);
+    refused before it commits, so nothing is written that could not be replicated."""
 
-    code = "unreplicable_write"
-    status = 400
+    code = "entry_too_large"
+    status = 413
+
+
+class InvalidText(EngineError):
+    """A result holds TEXT that is not valid UTF-8 (made with CAST(x'…' AS TEXT)): JSON
+    cannot carry it. The data is intact; read it as a BLOB instead."""
+
+    code = "invalid_text"
+    status = 422

@@ -5,15 +5,20 @@ primary never saw. Before they are undone, each is described: its lsn, epoch and
 time, the tables it touched, its schema statements, and every row it changed: its key, and
 its values before and after (`None` for an insert's before or a delete's after). An
 update names only what the changeset knows: the key and the columns it changed.
+
+Values are as in SQL results, except two that JSON cannot carry as such: non-finite REALs
+are "Infinity" / "-Infinity", and TEXT that is not valid UTF-8 is `{"$text_hex": "…"}`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import apsw
 
+from . import rawchangeset
 from .journal import CHANGESET, DDL, JournalEntry
 
 
@@ -26,7 +31,7 @@ def describe(entry: JournalEntry, columns: Callable[[str], list[str]]) -> dict[s
             continue
         if kind != CHANGESET:
             continue
-        for change in apsw.Changeset.iter(payload):
+        for change in _changes(payload):  # type: ignore[arg-type]
             names = columns(change.name)
             if change.column_count == len(names) + 1:  # a table without a key: rowid first
                 names = ["rowid", *names]
@@ -41,6 +46,27 @@ def describe(entry: JournalEntry, columns: Callable[[str], list[str]]) -> dict[s
                             "after": _after(names, change.old, change.new)})
     return {"lsn": entry.lsn, "epoch": entry.epoch, "committed_at": entry.committed_at,
             "tables": tables, "ddl": ddl, "changes": changes}
+
+
+def _changes(changeset: bytes) -> list:
+    """The changes with their values read, from apsw; if one holds TEXT that is not UTF-8,
+    apsw cannot decode it, and the changeset is read without decoding instead."""
+    try:
+        return [rawchangeset.RawChange(c.name, c.op, c.column_count, set(c.pk_columns),
+                                       _safe(c.old), _safe(c.new))
+                for c in apsw.Changeset.iter(changeset)]
+    except UnicodeDecodeError:
+        return [rawchangeset.RawChange(c.name, c.op, c.column_count, c.pk_columns,
+                                       _safe(c.old), _safe(c.new))
+                for c in rawchangeset.iterate(changeset)]
+
+
+def _safe(values: tuple | None) -> tuple | None:
+    """JSON-safe values: a non-finite REAL is spelled as the SQL results spell it."""
+    if values is None or not any(type(v) is float and not math.isfinite(v) for v in values):
+        return values
+    return tuple(("Infinity" if v > 0 else "-Infinity")
+                 if type(v) is float and not math.isfinite(v) else v for v in values)
 
 
 def _row(names: list[str], values: tuple | None) -> dict | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import apsw
 
-from .exactness import KeyGuards
 from .journal import CHANGESET, DDL, Segment
 from .schema import LOCAL_TABLES
 
@@ -22,19 +21,19 @@ def _replicated(table: str) -> bool:
 class Recorder:
     """Collects the segments of one transaction (or one savepoint of a group commit)."""
 
-    def __init__(self, conn: apsw.Connection, guards: KeyGuards | None = None) -> None:
+    def __init__(self, conn: apsw.Connection) -> None:
         self._conn = conn
-        self._guards = guards  # refuse what this recording would get wrong (exactness.py)
         self._segments: list[Segment] = []
         self._session: apsw.Session | None = self._start()
+        self._closed_bytes = 0  # segments already cut: exact sizes
         self.blobs: list[str] = []
 
     def _start(self) -> apsw.Session:
-        if self._guards is not None:
-            self._guards.prepare()
         session = apsw.Session(self._conn, "main")
         # Capture tables without a declared primary key too, keyed by rowid.
         session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
+        # Let `size` read the changeset's size without building it (must precede attach).
+        session.config(apsw.SQLITE_SESSION_OBJCONFIG_SIZE, 1)
         session.table_filter(_replicated)
         session.attach()
         return session
@@ -44,20 +43,28 @@ class Recorder:
             changeset = self._session.changeset()
             self._session.close()
             self._session = None
-            if changeset and self._guards is not None:
-                self._guards.check(changeset)
             if changeset:
                 self._segments.append((CHANGESET, changeset))
+                self._closed_bytes += len(changeset)
 
     def before_ddl(self, sql: str) -> None:
         """Called just before a DDL statement executes."""
         self._cut()
         self._segments.append((DDL, sql.strip()))
+        self._closed_bytes += len(sql.strip().encode())
 
     def after_ddl(self) -> None:
         """Called once the DDL statement has run: resume recording rows."""
         if self._session is None:
             self._session = self._start()
+
+    @property
+    def size(self) -> int:
+        """Bytes the entry holds so far, without building the open changeset: the session's
+        figure is an upper bound (every change the transaction made counts, even a row
+        inserted and deleted again)."""
+        open_bytes = self._session.changeset_size if self._session is not None else 0
+        return self._closed_bytes + open_bytes
 
     def finish(self) -> tuple[Segment, ...]:
         """The transaction's segments; empty for a read-only transaction."""

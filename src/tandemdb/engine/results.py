@@ -1,7 +1,16 @@
-"""Inputs and outputs of an environment transaction (the data-plane contract, DESIGN §3)."""
+"""Inputs and outputs of an environment transaction (the data-plane contract, DESIGN §3).
+
+Parameters are checked before SQLite sees them, so a bad one is a clear SqlError naming it,
+never a crash or a silent change: NaN is refused (SQLite would store NULL), integers must
+fit in 64 bits, and values are NULL, numbers, text or bytes (true/false bind as 1/0, as
+SQLite's TRUE and FALSE do). Results keep SQLite's values; their JSON form (`to_dict`)
+spells the non-finite REALs SQLite can hold (`SELECT 1e999`) as the strings "Infinity" and
+"-Infinity", as PostgreSQL's to_json does, since JSON has no such numbers.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +18,43 @@ from typing import Any
 from .errors import SqlError
 
 Params = Sequence[Any] | Mapping[str, Any] | None
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_BYTES = (bytes, bytearray, memoryview)
+_NONFINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _check_value(value: Any, name: str) -> None:
+    """Refuse a parameter value SQLite cannot store as given."""
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind in _BYTES:
+        return
+    if kind is int:
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise SqlError(f"parameter {name} is an integer outside SQLite's 64-bit range; "
+                           "send it as text")
+        return
+    if kind is float:
+        if value != value:
+            raise SqlError(f"parameter {name} is NaN, which SQLite would store as NULL; "
+                           "send null if that is meant")
+        return
+    what = ("an object" if isinstance(value, Mapping) else
+            "a list" if isinstance(value, (list, tuple)) else f"a {kind.__name__}")
+    raise SqlError(f"parameter {name} is {what}: a value must be null, a number, text, or "
+                   'bytes as {"$blob": "<base64>"}')
+
+
+def _check_params(params: Params) -> None:
+    if params is None:
+        return
+    if isinstance(params, Mapping):
+        for key, value in params.items():
+            if type(key) is not str:
+                raise SqlError(f"parameter names must be text, got {key!r}")
+            _check_value(value, f":{key}")
+        return
+    for i, value in enumerate(params, 1):
+        _check_value(value, f"{i}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +82,7 @@ class Statement:
         if not (params is None or type(params) in (list, tuple, dict)
                 or isinstance(params, Mapping)):
             raise SqlError("params must be a list (positional) or an object (named)")
+        _check_params(params)
         return stmt
 
 
@@ -47,7 +94,11 @@ class StatementResult:
     last_insert_rowid: int | None = None  # set only by statements that insert
 
     def to_dict(self) -> dict:
-        return {"columns": self.columns, "rows": self.rows, "rows_affected": self.rows_affected,
+        """The JSON-safe form: non-finite REALs become "Infinity" / "-Infinity"."""
+        rows = self.rows
+        if any(math.inf in row or -math.inf in row for row in rows):
+            rows = [[_json_safe(v) for v in row] for row in rows]
+        return {"columns": self.columns, "rows": rows, "rows_affected": self.rows_affected,
                 "last_insert_rowid": self.last_insert_rowid}
 
 
@@ -64,3 +115,9 @@ class TxResult:
     def to_dict(self) -> dict:
         return {"results": [r.to_dict() for r in self.results], "lsn": self.lsn,
                 "epoch": self.epoch}
+
+
+def _json_safe(value: Any) -> Any:
+    if type(value) is float and not math.isfinite(value):
+        return _NONFINITE.get(value, "NaN")
+    return value

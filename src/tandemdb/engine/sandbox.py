@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from .schema import is_reserved
+from .schema import MAX_VALUE_BYTES, is_reserved
 
 A = apsw  # action codes live on the module
 
@@ -43,27 +43,45 @@ READ_ONLY_PRAGMAS = PRAGMAS_WITH_ARGUMENT | frozenset({
 })
 
 
+# Bounds of Limits.max_entry_bytes. The top stays well under the length limit every replica
+# opens with (MAX_VALUE_BYTES), so any replica can store and apply any primary's entry,
+# whatever its own limits.
+MIN_ENTRY_BYTES = 1 << 20
+MAX_ENTRY_BYTES = 128 << 20
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Per-statement limits for tenant SQL."""
+    """Limits for tenant SQL: per statement, and per transaction (its journal entry).
+
+    `max_entry_bytes` bounds what one transaction may write: its changes as the session
+    extension counts them, plus its DDL text. It is also the largest single value a tenant
+    statement may make, so an oversized `randomblob()` fails at once (SQLITE_TOOBIG)."""
 
     statement_seconds: float = 5.0
     max_result_rows: int = 100_000
     max_result_bytes: int = 32 << 20
+    max_entry_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if not MIN_ENTRY_BYTES <= self.max_entry_bytes <= MAX_ENTRY_BYTES:
+            raise ValueError(f"max_entry_bytes must be from {MIN_ENTRY_BYTES} to "
+                             f"{MAX_ENTRY_BYTES}, not {self.max_entry_bytes}")
+
 
 
 class StatementFlags:
     """What the authorizer saw while the current tenant statement was prepared."""
 
-    __slots__ = ("ddl", "dml", "inserts", "creates_table", "denied", "read_only", "wrote",
-                 "drops_table")
+    __slots__ = ("ddl", "dml", "inserts", "creates_table", "alter", "denied", "read_only",
+                 "wrote")
 
     def __init__(self) -> None:
         self.ddl = False
+        self.alter = False  # an ALTER TABLE on main: SQLite rewrites sqlite_temp_master too
         self.dml = False
         self.inserts = False
         self.creates_table = False
-        self.drops_table = False  # a DROP TABLE drops Tandem's TEMP guard triggers with it
         self.denied: str | None = None
         self.read_only = False
         self.wrote = False  # a write was attempted under read_only
@@ -76,6 +94,7 @@ class Sandbox:
         self.trusted = True
         self.flags = StatementFlags()
         self._deadline: float | None = None
+        self._conn = conn
         conn.authorizer = self._authorize
         conn.set_progress_handler(self._progress, 2000)
 
@@ -85,11 +104,14 @@ class Sandbox:
         self.flags = StatementFlags()
         self.flags.read_only = read_only
         self._deadline = time.monotonic() + limits.statement_seconds
+        # No value a transaction could not commit: refused when made, not after the work.
+        self._conn.limit(apsw.SQLITE_LIMIT_LENGTH, min(limits.max_entry_bytes, MAX_VALUE_BYTES))
         return self.flags
 
     def end_statement(self) -> None:
         self.trusted = True
         self._deadline = None
+        self._conn.limit(apsw.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)  # replicas apply any entry
 
     @contextmanager
     def internal(self) -> Iterator[None]:
@@ -114,15 +136,16 @@ class Sandbox:
         if self.trusted:
             return apsw.SQLITE_OK
         flags = self.flags
-        if trigger is not None and is_reserved(trigger):
-            return apsw.SQLITE_OK  # Tandem's own guard triggers (exactness.py) at work
-        if action == A.SQLITE_DROP_TABLE:
-            flags.drops_table = True
-        elif flags.drops_table and trigger is None and db == "temp" and (
-                action == A.SQLITE_DROP_TEMP_TRIGGER and arg1 and is_reserved(arg1)
-                or action == A.SQLITE_DELETE and arg1 == "sqlite_temp_master"):
-            return apsw.SQLITE_OK  # SQLite drops the table's guard triggers along with it
-        if db == "temp" and (action in WRITE_ACTIONS or action in DDL_ACTIONS):
+        if action == A.SQLITE_ALTER_TABLE and arg1 == "main":
+            flags.alter = True
+        elif (flags.alter and action == A.SQLITE_UPDATE and arg1 == "sqlite_temp_master"
+              and trigger is None):
+            # ALTER … RENAME and DROP COLUMN rewrite references in both schemas. Tenants
+            # cannot create temp objects: what the temp schema holds is Tandem's own, and
+            # must follow a renamed table or column.
+            return apsw.SQLITE_OK
+        if (db == "temp" or arg1 == "temp" and action == A.SQLITE_ALTER_TABLE) and (
+                action in WRITE_ACTIONS or action in DDL_ACTIONS):
             # Temp objects live per connection, are never replicated, and a temp table named
             # like a system table would shadow it for Tandem's own statements.
             return self._deny("the temp schema is not allowed: create objects in main")

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import apsw
 
-from .errors import LimitExceeded, ReadOnly, SandboxViolation, SqlError, Unreplicable
-from .exactness import MARK
+from .errors import (
+    EntryTooLarge,
+    InvalidText,
+    LimitExceeded,
+    ReadOnly,
+    SandboxViolation,
+    SqlError,
+)
 from .recorder import Recorder
 from .results import Statement, StatementResult
 from .sandbox import Limits, Sandbox, StatementFlags
-from .schema import MAX_VALUE_BYTES, reserved_name_clash
+from .schema import reserved_name_clash
 
 # SQLite and APSW raise these for bad SQL or bad bindings; all become SqlError (HTTP 400).
 _BAD_INPUT = (apsw.Error, TypeError, OverflowError, ValueError)
@@ -61,11 +67,25 @@ class StatementRunner:
             raise SqlError("each statement item must hold exactly one SQL statement; "
                            "send the others as separate items") from None
         except apsw.TooBigError:
-            raise LimitExceeded("a value or the transaction's changes exceed "
-                                f"{MAX_VALUE_BYTES >> 20} MiB") from None
+            # The length limit is the entry limit (sandbox.py): a write that makes such a
+            # value could never commit; a read just asked for too much.
+            error = EntryTooLarge if flags.dml or flags.ddl else LimitExceeded
+            raise error(f"a value would be larger than {_mib(limits.max_entry_bytes)}, the "
+                        "most one statement may make and one transaction may write; store "
+                        "large content as a file") from None
         except apsw.InterruptError:
             raise LimitExceeded(f"statement ran longer than {limits.statement_seconds:g}s "
                                 "and was stopped") from None
+        except KeyError as err:  # a named parameter the params object lacks
+            raise SqlError(f"the statement uses the parameter :{err.args[0]}, which params "
+                           "does not have; add it, or null for NULL") from None
+        except UnicodeDecodeError:
+            raise InvalidText("a result value is TEXT that is not valid UTF-8 (made with "
+                              "CAST(x'…' AS TEXT)), which JSON cannot carry; select "
+                              "CAST(column AS BLOB) or hex(column) to read it") from None
+        except UnicodeEncodeError:
+            raise SqlError("a text parameter is not valid Unicode (it holds a lone "
+                           "surrogate such as \\ud800); send bytes as {\"$blob\": …}") from None
         except _BAD_INPUT as err:
             # A denial surfaces as AuthError or, for functions, as a plain SQLError.
             if flags.wrote:
@@ -73,8 +93,6 @@ class StatementRunner:
                                "primary") from None
             if flags.denied or isinstance(err, apsw.AuthError):
                 raise SandboxViolation(flags.denied or str(err)) from None
-            if str(err).startswith(MARK):  # a guard trigger refused the write
-                raise Unreplicable(str(err)[len(MARK):]) from None
             raise SqlError(str(err)) from None
         finally:
             self._sandbox.end_statement()
@@ -84,6 +102,11 @@ class StatementRunner:
             if clash:
                 raise SandboxViolation(f"the name {clash!r} is reserved for Tandem")
             recorder.after_ddl()
+        if recorder.size > limits.max_entry_bytes:
+            raise EntryTooLarge(
+                f"this transaction writes about {_mib(recorder.size)}, more than the "
+                f"{_mib(limits.max_entry_bytes)} one journal entry may carry; split it into "
+                "smaller transactions, or store large content as files")
         affected = self._conn.changes() if flags.dml else 0
         rowid = self._conn.last_insert_rowid() if flags.inserts else None
         return StatementResult(self._columns, rows, affected, rowid)
@@ -91,3 +114,7 @@ class StatementRunner:
 
 def _row_size(row: tuple) -> int:
     return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
