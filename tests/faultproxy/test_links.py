@@ -175,3 +175,27 @@ def test_the_control_api_needs_the_cluster_secret(proxy: Proxy) -> None:
             assert answer.status_code == 401
             assert answer.json()["error"]["code"] == "unauthorized"
     assert {link["mode"] for link in proxy.links().values()} == {"ok"}
+
+
+def test_cuts_leave_no_traceback_in_the_log(proxy: Proxy) -> None:
+    """A cut is a fault on purpose, not a failure: the log says so in one line per link,
+    and holds no traceback (it used to, from write_eof on connections the cut closed)."""
+    socks = [connect(proxy) for _ in range(4)]
+    try:
+        for sock in socks:
+            assert round_trip(sock) == b"ping"
+        socks[0].sendall(b"in flight" * 1000)
+        assert proxy.set(links=[LINK], mode="cut").status_code == 200
+        deadline = time.monotonic() + 5
+        while proxy.links()[LINK]["connections"]:  # the cut closed them all
+            assert time.monotonic() < deadline, proxy.links()[LINK]
+            time.sleep(0.05)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert proxy.set(links=[LINK], mode="ok").status_code == 200
+    with connect(proxy) as sock:  # and it relays again
+        assert round_trip(sock) == b"ping"
+    log = proxy.local.log_file(FAULT_PROXY).read_text(errors="replace")
+    assert "ok -> cut" in log
+    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]

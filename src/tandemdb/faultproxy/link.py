@@ -100,15 +100,19 @@ class Connection:
 
     def abort(self) -> None:
         """Break both sides now (a fault): what is buffered is lost, as on a real cut."""
-        for writer in (self.client, self.upstream):
-            if writer is not None:
-                writer.transport.abort()
+        for writer in self._open():
+            writer.transport.abort()
 
     def close(self) -> None:
         """End both sides once what was relayed has been sent."""
-        for writer in (self.client, self.upstream):
-            if writer is not None:
-                writer.close()
+        for writer in self._open():
+            writer.close()
+
+    def _open(self) -> list[asyncio.StreamWriter]:
+        """The sides not closed yet: uvloop raises on any call to a closed transport, and
+        a cut closes them under the pumps' feet."""
+        return [w for w in (self.client, self.upstream)
+                if w is not None and not w.transport.is_closing()]
 
     async def run(self, reader: asyncio.StreamReader) -> None:
         if self.link.fault.mode == Mode.DROP:  # accepted into silence: nothing connects on
@@ -148,8 +152,8 @@ class Connection:
                     clean = False
         if not clean:
             self.abort()
-        elif writer is not None and writer.can_write_eof():
-            with contextlib.suppress(OSError):
+        elif writer in self._open() and writer.can_write_eof():
+            with contextlib.suppress(OSError):  # the peer may be gone since
                 writer.write_eof()
 
     async def _deliver(self, queue: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
