@@ -129,3 +129,11 @@ class InvalidText(EngineError):
 
     code = "invalid_text"
     status = 422
+
+
+class Unreplicable(EngineError):
+    """A write the journal could not carry exactly (a NULL in a primary key, a key changed to
+    a collation-equal spelling): refused before it commits, never acknowledged and lost."""
+
+    code = "unreplicable_write"
+    status = 400

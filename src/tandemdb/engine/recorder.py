@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import apsw
 
+from .exactness import KeyGuards
 from .journal import CHANGESET, DDL, Segment
 from .schema import LOCAL_TABLES
 
@@ -21,14 +22,17 @@ def _replicated(table: str) -> bool:
 class Recorder:
     """Collects the segments of one transaction (or one savepoint of a group commit)."""
 
-    def __init__(self, conn: apsw.Connection) -> None:
+    def __init__(self, conn: apsw.Connection, guards: KeyGuards | None = None) -> None:
         self._conn = conn
+        self._guards = guards  # refuse what this recording would get wrong (exactness.py)
         self._segments: list[Segment] = []
         self._session: apsw.Session | None = self._start()
         self._closed_bytes = 0  # segments already cut: exact sizes
         self.blobs: list[str] = []
 
     def _start(self) -> apsw.Session:
+        if self._guards is not None:
+            self._guards.prepare()
         session = apsw.Session(self._conn, "main")
         # Capture tables without a declared primary key too, keyed by rowid.
         session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
@@ -43,6 +47,8 @@ class Recorder:
             changeset = self._session.changeset()
             self._session.close()
             self._session = None
+            if changeset and self._guards is not None:
+                self._guards.check(changeset)
             if changeset:
                 self._segments.append((CHANGESET, changeset))
                 self._closed_bytes += len(changeset)

@@ -69,12 +69,11 @@ class Limits:
                              f"{MAX_ENTRY_BYTES}, not {self.max_entry_bytes}")
 
 
-
 class StatementFlags:
     """What the authorizer saw while the current tenant statement was prepared."""
 
     __slots__ = ("ddl", "dml", "inserts", "creates_table", "alter", "denied", "read_only",
-                 "wrote")
+                 "wrote", "drops_table")
 
     def __init__(self) -> None:
         self.ddl = False
@@ -82,6 +81,7 @@ class StatementFlags:
         self.dml = False
         self.inserts = False
         self.creates_table = False
+        self.drops_table = False  # a DROP TABLE drops Tandem's TEMP guard triggers with it
         self.denied: str | None = None
         self.read_only = False
         self.wrote = False  # a write was attempted under read_only
@@ -136,6 +136,14 @@ class Sandbox:
         if self.trusted:
             return apsw.SQLITE_OK
         flags = self.flags
+        if trigger is not None and is_reserved(trigger):
+            return apsw.SQLITE_OK  # Tandem's own guard triggers (exactness.py) at work
+        if action == A.SQLITE_DROP_TABLE:
+            flags.drops_table = True
+        elif flags.drops_table and trigger is None and db == "temp" and (
+                action == A.SQLITE_DROP_TEMP_TRIGGER and arg1 and is_reserved(arg1)
+                or action == A.SQLITE_DELETE and arg1 == "sqlite_temp_master"):
+            return apsw.SQLITE_OK  # SQLite drops the table's guard triggers along with it
         if action == A.SQLITE_ALTER_TABLE and arg1 == "main":
             flags.alter = True
         elif (flags.alter and action == A.SQLITE_UPDATE and arg1 == "sqlite_temp_master"

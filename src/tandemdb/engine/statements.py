@@ -16,7 +16,9 @@ from .errors import (
     ReadOnly,
     SandboxViolation,
     SqlError,
+    Unreplicable,
 )
+from .exactness import MARK
 from .recorder import Recorder
 from .results import Statement, StatementResult
 from .sandbox import Limits, Sandbox, StatementFlags
@@ -93,6 +95,8 @@ class StatementRunner:
                                "primary") from None
             if flags.denied or isinstance(err, apsw.AuthError):
                 raise SandboxViolation(flags.denied or str(err)) from None
+            if str(err).startswith(MARK):  # a guard trigger refused the write
+                raise Unreplicable(str(err)[len(MARK):]) from None
             raise SqlError(str(err)) from None
         finally:
             self._sandbox.end_statement()
