@@ -12,14 +12,33 @@ after the answer's replicas were reconciled: role and epoch changes the controll
 for take effect before the lease that comes with them. Once the lease runs out (the
 controller unreachable for ttl - margin), primaries on this node refuse writes, except
 those whose geo-secondary still vouches for them by pulling (the failsafe lease).
+
+**Its own thread** (issue 9, item 6): the beats run in a thread of their own, with their
+own event loop and HTTP client, so no tenant's work can hold them up: not a long commit
+that holds an engine's lock (the old report waited for it to read a lag), not the node's
+event loop busy encoding a large answer, not the shared pool of worker threads. The
+report is read from what the replicas know (reads of plain attributes), after asking the
+node's loop for fresh lag figures for a bounded moment. An answer that changes nothing the
+node has (the steady state) renews the lease right there; one that does (a new replica, a
+role, a drop) is handed to the node's loop, which owns the replicas, and the lease is
+renewed only once that reconciliation has run. The beats go on meanwhile, renewing
+nothing, so the controller still hears from a node whose loop is busy. The heavy tenant
+work left (changesets, msgpack, JSON) holds the GIL for at most a few hundred ms at the
+largest entry allowed (bench/README.md, `tandem bench isolation`): far inside any lease.
+
+A record the node cannot use (say an `rpo_limit_seconds` of 400 digits) is refused for that
+one replica and logged once; the others are reconciled and the lease is renewed as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import threading
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING
 
 import httpx
@@ -29,7 +48,8 @@ from tandemdb.common.http import SECRET_HEADER, ApiError
 from tandemdb.engine import EngineError
 
 from .lease import usable_ttl
-from .replicas import ReplicaSet
+from .record import Record
+from .replicas import Replica, ReplicaSet
 
 if TYPE_CHECKING:
     from .app import Node
@@ -37,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tandem.node.heartbeat")
 
 REPEAT_WARNING = 30.0  # while the controller stays unreachable, say so this often
+LAG_WAIT = 0.25  # at most this long for fresh lag figures; then the cached ones are sent
+STOP_WAIT = 10.0  # for the heartbeat thread to end at shutdown
 
 
 class Heartbeat:
@@ -45,61 +67,103 @@ class Heartbeat:
         self.replicas: ReplicaSet = node.replicas
         self.interval = node.deployment.heartbeat_interval
         self.url = node.deployment.link_url(node.name, CONTROLLER) + "/internal/v1/heartbeat"
-        self.client = httpx.AsyncClient(
-            headers={SECRET_HEADER: node.deployment.secret},
-            timeout=httpx.Timeout(max(2.0, 4 * self.interval), connect=1.0))
         self.lease = node.lease
         self._failing_since: float | None = None
         self._warned_at = 0.0
         self._lease_lost = False  # the lease ran out and the node said so in its log
         self._unvouched: set[str] = set()  # primaries whose failsafe ran out, logged once
         self._warned_no_grant = False
+        self._refused: dict[str, str] = {}  # env -> why its desired record was refused
+        self._lag_tasks: dict[str, asyncio.Task] = {}  # node loop: one look-up per replica
+        self._main: asyncio.AbstractEventLoop | None = None  # the node's loop
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._beats: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
+        self._applying: asyncio.Task | None = None  # heartbeat thread: an answer in hand
 
-    async def report(self) -> dict:
-        replicas = {}
-        for replica in self.replicas:
-            env = replica.env
-            entry = {"role": replica.role,
-                     "epoch": env.epoch if env is not None else replica.record.epoch,
-                     "last_lsn": env.last_lsn if env is not None else 0,
-                     "seeding": dict(replica.seeding) if replica.seeding else None}
-            if replica.consumers:
-                await replica.refresh_lag()
-                entry["consumers"] = replica.consumers_report()
-            if replica.stream_error:
-                entry["error"] = replica.stream_error
-            if replica.halted is not None:  # a halted stream (puller.py, halts.py)
-                entry["halted"] = dict(replica.halted)
-            replicas[replica.name] = entry
-        remaining = self.lease.remaining()
-        # The controller's parser ignores fields it does not know; this one is for people
-        # reading the reports (and a controller that wants to show it).
-        puller = self.node.puller
-        return {"node": self.node.name, "region": self.node.region, "url": self.node.url,
-                "replicas": replicas,
-                "lease_remaining": None if remaining is None else round(remaining, 3),
-                "peers": puller.peer_report() if puller is not None else {}}
-
+    # -- the thread ------------------------------------------------------------------------
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            try:
-                await self.beat()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep beating whatever happened
-                self._failed(exc)
-            self._watch_lease()
-            await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))
+        """On the node's loop: beat in a thread of its own until cancelled (and start it
+        again should it ever end otherwise: a node never stops beating)."""
+        self._main = asyncio.get_running_loop()
+        self._stopping.clear()
+        try:
+            while True:
+                ended = self._main.create_future()
+                self._thread = threading.Thread(target=self._thread_main, args=(ended,),
+                                                name=f"heartbeat-{self.node.name}",
+                                                daemon=True)
+                self._thread.start()
+                await ended
+                log.error("the heartbeat thread of %s ended; starting it again",
+                          self.node.name)
+                await asyncio.sleep(self.interval)
+        finally:
+            await self._stop_thread()
 
-    async def beat(self) -> None:
-        body = await self.report()
+    def _thread_main(self, ended: asyncio.Future) -> None:
+        try:
+            asyncio.run(self._beat_forever())
+        except Exception:  # noqa: BLE001 - said here; `run` starts the thread again
+            log.exception("the heartbeat thread of %s failed", self.node.name)
+        finally:
+            main = self._main
+            if main is not None and not main.is_closed():
+                with contextlib.suppress(RuntimeError):  # the node's loop has just closed
+                    main.call_soon_threadsafe(_resolve, ended)
+
+    async def _beat_forever(self) -> None:
+        """The heartbeat thread's loop: one beat every interval, whatever happens."""
+        loop = asyncio.get_running_loop()
+        self._beats = (loop, asyncio.current_task())  # type: ignore[assignment]
+        self._applying = None
+        timeout = httpx.Timeout(max(2.0, 4 * self.interval), connect=1.0)
+        async with httpx.AsyncClient(headers={SECRET_HEADER: self.node.deployment.secret},
+                                     timeout=timeout) as client:
+            with contextlib.suppress(asyncio.CancelledError):
+                while not self._stopping.is_set():
+                    started = loop.time()
+                    try:
+                        await self.beat(client)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - keep beating whatever happened
+                        self._failed(exc)
+                    try:
+                        self._watch_lease()
+                    except Exception:  # noqa: BLE001 - a log line must not stop the beats
+                        log.exception("cannot check the lease of %s", self.node.name)
+                    await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))
+
+    async def _stop_thread(self) -> None:
+        self._stopping.set()
+        beats, thread = self._beats, self._thread
+        if beats is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has ended already
+                beats[0].call_soon_threadsafe(beats[1].cancel)
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, STOP_WAIT)
+        self._thread = self._beats = None
+
+    async def _on_main(self, coro: Coroutine) -> object:
+        """Run `coro` on the node's loop (which owns the replicas) and wait for it."""
+        main = self._main
+        if main is None or main is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, main))
+
+    # -- one beat ----------------------------------------------------------------------
+    async def beat(self, client: httpx.AsyncClient) -> None:
+        """Report, then apply the answer: reconcile (if it changes anything), then renew."""
+        # A busy engine or loop: this report carries the lag figures known so far.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._on_main(self.refresh_lags()), LAG_WAIT)
+        body = self.body()
         sent_at = self.lease.clock()  # before sending: the controller answers after this
-        response = await self.client.post(self.url, json=body)
+        response = await client.post(self.url, json=body)
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
-        answer = response.json()
+        answer = parse_answer(response.content)
         desired = answer.get("replicas") if isinstance(answer, dict) else None
         if not isinstance(desired, list) or not all(isinstance(d, dict) for d in desired):
             raise RuntimeError("heartbeat answer has no list of replicas; ignoring it")
@@ -107,9 +171,138 @@ class Heartbeat:
             log.info("controller reachable again after %.1fs",
                      time.monotonic() - self._failing_since)
             self._failing_since = None
+        if self._applying is not None:
+            return  # the node's loop still applies an earlier answer: this one renews nothing
         revision = answer.get("revision")
-        await self.reconcile(desired, revision if type(revision) is int else None)
-        self.renew(answer.get("lease"), sent_at)
+        revision = revision if type(revision) is int else None
+        if self.settled(desired, revision):
+            self.renew(answer.get("lease"), sent_at)
+        else:
+            # The beats go on (the controller keeps hearing from the node) while the node's
+            # loop reconciles; the lease is renewed once it has.
+            self._applying = asyncio.create_task(
+                self._apply(desired, revision, answer.get("lease"), sent_at))
+
+    async def _apply(self, desired: list[dict], revision: int | None, lease: object,
+                     sent_at: float) -> None:
+        """Heartbeat thread: have the node's loop reconcile an answer, then renew from it."""
+        try:
+            await self._on_main(self.reconcile(desired, revision))
+        except Exception:  # noqa: BLE001 - an answer that cannot be applied renews nothing
+            log.exception("cannot apply the controller's heartbeat answer; the lease is not "
+                          "renewed by it")
+        else:
+            self.renew(lease, sent_at)
+        finally:
+            self._applying = None
+
+    def settled(self, desired: list[dict], revision: int | None) -> bool:
+        """True if reconciling `desired` would change nothing: every listed replica is here
+        with that record (or a newer one), no replica is to be dropped, and every record
+        this node cannot use is refused (and logged, once). Such an answer needs nothing
+        from the node's loop, so a busy loop cannot hold up the lease it grants. Reads
+        only: replicas and records are replaced whole by the node's loop."""
+        listed = set()
+        for raw in desired:
+            name = raw.get("env")
+            if not isinstance(name, str):
+                return False
+            listed.add(name)
+            replica = self.replicas.find(name)
+            record = self._usable(name, raw)
+            if record is None:
+                continue  # refused, and said so: this replica keeps the record it has
+            if replica is None or replica.dropped:
+                return False
+            if record.version >= replica.record.version and record != replica.record:
+                return False
+        return not any(self._to_drop(replica, listed, revision) for replica in self.replicas)
+
+    def _usable(self, name: str, raw: dict) -> Record | None:
+        """The record, or None if this node cannot use it (then it says why, once)."""
+        try:
+            return Record.parse(raw)
+        except ApiError as exc:
+            self._refuse(name, exc.message)
+            return None
+
+    def _refuse(self, name: str, why: str) -> None:
+        if self._refused.get(name) != why:
+            self._refused[name] = why
+            log.error("the controller's record of %s is refused: %s; that replica keeps the "
+                      "record it has, the others go on", name, why)
+
+    @staticmethod
+    def _to_drop(replica: Replica, listed: set[str], revision: int | None) -> bool:
+        return replica.name not in listed and (revision is None
+                                               or replica.record.version <= revision)
+
+    # -- the report ---------------------------------------------------------------------
+    async def report(self) -> dict:
+        """On the node's loop: the report with fresh lag figures (tests, tools)."""
+        await self.refresh_lags()
+        return self.body()
+
+    async def refresh_lags(self) -> None:
+        """On the node's loop: look up each primary's lag, one look-up per replica at a time.
+
+        A look-up reads the journal under the engine's lock, so it waits for a long commit
+        of that replica; the others are not held up by it."""
+        tasks = self._lag_tasks
+        for name in [name for name, task in tasks.items() if task.done()]:
+            del tasks[name]
+        for replica in self.replicas:
+            if replica.consumers and replica.name not in tasks:
+                task = asyncio.create_task(replica.refresh_lag(),
+                                           name=f"lag-{replica.name}")
+                task.add_done_callback(_log_lag_failure)
+                tasks[replica.name] = task
+        pending = [task for task in tasks.values() if not task.done()]
+        if pending:
+            await asyncio.wait(pending)
+
+    def body(self) -> dict:
+        """What the node reports, from what its replicas know now. Safe from any thread:
+        it only reads attributes, and copies each collection before walking it."""
+        replicas = {}
+        now = time.time()
+        for replica in self.replicas:
+            env = replica.env
+            seeding = replica.seeding
+            entry = {"role": replica.role,
+                     "epoch": env.epoch if env is not None else replica.record.epoch,
+                     "last_lsn": env.last_lsn if env is not None else 0,
+                     "seeding": dict(seeding) if seeding else None}
+            consumers = list(replica.consumers.items())
+            if consumers:
+                entry["consumers"] = {}
+                for node, consumer in consumers:
+                    entries, seconds = replica.lag(node, now)
+                    entry["consumers"][node] = {"acked_lsn": consumer.acked_lsn,
+                                                "lag_entries": entries,
+                                                "lag_seconds": round(seconds, 3)}
+            if replica.stream_error:
+                entry["error"] = replica.stream_error
+            halted = replica.halted  # replaced whole, never changed in place (puller.py)
+            if halted is not None:  # a halted stream: the controller tells of it (halts.py)
+                entry["halted"] = dict(halted)
+            replicas[replica.name] = entry
+        remaining = self.lease.remaining()
+        # The controller's parser ignores fields it does not know; this one is for people
+        # reading the reports (and a controller that wants to show it).
+        return {"node": self.node.name, "region": self.node.region, "url": self.node.url,
+                "replicas": replicas,
+                "lease_remaining": None if remaining is None else round(remaining, 3),
+                "peers": self._peers()}
+
+    def _peers(self) -> dict:
+        puller = self.node.puller
+        if puller is None:
+            return {}
+        for _ in range(3):  # the node's loop may change the peer loops while we read them
+            with contextlib.suppress(RuntimeError):
+                return puller.peer_report()
+        return {}
 
     def renew(self, raw: object, sent_at: float) -> None:
         """Renew the lease from an answer to the heartbeat sent at `sent_at`."""
@@ -158,11 +351,13 @@ class Heartbeat:
                             self.replicas.describe_failsafe(replica))
 
     async def reconcile(self, desired: list[dict], revision: int | None = None) -> None:
-        """Create what is missing, adopt roles, drop what is no longer listed.
+        """On the node's loop: create what is missing, adopt roles, drop what is no longer
+        listed.
 
         An answer can arrive after a newer admin call (a failover step, a creation) that
         it did not know of: `ensure` ignores records older than the replica's, and a
-        replica whose record is newer than the answer's `revision` is not dropped."""
+        replica whose record is newer than the answer's `revision` is not dropped. A record
+        this node cannot use is refused for that replica alone (logged once)."""
         listed = set()
         for record in desired:
             name = record.get("env")
@@ -170,17 +365,22 @@ class Heartbeat:
                 log.warning("desired replica without an env name: %r", record)
                 continue
             listed.add(name)
+            if self._usable(name, record) is None:
+                continue
             try:
                 await self.replicas.ensure(name, record)
             except (ApiError, EngineError) as exc:
-                log.error("cannot adopt desired replica %s: %s", name, exc)
+                self._refuse(name, f"cannot adopt it: {exc}")
+            else:
+                self._refused.pop(name, None)
         for replica in self.replicas:
-            if replica.name not in listed and (revision is None
-                                               or replica.record.version <= revision):
+            if self._to_drop(replica, listed, revision):
                 log.info("replica %s is no longer wanted on %s; dropping it", replica.name,
                          self.node.name)
                 with contextlib.suppress(ApiError):  # dropped meanwhile
                     await self.replicas.drop(replica.name)
+        for name in set(self._refused) - listed:
+            del self._refused[name]
 
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
@@ -195,4 +395,23 @@ class Heartbeat:
                         type(exc).__name__)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        """Stop the heartbeat thread if it still runs (the node stops)."""
+        await self._stop_thread()
+
+
+def parse_answer(content: bytes) -> object:
+    """The controller's answer as JSON. An integer too long for Python's int parser (over
+    4300 digits) or for any use here is read as a float (inf): the record holding it is
+    refused, instead of the whole answer and with it every replica's lease."""
+    return json.loads(content, parse_int=lambda s: int(s) if len(s) <= 64 else float(s))
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _log_lag_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("cannot look up the lag of %s: %s", task.get_name().removeprefix("lag-"),
+                    task.exception())

@@ -8,6 +8,7 @@ a late heartbeat answer cannot undo a failover step (docs/architecture.md).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -20,6 +21,10 @@ RECORD_FILE = "replica.json"
 ROLES = ("primary", "secondary", "fenced", "drill")
 WRITABLE = ("primary", "drill")
 TYPES = ("production", "sandbox", "basic")
+# Epochs and versions are stored as SQLite integers (64-bit): a larger one would fail deep
+# in the engine, not here. Strings in a record are names and URLs: short.
+MAX_INT = (1 << 63) - 1
+MAX_TEXT = 2048
 
 
 def parse_version(raw: dict) -> int:
@@ -27,9 +32,34 @@ def parse_version(raw: dict) -> int:
     version = raw.get("version", 0)
     if version is None:
         return 0
-    if type(version) is not int or version < 0:
-        raise ApiError(400, "bad_request", "version must be an integer >= 0")
+    if type(version) is not int or not 0 <= version <= MAX_INT:
+        raise ApiError(400, "bad_request", "version must be an integer from 0 to 2^63 - 1")
     return version
+
+
+def parse_rpo(raw: object) -> float:
+    """`rpo_limit_seconds`: a positive finite number of seconds (900 when absent).
+
+    Checked here, not trusted: a value the node cannot use (a 400-digit integer overflows
+    a float, Infinity would turn the RPO guard off) refuses this one record, never more."""
+    if raw is None:
+        return 900.0
+    if type(raw) not in (int, float):
+        raise ApiError(400, "bad_request", "rpo_limit_seconds must be a number of seconds")
+    try:
+        rpo = float(raw)
+    except OverflowError:
+        rpo = math.inf
+    if not math.isfinite(rpo) or rpo <= 0:
+        raise ApiError(400, "bad_request", "rpo_limit_seconds must be a positive finite "
+                       f"number of seconds, not {_short(raw)}")
+    return rpo
+
+
+def _short(value: object) -> str:
+    """A value for an error message, cut short (it may be 400 digits long)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
 
 
 def check_name(name: str) -> str:
@@ -48,9 +78,15 @@ class Peer:
     @classmethod
     def parse(cls, raw: object, what: str) -> Peer:
         if not isinstance(raw, dict) or not all(
-                isinstance(raw.get(k), str) and raw.get(k) for k in ("node", "region", "url")):
+                isinstance(raw.get(k), str) and 0 < len(raw[k]) <= MAX_TEXT
+                for k in ("node", "region", "url")):
             raise ApiError(400, "bad_request", f"{what} must be {{node, region, url}} strings")
-        return cls(raw["node"], raw["region"], raw["url"].rstrip("/"))
+        url = raw["url"].rstrip("/")
+        if not url.startswith(("http://", "https://")) or not url.isprintable() \
+                or " " in url:
+            raise ApiError(400, "bad_request", f"{what}: url must be an http(s) URL, not "
+                           f"{_short(raw['url'])}")
+        return cls(raw["node"], raw["region"], url)
 
     def to_dict(self) -> dict:
         return {"node": self.node, "region": self.region, "url": self.url}
@@ -76,21 +112,21 @@ class Record:
 
     @classmethod
     def parse(cls, raw: object) -> Record:
+        """A record from the controller (heartbeat answer, admin PUT) or from disk.
+
+        Every bad value raises ApiError (400), and nothing else: a node refuses that one
+        record and logs it; its other replicas and its heartbeat go on (issue 9, item 3)."""
         if not isinstance(raw, dict):
             raise ApiError(400, "bad_request", "a replica record must be a JSON object")
         role, epoch = raw.get("role"), raw.get("epoch", 1)
         if role not in ROLES:
             raise ApiError(400, "bad_request", f"role must be one of {', '.join(ROLES)}")
-        if type(epoch) is not int or epoch < 1:
-            raise ApiError(400, "bad_request", "epoch must be an integer >= 1")
+        if type(epoch) is not int or not 1 <= epoch <= MAX_INT:
+            raise ApiError(400, "bad_request", "epoch must be an integer from 1 to 2^63 - 1")
         kind = raw.get("type") or "production"
-        if kind not in TYPES:
+        if not isinstance(kind, str) or kind not in TYPES:
             raise ApiError(400, "bad_request", f"type must be one of {', '.join(TYPES)}")
-        rpo = raw.get("rpo_limit_seconds", 900)
-        if rpo is None:
-            rpo = 900
-        if type(rpo) not in (int, float) or rpo <= 0:
-            raise ApiError(400, "bad_request", "rpo_limit_seconds must be a positive number")
+        rpo = parse_rpo(raw.get("rpo_limit_seconds"))
         primary = raw.get("primary")
         primary = None if primary is None else Peer.parse(primary, "primary")
         if role == "secondary" and primary is None:
@@ -102,7 +138,7 @@ class Record:
         vouch = raw.get("vouch", False)
         if type(vouch) is not bool:
             raise ApiError(400, "bad_request", "vouch must be true or false")
-        return cls(role, epoch, primary, peers, kind, float(rpo), parse_version(raw),
+        return cls(role, epoch, primary, peers, kind, rpo, parse_version(raw),
                    vouch and role == "secondary")
 
     def to_dict(self) -> dict:
