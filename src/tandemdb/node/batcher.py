@@ -6,6 +6,10 @@ so one fsync serves many clients. Each request gets its own result or its own er
 
 Writability (role, and for a primary its lease and epoch: docs/leases.md) is checked when a
 group is taken from the queue and again under the engine's lock right before it commits.
+
+A statement is never run twice. A group commit that fails with an error that is no one
+transaction's (the engine reports those in their own slots) was rolled back whole; each of
+its waiters gets a clear error saying so, and nothing is retried (issue 9, item 5).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+
+import apsw
 
 from tandemdb.common.http import ApiError
 from tandemdb.engine import EngineError, Environment, TxResult
@@ -81,21 +87,30 @@ class Batcher:
             return fn(*args, before_commit=check)
 
     async def _execute(self, env: Environment, transactions: list[list]) -> list:
-        replica = self.replica
         try:
             return await run_sync(self._guarded, env, env.execute_group, transactions)
         except (EngineError, ApiError):
             raise  # ApiError: refused at the commit (no lease, fenced); nothing was written
-        except Exception:
-            # Not one transaction's fault (execute_group reports those in their slots):
-            # run them one by one so each gets its own answer.
-            log.exception("group commit of %d transactions on %s failed; retrying singly",
-                          len(transactions), replica.name)
-            outcomes: list = []
-            for statements in transactions:
-                try:
-                    outcomes.append(await run_sync(self._guarded, env, env.execute,
-                                                   statements))
-                except Exception as exc:  # noqa: BLE001
-                    outcomes.append(exc)
-            return outcomes
+        except Exception as exc:  # noqa: BLE001 - not one transaction's fault: see below
+            # Never run again: the group was rolled back, but a statement run twice is paid
+            # for twice (a slow one stalls the node twice as long), and should the error
+            # have come after the COMMIT, it would be written twice.
+            log.exception("group commit of %d transaction(s) on %s failed; nothing was "
+                          "written, and none is run again", len(transactions),
+                          self.replica.name)
+            raise self._failed(exc, len(transactions)) from None
+
+    def _failed(self, exc: Exception, size: int) -> ApiError:
+        """What each waiter of a group commit that failed unexpectedly is told (not a 500:
+        it says what happened, that nothing was written, and what to do)."""
+        name, what = self.replica.name, f"{type(exc).__name__}: {exc}"[:300]
+        if isinstance(exc, apsw.TooBigError) and size == 1:
+            return ApiError(413, "entry_too_large", f"the transaction on {name} is too large "
+                            f"to commit ({what}); nothing was written: split it into "
+                            "smaller transactions, or store large content as files")
+        shared = (f", committed together with {size - 1} other transaction(s) of this "
+                  "environment, one of which may have caused it" if size > 1 else "")
+        return ApiError(503, "commit_failed", f"the commit of this transaction on {name} "
+                        f"failed{shared} ({what}); it was rolled back, so nothing was "
+                        "written, and it was not run again. Retry it; if it fails again, "
+                        "the node's log has the details", {"Retry-After": "1"})
