@@ -9,11 +9,20 @@ from __future__ import annotations
 import json
 import math
 
+import apsw
 import pytest
 
 from tandemdb.common import values
-from tandemdb.engine import Environment, InvalidText, SqlError, StatementResult, TxResult
+from tandemdb.engine import (
+    ApplyConflict,
+    Environment,
+    InvalidText,
+    SqlError,
+    StatementResult,
+    TxResult,
+)
 from tandemdb.engine.lost import describe
+from tandemdb.engine.schema import DB_FILE
 
 from .conftest import replicate
 
@@ -144,3 +153,19 @@ def test_lost_writes_with_invalid_text_and_infinity_are_described(make_env):
     assert changes["update"]["after"] == {"name": "plain", "v": bad}
     assert changes["delete"]["key"] == {"name": bad}
     assert changes["delete"]["before"] == {"name": bad, "v": "Infinity", "w": "ok"}
+
+
+def test_an_apply_conflict_on_a_non_utf8_key_is_reported_as_one(make_env, tmp_path):
+    """Naming the conflicting key raised UnicodeDecodeError out of apply instead."""
+    primary, replica = make_env("p"), make_env("r")
+    primary.execute(["CREATE TABLE k(name TEXT PRIMARY KEY, v)"])
+    replicate(primary, replica)
+    replica.close()
+    conn = apsw.Connection(str(tmp_path / "r" / DB_FILE))  # the replica diverged somehow
+    conn.execute(f"INSERT INTO k VALUES ({BAD_TEXT}, 'other')")
+    conn.close()
+    replica = make_env("r")
+    primary.execute([f"INSERT INTO k VALUES ({BAD_TEXT}, 1)"])
+    with pytest.raises(ApplyConflict, match="table 'k'.*row already exists"):
+        replicate(primary, replica)
+    assert replica.last_lsn == 1

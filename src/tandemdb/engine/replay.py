@@ -23,7 +23,10 @@ _REASONS = {
 
 
 def _key(change: apsw.TableChange) -> tuple | None:
-    values = change.old if change.old is not None else change.new
+    try:
+        values = change.old if change.old is not None else change.new
+    except UnicodeDecodeError:  # a value is TEXT but not UTF-8: report the conflict unkeyed
+        return None
     if values is None:
         return None
     return tuple(values[i] for i in sorted(change.pk_columns))
