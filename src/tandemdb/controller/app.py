@@ -19,13 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge
 
 from tandemdb.common.deployment import HOST, Deployment
 from tandemdb.common.http import BodyLimit, install_error_handlers
 from tandemdb.common.metrics import install_metrics
+from tandemdb.common.shutdown import serve
 
 from .api import install_routes
 from .catalog import Catalog
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as exc:
         log.error("controller: %s", exc)
         raise SystemExit(2) from None
-    # A routing long poll may be in flight at shutdown: cut it after a short grace.
-    uvicorn.run(build_app(deployment), host=HOST, port=deployment.controller_port,
-                workers=1, log_config=None, access_log=False,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+    # Long polls (routing, events, an operation's end) get 503 as soon as the stop begins;
+    # other calls finish within a short grace.
+    serve(build_app(deployment), "controller", host=HOST, port=deployment.controller_port,
+          workers=1, log_config=None, access_log=False,
+          timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)

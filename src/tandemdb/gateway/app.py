@@ -25,7 +25,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
@@ -38,6 +37,7 @@ from tandemdb.common.http import (
     parse_json,
 )
 from tandemdb.common.metrics import install_metrics
+from tandemdb.common.shutdown import serve
 from tandemdb.engine.files import normalise_path, normalise_prefix
 
 from .proxy import Proxy, Unreachable, buffered, error_code, streamed
@@ -323,5 +323,6 @@ def main(argv: list[str] | None = None) -> None:
     deployment = Deployment.load(args.data)
     log.info("gateway on %s:%d, controller %s, %d nodes", HOST, deployment.gateway_port,
              deployment.controller_url, len(deployment.nodes))
-    uvicorn.run(create_app(deployment), host=HOST, port=deployment.gateway_port, workers=1,
-                log_config=None, access_log=args.access_log, server_header=False)
+    # Forwarded long polls (events, an operation's end) get 503 as soon as the stop begins.
+    serve(create_app(deployment), "gateway", host=HOST, port=deployment.gateway_port,
+          workers=1, log_config=None, access_log=args.access_log, server_header=False)
