@@ -13,6 +13,7 @@ import apsw
 import pytest
 
 from tandemdb.common import values
+from tandemdb.controller.replay import unreplayable
 from tandemdb.engine import (
     ApplyConflict,
     Environment,
@@ -143,16 +144,15 @@ def test_lost_writes_with_invalid_text_and_infinity_are_described(make_env):
                  f"DELETE FROM k WHERE name = {BAD_TEXT}"])
     lost = [describe(e, env.columns) for e in env.read_journal(1)]
     json.loads(values.dumps(lost), parse_constant=_no_constants)  # JSON-safe throughout
-    bad = {"$text_hex": "fffe41"}
+    bad, inf, ninf = {"$text_hex": "fffe41"}, {"$real": "Infinity"}, {"$real": "-Infinity"}
     inserts = {str(c["key"]["name"]): c for c in lost[0]["changes"]}
     changes = {c["op"]: c for c in lost[1]["changes"]}
     assert inserts[str(bad)] == {"table": "k", "op": "insert", "key": {"name": bad},
-                                 "before": None,
-                                 "after": {"name": bad, "v": "Infinity", "w": "ok"}}
-    assert inserts["plain"]["after"] == {"name": "plain", "v": "-Infinity", "w": b"\x00"}
+                                 "before": None, "after": {"name": bad, "v": inf, "w": "ok"}}
+    assert inserts["plain"]["after"] == {"name": "plain", "v": ninf, "w": b"\x00"}
     assert changes["update"]["after"] == {"name": "plain", "v": bad}
     assert changes["delete"]["key"] == {"name": bad}
-    assert changes["delete"]["before"] == {"name": bad, "v": "Infinity", "w": "ok"}
+    assert changes["delete"]["before"] == {"name": bad, "v": inf, "w": "ok"}
 
 
 def test_an_apply_conflict_on_a_non_utf8_key_is_reported_as_one(make_env, tmp_path):
@@ -169,3 +169,16 @@ def test_an_apply_conflict_on_a_non_utf8_key_is_reported_as_one(make_env, tmp_pa
     with pytest.raises(ApplyConflict, match="table 'k'.*row already exists"):
         replicate(primary, replica)
     assert replica.last_lsn == 1
+
+
+def test_a_replay_leaves_tagged_values_to_people(make_env):
+    """Written back as parameters, {"$real"} and {"$text_hex"} would become other values."""
+    env = make_env()
+    env.execute(["CREATE TABLE k(name TEXT PRIMARY KEY, v)"])
+    env.execute([f"INSERT INTO k VALUES ({BAD_TEXT}, 1)", "INSERT INTO k VALUES ('i', 1e999)",
+                 "INSERT INTO k VALUES ('plain', x'00')", "INSERT INTO k VALUES ('t', 'x')"])
+    (entry,) = [describe(e, env.columns) for e in env.read_journal(1)]
+    bundle = json.loads(values.dumps(entry))  # as the node writes it and the controller reads
+    verdict = {str(c["key"]["name"]): unreplayable(c) for c in bundle["changes"]}
+    assert verdict == {str({"$text_hex": "fffe41"}): True, "i": True, "plain": False,
+                       "t": False}

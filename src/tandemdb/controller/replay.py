@@ -11,7 +11,9 @@ write, oldest first, every row change is checked against the primary's row of th
 - **already**: the row already holds what the write left (an earlier replay, or the same
   change made again since): nothing to do. So replaying twice applies nothing twice.
 - **conflict**: anything else (the row was changed since the fork, or the write touched
-  files or the schema): listed with the table, key and reason, and left alone.
+  files or the schema, or holds a value no SQL parameter can carry as it was: an infinite
+  REAL or TEXT that is not UTF-8, tagged by engine/lost.py): listed with the table, key and
+  reason, and left alone.
 
 The bundle records which writes were replayed, and the lsn they were given.
 """
@@ -23,6 +25,7 @@ import logging
 from typing import Any
 
 from tandemdb.common.http import ApiError
+from tandemdb.engine.lost import TAGS
 
 from .catalog import Catalog, Role, iso_now, not_found
 from .nodes import NodeClient
@@ -92,6 +95,13 @@ class Replayer:
                 return "conflict", [{"lsn": entry["lsn"], "table": change["table"],
                                      "op": change["op"], "key": change["key"],
                                      "reason": "a file change: put the file again by hand"}]
+            if unreplayable(change):
+                return "conflict", [{"lsn": entry["lsn"], "table": change["table"],
+                                     "op": change["op"], "key": change["key"],
+                                     "reason": "it holds an infinite REAL or text that is not "
+                                               "UTF-8 ({\"$real\"} or {\"$text_hex\"}), "
+                                               "which a replay cannot write back exactly: "
+                                               "replay it by hand"}]
             columns = sorted({*(change["before"] or {}), *(change["after"] or {})})
             clause, params = where(change["key"])
             statements.append({"sql": f"SELECT {', '.join(map(quote, columns))} FROM "
@@ -125,6 +135,14 @@ class Replayer:
         problem = reply.problem or "a row changed between the check and the write"
         return "conflict", [{"lsn": entry["lsn"], "table": None, "op": None, "key": None,
                              "reason": f"changed meanwhile ({problem})"}]
+
+
+def unreplayable(change: dict) -> bool:
+    """A value the lost-writes description had to tag: written back as a parameter, it would
+    become something else (text "Infinity", or no valid text at all)."""
+    found = [*change["key"].values(), *(change["before"] or {}).values(),
+             *(change["after"] or {}).values()]
+    return any(type(v) is dict and len(v) == 1 and next(iter(v)) in TAGS for v in found)
 
 
 def matches(row: dict | None, values: dict | None) -> bool:

@@ -6,8 +6,10 @@ time, the tables it touched, its schema statements, and every row it changed: it
 its values before and after (`None` for an insert's before or a delete's after). An
 update names only what the changeset knows: the key and the columns it changed.
 
-Values are as in SQL results, except two that JSON cannot carry as such: non-finite REALs
-are "Infinity" / "-Infinity", and TEXT that is not valid UTF-8 is `{"$text_hex": "…"}`.
+Values are as in SQL results, except two that JSON cannot carry as such, which are tagged so
+that nothing mistakes them for plain values (a replay leaves them to people): a non-finite
+REAL is `{"$real": "Infinity"}` (or "-Infinity"), and TEXT that is not valid UTF-8 is
+`{"$text_hex": "…"}`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import apsw
 
 from . import rawchangeset
 from .journal import CHANGESET, DDL, JournalEntry
+
+NON_FINITE = "$real"  # tags a REAL infinity: {"$real": "Infinity"} or {"$real": "-Infinity"}
+TAGS = (NON_FINITE, rawchangeset.INVALID_TEXT)  # values a replay cannot write back as given
 
 
 def describe(entry: JournalEntry, columns: Callable[[str], list[str]]) -> dict[str, Any]:
@@ -62,10 +67,10 @@ def _changes(changeset: bytes) -> list:
 
 
 def _safe(values: tuple | None) -> tuple | None:
-    """JSON-safe values: a non-finite REAL is spelled as the SQL results spell it."""
+    """JSON-safe values: a non-finite REAL is tagged (a plain "Infinity" would be TEXT)."""
     if values is None or not any(type(v) is float and not math.isfinite(v) for v in values):
         return values
-    return tuple(("Infinity" if v > 0 else "-Infinity")
+    return tuple({NON_FINITE: "Infinity" if v > 0 else "-Infinity"}
                  if type(v) is float and not math.isfinite(v) else v for v in values)
 
 
