@@ -108,3 +108,11 @@ def test_a_call_that_may_have_run_is_not_sent_again(upstream):
         assert write(http, "after").status_code == 200
     assert server.tags()["HANG_UP-sql"] == 1
     assert server.tags("DELETE")["HANG_UP-file"] == 1
+
+
+def test_a_read_whose_connection_broke_is_asked_again_on_a_new_one(upstream):
+    deployed, server = upstream
+    with client(deployed) as http:
+        answer = http.get(f"/v1/environments/{ENV}/files/HANG_UP_ONCE-read")
+        assert answer.status_code == 200, answer.text  # a GET changes nothing: safe to resend
+    assert server.tags("GET")["HANG_UP_ONCE-read"] == 2

@@ -9,7 +9,7 @@ receives, and misbehaves on demand the ways a real upstream does:
   traceback first). Bytes that arrive meanwhile are never read: a request written onto
   that connection is lost.
 - `HANG_UP`: reads the request, records it, and closes without answering (a process that
-  died mid-request): the call may have run.
+  died mid-request): the call may have run. `HANG_UP_ONCE` does so the first time only.
 
 Its own keep-alive is otherwise unlimited, so the only closes are the ones above.
 """
@@ -94,7 +94,9 @@ class Upstream:
             return _respond(writer, 200, self._routing())
         tag = _tag(body) if method == "POST" else path.rsplit("/", 1)[-1]
         self.received.append((method, path, tag))
-        if tag.startswith("HANG_UP"):
+        if tag.startswith("HANG_UP_ONCE") and self.tags(method)[tag] > 1:
+            pass  # the second time, an answer
+        elif tag.startswith("HANG_UP"):
             return False
         if tag.startswith("FAIL"):
             _respond(writer, 500, {"error": {"code": "internal", "message": "boom"}})
