@@ -14,8 +14,8 @@ Failures are sorted by what aiohttp says about the request's bytes:
 - nothing written: aiohttp found the pooled connection closing when it came to write the
   request (bodies in hand go out in one write). Sent once more, on a fresh connection.
 - anything later: the upstream may have run the request. A read (GET) is sent once more on
-  a fresh connection; anything else is answered 502 (504 after a timeout) `outcome_unknown`
-  and never resent, because a write must not run twice.
+  a fresh connection, unless it timed out; anything else is answered 502 (504 after a
+  timeout) `outcome_unknown` and never resent, because a write must not run twice.
 """
 
 from __future__ import annotations
@@ -192,18 +192,22 @@ class Proxy:
             except _NotSent:
                 if not in_hand:
                     raise
-            except _MayHaveRun:
-                if method not in SAFE_METHODS or not in_hand:
+            except _MayHaveRun as exc:  # a read may go again, unless it was just slow
+                if method not in SAFE_METHODS or not in_hand or exc.timed_out:
                     raise
             UPSTREAM_ERRORS.labels(upstream, "resent").inc()
             return await self._attempt(self.fresh, method, url, headers, content, stream)
         except Unreachable:
             UPSTREAM_ERRORS.labels(upstream, "unreachable").inc()
             raise
-        except (_NotSent, _MayHaveRun) as exc:
-            timed_out = isinstance(exc, _MayHaveRun) and exc.timed_out
-            UPSTREAM_ERRORS.labels(upstream, "timeout" if timed_out else "broken").inc()
-            raise failure(method, upstream, str(exc), timed_out) from exc
+        except _NotSent as exc:
+            UPSTREAM_ERRORS.labels(upstream, "broken").inc()
+            raise ApiError(503, "unavailable", f"the connection to {upstream} closed before "
+                           f"the request was written ({exc}); it did not run: retry shortly",
+                           {"Retry-After": "1"}) from exc
+        except _MayHaveRun as exc:
+            UPSTREAM_ERRORS.labels(upstream, "timeout" if exc.timed_out else "broken").inc()
+            raise failure(method, upstream, str(exc), exc.timed_out) from exc
 
     async def _attempt(self, session: aiohttp.ClientSession, method: str, url: str,
                        headers: list[tuple[str, str]],
@@ -237,9 +241,9 @@ def _nothing_written(exc: BaseException) -> bool:
 
 def failure(method: str, upstream: str, detail: str, timed_out: bool) -> ApiError:
     """The answer for a call that got no answer after it may have reached the upstream."""
-    if method in SAFE_METHODS:
-        return ApiError(503, "unavailable", f"{upstream} did not answer ({detail}), also "
-                        "when asked again on a new connection; retry shortly",
+    if method in SAFE_METHODS:  # a read: nothing to check before asking again
+        return ApiError(504 if timed_out else 503, "unavailable",
+                        f"{upstream} did not answer ({detail}); retry shortly",
                         {"Retry-After": "1"})
     what = "did not answer in time" if timed_out else "broke the connection before answering"
     return ApiError(504 if timed_out else 502, "outcome_unknown",
