@@ -41,6 +41,10 @@ from .schema import DB_FILE, open_database
 from .statements import StatementRunner
 
 
+class _GroupRolledBack(Exception):
+    """SQLite rolled back a whole group commit: nothing of it was written."""
+
+
 class Environment:
     """One environment replica: open it on a directory, then execute, apply, rewind …"""
 
@@ -166,11 +170,26 @@ class Environment:
         `before_commit` is as for `execute`: if it raises, none of them commits.
         """
         limits = limits or self.limits
+        failed: dict[int, EngineError] = {}
+        with self._lock:
+            while True:
+                try:
+                    return self._group_once(transactions, limits, before_commit, failed)
+                except _GroupRolledBack:
+                    continue  # nothing of the group was written: run it again without that one
+
+    def _group_once(self, transactions: Sequence[Sequence], limits: Limits,
+                    before_commit: Callable[[], None] | None,
+                    failed: dict[int, EngineError]) -> list[TxResult | EngineError]:
+        """One attempt at a group; the transactions in `failed` keep their error."""
         with self._lock:
             outcomes: list[tuple[list[StatementResult], int] | EngineError] = []
             lsn = self._last_lsn
             with self._write_tx():
-                for statements in transactions:
+                for i, statements in enumerate(transactions):
+                    if i in failed:
+                        outcomes.append(failed[i])
+                        continue
                     self._conn.execute("SAVEPOINT client_tx")
                     try:
                         stmts = [Statement.of(s) for s in statements]
@@ -178,6 +197,11 @@ class Environment:
                         results = self._run_statements(recorder, stmts, limits)
                         entry = self._seal(recorder, lsn + 1)
                     except EngineError as err:
+                        if not self._conn.in_transaction:
+                            # A write stopped by the time limit (SQLITE_INTERRUPT) makes SQLite
+                            # roll back the whole transaction, the others' savepoints with it.
+                            failed[i] = err
+                            raise _GroupRolledBack from None
                         self._conn.execute("ROLLBACK TO client_tx")
                         self._conn.execute("RELEASE client_tx")
                         outcomes.append(err)
