@@ -222,3 +222,21 @@ def test_roles_first_a_changed_record_renews_only_once_adopted(setup) -> None:
         await until(check, "the renewal after the adoption")
 
     run_node(dep, scenario)
+
+
+def test_a_loop_stuck_for_long_stops_the_beats(setup) -> None:
+    """A loop that has not run for long (a bug) serves nobody: the node stops beating, as
+    when the beats ran on it, so the controller sees it as unhealthy."""
+    dep, controller = setup
+    controller.answer = answer(record(dep, "alpha"))
+
+    async def scenario(node: Node) -> None:
+        await until(lambda: node.lease.valid() and node.replicas.find("alpha"), "the lease")
+        node.heartbeat._loop_stuck = 0.5  # instead of max(5 s, 2 ttl): a quicker test
+        time.sleep(1.0)  # the loop is stuck: past the bound
+        beats = controller.beats
+        time.sleep(0.5)  # five intervals more
+        assert controller.beats == beats
+        await until(lambda: controller.beats > beats, "the beats once the loop runs again")
+
+    run_node(dep, scenario)

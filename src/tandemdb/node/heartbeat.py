@@ -17,14 +17,15 @@ those whose geo-secondary still vouches for them by pulling (the failsafe lease)
 own event loop and HTTP client, so no tenant's work can hold them up: not a long commit
 that holds an engine's lock (the old report waited for it to read a lag), not the node's
 event loop busy encoding a large answer, not the shared pool of worker threads. The
-report is read from what the replicas know (reads of plain attributes), after asking the
-node's loop for fresh lag figures for a bounded moment. An answer that changes nothing the
-node has (the steady state) renews the lease right there; one that does (a new replica, a
-role, a drop) is handed to the node's loop, which owns the replicas, and the lease is
-renewed only once that reconciliation has run. The beats go on meanwhile, renewing
-nothing, so the controller still hears from a node whose loop is busy. The heavy tenant
-work left (changesets, msgpack, JSON) holds the GIL for at most a few hundred ms at the
-largest entry allowed (bench/README.md, `tandem bench isolation`): far inside any lease.
+report is read from what the replicas know (reads of plain attributes); the node's loop
+is asked to refresh the lag figures for the next one, without waiting for it. An answer
+that changes nothing the node has (the steady state) renews the lease right there; one
+that does (a new replica, a role, a drop) is handed to the node's loop, which owns the
+replicas, and the lease is renewed only once that reconciliation has run. The beats go
+on meanwhile, renewing nothing, so the controller still hears from a node whose loop is
+busy. The heavy tenant work left (changesets, msgpack, JSON) holds the GIL for at most a
+few hundred ms at the largest entry allowed; a short GIL switch interval gives the beats
+the GIL soon after they ask (bench/README.md, `tandem bench isolation`).
 
 A record the node cannot use (say an `rpo_limit_seconds` of 400 digits) is refused for that
 one replica and logged once; the others are reconciled and the lease is renewed as usual.
@@ -36,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Coroutine
@@ -57,7 +59,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("tandem.node.heartbeat")
 
 REPEAT_WARNING = 30.0  # while the controller stays unreachable, say so this often
-LAG_WAIT = 0.25  # at most this long for fresh lag figures; then the cached ones are sent
+# The heartbeat thread needs the GIL for every step of a beat. While other threads run
+# Python code, a waiting thread gets it after the switch interval (5 ms by default): many
+# waits per beat made beats late by hundreds of ms under a busy neighbour. 1 ms keeps
+# them on time (measured: bench/README.md, `tandem bench isolation`).
+SWITCH_INTERVAL = 0.001
+# A loop busy for a moment holds up no beat, but one that has not run for this long (a bug:
+# a blocking call on it) serves nobody: the node stops beating, as it did when the beats
+# ran on that loop, so that the controller sees it as unhealthy.
+LOOP_STUCK_MIN = 5.0  # seconds, or twice the lease ttl if that is longer
 STOP_WAIT = 10.0  # for the heartbeat thread to end at shutdown
 
 
@@ -80,6 +90,8 @@ class Heartbeat:
         self._stopping = threading.Event()
         self._beats: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._applying: asyncio.Task | None = None  # heartbeat thread: an answer in hand
+        self._loop_seen = time.monotonic()  # when the node's loop last ran for the beats
+        self._loop_stuck = max(LOOP_STUCK_MIN, 2 * self.lease.ttl)
 
     # -- the thread ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -87,6 +99,8 @@ class Heartbeat:
         again should it ever end otherwise: a node never stops beating)."""
         self._main = asyncio.get_running_loop()
         self._stopping.clear()
+        self._loop_seen = time.monotonic()
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         try:
             while True:
                 ended = self._main.create_future()
@@ -155,9 +169,16 @@ class Heartbeat:
     # -- one beat ----------------------------------------------------------------------
     async def beat(self, client: httpx.AsyncClient) -> None:
         """Report, then apply the answer: reconcile (if it changes anything), then renew."""
-        # A busy engine or loop: this report carries the lag figures known so far.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._on_main(self.refresh_lags()), LAG_WAIT)
+        # The report carries the lag figures known now, and the node's loop is asked to
+        # refresh them for the next one: a busy engine or loop holds up no beat.
+        main = self._main
+        if main is not None and main is not asyncio.get_running_loop():
+            silent = time.monotonic() - self._loop_seen
+            if silent > self._loop_stuck:
+                raise RuntimeError(f"the node's event loop has not run for {silent:.1f} s; "
+                                   "no heartbeat is sent until it runs again")
+            with contextlib.suppress(RuntimeError):  # the node's loop has just closed
+                main.call_soon_threadsafe(self.look_up_lags)
         body = self.body()
         sent_at = self.lease.clock()  # before sending: the controller answers after this
         response = await client.post(self.url, json=body)
@@ -244,10 +265,18 @@ class Heartbeat:
         return self.body()
 
     async def refresh_lags(self) -> None:
-        """On the node's loop: look up each primary's lag, one look-up per replica at a time.
+        """On the node's loop: look up each primary's lag and wait for the look-ups."""
+        self.look_up_lags()
+        pending = [task for task in self._lag_tasks.values() if not task.done()]
+        if pending:
+            await asyncio.wait(pending)
+
+    def look_up_lags(self) -> None:
+        """On the node's loop: start a lag look-up for each primary that has none running.
 
         A look-up reads the journal under the engine's lock, so it waits for a long commit
-        of that replica; the others are not held up by it."""
+        of that replica; the others are not held up by it, nor is any beat."""
+        self._loop_seen = time.monotonic()
         tasks = self._lag_tasks
         for name in [name for name, task in tasks.items() if task.done()]:
             del tasks[name]
@@ -257,9 +286,6 @@ class Heartbeat:
                                            name=f"lag-{replica.name}")
                 task.add_done_callback(_log_lag_failure)
                 tasks[replica.name] = task
-        pending = [task for task in tasks.values() if not task.done()]
-        if pending:
-            await asyncio.wait(pending)
 
     def body(self) -> dict:
         """What the node reports, from what its replicas know now. Safe from any thread:
