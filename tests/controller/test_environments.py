@@ -38,7 +38,7 @@ def test_regions(controller):
     west_node = regions[0]["nodes"][0]
     assert west_node["name"] == "west-1"
     assert west_node["url"] == controller.deployment.node_url("west-1")
-    assert set(west_node) == {"name", "url", "healthy", "last_heartbeat_age"}
+    assert set(west_node) == {"name", "url", "healthy", "health", "last_heartbeat_age"}
 
 
 def test_create_production_places_primary_home_and_secondary_in_pair(controller):

@@ -185,6 +185,7 @@ def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store"))
         live = await asyncio.to_thread(ctl.start)
+        ctl.topology.listening()  # node health is unknown for the next heartbeat intervals
         ctl.operations.resume(live)
         health = asyncio.create_task(ctl.watch_health())
         delivery = asyncio.create_task(ctl.delivery.run())

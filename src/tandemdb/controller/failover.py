@@ -40,6 +40,7 @@ from .events import Events, EventType
 from .nodes import NodeClient, Reply
 from .operations import Draft, Kind, Operation, Operations, OpState, Outcome, StepFailed
 from .reconcile import Reconciler
+from .region_rules import read_region, refuse_move, region_key
 from .status import LiveStatus
 from .store import Txn
 from .topology import Topology
@@ -112,7 +113,12 @@ class Failovers:
     def start(self, name: str, mode: str = "planned", parent: str | None = None,
               catch_up_timeout: float = CATCH_UP_TIMEOUT) -> Operation:
         """Record the operation and hold the environment (step 1). Blocking; raises
-        `ApiError` (and changes nothing) when the environment cannot fail over now."""
+        `ApiError` (and changes nothing) when the environment cannot fail over now.
+
+        Just after a controller start it first waits (a few heartbeat intervals at most)
+        until the health of the environment's nodes is known."""
+        self._await_health(name)
+
         def build(txn: Txn, op_id: str) -> Draft:
             item = self.store.get(record_key(name))
             if item is None:
@@ -120,6 +126,14 @@ class Failovers:
             record = item.value
             source, target = self._check(record, mode)
             reason = "failback" if target["region"] == record["home_region"] else "failover"
+            into, state = read_region(self.store, target["region"])
+            refusal = refuse_move(name, target["region"], state, failback=reason == "failback",
+                                  forced=mode == "forced")
+            if refusal is not None:
+                raise refusal
+            # A region operation that changes the target's state in between makes this
+            # transaction fail, and the next attempt reads the new state.
+            txn.expect(region_key(target["region"]), into.version if into else None)
             replicas = with_roles(record, {source["node"]: Role.FENCED.value})
             if mode == "forced":  # its writes past the fork point are not the new history
                 replicas = [{**r, "behind": True} if r["node"] == source["node"] else r
@@ -148,6 +162,18 @@ class Failovers:
             return Draft(params, steps, {"hold": detail})
 
         return self.operations.create(FAILOVER, name, build)
+
+    def _await_health(self, name: str) -> None:
+        """Wait until the health of the environment's nodes is known (see Topology)."""
+        item = self.store.get(record_key(name))
+        nodes = [r["node"] for r in item.value["replicas"]] if item else []
+        began = time.monotonic()
+        healths = self.topology.wait_known(nodes)
+        waited = time.monotonic() - began
+        if waited >= 0.05:
+            log.info("environment %s: waited %.2f s for its nodes' first heartbeats since the "
+                     "controller started before checking them (%s)", name, waited,
+                     ", ".join(f"{node} {health.value}" for node, health in healths.items()))
 
     def _check(self, record: dict, mode: str) -> tuple[dict, dict]:
         """The primary and the replica to promote; 409 when a failover cannot start."""

@@ -8,7 +8,8 @@ The runner here knows nothing of environments; it only keeps the record true:
 - a step's start is written (compare-and-set on the record's version) before the step runs,
   and its end after, together with the writes the step made (`Outcome.stage`: a catalog
   change, an event and its webhook outbox entries) in one store transaction. So a step's
-  effects on the store and its `succeeded` land together or not at all;
+  effects on the store and its `succeeded` land together or not at all. A step may also end
+  the operation `failed` while its writes land (`Outcome.error`);
 - each step ends with one log sentence: the operation, the environment and epoch, what was
   decided and why;
 - **invariant 7** (operations survive a controller restart) is kept by `resume()`: at
@@ -119,6 +120,10 @@ class Outcome:
     stage: Callable[[Txn], None] | None = None  # may raise StepFailed
     result: dict = field(default_factory=dict)  # merged into the operation's result
     warn: bool = False  # succeeded, but something is left for repair (logged as a warning)
+    # (code, message): the step's writes land, and the operation ends `failed` with this
+    # error; no later step runs. A region operation whose environments did not all move
+    # records the region's state this way and still fails.
+    error: tuple[str, str] | None = None
 
 
 @dataclass
@@ -322,6 +327,10 @@ class Operations:
                 if committed is not None:
                     op, version = committed
                     self._log_step(op, index, logging.WARNING if outcome.warn else logging.INFO)
+                    if op.state == OpState.FAILED:
+                        log.warning("operation %s (%s %s): failed after step %s: %s", op.id,
+                                    op.kind, op.target, step.name, op.error["message"])
+                        return
                     break
             else:
                 await self._fail(op, version, index, "conflict",
@@ -342,7 +351,11 @@ class Operations:
         step.state, step.finished_at, step.detail = OpState.SUCCEEDED, iso_now(), outcome.detail
         if outcome.result:
             done.result = {**(done.result or {}), **outcome.result}
-        if done.next_step() is None:
+        if outcome.error is not None:
+            code, message = outcome.error
+            done.state, done.finished_at = OpState.FAILED, step.finished_at
+            done.error = {"code": code, "message": message}
+        elif done.next_step() is None:
             done.state, done.finished_at = OpState.SUCCEEDED, step.finished_at
         committed = await self._write(done, version, outcome.stage)
         return None if committed is None else (done, committed)

@@ -3,7 +3,8 @@
 A region is **down** only when both of these have held for `grace_seconds` (deployment
 setting, default 30; `tandem up --grace-seconds off` leaves failover to the operator):
 
-- the controller has had no heartbeat from any node of the region;
+- the controller has had no heartbeat from any node of the region (counted from when it
+  started listening, never from before: a restart cannot make a region look down);
 - the paired region agrees: every node of the pair is heard from, and every stream it runs
   from a node of the region has been failing that long (none is healthy).
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import ApiError
@@ -36,12 +36,6 @@ class OutageWatch:
                  status: LiveStatus, regions: Regions, operations: Operations) -> None:
         self.deployment, self.topology, self.catalog = deployment, topology, catalog
         self.status, self.regions, self.operations = status, regions, operations
-        self.started = time.monotonic()
-
-    def silent_for(self, node: str) -> float:
-        """Seconds without a heartbeat (since this controller started, if never heard)."""
-        age = self.topology.heartbeat_age(node)
-        return time.monotonic() - self.started if age is None else age
 
     def lost_by_pair(self, region: str, grace: float) -> str | None:
         """Why the pair agrees the region is lost, or None if it does not (or cannot say)."""
@@ -66,7 +60,7 @@ class OutageWatch:
         if grace is None:
             return
         for region in self.topology.region_names():
-            silent = min(self.silent_for(n) for n in self.topology.nodes_in(region))
+            silent = min(self.topology.silent_for(n) for n in self.topology.nodes_in(region))
             if silent < grace:
                 continue
             streams = self.lost_by_pair(region, grace)

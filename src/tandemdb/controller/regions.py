@@ -1,9 +1,10 @@
 """Region state, and region-wide failover and failback as operations (docs/failover.md).
 
-A region's record lives under `regions/<name>`:
-`{"name", "pair", "state", "state_since", "operation"}` with state
+A region's record lives under `regions/<name>` (region_rules.py: its states, and which
+moves a region takes in):
 
     healthy --failover--> failing-over --> failed-over --failback--> failing-back --> healthy
+                                       `-> partially-failed-over (some did not move)
 
 `region.failover R` moves every production environment whose primary is in R to the pair;
 `region.failback R` moves every production environment whose home is R and whose primary is
@@ -12,7 +13,12 @@ the transaction that records the operation), `move-environments` (one `environme
 child per environment, at most `parallelism` at a time; one environment's failure does not
 stop the others), `settle` (the final state and its event). A resumed `move-environments`
 finds the children it already started (`params.parent`) and waits for them instead of
-starting them again.
+starting them again. An environment another operation holds is waited for, then moved if it
+still has to be.
+
+A region operation succeeds only if every environment it had to move moved: otherwise
+`settle` records the region's state as it is (`partially-failed-over` when environments
+are left in it after a failover) and the operation ends `failed`, naming them.
 """
 
 from __future__ import annotations
@@ -20,16 +26,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from enum import StrEnum
 from typing import Any
 
 from tandemdb.common.http import ApiError
 
 from .bodies import RegionFailback, RegionFailover, parse
-from .catalog import Catalog, EnvType, iso_now
+from .catalog import Catalog, EnvType, iso_now, record_key
 from .events import Events, EventType
-from .failover import Failovers, summary
-from .operations import Draft, Kind, Operation, Operations, Outcome, StepFailed
+from .failover import FAILOVER, Failovers, summary
+from .operations import LIVE, Draft, Kind, Operation, Operations, Outcome, StepFailed
+from .region_rules import (
+    MOVING,
+    RegionState,
+    failovers_into,
+    read_region,
+    refuse_region_failover,
+    region_key,
+)
 from .store import Txn
 from .topology import Topology
 
@@ -37,20 +50,12 @@ log = logging.getLogger("tandem.controller.regions")
 
 REGION_FAILOVER = "region.failover"
 REGION_FAILBACK = "region.failback"
+BUSY_ATTEMPTS = 3  # an environment another operation holds: wait for it, this many times
+BUSY_WAIT = 60.0  # seconds, at most, for that operation to end
+NAMED = 10  # environments named in a failed region operation's error
 
-
-class RegionState(StrEnum):
-    HEALTHY = "healthy"
-    FAILING_OVER = "failing-over"
-    FAILED_OVER = "failed-over"
-    FAILING_BACK = "failing-back"
-
-
-MOVING = {RegionState.FAILING_OVER, RegionState.FAILING_BACK}
-
-
-def region_key(name: str) -> str:
-    return f"regions/{name}"
+__all__ = ["REGION_FAILBACK", "REGION_FAILOVER", "RegionState", "Regions",
+           "parse_region_body"]
 
 
 def parse_region_body(raw: Any, kind: str) -> tuple[str, int]:
@@ -98,6 +103,15 @@ class Regions:
             if current["state"] in MOVING:
                 raise ApiError(409, "busy", f"region {region} is {current['state']} (operation "
                                f"{current.get('operation')}); wait for it to end")
+            if kind == REGION_FAILOVER:  # (region_rules.py: why this is race-free)
+                pair = self.topology.pair_of(region)
+                pair_item, pair_state = read_region(self.store, pair)
+                refusal = refuse_region_failover(
+                    region, pair, pair_state, mode == "forced",
+                    failovers_into(self.store, self.catalog.list(), region, FAILOVER))
+                if refusal is not None:
+                    raise refusal
+                txn.expect(region_key(pair), pair_item.version if pair_item else None)
             self._stage_state(txn, item, current, moving, op_id)
             params = {"region": region, "pair": self.topology.pair_of(region), "mode": mode,
                       "parallelism": parallelism}
@@ -158,24 +172,45 @@ class Regions:
             async with gate:
                 child_id = started.get(name)
                 if child_id is None:
-                    try:
-                        child = await asyncio.to_thread(self.failovers.start, name,
-                                                        op.params["mode"], op.id)
-                    except ApiError as exc:
-                        return {"environment": name, "state": "failed", "operation": None,
-                                "data_loss": 0, "error": exc.message}
-                    child_id = child.id
+                    return await self._start_child(op, name)
                 return summary(await self.operations.finish(child_id))
 
         lines = await asyncio.gather(*(move(name) for name in names))
         failed = sum(line["state"] != "succeeded" for line in lines)
         return {"environments": list(lines), "succeeded": len(lines) - failed, "failed": failed}
 
+    async def _start_child(self, op: Operation, name: str) -> dict:
+        """Move one environment (a child operation) and answer its line of the result. An
+        environment another operation holds is waited for, then moved if still needed."""
+        for _ in range(BUSY_ATTEMPTS):
+            try:
+                child = await asyncio.to_thread(self.failovers.start, name, op.params["mode"],
+                                                op.id)
+            except ApiError as exc:
+                holder = await self._holder(name) if exc.code == "busy" else None
+                if holder is None:
+                    return failed_line(name, exc.message)
+                await asyncio.to_thread(self.operations.wait_ended, holder, BUSY_WAIT)
+                if name not in await asyncio.to_thread(self._eligible, op):
+                    return {"environment": name, "state": "succeeded", "operation": holder,
+                            "data_loss": 0, "note": f"moved by operation {holder}"}
+                continue
+            return summary(await self.operations.finish(child.id))
+        return failed_line(name, f"environment {name!r} stayed held by other operations; "
+                                 f"move it with 'tandem failover {name}'")
+
+    async def _holder(self, name: str) -> str | None:
+        """The live operation that holds environment `name`, if any."""
+        item = await asyncio.to_thread(self.store.get, record_key(name))
+        op_id = item.value.get("operation") if item else None
+        held = await asyncio.to_thread(self.operations.get, op_id) if op_id else None
+        return op_id if held is not None and held["state"] in LIVE else None
+
     async def _settle_state(self, op: Operation) -> Outcome:
         region = op.target
-        left = await asyncio.to_thread(self._eligible, op)
+        left = sorted(await asyncio.to_thread(self._eligible, op))
         if op.kind == REGION_FAILOVER:
-            state = RegionState.FAILED_OVER
+            state = RegionState.PARTIALLY_FAILED_OVER if left else RegionState.FAILED_OVER
         else:
             state = RegionState.FAILED_OVER if left else RegionState.HEALTHY
         item = await asyncio.to_thread(self.store.get, region_key(region))
@@ -186,5 +221,35 @@ class Regions:
             self._stage_state(txn, item, current, state, op.id)
 
         remaining = f"; {len(left)} environment(s) still to move" if left else ""
-        return Outcome(f"region {region}: {current['state']} -> {state.value}{remaining}",
-                       stage, warn=bool(left))
+        detail = f"region {region}: {current['state']} -> {state.value}{remaining}"
+        failed = [line for line in (op.result or {}).get("environments", [])
+                  if line["state"] != "succeeded"]
+        if not left and not failed:
+            return Outcome(detail, stage)
+        return Outcome(detail, stage, warn=True, error=not_all_moved(op, left, failed, state))
+
+
+def failed_line(name: str, error: str) -> dict:
+    """A result line for an environment whose child operation never started."""
+    return {"environment": name, "state": "failed", "operation": None, "data_loss": 0,
+            "error": error}
+
+
+def not_all_moved(op: Operation, left: list[str], failed: list[dict],
+                  state: RegionState) -> tuple[str, str]:
+    """The error of a region operation that did not move every environment."""
+    region, verb = op.target, "failover" if op.kind == REGION_FAILOVER else "failback"
+    parts = []
+    if failed:
+        shown = "; ".join(f"{line['environment']}: {line.get('error') or line['state']}"
+                          for line in failed[:NAMED])
+        more = f" and {len(failed) - NAMED} more" if len(failed) > NAMED else ""
+        parts.append(f"{len(failed)} environment move(s) failed ({shown}{more})")
+    if left:
+        more = f" and {len(left) - NAMED} more" if len(left) > NAMED else ""
+        where = f"still in {region}" if op.kind == REGION_FAILOVER else "still away from home"
+        parts.append(f"{len(left)} environment(s) {where}: {', '.join(left[:NAMED])}{more}")
+    return ("environments_not_moved",
+            f"region {verb} {region} did not move every environment: {'; '.join(parts)}. The "
+            f"region is {state.value}; 'tandem region {verb} {region}' again moves those "
+            "left once their problem is fixed ('tandem ops ID' shows each one's error)")

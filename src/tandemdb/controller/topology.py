@@ -3,16 +3,23 @@
 Regions and pairs come from `deployment.json` and are seeded into the store on first start
 (`regions/<name>`). Nodes are listed in the deployment too; the URL each node last reported
 is kept in the store (`nodes/<name>`) so that the routing table follows it. Health is kept
-in memory only: a node is healthy if it heartbeated within 3 × `heartbeat_interval`. After
-a controller restart every node counts as unhealthy until its next heartbeat (0.5 s).
+in memory only: a node is healthy if it heartbeated within 3 × `heartbeat_interval`.
+
+After a controller (re)start a node not heard from yet is **unknown**, not unhealthy: this
+process has not listened long enough to tell. It stays unknown for 6 heartbeat intervals
+of this process's own observation (`unknown_window`), then counts as unhealthy. Steps that
+need a node up wait for its health to be known (`wait_known`) instead of failing on a
+silence that only means "just started" (docs/operations.md#controller-restarts).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from enum import StrEnum
 
 from tandemdb.common.deployment import CONTROLLER, Deployment
 
@@ -21,6 +28,16 @@ from .store import Store
 log = logging.getLogger("tandem.controller.topology")
 
 HEALTH_FACTOR = 3  # heartbeats a node may miss before it counts as unhealthy
+# Heartbeat intervals after the start during which a node never heard from is unknown: its
+# first heartbeat to this process may come one interval late, and one more may be lost to
+# the connection the previous process left behind.
+UNKNOWN_FACTOR = 6
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"  # not heard from since this controller started, which was just now
 
 
 class Topology:
@@ -28,6 +45,9 @@ class Topology:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.deployment, self.clock = store, deployment, clock
         self.health_limit = HEALTH_FACTOR * deployment.heartbeat_interval
+        self.unknown_window = UNKNOWN_FACTOR * deployment.heartbeat_interval
+        self.listening_since = clock()  # see `listening`
+        self._heard = threading.Condition()  # notified at each heartbeat (`wait_known`)
         self._last_seen: dict[str, float] = {}
         self._believed_healthy: dict[str, bool] = {}
         self._urls: dict[str, str] = {}  # URLs already in the store, to skip reads
@@ -119,10 +139,17 @@ class Topology:
 
     # -- health --------------------------------------------------------------------------
 
+    def listening(self) -> None:
+        """Start the unknown window now: the process is about to take heartbeats (its
+        start-up before this, e.g. opening the store, is not time the nodes had)."""
+        self.listening_since = self.clock()
+
     def heard_from(self, node: str) -> bool:
         """Record a heartbeat; True if the node was not healthy before it."""
         was_healthy = self._believed_healthy.get(node, False)
-        self._last_seen[node] = self.clock()
+        with self._heard:
+            self._last_seen[node] = self.clock()
+            self._heard.notify_all()
         self._believed_healthy[node] = True
         return not was_healthy
 
@@ -130,9 +157,33 @@ class Topology:
         seen = self._last_seen.get(node)
         return None if seen is None else self.clock() - seen
 
-    def healthy(self, node: str) -> bool:
+    def silent_for(self, node: str) -> float:
+        """Seconds without a heartbeat: since the last one, or since this process listens
+        (never longer than it has observed, so a restart cannot make a node look lost)."""
         age = self.heartbeat_age(node)
-        return age is not None and age <= self.health_limit
+        return self.clock() - self.listening_since if age is None else age
+
+    def health(self, node: str) -> Health:
+        age = self.heartbeat_age(node)
+        if age is None:
+            observed = self.clock() - self.listening_since
+            return Health.UNKNOWN if observed < self.unknown_window else Health.UNHEALTHY
+        return Health.HEALTHY if age <= self.health_limit else Health.UNHEALTHY
+
+    def healthy(self, node: str) -> bool:
+        return self.health(node) == Health.HEALTHY
+
+    def wait_known(self, nodes: Iterable[str]) -> dict[str, Health]:
+        """Each node's health once none is unknown. Blocking, at most until the unknown
+        window ends (a few heartbeat intervals after the start; at once later on)."""
+        nodes = list(nodes)
+        with self._heard:
+            while True:
+                healths = {node: self.health(node) for node in nodes}
+                remaining = self.unknown_window - (self.clock() - self.listening_since)
+                if Health.UNKNOWN not in healths.values() or remaining <= 0:
+                    return healths
+                self._heard.wait(min(remaining, self.deployment.heartbeat_interval))
 
     def newly_unhealthy(self) -> list[tuple[str, float]]:
         """Nodes that were healthy and missed their heartbeats since: (node, age)."""
@@ -151,7 +202,9 @@ class Topology:
         views = []
         for node in self.nodes_in(region):
             age = self.heartbeat_age(node)
-            views.append({"name": node, "url": urls[node], "healthy": self.healthy(node),
+            health = self.health(node)
+            views.append({"name": node, "url": urls[node],
+                          "healthy": health == Health.HEALTHY, "health": health.value,
                           "last_heartbeat_age": None if age is None else round(age, 3)})
         return views
 
