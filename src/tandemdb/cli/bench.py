@@ -105,6 +105,43 @@ def bench_failover(
         raise typer.Exit(1) from None
 
 
+@bench_app.command("isolation")
+def bench_isolation(
+    seconds: float = typer.Option(5.0, min=0.5, help="Seconds per phase (the neighbour's "
+                                                     "phase lasts at least one round)."),
+    lease_ttl: float = typer.Option(1.5, min=0.1, help="lease_ttl of the deployment."),
+    clients: int = typer.Option(2, min=1, help="The neighbour's concurrent clients."),
+    value_mib: float = typer.Option(0.0, min=0.0, help="Size of the neighbour's values in "
+                                    "MiB (0: the largest a transaction may write)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """A tenant's small writes while another runs the largest statements allowed."""
+    from tandemdb.bench import isolation
+    from tandemdb.client import TandemError
+
+    try:
+        _report(isolation.run, "isolation benchmark (local deployment)", as_json,
+                details=_isolation_details, seconds=seconds, lease_ttl=lease_ttl,
+                clients=clients, value_bytes=int(value_mib * (1 << 20)) or None)
+    except (TandemError, RuntimeError) as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _isolation_details(result: dict) -> None:
+    """The victim's figures side by side: alone, next to the neighbour, and the ratio."""
+    table = Table(title="the victim's writes")
+    for column in ("figure", "alone", "with neighbour", "ratio"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    for key in ("writes", "p50_ms", "p99_ms", "max_ms", "errors"):
+        table.add_row(key, str(result.get(f"victim_{key}_baseline")),
+                      str(result.get(f"victim_{key}_noisy")),
+                      str(result.get(f"victim_{key}_ratio", "")))
+    table.add_row("lease_min_remaining_s", str(result.get("lease_min_remaining_s_baseline")),
+                  str(result.get("lease_min_remaining_s_noisy")), "")
+    Console().print(table)
+
+
 def _failover_details(result: dict) -> None:
     """One row per environment: the figures the main table sums or takes the largest of."""
     table = Table(title="per environment")
