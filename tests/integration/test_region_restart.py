@@ -213,3 +213,23 @@ def race(client: Client, env: str) -> dict[str, dict]:
     for thread in threads:
         thread.join(30)
     return answers
+
+
+def test_a_region_failover_waits_for_a_move_out_of_it_that_runs(cluster: Cluster):
+    """An environment another operation holds is waited for, not failed: here its own
+    failover to east, started just before `region failover west`."""
+    client = cluster.client
+    name = "rw-held"
+    client.create_environment(name, region="west")
+    client.sql(name, "CREATE TABLE events(id INTEGER, at REAL)")
+    single = client.failover(name)
+    over = client.wait_operation(client.region_failover("west")["id"], timeout=90)
+    assert client.wait_operation(single["id"], timeout=60)["state"] == "succeeded"
+    assert over["state"] == "succeeded", (over.get("error"), over.get("result"))
+    # (Its line says "moved by operation …" when the region's move found it held; had the
+    # single failover ended first, the region would not have had to move it at all.)
+    lines = [e for e in over["result"]["environments"] if e["environment"] == name]
+    assert all(line["state"] == "succeeded" for line in lines), lines
+    assert client.environment(name)["primary_region"] == "east"
+    back = client.wait_operation(client.region_failback("west")["id"], timeout=90)
+    assert back["state"] == "succeeded", back.get("error")
