@@ -12,7 +12,8 @@ every kill point of both, N times over:
     TANDEM_SOAK=N .venv/bin/python -m pytest -m soak tests/integration/test_region_restart.py
 
 Item 10: `region failover east` and `failover ENV` (west to east) sent together; whichever
-wins, east never ends failed over while holding a primary.
+wins, east never ends failed over while holding a primary. And a region failover that meets
+an environment another operation is moving waits for it instead of failing it.
 """
 
 from __future__ import annotations
