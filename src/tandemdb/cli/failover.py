@@ -47,7 +47,7 @@ POLL_SECONDS = 0.25  # how often the CLI asks for news: steps of a failover take
 CHILDREN_LIMIT = 500  # the API's largest page of operations
 STATE_STYLES = {"succeeded": "green", "failed": "red", "running": "yellow", "pending": "dim",
                 "healthy": "green", "failed-over": "yellow", "failing-over": "yellow",
-                "failing-back": "yellow"}
+                "failing-back": "yellow", "partially-failed-over": "red"}
 
 region_app = typer.Typer(help="Regions: list them with their state; fail a whole region "
                               "over to its pair, and back.", no_args_is_help=True)

@@ -28,6 +28,13 @@ def _time(value: Any) -> str:
     return _value(value)
 
 
+def _health(node: dict) -> Text:
+    """A node's health; `unknown` right after a controller restart, before its heartbeat."""
+    word = node.get("health") or {True: "healthy", False: "down"}.get(node.get("healthy"), "?")
+    word = "down" if word == "unhealthy" else word
+    return Text(word, style={"healthy": "green", "down": "red"}.get(word, "yellow"))
+
+
 def regions_table(regions: list[dict]) -> Table:
     """One row per node, grouped by region."""
     table = Table(title="regions and nodes", title_justify="left", box=box.SIMPLE_HEAD)
@@ -39,9 +46,7 @@ def regions_table(regions: list[dict]) -> Table:
         state_text = Text(state, style="green" if state == "healthy" else "red")
         nodes = region.get("nodes") or [{}]
         for i, node in enumerate(nodes):
-            healthy = node.get("healthy")
-            health = (Text("healthy", style="green") if healthy
-                      else Text("down", style="red") if healthy is False else Text("?"))
+            health = _health(node)
             table.add_row(region.get("name", "?") if i == 0 else "",
                           region.get("pair", "?") if i == 0 else "",
                           state_text if i == 0 else "",
