@@ -4,7 +4,8 @@ Public (forwarded by the gateway): `/v1/regions[/{region}/failover|failback]`,
 `/v1/environments[/{env}[/failover]]`, `/v1/operations[/{id}]`, `/v1/events`,
 `/v1/webhooks[/{id}]` (docs/operations.md, docs/failover.md).
 Internal: `/internal/v1/heartbeat` from nodes, `/internal/v1/routing` long poll from the
-gateway. Everything but `/healthz` and `/metrics` needs the cluster secret.
+gateway. Everything but `/healthz` needs the cluster secret (`/metrics` also takes the
+admin token as a Bearer token, as a Prometheus scrape sends it).
 """
 
 from __future__ import annotations

@@ -415,21 +415,3 @@ async def pause_point(name: str) -> None:
         log.warning("operation paused at %s because %s says so (a fault test); it resumes "
                     "after a restart without it", name, PAUSE_ENV)
         await asyncio.Event().wait()
-
-
-def parse_limit(query: dict[str, str]) -> int:
-    """`limit` of `GET /v1/operations`; 400 with what to fix when it is wrong."""
-    unknown = sorted(set(query) - {"limit", "parent"})
-    if unknown:
-        raise ApiError(400, "bad_request", f"unknown parameter(s) {', '.join(unknown)}: "
-                                           "GET /v1/operations takes limit and parent")
-    text = query.get("limit", str(DEFAULT_LIST))
-    try:
-        limit = int(text)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_LIST:
-        raise ApiError(400, "bad_request", f"invalid limit={text!r}: give a number of "
-                                           f"operations from 1 to {MAX_LIST}")
-    return limit
-

@@ -109,8 +109,18 @@ class Replayer:
                                "params": params})
             checked.append(columns)
         reply = await self.nodes.sql(node, url, env, statements)
+        if reply.status == 422 and (reply.body or {}).get("error", {}).get("code") == \
+                "invalid_text":
+            # The primary's current row holds text that is not UTF-8: it cannot be compared,
+            # so the write is left for a person, like any other conflict.
+            return "conflict", [{"lsn": entry["lsn"], "table": c["table"], "op": c["op"],
+                                 "key": c["key"], "reason": "the current row holds text that "
+                                 "is not UTF-8, which cannot be compared: replay it by hand"}
+                                for c in entry["changes"]]
         if not reply.ok:
-            raise ApiError(502, "replay_failed", f"cannot read the primary: {reply.problem}")
+            raise ApiError(503, "primary_unavailable",
+                           f"cannot read the primary to check for conflicts: {reply.problem}; "
+                           "nothing was replayed from this write on, run the replay again")
         states, found = [], []
         for change, columns, result in zip(entry["changes"], checked, reply.body["results"],
                                            strict=True):
