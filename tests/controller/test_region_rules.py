@@ -44,6 +44,11 @@ def test_nothing_moves_into_an_evacuated_region_and_partial_moves_fail(own_contr
         refused = post(ctl, "/v1/regions/west/failover")["error"]
         assert refused["code"] == "region_evacuated" and "failback east" in refused["message"]
         assert ctl.http.get("/v1/environments/rr-west").json()["state"] == "active"
+        # Nor is a new environment homed there; nothing is recorded.
+        created = ctl.create(name="rr-east", region="east")
+        assert created.status_code == 409, created.text
+        assert created.json()["error"]["code"] == "region_evacuated"
+        assert ctl.http.get("/v1/environments/rr-east").status_code == 404
 
         back = ended(ctl, post(ctl, "/v1/regions/east/failback"))
         assert (back["state"], states(ctl)["east"]) == ("succeeded", "healthy"), back

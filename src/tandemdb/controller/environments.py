@@ -45,6 +45,7 @@ from .events import Events, EventType
 from .nodes import NodeClient
 from .operations import Draft, Kind, Operation, Operations, OpState, Outcome, StepFailed
 from .reconcile import Reconciler
+from .region_rules import read_region, refuse_create, region_key
 from .status import LiveStatus
 from .store import Txn
 from .topology import Topology
@@ -111,6 +112,14 @@ class Environments:
             if self.catalog.get(name) is not None:
                 raise ApiError(409, "exists", f"environment {name!r} exists already: pick "
                                               "another name, or delete it first")
+            # Docs/failover.md#what-may-move-where: no new primary in an evacuated region;
+            # checked on the region's record version, so a region failover that starts
+            # meanwhile makes this commit fail and read again.
+            region, state = read_region(self.store, request.region)
+            refusal = refuse_create(name, request.region, state)
+            if refusal is not None:
+                raise refusal
+            txn.expect(region_key(request.region), region.version if region else None)
             record = new_record(request, replicas, op_id)
             txn.expect(record_key(name), None).put(record_key(name), record)
             steps = ["record", *(s for s, _ in replica_steps("create", replicas)), "activate"]

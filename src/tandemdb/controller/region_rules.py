@@ -69,6 +69,16 @@ def refuse_move(env: str, region: str, state: str, *, failback: bool,
                     f"coming home; 'tandem region failback {region}' makes it healthy again")
 
 
+def refuse_create(env: str, region: str, state: str) -> ApiError | None:
+    """409 when a new environment may not have its home (its primary) in `region`."""
+    if state not in (RegionState.FAILING_OVER, *EVACUATED):
+        return None
+    return ApiError(409, "region_evacuated", f"cannot create environment {env!r} in {region}: "
+                    f"the region is {state} and its primaries are being moved out or are "
+                    f"out; create it in another region, or after 'tandem region failback "
+                    f"{region}'")
+
+
 def failovers_into(store: Store, records: list[dict], region: str, kind: str) -> list[str]:
     """Live operations of `kind` (environment failovers) moving an environment into
     `region`: the ids, oldest first. Blocking."""
