@@ -137,6 +137,8 @@ def test_guards_follow_the_schema(make_env):
       "UPDATE nc SET a = 'B' WHERE a = 'tmp'"]),
     ("CREATE TABLE nc(a PRIMARY KEY, v)", ["INSERT INTO nc VALUES (1, 1)"],
      ["UPDATE nc SET a = 1.0"]),  # no type: 1 and 1.0 are one key in two forms
+    ("CREATE TABLE nc(a PRIMARY KEY, v)", ["INSERT INTO nc VALUES (0.0, 1)"],
+     ["UPDATE nc SET a = -0.0 WHERE a = 0"]),  # no type: the zero keeps its sign
 ])
 def test_a_key_changed_to_a_collation_equal_spelling_is_refused(make_env, schema, setup,
                                                                 writes):

@@ -209,7 +209,10 @@ def _null_check(key: TableKey, image: str) -> str:
 def _log_key(key: TableKey, log: str, image: str) -> list[str]:
     values = [f"{image}.{_q(c.name)}" for c in key.columns]
     equal = " AND ".join(f"k{i} = {v}" for i, v in enumerate(values))
-    same = " AND ".join(f"typeof(k{i}) = typeof({v}) AND k{i} = {v} COLLATE BINARY"
+    # Equal REALs differ in bytes only as 0.0 and -0.0 (untyped columns keep the sign):
+    # atan2(x, -1) is pi or -pi by the sign of a zero, and equal for any other equal pair.
+    same = " AND ".join(f"typeof(k{i}) = typeof({v}) AND k{i} = {v} COLLATE BINARY AND "
+                        f"(typeof({v}) != 'real' OR atan2(k{i}, -1) = atan2({v}, -1))"
                         for i, v in enumerate(values))
     return [f"SELECT raise(ABORT, {_lit(MARK + _collision(key.table))}) FROM temp.{_q(log)} "
             f"WHERE {equal} AND NOT ({same});",
@@ -218,7 +221,7 @@ def _log_key(key: TableKey, log: str, image: str) -> list[str]:
 
 def _collision(table: str) -> str:
     return (f"table {table!r}: this transaction writes a key that equals another of its "
-            "keys under the key's comparison (COLLATE NOCASE or RTRIM, or 1 = 1.0) but "
+            "keys under the key's comparison (COLLATE NOCASE or RTRIM, 1 = 1.0, or 0.0 = -0.0) but "
             "differs in its bytes, for example changing 'A' to 'a'. The journal records rows "
             "by their exact key bytes, so this cannot be replicated exactly: make the change "
             "in two requests, first DELETE the old row, then INSERT the new one")
