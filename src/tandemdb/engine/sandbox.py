@@ -72,8 +72,8 @@ class Limits:
 class StatementFlags:
     """What the authorizer saw while the current tenant statement was prepared."""
 
-    __slots__ = ("ddl", "dml", "inserts", "creates_table", "alter", "denied", "read_only",
-                 "wrote", "drops_table")
+    __slots__ = ("ddl", "dml", "inserts", "creates_table", "created", "alter", "denied",
+                 "read_only", "wrote", "drops_table")
 
     def __init__(self) -> None:
         self.ddl = False
@@ -81,6 +81,7 @@ class StatementFlags:
         self.dml = False
         self.inserts = False
         self.creates_table = False
+        self.created: str | None = None  # the table a CREATE TABLE makes
         self.drops_table = False  # a DROP TABLE drops Tandem's TEMP guard triggers with it
         self.denied: str | None = None
         self.read_only = False
@@ -176,7 +177,7 @@ class Sandbox:
                                       "are not allowed")
             flags.ddl = True
             if action == A.SQLITE_CREATE_TABLE:
-                flags.creates_table = True
+                flags.creates_table, flags.created = True, arg1
             return apsw.SQLITE_OK
         if action == A.SQLITE_SELECT and flags.creates_table:
             # Replicas replay DDL text; a CREATE TABLE … AS SELECT would insert rows twice.

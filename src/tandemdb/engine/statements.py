@@ -18,7 +18,7 @@ from .errors import (
     SqlError,
     Unreplicable,
 )
-from .exactness import MARK
+from .exactness import MARK, table_key
 from .recorder import Recorder
 from .results import Statement, StatementResult
 from .sandbox import Limits, Sandbox, StatementFlags
@@ -105,6 +105,11 @@ class StatementRunner:
             clash = reserved_name_clash(self._conn)
             if clash:
                 raise SandboxViolation(f"the name {clash!r} is reserved for Tandem")
+            key = table_key(self._conn, flags.created) if flags.created else None
+            if key is not None and key.ambiguous:
+                # Refused here rather than at every later write: such a table is useless.
+                raise Unreplicable(f"table {flags.created!r} cannot be replicated: "
+                                   f"{key.ambiguous}")
             recorder.after_ddl()
         if recorder.size > limits.max_entry_bytes:
             raise EntryTooLarge(
