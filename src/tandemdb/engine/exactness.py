@@ -216,7 +216,10 @@ def _log_key(key: TableKey, log: str, image: str) -> list[str]:
                         for i, v in enumerate(values))
     return [f"SELECT raise(ABORT, {_lit(MARK + _collision(key.table))}) FROM temp.{_q(log)} "
             f"WHERE {equal} AND NOT ({same});",
-            f"INSERT OR IGNORE INTO temp.{_q(log)} VALUES ({', '.join(values)});"]
+            # Not INSERT OR IGNORE: the outer statement's conflict policy (an UPSERT, UPDATE OR
+            # FAIL, INSERT OR ROLLBACK …) overrides a trigger's, and would fail on the log.
+            f"INSERT INTO temp.{_q(log)} SELECT {', '.join(values)} WHERE NOT EXISTS "
+            f"(SELECT 1 FROM temp.{_q(log)} WHERE {equal});"]
 
 
 def _collision(table: str) -> str:
