@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from . import fuzz_schema
 from .fuzz_schema import Draw, Schema, Stmt, Table, value
 
 UPDATE_EXPRS = ["{c} + 1", "-{c}", "upper({c})", "lower({c})", "{c} || ' '", "rtrim({c})",
@@ -87,7 +88,10 @@ def update(draw: Draw, table: Table) -> Stmt:
 
 def delete(draw: Draw, table: Table) -> Stmt:
     where, params = _where(draw, table)
-    returning = " RETURNING *" if draw(st.integers(0, 4)) == 0 else ""
+    returning = ""
+    if draw(st.integers(0, 4)) == 0:
+        safe = fuzz_schema.RETURNING_ABORT or not fuzz_schema.INVALID_UTF8
+        returning = " RETURNING *" if safe else " RETURNING 1"
     return f"DELETE FROM {table.name}{where}{returning}", params
 
 
