@@ -7,7 +7,6 @@ the replica ends equal, and the inverted changesets rewind exactly.
 
 from __future__ import annotations
 
-import apsw
 import pytest
 
 from tandemdb.engine import EngineError, Limits
@@ -48,29 +47,29 @@ def test_same_file_put_again_replicates_its_new_modified_at(make_env):
     assert replica.stat_file("a") == primary.stat_file("a")
 
 
-@pytest.mark.xfail(strict=True, raises=apsw.SQLError, reason=(
-    "fuzzer finding, not fixed yet: the session keys -2**63 and -2.0**63 apart by bytes, the "
-    "key's comparison does not; the replica halts with 'SQL logic error'. Drop this marker "
-    "once the engine refuses the write (or replicates it)."))
 @pytest.mark.parametrize("table", [
     "CREATE TABLE t(k INT PRIMARY KEY, v) WITHOUT ROWID",
     "CREATE TABLE t(k INT NOT NULL PRIMARY KEY, v)",
     "CREATE TABLE t(k NUMERIC NOT NULL PRIMARY KEY, v)",
+    "CREATE TABLE t(k BIGINT, j TEXT, v, PRIMARY KEY(j, k)) WITHOUT ROWID",
 ])
-def test_int64_min_key_changed_to_its_real_twin(make_env, table):
+@pytest.mark.parametrize("write", ["UPDATE t SET k = k * 1.0",
+                                   "INSERT INTO t(k, v) VALUES (-9223372036854775808.0, 2)"])
+def test_int64_min_key_changed_to_its_real_twin(make_env, table, write):
     """An INTEGER-affinity column cannot convert the REAL -2.0**63 to an integer, so the
-    UPDATE stores the key as REAL: equal to the old key, other bytes."""
-    setup = [[table], ["INSERT INTO t VALUES (-9223372036854775808, 1)"]]
-    _exact(make_env, setup, ["UPDATE t SET k = k * 1.0"])
+    UPDATE stores the key as REAL: equal to the old key, other bytes. Refused."""
+    setup = [[table], ["INSERT INTO t(k, v) VALUES (-9223372036854775808, 1)"]]
+    if "j TEXT" in table:
+        setup[1] = ["INSERT INTO t(j, k, v) VALUES ('x', -9223372036854775808, 1)"]
+        write = write.replace("t(k, v)", "t(j, k, v)").replace("(-9", "('y', -9")
+    assert _exact(make_env, setup, [write]) is False
 
 
-@pytest.mark.xfail(strict=True, raises=apsw.BusyError, reason=(
-    "fuzzer finding, not fixed yet: the statement runner leaves a write statement open when "
-    "it stops reading its RETURNING rows, so the environment's next checksum, acknowledge, "
-    "put_file or rewind fails with 'SQL statements in progress' until the next tenant "
-    "statement. Drop this marker once the runner resets its cursor on every error."))
 @pytest.mark.parametrize("stop", ["invalid_text", "result_limit"])
 def test_a_write_stopped_while_returning_rows_leaves_nothing_open(make_env, stop):
+    """The statement runner left a write open when it stopped reading its RETURNING rows:
+    the environment's next checksum, acknowledge, put_file or rewind failed with 'SQL
+    statements in progress' until the next tenant statement."""
     env = make_env()
     env.execute(["CREATE TABLE t(k INTEGER PRIMARY KEY, v)",
                  "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')"])

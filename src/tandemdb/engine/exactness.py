@@ -36,6 +36,7 @@ from .schema import user_tables
 
 MARK = "tandem-unreplicable: "
 PREFIX = "_tandem_guard_"
+INT64_MIN = -(2**63)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class KeyColumn:
     collation: str  # the column's own (what the session's lookups use), upper case
     loose: bool  # equal values may differ in bytes: a non-BINARY collation or no type
     nullable: bool
+    numeric: bool = False  # INTEGER or NUMERIC affinity: may hold the REAL -2.0**63
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,14 @@ def _untyped(declared: str, strict: bool) -> bool:
     return "BLOB" in t or t == ""
 
 
+def _numeric(declared: str, strict: bool) -> bool:
+    """INTEGER or NUMERIC affinity (not STRICT: it refuses a REAL it cannot convert)."""
+    t = (declared or "").upper()
+    if strict or any(s in t for s in ("CHAR", "CLOB", "TEXT", "BLOB", "REAL", "FLOA", "DOUB")):
+        return "INT" in t and not strict
+    return t != ""
+
+
 def table_key(conn: apsw.Connection, table: str) -> TableKey | None:
     """The key of `table`; None when rows are keyed by rowid (no key, INTEGER PRIMARY KEY)."""
     pk_index = next((row[1] for row in conn.execute(f"PRAGMA main.index_list({_q(table)})")
@@ -103,7 +113,7 @@ def table_key(conn: apsw.Connection, table: str) -> TableKey | None:
                          "for both (recreate the table)")
         columns.append(KeyColumn(name, collation,
                                  collation != "BINARY" or _untyped(declared, bool(strict)),
-                                 not notnull and not strict))
+                                 not notnull and not strict, _numeric(declared, bool(strict))))
     return TableKey(table, tuple(columns), not without_rowid, ambiguous)
 
 
@@ -175,6 +185,9 @@ class KeyGuards:
             bodies["INSERT"].append(_null_check(key, "NEW"))
             bodies["UPDATE"] += [_null_check(key, "OLD"), _null_check(key, "NEW")]
             bodies["DELETE"].append(_null_check(key, "OLD"))
+        if any(c.numeric for c in key.columns):
+            bodies["INSERT"].append(_int_min_check(key))
+            bodies["UPDATE"].append(_int_min_check(key))
         sql = []
         if key.loose:
             log = f"{name}_keys"
@@ -190,6 +203,19 @@ class KeyGuards:
                 sql.append(f"CREATE TEMP TRIGGER {_q(f'{name}_{op}')} AFTER {op} ON {target} "
                            f"BEGIN {' '.join(body)} END")
         return sql
+
+
+def _int_min_check(key: TableKey) -> str:
+    """An INTEGER column cannot convert the REAL -2.0**63 to the integer -2**63 (SQLite's
+    conversion stops short of the bound), yet the two compare equal: the session keys them
+    apart by bytes, and a replica cannot apply a change between them. Refuse that REAL."""
+    cols = [c.name for c in key.columns if c.numeric]
+    cond = " OR ".join(f"(typeof(NEW.{_q(c)}) = 'real' AND NEW.{_q(c)} = {INT64_MIN}.0)"
+                       for c in cols)
+    why = (f"table {key.table!r}: the key column(s) {', '.join(cols)} would hold the REAL "
+           f"{INT64_MIN}.0, which equals the integer {INT64_MIN} but is stored apart from it, "
+           "so it cannot be replicated exactly; write the integer instead")
+    return f"SELECT raise(ABORT, {_lit(MARK + why)}) WHERE {cond};"
 
 
 def _null_check(key: TableKey, image: str) -> str:

@@ -32,12 +32,16 @@ class StatementRunner:
     def __init__(self, conn: apsw.Connection, sandbox: Sandbox) -> None:
         self._conn = conn
         self._sandbox = sandbox
-        self._cursor = conn.cursor()
-        self._cursor.exec_trace = self._on_statement
+        self._cursor = self._new_cursor()
         self._recorder: Recorder | None = None
         self._flags = StatementFlags()
         self._columns: list[str] = []
         self._started = False
+
+    def _new_cursor(self) -> apsw.Cursor:
+        cursor = self._conn.cursor()
+        cursor.exec_trace = self._on_statement
+        return cursor
 
     def _on_statement(self, cursor: apsw.Cursor, sql: str, _bindings: object) -> bool:
         if self._started:
@@ -57,6 +61,7 @@ class StatementRunner:
         self._columns = []
         rows: list[list] = []
         size = 0
+        finished = False
         try:
             for row in self._cursor.execute(stmt.sql, stmt.params, can_cache=False):
                 rows.append(list(row))
@@ -65,6 +70,7 @@ class StatementRunner:
                     raise LimitExceeded(
                         f"result is larger than the limit of {limits.max_result_rows} rows "
                         f"or {limits.max_result_bytes} bytes; add a LIMIT or page with WHERE")
+            finished = True
         except apsw.ExecTraceAbort:
             raise SqlError("each statement item must hold exactly one SQL statement; "
                            "send the others as separate items") from None
@@ -99,6 +105,12 @@ class StatementRunner:
                 raise Unreplicable(str(err)[len(MARK):]) from None
             raise SqlError(str(err)) from None
         finally:
+            if not finished:
+                # A statement stopped mid-way (a limit, text that is not UTF-8 in RETURNING
+                # rows) is still open: close it, or the engine's own next statement on this
+                # connection fails with "SQL statements in progress" (a fuzzer finding).
+                self._cursor.close(force=True)
+                self._cursor = self._new_cursor()
             self._sandbox.end_statement()
             self._recorder = None
         if flags.ddl:
