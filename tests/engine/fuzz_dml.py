@@ -14,8 +14,13 @@ from hypothesis import strategies as st
 from . import fuzz_schema
 from .fuzz_schema import Draw, Schema, Stmt, Table, value
 
-UPDATE_EXPRS = ["{c} + 1", "-{c}", "upper({c})", "lower({c})", "{c} || ' '", "rtrim({c})",
+UPDATE_EXPRS = ["{c} + 1", "0 - {c}", "upper({c})", "lower({c})", "{c} || ' '", "rtrim({c})",
                 "NULL", "CAST({c} AS TEXT)", "{c} * 1.0"]
+
+
+def _update_exprs() -> list[str]:
+    """`-c` turns 0.0 into -0.0: only with NEG_ZERO (`0 - c` never makes -0.0)."""
+    return UPDATE_EXPRS + (["-{c}"] if fuzz_schema.NEG_ZERO else [])
 
 
 def _where(draw: Draw, table: Table) -> tuple[str, list]:
@@ -76,7 +81,7 @@ def update(draw: Draw, table: Table) -> Stmt:
     sets = []
     for col in cols:
         if draw(st.booleans()):
-            sets.append(f"{col} = " + draw(st.sampled_from(UPDATE_EXPRS)).format(c=col))
+            sets.append(f"{col} = " + draw(st.sampled_from(_update_exprs())).format(c=col))
         else:
             sql, p = value(draw)
             sets.append(f"{col} = {sql}")

@@ -27,10 +27,11 @@ def _exact(make_env, setup: list, write: list) -> bool:
     except EngineError:
         assert primary.last_lsn == lsn and primary.checksum() == before
         return False
-    assert primary.last_lsn == lsn + 1, "the write changed rows but made no journal entry"
+    if primary.checksum() != before:
+        assert primary.last_lsn == lsn + 1, "the write changed rows but made no journal entry"
     replicate(primary, replica)
     assert replica.checksum() == primary.checksum()
-    if not any(e.ddl for e in primary.read_journal(lsn)):
+    if primary.last_lsn > lsn and not primary.read_journal(lsn)[0].ddl:
         replica.rewind(lsn)
         assert replica.checksum() == before
     return True
@@ -83,3 +84,59 @@ def test_a_write_stopped_while_returning_rows_leaves_nothing_open(make_env, stop
     env.acknowledge("secondary", lsn)
     env.put_file("f", b"x")
     assert env.last_lsn == lsn + 1
+
+
+# Shrunk from the fuzzer run against the engine before issue 9 (each failed there).
+
+def test_null_key_written_by_insert_or_replace_select(make_env):
+    """Issue 9 item 1: the row with a NULL key was committed without a journal entry."""
+    setup = [["CREATE TABLE t(k BLOB PRIMARY KEY, v UNIQUE)"], ["INSERT INTO t VALUES (1, 2)"]]
+    assert not _exact(make_env, setup, ["INSERT OR REPLACE INTO t(v) SELECT k FROM t"])
+
+
+def test_untyped_key_swapped_back_as_its_real_twin(make_env):
+    """Issue 9 item 2 (1 = 1.0 in a composite key without a type): the replica halted."""
+    setup = [["CREATE TABLE t(a NOT NULL, b REAL NOT NULL, PRIMARY KEY(a, b))"],
+             ["INSERT INTO t VALUES (1, 1)"]]
+    assert not _exact(make_env, setup, ["UPDATE t SET a = -99 WHERE a = 1",
+                                        "UPDATE t SET a = 1.0 WHERE a = -99"])
+
+
+def test_generated_column_over_text_that_is_not_utf8(make_env):
+    """Issue 9 item 5: the checksum raised UnicodeDecodeError on both sides."""
+    setup = [["CREATE TABLE t(a INT PRIMARY KEY, g AS (lower(a)) STORED)"]]
+    _exact(make_env, setup, ["INSERT INTO t(a) VALUES (CAST(x'fffe41' AS TEXT))"])
+
+
+def test_renames_and_drop_column_between_rows_in_one_transaction(make_env):
+    """Issue 9 item 8: refused as 'temp schema'; now the DDL travels between the rows, and the
+    index, trigger and generated column follow the renames."""
+    setup = [["CREATE TABLE t1(c0 TEXT NOT NULL, c1, g AS (c1 || 'x') VIRTUAL, PRIMARY KEY(c0))",
+              "CREATE TABLE t2(k INTEGER PRIMARY KEY, c0)",
+              "CREATE INDEX i3 ON t1(c1 COLLATE NOCASE) WHERE c1 > 0",
+              "CREATE TRIGGER tr4 AFTER INSERT ON t1 BEGIN "
+              "INSERT OR IGNORE INTO t2(c0) VALUES (NEW.c1); END"]]
+    assert _exact(make_env, setup, [
+        ("INSERT INTO t1(c0, c1) VALUES (?, ?)", ["a", 1]),
+        "ALTER TABLE t1 RENAME TO t5",
+        "ALTER TABLE t5 RENAME COLUMN c1 TO r6",
+        ("INSERT INTO t5(c0, r6) VALUES (?, ?)", ["b", 2]),
+        "ALTER TABLE t2 DROP COLUMN c0",
+        "INSERT INTO t2 DEFAULT VALUES",
+    ])
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "fuzzer finding, not fixed yet: the session extension compares -0.0 and 0.0 as equal, so "
+    "the UPDATE is recorded as no change: no entry, the lsn stays, the replica keeps the old "
+    "sign while the checksums (msgpack floats) differ. Drop this marker once the engine makes "
+    "the entry, refuses the write, or stores and checksums zero with one sign."))
+@pytest.mark.parametrize("table", ["CREATE TABLE t(v)",
+                                   "CREATE TABLE t(k INTEGER PRIMARY KEY, v)",
+                                   "CREATE TABLE t(k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID"])
+@pytest.mark.parametrize("old, new", [("-0.0", "0.0"), ("0.0", "-0.0")])
+def test_sign_of_zero_changed_in_a_value(make_env, table, old, new):
+    columns = "(v)" if table.endswith("(v)") else "(k, v)"
+    row = f"({old})" if columns == "(v)" else f"('1', {old})"
+    setup = [[table], [f"INSERT INTO t{columns} VALUES {row}"]]
+    _exact(make_env, setup, [f"UPDATE t SET v = {new}"])
