@@ -108,6 +108,7 @@ class Schema:
     triggers: dict[str, str] = field(default_factory=dict)  # name -> table or view
     views: dict[str, str] = field(default_factory=dict)  # name -> table it selects from
     counter: int = 0
+    random: bool = False  # some column's DEFAULT is random(): inserts are not repeatable
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
@@ -183,7 +184,9 @@ def create_table(draw: Draw, schema: Schema) -> Stmt:
         if kind == "alias" and col.name == "k":
             text += " PRIMARY KEY" + (" AUTOINCREMENT" if draw(st.booleans()) else "")
         elif col.generated is None and col.name not in table.pk and draw(st.integers(0, 5)) == 0:
-            text += " DEFAULT " + draw(st.sampled_from(["0", "'d'", "NULL", "(random())"]))
+            default = draw(st.sampled_from(["0", "'d'", "NULL", "(random())"]))
+            schema.random = schema.random or "random" in default
+            text += " DEFAULT " + default
         defs.append(text)
     others = [t for t in schema.tables.values() if t.pk]
     if others and draw(st.booleans()):

@@ -26,12 +26,13 @@ Every example the fuzzer shrank to is kept in test_fuzz_regressions.py.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, note, settings
+from hypothesis import HealthCheck, Phase, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -43,25 +44,37 @@ from hypothesis.stateful import (
 from tandemdb.engine import EngineError, Environment, RewindImpossible
 
 from . import fuzz_dml, fuzz_schema
-from .conftest import replicate
+from .conftest import copy_blobs, replicate
 from .fuzz_schema import Schema, Stmt
 
 # Environments fsync every commit; in memory-backed storage that costs nothing.
 FAST_TMP = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# No explain phase: re-running a failing example per step costs minutes here, the notes
+# (each transaction and its outcome) already say what happened.
+_PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
 BOUNDED = settings(max_examples=300, stateful_step_count=25, deadline=None, derandomize=True,
-                   database=None, suppress_health_check=_HEALTH, print_blob=True)
+                   database=None, suppress_health_check=_HEALTH, print_blob=True,
+                   phases=_PHASES)
 
 
 def soak_settings(raw: str) -> settings:
     """TANDEM_SOAK=1 runs 5,000 random examples; TANDEM_SOAK=N runs N."""
     examples = int(raw) if raw.isdigit() and int(raw) > 1 else 5000
     return settings(max_examples=examples, stateful_step_count=50, deadline=None,
-                    derandomize=False, suppress_health_check=_HEALTH, print_blob=True)
+                    derandomize=False, suppress_health_check=_HEALTH, print_blob=True,
+                   phases=_PHASES)
 
 
 def _checksum(env: Environment) -> str:
     return env.checksum().total
+
+
+def replicate_upto(source: Environment, target: Environment, lsn: int) -> None:
+    """Ship the entries after the target's last lsn, up to `lsn`, one apply call."""
+    entries = [e for e in source.read_journal(target.last_lsn, max_entries=1000) if e.lsn <= lsn]
+    copy_blobs(source, target, entries)
+    target.apply(entries, sender_epoch=source.epoch)
 
 
 class ReplicationMachine(RuleBasedStateMachine):
@@ -70,7 +83,7 @@ class ReplicationMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self._tmp = tempfile.TemporaryDirectory(prefix="tandem-fuzz-", dir=FAST_TMP)
-        root = Path(self._tmp.name)
+        root = self.root = Path(self._tmp.name)
         self.primary = Environment(root / "primary")
         self.replica = Environment(root / "replica")
         self.mirror = Environment(root / "mirror")
@@ -143,6 +156,51 @@ class ReplicationMachine(RuleBasedStateMachine):
         for _ in range(data.draw(st.integers(1, 4), label="statements")):
             statements += fuzz_dml.dml(data.draw, staged)
         self.commit(statements, staged)
+
+    @precondition(lambda self: self.schema.tables)
+    @rule(data=st.data())
+    def write_group(self, data: st.DataObject) -> None:
+        """Group commit, the node's batcher path: two or three transactions of row changes in
+        one SQLite commit must do what the same transactions do one by one. A twin restored
+        from a snapshot runs them with execute; outcomes and lsns must agree, and checksums
+        too unless random() made the rows (or SQLite picks random rowids: the largest is
+        taken)."""
+        txs = [fuzz_dml.dml(data.draw, self.schema.staged())
+               for _ in range(data.draw(st.integers(2, 3), label="transactions"))]
+        note(f"execute_group({txs!r})")
+        before_lsn = self.primary.last_lsn
+        snap = self.primary.snapshot(self.root / f"twin-{before_lsn}.sqlite")
+        twin = Environment.restore(snap.path, self.root / "twin", self.primary.blobs.get)
+        try:
+            repeatable = "random" not in repr(txs) and not self.schema.random
+            repeatable = repeatable and not self.rowids_maxed(twin)
+            outcomes = self.primary.execute_group(txs)
+            for tx, outcome in zip(txs, outcomes, strict=True):
+                try:
+                    alone: object = twin.execute(tx).lsn
+                except EngineError as err:
+                    alone = err.code
+                grouped = outcome.code if isinstance(outcome, EngineError) else outcome.lsn
+                note(f"  -> grouped {grouped!r}, alone {alone!r}")
+                assert grouped == alone, "a transaction did otherwise in a group than alone"
+            lsn = self.primary.last_lsn
+            assert twin.last_lsn == lsn
+            if repeatable and not self.rowids_maxed(self.primary):
+                assert _checksum(twin) == _checksum(self.primary)
+            event(f"group: {sum(not isinstance(o, EngineError) for o in outcomes)} committed")
+        finally:
+            twin.close()
+            shutil.rmtree(self.root / "twin")
+            Path(snap.path).unlink()
+        for entry in self.primary.read_journal(before_lsn, max_entries=10):
+            replicate_upto(self.primary, self.replica, entry.lsn)
+            self.sums[entry.lsn] = _checksum(self.replica)  # checked against the primary below
+        assert self.sums[lsn] == _checksum(self.primary)
+
+    def rowids_maxed(self, env: Environment) -> bool:
+        """Once a table holds rowid 2**63-1, SQLite picks new rowids at random."""
+        return any(env.execute([f"SELECT 1 FROM {t.name} WHERE rowid = 9223372036854775807"])
+                   .results[0].rows for t in self.schema.tables.values() if not t.without_rowid)
 
     @rule(data=st.data())
     def change_schema(self, data: st.DataObject) -> None:
