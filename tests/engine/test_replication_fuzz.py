@@ -11,11 +11,19 @@ journal to a replica and checks DESIGN §5's exactness invariants:
   (EngineError) changed neither content nor lsn (invariants 8, 9);
 - now and then a third replica (the mirror) is rewound with the inverted changesets to an
   earlier lsn and must equal the primary's checksum at that lsn, then rolls forward again
-  to equal it now; a rewind over DDL must be refused with RewindImpossible and change nothing.
+  to equal it now; a rewind over DDL must be refused with RewindImpossible and change nothing;
+- a group commit (execute_group, the node's batcher path) does what the same transactions do
+  one by one with execute, on a twin restored from a snapshot;
+- a restart (reopening the primary) keeps the lsn and the content.
+
+Foreign keys are generated with ON DELETE/UPDATE actions, but the engine runs with
+`PRAGMA foreign_keys` off (SQLite's default, and tenants may not set PRAGMAs), so their
+actions never fire: only the schema text replicates.
 
 Anything else that escapes the engine (an apsw error, a UnicodeDecodeError) is a bug and
 fails the test. The normal suite runs a bounded, derandomized campaign (the same examples
-every run). The soak form is random and much longer:
+every run: 300 examples of up to 25 steps, about 25 s here). The soak form is random and
+much longer (and shrinks a failure, which can take minutes):
 
     TANDEM_SOAK=1 .venv/bin/python -m pytest -m soak tests/engine/test_replication_fuzz.py \
         --hypothesis-show-statistics      # 5,000 examples; TANDEM_SOAK=N runs N examples
