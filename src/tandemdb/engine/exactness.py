@@ -139,7 +139,14 @@ class KeyGuards:
         return (self._conn.execute("PRAGMA main.schema_version").get,
                 self._conn.execute("PRAGMA temp.schema_version").get)
 
-    def _sync(self) -> None:
+    def suspend(self) -> None:
+        """A DDL statement is about to run: take the guards away, since a trigger that names
+        a column would make its DROP COLUMN fail. The recording that starts right after the
+        statement (Recorder.after_ddl) installs them anew; no row changes in between."""
+        self._drop()
+        self._version = None
+
+    def _drop(self) -> None:
         conn = self._conn
         old = list(conn.execute(
             "SELECT type, name FROM temp.sqlite_master WHERE name LIKE ? ESCAPE '\\' "
@@ -148,6 +155,10 @@ class KeyGuards:
             if kind in ("trigger", "table"):
                 conn.execute(f"DROP {kind.upper()} IF EXISTS temp.{_q(name)}")
         self._logs, self._loose = [], set()
+
+    def _sync(self) -> None:
+        conn = self._conn
+        self._drop()
         for i, table in enumerate(user_tables(conn)):
             key = table_key(conn, table)
             if key is not None:
@@ -155,6 +166,8 @@ class KeyGuards:
                     self._loose.add(table)
                 for sql in self._guards(key, f"{PREFIX}{i}"):
                     conn.execute(sql)
+            for sql in _zero_guards(conn, table, f"{PREFIX}{i}_zero"):
+                conn.execute(sql)
 
     def check(self, changeset: bytes) -> None:
         """The one case the key logs cannot see: REPLACE deletes a row without firing its
@@ -203,6 +216,43 @@ class KeyGuards:
                 sql.append(f"CREATE TEMP TRIGGER {_q(f'{name}_{op}')} AFTER {op} ON {target} "
                            f"BEGIN {' '.join(body)} END")
         return sql
+
+
+def _signed_zero_columns(conn: apsw.Connection, table: str) -> list[str]:
+    """Stored columns that keep a REAL's sign of zero: no type (BLOB affinity), STRICT ANY.
+    Other affinities store -0.0 as the integer 0 (INTEGER, REAL, NUMERIC) or as text."""
+    strict = conn.execute("SELECT strict FROM pragma_table_list WHERE schema = 'main' AND "
+                          "name = ?", (table,)).get
+    found = []
+    for _, name, declared, _, _, _, hidden in conn.execute(
+            f"PRAGMA main.table_xinfo({_q(table)})"):
+        if hidden in (0, 3) and _untyped(declared, bool(strict)):  # 3: STORED generated
+            found.append(name)
+    return found
+
+
+def _zero_guards(conn: apsw.Connection, table: str, name: str) -> list[str]:
+    """The session compares values, not bytes: an UPDATE that turns 0.0 into -0.0 (or back,
+    directly or through other values within one transaction) is recorded as no change, and
+    the replica keeps the other sign. So -0.0 is not written into a column that keeps it,
+    and a row that holds one (stored before this rule) is not updated."""
+    columns = _signed_zero_columns(conn, table)
+    if not columns:
+        return []
+
+    def negative_zero(image: str) -> str:
+        return " OR ".join(f"(typeof({image}.{_q(c)}) = 'real' AND {image}.{_q(c)} = 0 AND "
+                           f"atan2({image}.{_q(c)}, -1) < 0)" for c in columns)
+
+    why = _lit(f"{MARK}table {table!r}: -0.0 in a column without a type cannot be replicated "
+               "exactly (changes between 0.0 and -0.0 are not recorded); write 0.0 instead, "
+               "or give the column a type (REAL stores -0.0 as 0.0)")
+    target = f"main.{_q(table)}"
+    return [f"CREATE TEMP TRIGGER {_q(f'{name}_INSERT')} AFTER INSERT ON {target} "
+            f"WHEN {negative_zero('NEW')} BEGIN SELECT raise(ABORT, {why}); END",
+            f"CREATE TEMP TRIGGER {_q(f'{name}_UPDATE')} AFTER UPDATE ON {target} "
+            f"WHEN {negative_zero('NEW')} OR {negative_zero('OLD')} "
+            f"BEGIN SELECT raise(ABORT, {why}); END"]
 
 
 def _int_min_check(key: TableKey) -> str:

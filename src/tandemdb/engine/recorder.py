@@ -56,6 +56,8 @@ class Recorder:
     def before_ddl(self, sql: str) -> None:
         """Called just before a DDL statement executes."""
         self._cut()
+        if self._guards is not None:
+            self._guards.suspend()
         self._segments.append((DDL, sql.strip()))
         self._closed_bytes += len(sql.strip().encode())
 
