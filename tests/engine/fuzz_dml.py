@@ -91,6 +91,16 @@ def update(draw: Draw, table: Table) -> Stmt:
     return f"{verb} {table.name} SET {', '.join(sets)}{where}", params + wparams
 
 
+def update_from(draw: Draw, schema: Schema, table: Table) -> Stmt:
+    """UPDATE … FROM another table: one row may match several source rows."""
+    source = schema.tables[draw(st.sampled_from(sorted(schema.tables)))]
+    col = draw(st.sampled_from([c.name for c in table.writable] or ["rowid"]))
+    src = draw(st.sampled_from([c.name for c in source.columns]))
+    on = draw(st.sampled_from([c.name for c in table.columns]))
+    return (f"UPDATE {table.name} SET {col} = s.{src} FROM {source.name} AS s "
+            f"WHERE {table.name}.{on} = s.{src}"), []
+
+
 def delete(draw: Draw, table: Table) -> Stmt:
     where, params = _where(draw, table)
     returning = ""
@@ -143,7 +153,8 @@ def dml(draw: Draw, schema: Schema) -> list[Stmt]:
     if kind == "insert":
         return [insert(draw, table)]
     if kind == "update":
-        return [update(draw, table)]
+        return [update(draw, table) if draw(st.integers(0, 4)) else
+                update_from(draw, schema, table)]
     if kind == "delete":
         return [delete(draw, table)]
     if kind == "insert_select":
