@@ -7,7 +7,7 @@ the primary commits it, so a refused transaction can never make the model drift.
 
 The flags switch on generators for defects that issue 9 names, or that this fuzzer found: each
 stayed off until its fix was in the engine, so the suite stayed green meanwhile. One is still
-off (CONSTRAINT_REPLACE): its defect has an xfail test in test_fuzz_regressions.py.
+off (CONSTRAINT_CONFLICT): its defect has an xfail test in test_fuzz_regressions.py.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ RETURNING_ABORT = True
 # Found by this fuzzer: a value changed from -0.0 to 0.0 (or back) was no change to the
 # session extension, so the commit made no entry and the replica kept the old sign.
 NEG_ZERO = True
-# Found by this fuzzer: a UNIQUE … ON CONFLICT REPLACE constraint makes the replica's
-# changeset apply replace rows on its own, then fail on the entry's DELETE (stream halted).
-CONSTRAINT_REPLACE = False
+# Found by this fuzzer: a constraint's own ON CONFLICT REPLACE or IGNORE also rules the
+# replica's changeset apply, which then replaces rows itself and halts on the entry's DELETE,
+# or silently skips an INSERT (the replica diverges); see test_fuzz_regressions.py.
+CONSTRAINT_CONFLICT = False
 # Issue 9 item 5: text that is not valid UTF-8 (`CAST(x'fffe41' AS TEXT)`) broke checksums.
 INVALID_UTF8 = True
 
@@ -199,8 +200,8 @@ def create_table(draw: Draw, schema: Schema) -> Stmt:
         defs.append(f"p REFERENCES {parent.name}({parent.pk[0]}) ON DELETE {action} "
                     f"ON UPDATE {draw(st.sampled_from(['CASCADE', 'SET NULL']))}")
     # A constraint's own conflict clause makes a plain INSERT or UPDATE replace or skip rows.
-    conflict = st.sampled_from(["", "", " ON CONFLICT IGNORE"]
-                               + [" ON CONFLICT REPLACE"] * CONSTRAINT_REPLACE)
+    conflict = st.sampled_from([""] + [" ON CONFLICT REPLACE", " ON CONFLICT IGNORE",
+                                       " ON CONFLICT FAIL"] * CONSTRAINT_CONFLICT)
     if kind in ("pk", "without_rowid"):
         defs.append(f"PRIMARY KEY({', '.join(table.pk)}){draw(conflict)}")
     plain = [c.name for c in table.writable if c.name not in table.pk]

@@ -155,3 +155,14 @@ def test_unique_on_conflict_replace_constraint(make_env, write):
     setup = [["CREATE TABLE t(k INTEGER PRIMARY KEY, c, UNIQUE(c) ON CONFLICT REPLACE)"],
              ["INSERT INTO t VALUES (1, 1), (2, 2)"]]
     _exact(make_env, setup, [write])
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "fuzzer finding, not fixed yet: the primary's REPLACE deletes the row holding c = 1 and "
+    "inserts '2'; the changeset lists the INSERT first, and the replica's apply inserts under "
+    "the table's ON CONFLICT IGNORE, so it skips the row without a conflict: the replica ends "
+    "empty, silently. Drop this marker once such writes (or constraints) are refused."))
+def test_unique_on_conflict_ignore_constraint_skips_a_row_on_the_replica(make_env):
+    setup = [["CREATE TABLE t(k TEXT PRIMARY KEY, c UNIQUE ON CONFLICT IGNORE) WITHOUT ROWID"],
+             ["INSERT INTO t VALUES ('1', 1)"]]
+    _exact(make_env, setup, ["REPLACE INTO t VALUES ('2', 1)"])
