@@ -6,8 +6,7 @@ and views. A transaction is drawn against a staged copy; the copy becomes the mo
 the primary commits it, so a refused transaction can never make the model drift.
 
 The flags switch on generators for defects that issue 9 names, or that this fuzzer found: each
-stayed off until its fix was in the engine, so the suite stayed green meanwhile. One is still
-off (CONSTRAINT_CONFLICT): its defect has an xfail test in test_fuzz_regressions.py.
+stayed off until its fix was in the engine, so the suite stayed green meanwhile. All are on.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ NEG_ZERO = True
 # Found by this fuzzer: a constraint's own ON CONFLICT REPLACE or IGNORE also rules the
 # replica's changeset apply, which then replaces rows itself and halts on the entry's DELETE,
 # or silently skips an INSERT (the replica diverges); see test_fuzz_regressions.py.
-CONSTRAINT_CONFLICT = False
+CONSTRAINT_CONFLICT = True
 # Issue 9 item 5: text that is not valid UTF-8 (`CAST(x'fffe41' AS TEXT)`) broke checksums.
 INVALID_UTF8 = True
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tandemdb.engine import ApplyConflict, EngineError, Limits
+from tandemdb.engine import EngineError, Limits
 
 from .conftest import replicate
 
@@ -145,24 +145,15 @@ def test_sign_of_zero_changed_in_a_value(make_env, table, old, new):
     assert _exact(make_env, setup, ["UPDATE t SET v = 1", f"UPDATE t SET v = {new}"]) is False
 
 
-@pytest.mark.xfail(strict=True, raises=ApplyConflict, reason=(
-    "fuzzer finding, not fixed yet: the replica's changeset apply inserts with the table's "
-    "own ON CONFLICT REPLACE, so it deletes the other row itself, then the entry's DELETE of "
-    "that row finds nothing and the stream halts. Drop this marker once such writes (or "
-    "such constraints) are refused before commit, or replicate."))
-@pytest.mark.parametrize("write", ["UPDATE t SET c = 3 - c", "INSERT INTO t(c) VALUES (2)"])
-def test_unique_on_conflict_replace_constraint(make_env, write):
-    setup = [["CREATE TABLE t(k INTEGER PRIMARY KEY, c, UNIQUE(c) ON CONFLICT REPLACE)"],
-             ["INSERT INTO t VALUES (1, 1), (2, 2)"]]
-    _exact(make_env, setup, [write])
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "fuzzer finding, not fixed yet: the primary's REPLACE deletes the row holding c = 1 and "
-    "inserts '2'; the changeset lists the INSERT first, and the replica's apply inserts under "
-    "the table's ON CONFLICT IGNORE, so it skips the row without a conflict: the replica ends "
-    "empty, silently. Drop this marker once such writes (or constraints) are refused."))
-def test_unique_on_conflict_ignore_constraint_skips_a_row_on_the_replica(make_env):
-    setup = [["CREATE TABLE t(k TEXT PRIMARY KEY, c UNIQUE ON CONFLICT IGNORE) WITHOUT ROWID"],
-             ["INSERT INTO t VALUES ('1', 1)"]]
-    _exact(make_env, setup, ["REPLACE INTO t VALUES ('2', 1)"])
+@pytest.mark.parametrize("table", [
+    "CREATE TABLE t(k INTEGER PRIMARY KEY, c, UNIQUE(c) ON CONFLICT REPLACE)",
+    "CREATE TABLE t(k TEXT PRIMARY KEY, c UNIQUE ON CONFLICT IGNORE) WITHOUT ROWID",
+    "CREATE TABLE t(k TEXT PRIMARY KEY ON CONFLICT REPLACE, c)",
+])
+def test_constraints_with_their_own_conflict_clause_are_refused(make_env, table):
+    """The replica's changeset apply obeys a constraint's own ON CONFLICT clause: with
+    REPLACE it deleted the other row itself and the entry's DELETE of it then found nothing
+    (the stream halted: `UPDATE t SET c = 3 - c`); with IGNORE it skipped the INSERT of
+    `REPLACE INTO t VALUES ('2', 1)` without a conflict, and the replica ended empty, silently.
+    Such tables are refused when they are made."""
+    assert _exact(make_env, [], [table]) is False

@@ -27,6 +27,7 @@ refused. The log is emptied whenever the recorder starts a new recording (sessio
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import apsw
@@ -115,6 +116,24 @@ def table_key(conn: apsw.Connection, table: str) -> TableKey | None:
                                  collation != "BINARY" or _untyped(declared, bool(strict)),
                                  not notnull and not strict, _numeric(declared, bool(strict))))
     return TableKey(table, tuple(columns), not without_rowid, ambiguous)
+
+
+# Strings, quoted names and comments: what a conflict clause is looked for outside of.
+_NOT_SQL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/",
+                      re.DOTALL)
+_CONFLICT_CLAUSE = re.compile(r"\bON\s+CONFLICT\b", re.IGNORECASE)
+
+
+def conflict_clause(conn: apsw.Connection, table: str) -> bool:
+    """Whether `table`'s definition gives a constraint its own ON CONFLICT clause.
+
+    A replica applies changesets with plain INSERTs and UPDATEs, which obey such a clause: a
+    UNIQUE … ON CONFLICT REPLACE makes the replica delete a row the entry deletes again (the
+    stream halts), ON CONFLICT IGNORE makes it skip a row without a word (silent divergence).
+    Both were found by the replication fuzzer."""
+    sql = conn.execute("SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?",
+                       (table,)).get
+    return bool(sql) and _CONFLICT_CLAUSE.search(_NOT_SQL.sub(" ", sql)) is not None
 
 
 class KeyGuards:

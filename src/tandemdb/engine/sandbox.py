@@ -72,12 +72,13 @@ class Limits:
 class StatementFlags:
     """What the authorizer saw while the current tenant statement was prepared."""
 
-    __slots__ = ("ddl", "dml", "inserts", "creates_table", "created", "alter", "denied",
-                 "read_only", "wrote", "drops_table")
+    __slots__ = ("ddl", "dml", "inserts", "creates_table", "created", "alter", "altered",
+                 "denied", "read_only", "wrote", "drops_table")
 
     def __init__(self) -> None:
         self.ddl = False
         self.alter = False  # an ALTER TABLE on main: SQLite rewrites sqlite_temp_master too
+        self.altered: str | None = None  # the table it alters (its name before a RENAME)
         self.dml = False
         self.inserts = False
         self.creates_table = False
@@ -146,7 +147,7 @@ class Sandbox:
                 or action == A.SQLITE_DELETE and arg1 == "sqlite_temp_master"):
             return apsw.SQLITE_OK  # SQLite drops the table's guard triggers along with it
         if action == A.SQLITE_ALTER_TABLE and arg1 == "main":
-            flags.alter = True
+            flags.alter, flags.altered = True, arg2
         elif (flags.alter and action == A.SQLITE_UPDATE and arg1 == "sqlite_temp_master"
               and trigger is None):
             # ALTER … RENAME and DROP COLUMN rewrite references in both schemas. Tenants

@@ -18,7 +18,7 @@ from .errors import (
     SqlError,
     Unreplicable,
 )
-from .exactness import MARK, table_key
+from .exactness import MARK, conflict_clause, table_key
 from .recorder import Recorder
 from .results import Statement, StatementResult
 from .sandbox import Limits, Sandbox, StatementFlags
@@ -42,6 +42,20 @@ class StatementRunner:
         cursor = self._conn.cursor()
         cursor.exec_trace = self._on_statement
         return cursor
+
+    def _check_table(self, table: str | None) -> None:
+        """Refuse, when it is made, a table whose rows could never replicate exactly."""
+        if table is None:
+            return
+        key = table_key(self._conn, table)
+        if key is not None and key.ambiguous:
+            raise Unreplicable(f"table {table!r} cannot be replicated: {key.ambiguous}")
+        if conflict_clause(self._conn, table):
+            raise Unreplicable(
+                f"table {table!r}: a constraint with its own ON CONFLICT clause cannot be "
+                "replicated exactly (a replica applies rows with plain INSERTs, which would "
+                "replace or skip rows on their own); drop the clause and write INSERT OR "
+                "REPLACE, INSERT OR IGNORE or an UPSERT where you need it")
 
     def _on_statement(self, cursor: apsw.Cursor, sql: str, _bindings: object) -> bool:
         if self._started:
@@ -117,11 +131,8 @@ class StatementRunner:
             clash = reserved_name_clash(self._conn)
             if clash:
                 raise SandboxViolation(f"the name {clash!r} is reserved for Tandem")
-            key = table_key(self._conn, flags.created) if flags.created else None
-            if key is not None and key.ambiguous:
-                # Refused here rather than at every later write: such a table is useless.
-                raise Unreplicable(f"table {flags.created!r} cannot be replicated: "
-                                   f"{key.ambiguous}")
+            self._check_table(flags.created)
+            self._check_table(flags.altered)
             recorder.after_ddl()
         if recorder.size > limits.max_entry_bytes:
             raise EntryTooLarge(
