@@ -289,7 +289,11 @@ def alter_rename_drop(draw: Draw, schema: Schema, table: Table) -> Stmt:
         schema.rename_table(old, new)
         return f"ALTER TABLE {old} RENAME TO {new}", []
     plain = [c for c in table.columns if c.name not in table.pk]
-    col = draw(st.sampled_from(plain if plain and choice == "drop" else table.columns))
+    if choice == "drop" and (not plain or len(table.columns) < 2):
+        # SQLite refuses to drop a key or the last column; the model would lose it anyway,
+        # and the statements drawn after it in the transaction would find no column left.
+        choice = "column"
+    col = draw(st.sampled_from(plain if choice == "drop" else table.columns))
     if choice == "column":
         old, col.name = col.name, schema.fresh("r")
         table.pk = [col.name if k == old else k for k in table.pk]
