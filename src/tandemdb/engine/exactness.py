@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import apsw
 
 from .errors import Unreplicable
+from .keyless import KeylessWatch
 from .schema import user_tables
 
 MARK = "tandem-unreplicable: "
@@ -144,6 +145,8 @@ class KeyGuards:
         self._version: tuple[int, int] | None = None
         self._logs: list[str] = []
         self._loose: set[str] = set()
+        # Not a guard: tables keyed by rowid are recorded exactly, not refused (keyless.py).
+        self.keyless = KeylessWatch(conn)
 
     def prepare(self) -> None:
         """A new recording starts: match the guards to the schema, empty the key logs."""

@@ -12,6 +12,7 @@ import apsw
 
 from .exactness import KeyGuards
 from .journal import CHANGESET, DDL, Segment
+from .keyless import KeylessWatch
 from .schema import LOCAL_TABLES
 
 
@@ -25,6 +26,8 @@ class Recorder:
     def __init__(self, conn: apsw.Connection, guards: KeyGuards | None = None) -> None:
         self._conn = conn
         self._guards = guards  # refuse what this recording would get wrong (exactness.py)
+        # repair what the session gets wrong of tables keyed by rowid (keyless.py)
+        self._keyless: KeylessWatch | None = guards.keyless if guards is not None else None
         self._segments: list[Segment] = []
         self._session: apsw.Session | None = self._start()
         self._closed_bytes = 0  # segments already cut: exact sizes
@@ -33,6 +36,8 @@ class Recorder:
     def _start(self) -> apsw.Session:
         if self._guards is not None:
             self._guards.prepare()
+        if self._keyless is not None:
+            self._keyless.start()
         session = apsw.Session(self._conn, "main")
         # Capture tables without a declared primary key too, keyed by rowid.
         session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
@@ -47,6 +52,8 @@ class Recorder:
             changeset = self._session.changeset()
             self._session.close()
             self._session = None
+            if self._keyless is not None:
+                changeset = self._keyless.finish(changeset)
             if changeset and self._guards is not None:
                 self._guards.check(changeset)
             if changeset:
@@ -83,3 +90,5 @@ class Recorder:
         if self._session is not None:
             self._session.close()
             self._session = None
+        if self._keyless is not None:
+            self._keyless.discard()
