@@ -201,3 +201,9 @@ def test_appending_many_rows_needs_no_repair(make_env):
     env.execute([ROWS.format(500)])
     watch = env._guards.keyless
     assert watch._counts["t"].appends and not watch._at_risk("t", watch._counts["t"])
+
+
+def test_many_rows_of_a_table_whose_rowid_no_name_reads_are_refused(make_env):
+    """Its changes cannot be re-read by rowid, so they cannot be made exact: refused."""
+    setup = [["CREATE TABLE t(rowid, _rowid_, oid, v)"], [ROWS.format(200)]]
+    assert _exact(make_env, setup, ["UPDATE t SET v = v + 1"]) is False
