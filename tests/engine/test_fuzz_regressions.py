@@ -149,6 +149,10 @@ def test_sign_of_zero_changed_in_a_value(make_env, table, old, new):
     "CREATE TABLE t(k INTEGER PRIMARY KEY, c, UNIQUE(c) ON CONFLICT REPLACE)",
     "CREATE TABLE t(k TEXT PRIMARY KEY, c UNIQUE ON CONFLICT IGNORE) WITHOUT ROWID",
     "CREATE TABLE t(k TEXT PRIMARY KEY ON CONFLICT REPLACE, c)",
+    # The first AUTOINCREMENT table also creates sqlite_sequence, which the check then took
+    # for the new table: accepted, the replica skipped rows silently (soak run).
+    "CREATE TABLE t(k INTEGER PRIMARY KEY AUTOINCREMENT, c INT NOT NULL, "
+    "UNIQUE(c) ON CONFLICT IGNORE) STRICT",
 ])
 def test_constraints_with_their_own_conflict_clause_are_refused(make_env, table):
     """The replica's changeset apply obeys a constraint's own ON CONFLICT clause: with
