@@ -1,5 +1,6 @@
 """The replication fuzzer's row changes: INSERT, UPSERT, REPLACE, UPDATE (of keys too),
-DELETE, INSERT … SELECT, writes through views, and swaps of two keys in one transaction.
+DELETE, INSERT … SELECT, writes through views, swaps of two keys in one transaction, and
+now and then many rows in one statement.
 
 Values come mostly from a small pool (fuzz_schema.SCALARS), so statements hit existing rows,
 keys collide, and collations and affinities meet. Many statements fail (a UNIQUE or NOT
@@ -119,6 +120,21 @@ def insert_select(draw: Draw, schema: Schema, table: Table) -> Stmt:
     return f"{verb} INTO {table.name}({col}) SELECT {src} FROM {source.name}{order} LIMIT 3", []
 
 
+def bulk(draw: Draw, table: Table) -> Stmt:
+    """45 or 130 rows in one statement: past the 128 changes at which the session extension
+    recorded a table without a declared key wrongly (keyless.py), and past the 43 at which
+    the engine repairs such a recording."""
+    col = draw(st.sampled_from([c.name for c in table.writable] or ["rowid"]))
+    cols = [col] + [k for k in table.pk if k != col and not table.rowid_alias]
+    expr = draw(st.sampled_from(["i", "'k' || i", "i % 7", "CASE i % 4 WHEN 0 THEN i WHEN 1 "
+                                 "THEN 'a' || i WHEN 2 THEN NULL ELSE i * 0.5 END"]))
+    verb = draw(st.sampled_from(["INSERT", "INSERT OR IGNORE", "INSERT OR REPLACE"]))
+    rows = draw(st.sampled_from([45, 130]))
+    return (f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+            f"{verb} INTO {table.name}({', '.join(cols)}) "
+            f"SELECT {', '.join([expr] * len(cols))} FROM n"), []
+
+
 def swap(draw: Draw, table: Table) -> list[Stmt]:
     """Swap two key values through a third, in one transaction (three UPDATEs)."""
     key = table.pk[0] if table.pk else ("rowid" if not table.without_rowid else
@@ -149,7 +165,7 @@ def dml(draw: Draw, schema: Schema) -> list[Stmt]:
     """One row-changing statement (or a three-statement swap) on a random table."""
     table = schema.tables[draw(st.sampled_from(sorted(schema.tables)))]
     kind = draw(st.sampled_from(["insert", "insert", "insert", "update", "update", "delete",
-                                 "insert_select", "swap", "view"]))
+                                 "insert_select", "swap", "view", "bulk"]))
     if kind == "insert":
         return [insert(draw, table)]
     if kind == "update":
@@ -161,6 +177,8 @@ def dml(draw: Draw, schema: Schema) -> list[Stmt]:
         return [insert_select(draw, schema, table)]
     if kind == "swap":
         return swap(draw, table)
+    if kind == "bulk":
+        return [bulk(draw, table)]
     if kind == "view" and schema.views:
         return [view_insert(draw, schema)]
     return [insert(draw, table)]
