@@ -199,8 +199,9 @@ def create_table(draw: Draw, schema: Schema) -> Stmt:
         defs.append(f"p REFERENCES {parent.name}({parent.pk[0]}) ON DELETE {action} "
                     f"ON UPDATE {draw(st.sampled_from(['CASCADE', 'SET NULL']))}")
     # A constraint's own conflict clause makes a plain INSERT or UPDATE replace or skip rows.
-    conflict = st.sampled_from([""] + [" ON CONFLICT REPLACE", " ON CONFLICT IGNORE",
-                                       " ON CONFLICT FAIL"] * CONSTRAINT_CONFLICT)
+    # The engine refuses such tables: drawn now and then, so most tables get made.
+    conflict = st.sampled_from([""] * 6 + [" ON CONFLICT REPLACE", " ON CONFLICT IGNORE",
+                                           " ON CONFLICT FAIL"] * CONSTRAINT_CONFLICT)
     if kind in ("pk", "without_rowid"):
         defs.append(f"PRIMARY KEY({', '.join(table.pk)}){draw(conflict)}")
     plain = [c.name for c in table.writable if c.name not in table.pk]

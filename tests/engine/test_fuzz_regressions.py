@@ -149,6 +149,7 @@ def test_sign_of_zero_changed_in_a_value(make_env, table, old, new):
     "CREATE TABLE t(k INTEGER PRIMARY KEY, c, UNIQUE(c) ON CONFLICT REPLACE)",
     "CREATE TABLE t(k TEXT PRIMARY KEY, c UNIQUE ON CONFLICT IGNORE) WITHOUT ROWID",
     "CREATE TABLE t(k TEXT PRIMARY KEY ON CONFLICT REPLACE, c)",
+    "CREATE TABLE t(k TEXT PRIMARY KEY, c UNIQUE ON CONFLICT ROLLBACK)",
     # The first AUTOINCREMENT table also creates sqlite_sequence, which the check then took
     # for the new table: accepted, the replica skipped rows silently (soak run).
     "CREATE TABLE t(k INTEGER PRIMARY KEY AUTOINCREMENT, c INT NOT NULL, "
@@ -161,6 +162,17 @@ def test_constraints_with_their_own_conflict_clause_are_refused(make_env, table)
     `REPLACE INTO t VALUES ('2', 1)` without a conflict, and the replica ended empty, silently.
     Such tables are refused when they are made."""
     assert _exact(make_env, [], [table]) is False
+
+
+@pytest.mark.parametrize("clause", ["FAIL", "ABORT"])
+def test_constraints_with_a_fail_or_abort_clause_replicate(make_env, clause):
+    """ABORT and FAIL stop one statement, as without a clause: they were refused too."""
+    setup = [[f"CREATE TABLE t(k INTEGER PRIMARY KEY, c UNIQUE ON CONFLICT {clause}, "
+              f"d TEXT NOT NULL, UNIQUE(d) ON CONFLICT {clause})"],
+             ["INSERT INTO t VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 3, 'c')"]]
+    assert _exact(make_env, setup, ["DELETE FROM t WHERE c = 1",
+                                    "UPDATE t SET c = 1, d = 'a' WHERE k = 3",
+                                    "INSERT INTO t VALUES (4, 3, 'c')"]) is True
 
 
 # A table without a declared PRIMARY KEY is keyed by rowid, where the session extension

@@ -122,16 +122,20 @@ def table_key(conn: apsw.Connection, table: str) -> TableKey | None:
 # Strings, quoted names and comments: what a conflict clause is looked for outside of.
 _NOT_SQL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/",
                       re.DOTALL)
-_CONFLICT_CLAUSE = re.compile(r"\bON\s+CONFLICT\b", re.IGNORECASE)
+_CONFLICT_CLAUSE = re.compile(r"\bON\s+CONFLICT\s+(?:REPLACE|IGNORE|ROLLBACK)\b", re.IGNORECASE)
 
 
 def conflict_clause(conn: apsw.Connection, table: str) -> bool:
-    """Whether `table`'s definition gives a constraint its own ON CONFLICT clause.
+    """Whether `table`'s definition gives a constraint its own ON CONFLICT REPLACE, IGNORE or
+    ROLLBACK clause.
 
     A replica applies changesets with plain INSERTs and UPDATEs, which obey such a clause: a
     UNIQUE … ON CONFLICT REPLACE makes the replica delete a row the entry deletes again (the
-    stream halts), ON CONFLICT IGNORE makes it skip a row without a word (silent divergence).
-    Both were found by the replication fuzzer."""
+    stream halts), ON CONFLICT IGNORE makes it skip a row without a word (silent divergence);
+    both were found by the replication fuzzer. ROLLBACK would end the replica's whole apply at
+    a conflict that a changeset may pass through on the way (two rows trading a UNIQUE value),
+    which the apply otherwise retries. ABORT (the default) and FAIL stop one row's statement
+    only, so they replicate as if no clause were there."""
     sql = conn.execute("SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?",
                        (table,)).get
     return bool(sql) and _CONFLICT_CLAUSE.search(_NOT_SQL.sub(" ", sql)) is not None

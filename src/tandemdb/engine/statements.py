@@ -52,10 +52,11 @@ class StatementRunner:
             raise Unreplicable(f"table {table!r} cannot be replicated: {key.ambiguous}")
         if conflict_clause(self._conn, table):
             raise Unreplicable(
-                f"table {table!r}: a constraint with its own ON CONFLICT clause cannot be "
-                "replicated exactly (a replica applies rows with plain INSERTs, which would "
-                "replace or skip rows on their own); drop the clause and write INSERT OR "
-                "REPLACE, INSERT OR IGNORE or an UPSERT where you need it")
+                f"table {table!r}: a constraint with its own ON CONFLICT REPLACE, IGNORE or "
+                "ROLLBACK clause cannot be replicated exactly (a replica applies rows with "
+                "plain INSERTs, which would replace, skip or roll back rows on their own); "
+                "drop the clause and write INSERT OR REPLACE, INSERT OR IGNORE or an UPSERT "
+                "where you need it")
 
     def _on_statement(self, cursor: apsw.Cursor, sql: str, _bindings: object) -> bool:
         if self._started:
