@@ -223,3 +223,13 @@ def test_many_rows_of_a_table_whose_rowid_no_name_reads_are_refused(make_env):
     """Its changes cannot be re-read by rowid, so they cannot be made exact: refused."""
     setup = [["CREATE TABLE t(rowid, _rowid_, oid, v)"], [ROWS.format(200)]]
     assert _exact(make_env, setup, ["UPDATE t SET v = v + 1"]) is False
+
+
+def test_collation_equal_key_replaced_by_text_that_is_not_utf8(make_env):
+    """REPLACE of 'ÿþA' by 'ÿþa' under NOCASE: the check of a recorded changeset for a
+    re-keying UPDATE skipped changes apsw cannot decode, so this one committed and the
+    replica halted ("row already exists"; soak run). Refused, as 'A' by 'a' is."""
+    setup = [["CREATE TABLE t(k TEXT COLLATE NOCASE PRIMARY KEY, v)"],
+             ["INSERT INTO t VALUES (CAST(x'fffe41' AS TEXT), 1)"]]
+    assert _exact(make_env, setup,
+                  ["INSERT OR REPLACE INTO t VALUES (CAST(x'fffe61' AS TEXT), 2)"]) is False

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import apsw
 
+from . import rawchangeset
 from .errors import Unreplicable
 from .keyless import KeylessWatch
 from .schema import user_tables
@@ -202,15 +203,17 @@ class KeyGuards:
         apply: refuse it here, before commit."""
         if not self._loose:
             return
-        for change in apsw.Changeset.iter(changeset):
-            if change.op != "UPDATE" or change.name not in self._loose:
-                continue
-            try:
-                rekeyed = any(change.new[i] is not apsw.no_change for i in change.pk_columns)
-            except UnicodeDecodeError:  # TEXT that is not UTF-8: apsw cannot read it
-                continue
-            if rekeyed:
-                raise Unreplicable(_collision(change.name))
+        try:
+            changes = [(c.name, c.pk_columns, c.new) for c in apsw.Changeset.iter(changeset)
+                       if c.op == "UPDATE" and c.name in self._loose]
+        except UnicodeDecodeError:
+            # TEXT that is not UTF-8, which apsw cannot read: read the bytes. Skipping such a
+            # change let 'ÿþA' replaced by 'ÿþa' through, and the replica halted (soak run).
+            changes = [(c.name, c.pk_columns, c.new) for c in rawchangeset.iterate(changeset)
+                       if c.op == "UPDATE" and c.name in self._loose]
+        for name, pk_columns, new in changes:
+            if any(new[i] is not apsw.no_change for i in pk_columns):
+                raise Unreplicable(_collision(name))
 
     def _guards(self, key: TableKey, name: str) -> list[str]:
         target = f"main.{_q(key.table)}"
