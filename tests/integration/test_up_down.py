@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tandemdb.client import Client
+from tandemdb.client import Client, TandemError
 from tandemdb.common.deployment import Deployment
 from tandemdb.local import free_base_port, running_pids, staged_outages
 
@@ -110,8 +110,11 @@ def test_foreground_up_supervises_and_ctrl_c_stops_everything(tmp_path):
         wait_until(lambda: not _alive(pids["west-2"]), what="west-2 to die")
         wait_until(lambda: _healthy(deployment.node_url("west-2")), timeout=30,
                    what="west-2 restarted by the supervisor")
-        client.sql("spread-a", "INSERT INTO t VALUES (1)")
-        client.sql("spread-b", "INSERT INTO t VALUES (1)")
+        # A restarted node answers /healthz before the controller has answered its first
+        # heartbeat: until then its primaries refuse writes with 503 no_lease (nothing
+        # written, "retry shortly"), as a client would retry.
+        for name in ("spread-a", "spread-b"):
+            wait_until(lambda n=name: _written(client, n), what=f"a write to {name}")
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
         assert proc.returncode == 0
@@ -126,6 +129,16 @@ def test_foreground_up_supervises_and_ctrl_c_stops_everything(tmp_path):
         if proc.poll() is None:
             proc.kill()
         tandem("down", "--data", str(data), check=False)
+
+
+def _written(client: Client, env: str) -> bool:
+    try:
+        client.sql(env, "INSERT INTO t VALUES (1)")
+    except TandemError as exc:
+        if exc.code != "no_lease":
+            raise
+        return False
+    return True
 
 
 def _healthy(url: str) -> bool:
