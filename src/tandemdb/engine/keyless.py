@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import apsw
 
 from .errors import ApplyConflict, Unreplicable
+from .rawchangeset import skip_value, varint
 from .replay import apply_changeset
 from .schema import user_tables
 
@@ -269,12 +270,7 @@ def _blocks(changeset: bytes, keyed: set[str]) -> list[tuple[str, bytes, bytes, 
     buf, i, end = bytes(changeset), 0, len(changeset)
     out: list[tuple[str, bytes, bytes, list[int]]] = []
     while i < end:  # one table: its header, then changes until the next header
-        count, j = 0, i + 1
-        while True:
-            count = (count << 7) | (buf[j] & 0x7F)
-            j += 1
-            if buf[j - 1] < 0x80:
-                break
+        count, j = varint(buf, i + 1)
         stop = buf.index(0, j + count)
         name = buf[j + count:stop].decode("utf-8", "replace")
         header, i = buf[i:stop + 1], stop + 1
@@ -285,18 +281,6 @@ def _blocks(changeset: bytes, keyed: set[str]) -> list[tuple[str, bytes, bytes, 
             if want:
                 keys.append(struct.unpack_from(">q", buf, i + 1)[0])
             for _ in range(count * ((op != apsw.SQLITE_INSERT) + (op != apsw.SQLITE_DELETE))):
-                kind = buf[i]
-                if kind in (1, 2):
-                    i += 9
-                elif kind in (3, 4):
-                    size, i = 0, i + 1
-                    while True:
-                        size = (size << 7) | (buf[i] & 0x7F)
-                        i += 1
-                        if buf[i - 1] < 0x80:
-                            break
-                    i += size
-                else:
-                    i += 1
+                i = skip_value(buf, i)
         out.append((name, header, buf[body:i], keys))
     return out

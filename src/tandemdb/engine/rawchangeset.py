@@ -40,7 +40,7 @@ def text_value(raw: bytes) -> str | dict[str, str]:
         return {INVALID_TEXT: raw.hex()}
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
+def varint(buf: bytes, i: int) -> tuple[int, int]:
     """SQLite's varint: 7 bits a byte, high bit set means more; a 9th byte has all 8."""
     value = 0
     for k in range(8):
@@ -63,10 +63,23 @@ def _value(buf: bytes, i: int) -> tuple[Any, int]:
     if kind == 5:
         return None, i
     if kind in (3, 4):
-        size, i = _varint(buf, i)
+        size, i = varint(buf, i)
         raw = bytes(buf[i:i + size])
         return (text_value(raw) if kind == 3 else raw), i + size
     raise ValueError(f"changeset value of unknown type {kind} at byte {i - 1}")
+
+
+def skip_value(buf: bytes, i: int) -> int:
+    """Where the value at `i` ends, without decoding it."""
+    kind = buf[i]
+    if kind in (1, 2):
+        return i + 9
+    if kind in (3, 4):
+        size, i = varint(buf, i + 1)
+        return i + size
+    if kind in (0, 5):
+        return i + 1
+    raise ValueError(f"changeset value of unknown type {kind} at byte {i}")
 
 
 def _record(buf: bytes, i: int, count: int) -> tuple[tuple, int]:
@@ -83,7 +96,7 @@ def iterate(changeset: bytes) -> list[RawChange]:
     name, count, pk = "", 0, set()
     while i < len(buf):
         if buf[i] == ord("T"):
-            count, i = _varint(buf, i + 1)
+            count, i = varint(buf, i + 1)
             pk = {c for c in range(count) if buf[i + c]}
             end = buf.index(0, i + count)
             name, i = buf[i + count:end].decode("utf-8", "replace"), end + 1
