@@ -11,9 +11,7 @@ node's back, so that the next update of that row conflicts: no engine bug is nee
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import apsw
 import httpx
 import pytest
 from typer.testing import CliRunner
@@ -21,21 +19,11 @@ from typer.testing import CliRunner
 from tandemdb.cli.main import app
 from tandemdb.client import TandemError
 from tandemdb.common.http import SECRET_HEADER
-from tandemdb.engine.schema import DB_FILE
+from tests.tamper import tamper
 
 from .conftest import Cluster, caught_up, wait_until
 
 ENV, OTHER = "halt-acme", "halt-globex"
-
-
-def tamper(cluster: Cluster, node: str, env: str, sql: str) -> None:
-    path = Path(cluster.deployment.data) / "nodes" / node / "envs" / env / DB_FILE
-    conn = apsw.Connection(str(path))
-    try:
-        conn.set_busy_timeout(5000)
-        conn.execute(sql)
-    finally:
-        conn.close()
 
 
 def gauge(cluster: Cluster, process: str, name: str, labels: str) -> float | None:
@@ -73,7 +61,7 @@ def test_a_halted_stream_is_told_shown_and_reseeded(cluster: Cluster) -> None:
     wait_until(lambda: caught_up(c, ENV) and caught_up(c, OTHER), what="catch-up")
     assert secondary(cluster, ENV)["state"] == "streaming"
 
-    tamper(cluster, "east-1", ENV, "DELETE FROM t WHERE id = 2")
+    tamper(cluster.deployment.data, "east-1", ENV, "DELETE FROM t WHERE id = 2")
     poison = c.sql(ENV, "UPDATE t SET v = 'B' WHERE id = 2")["lsn"]
     wait_until(lambda: secondary(cluster, ENV)["state"] == "halted", what="the halt")
 

@@ -23,21 +23,10 @@ from tandemdb.engine import (
     SqlError,
     StaleEpoch,
 )
-from tandemdb.engine.schema import DB_FILE
 from tandemdb.node import halts
+from tests.tamper import tamper
 
 from .conftest import Cluster, poll, unique
-
-
-def tamper(live: Cluster, node: str, env: str, sql: str) -> None:
-    """Change a replica's data directly in its SQLite file while its node runs."""
-    path = Path(live.dep.data) / "nodes" / node / "envs" / env / DB_FILE
-    conn = apsw.Connection(str(path))
-    try:
-        conn.set_busy_timeout(5000)
-        conn.execute(sql)
-    finally:
-        conn.close()
 
 
 def halted_gauge(live: Cluster, node: str, env: str) -> float | None:
@@ -78,7 +67,7 @@ def test_a_poison_entry_halts_one_stream_durably_until_a_reseed(live: Cluster) -
     live.wait_equal(other)
     assert halted_gauge(live, "east-1", env) == 0
 
-    tamper(live, "east-1", env, "DELETE FROM t WHERE id = 2")
+    tamper(live.dep.data, "east-1", env, "DELETE FROM t WHERE id = 2")
     # East gets the three entries in one batch; only the middle one cannot apply.
     live.pause("east-1")
     try:
@@ -133,7 +122,7 @@ def test_a_ddl_that_cannot_replay_halts_and_a_new_role_ends_the_halt(live: Clust
     live.pair(env)
     live.ok_sql("west-1", env, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
     live.wait_equal(env)
-    tamper(live, "east-1", env, "CREATE TABLE u(x)")
+    tamper(live.dep.data, "east-1", env, "CREATE TABLE u(x)")
     lsn = live.ok_sql("west-1", env, "CREATE TABLE u(x)")["lsn"]
     halt = poll(lambda: live.status("east-1", env)["halted"], 10, "the stream to halt")
     assert (halt["lsn"], halt["code"]) == (lsn, "sqlite_sql")
