@@ -25,8 +25,8 @@ from rich.table import Table
 
 from tandemdb.bench.failover import plan
 from tandemdb.bench.switchover import TABLE, Writer, longest_gap, wait_replicated
-from tandemdb.cli.failover import environment_results, max_rto_seconds
 from tandemdb.client import Client, TandemError
+from tandemdb.client.operations import environment_results, max_rto_seconds
 from tandemdb.common.deployment import Deployment
 from tandemdb.demo_outage import GRACE_SECONDS, LEASE_TTL, run_outage
 from tandemdb.local import LocalDeployment

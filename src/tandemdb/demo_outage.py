@@ -32,8 +32,8 @@ from tandemdb.bench.failover import (
     wait_for,
 )
 from tandemdb.bench.switchover import wait_replicated
-from tandemdb.cli.failover import max_rto_seconds
 from tandemdb.client import Client, TandemError
+from tandemdb.client.operations import max_rto_seconds
 from tandemdb.local import LocalDeployment
 
 GRACE_SECONDS, LEASE_TTL = 2.0, 1.5  # short, so that the demo does not wait 30 s

@@ -21,15 +21,15 @@ from typer.testing import CliRunner
 
 from tandemdb.bench.switchover import longest_gap, percentile
 from tandemdb.cli import failover as cli_failover
-from tandemdb.cli.failover import (
+from tandemdb.cli.main import app
+from tandemdb.client import Client
+from tandemdb.client.operations import (
     child_counts,
     data_loss_entries,
     environment_results,
     max_rto_seconds,
     merged_results,
 )
-from tandemdb.cli.main import app
-from tandemdb.client import Client
 from tests.gateway.cluster import Deployed, plan
 
 runner = CliRunner()

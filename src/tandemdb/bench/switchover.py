@@ -30,8 +30,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tandemdb.cli.failover import environment_results, max_rto_seconds
 from tandemdb.client import Client, TandemError
+from tandemdb.client.operations import environment_results, max_rto_seconds
 from tandemdb.common.deployment import Deployment
 from tandemdb.local import LocalDeployment, free_base_port
 
