@@ -319,7 +319,7 @@ class ReplicaSet:
                 log.exception("cannot open replica in %s; skipping it", directory)
                 continue
             replica = Replica(directory.name, directory, record, env)
-            await run_sync(self._adopt, replica, record)
+            await self._adopt_record(replica, record)
             self._replicas[replica.name] = replica
             log.info("resumed replica %s as %s (epoch %d, lsn %d)", replica.name, record.role,
                      env.epoch, env.last_lsn)
@@ -334,7 +334,8 @@ class ReplicaSet:
             async with self._lock:  # creating: the set itself changes
                 replica = self._replicas.get(name)
                 if replica is None:
-                    replica = await run_sync(self._create, name, record)
+                    replica, persisted = await run_sync(self._create, name, record)
+                    self._track(replica, persisted)
                     self._replicas[name] = replica
                     log.info("created replica %s as %s (epoch %d)", name, record.role,
                              record.epoch)
@@ -353,7 +354,7 @@ class ReplicaSet:
                                f"{record.epoch}; ignoring that record")
             elif replica.record != record:
                 old = replica.record.role
-                await run_sync(self._adopt, replica, record)
+                await self._adopt_record(replica, record)
                 if old != record.role:
                     log.info("replica %s: role %s -> %s (epoch %d)", name, old, record.role,
                              record.epoch)
@@ -371,19 +372,21 @@ class ReplicaSet:
         async with replica.lock:
             if replica.dropped:
                 raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
-            changed = await run_sync(self._transition, replica, decide)
+            changed, persisted = await run_sync(self._transition, replica, decide)
+            if changed:
+                self._track(replica, persisted)
         if changed:
             self._changed()
             replica.notify()
         return changed
 
-    def _transition(self, replica: Replica, decide: Callable[[Replica], Record | None]) -> bool:
+    def _transition(self, replica: Replica, decide: Callable[[Replica], Record | None],
+                    ) -> tuple[bool, dict[str, int] | None]:
         with replica.require_env().exclusive():
             record = decide(replica)
             if record is not None and record != replica.record:
-                self._adopt(replica, record)
-                return True
-            return False
+                return True, self._adopt(replica, record)
+            return False, None
 
     async def drop(self, name: str) -> None:
         check_name(name)
@@ -404,8 +407,30 @@ class ReplicaSet:
             if replica.env is not None:
                 await run_sync(replica.env.close)
 
+    # -- consumers (event loop only) ------------------------------------------------------
+    async def _adopt_record(self, replica: Replica, record: Record) -> None:
+        """Adopt `record`: the engine's part in a worker thread, the consumers on the loop."""
+        self._track(replica, await run_sync(self._adopt, replica, record))
+
+    @staticmethod
+    def _track(replica: Replica, persisted: dict[str, int] | None) -> None:
+        """Make the replica's consumers those the engine now keeps (None: no engine).
+
+        Only ever on the event loop, which iterates them (stream, upkeep, lag reports): a
+        worker thread changing them raised "dictionary changed size during iteration"."""
+        if persisted is None:
+            return
+        for node, lsn in persisted.items():
+            consumer = replica.consumers.get(node)
+            if consumer is None:
+                replica.consumers[node] = Consumer(lsn, lsn)
+            else:
+                consumer.persisted_lsn = max(consumer.persisted_lsn, lsn)
+        for node in [node for node in replica.consumers if node not in persisted]:
+            del replica.consumers[node]
+
     # -- worker-thread parts ------------------------------------------------------------
-    def _create(self, name: str, record: Record) -> Replica:
+    def _create(self, name: str, record: Record) -> tuple[Replica, dict[str, int] | None]:
         directory = self.envs_dir / name
         directory.mkdir(parents=True, exist_ok=True)
         env = None
@@ -413,17 +438,17 @@ class ReplicaSet:
             _write_record(directory, record)
             env = Environment(directory)
             replica = Replica(name, directory, record, env)
-            self._adopt(replica, record)
-            return replica
+            return replica, self._adopt(replica, record)
         except BaseException:
             if env is not None:
                 env.close()
             shutil.rmtree(directory, ignore_errors=True)
             raise
 
-    def _adopt(self, replica: Replica, record: Record) -> None:
-        """Apply a record to the engine (epochs, consumers) and persist it."""
-        env = replica.env
+    def _adopt(self, replica: Replica, record: Record) -> dict[str, int] | None:
+        """Apply a record to the engine (epochs, consumers) and persist it; answer the
+        consumers the engine keeps now, for `_track` on the loop (None: no engine)."""
+        env, persisted = replica.env, None
         if env is not None:
             promoted = record.role in WRITABLE and replica.record.role == "secondary"
             if record.epoch > env.epoch:
@@ -435,12 +460,14 @@ class ReplicaSet:
                 raise StaleEpoch(f"cannot make replica {replica.name} writable in epoch "
                                  f"{record.epoch}: it already knows epoch {env.epoch}; a "
                                  "promotion needs a new epoch")
-            self._adopt_consumers(replica, env, record)
+            persisted = self._adopt_consumers(env, record)
         if record != replica.record or not (replica.directory / RECORD_FILE).exists():
             _write_record(replica.directory, record)
         replica.record = record
+        return persisted
 
-    def _adopt_consumers(self, replica: Replica, env: Environment, record: Record) -> None:
+    @staticmethod
+    def _adopt_consumers(env: Environment, record: Record) -> dict[str, int]:
         """Listed secondaries are consumers (acked 0 until they report), others are not.
 
         Registering a secondary before it first pulls keeps the journal it needs. A fenced
@@ -458,15 +485,7 @@ class ReplicaSet:
         for node in persisted.keys() - listed:
             env.forget_consumer(node)
             del persisted[node]
-        for node, lsn in persisted.items():
-            consumer = replica.consumers.get(node)
-            if consumer is None:
-                replica.consumers[node] = Consumer(lsn, lsn)
-            else:
-                consumer.persisted_lsn = max(consumer.persisted_lsn, lsn)
-        for node in list(replica.consumers):
-            if node not in listed:
-                del replica.consumers[node]
+        return persisted
 
     def _remove(self, replica: Replica) -> None:
         if replica.env is not None:
@@ -490,7 +509,7 @@ class ReplicaSet:
             finally:
                 if replica.env is None:  # the restore failed: start from an empty replica
                     replica.env = await run_sync(Environment, replica.directory)
-            await run_sync(self._adopt, replica, replica.record)
+            await self._adopt_record(replica, replica.record)
         replica.notify()
 
     @staticmethod
