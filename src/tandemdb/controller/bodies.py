@@ -38,16 +38,12 @@ Mode = Literal["planned", "forced"]
 MODE_DOC = "planned (both regions up, no data loss) or forced (the primary's region is lost)"
 
 
-def number(low: float, high: float, *, above: bool = False) -> Any:
-    """A JSON number from `low` (or above it) to `high`: an int stays an int, as clients
-    sent it and records keep it; a float must be finite."""
-    bound = {"gt" if above else "ge": low, "le": high}
-    return (Annotated[int, Field(**bound)]
-            | Annotated[float, Field(**bound, allow_inf_nan=False)])
-
-
-RpoSeconds = number(MIN_RPO, MAX_RPO)
-CatchUpSeconds = number(0, MAX_CATCH_UP, above=True)
+# A JSON number within bounds: an int stays an int, as clients sent it and records keep it;
+# a float must be finite.
+RpoSeconds = (Annotated[int, Field(ge=MIN_RPO, le=MAX_RPO)]
+              | Annotated[float, Field(ge=MIN_RPO, le=MAX_RPO, allow_inf_nan=False)])
+CatchUpSeconds = (Annotated[int, Field(gt=0, le=MAX_CATCH_UP)]
+                  | Annotated[float, Field(gt=0, le=MAX_CATCH_UP, allow_inf_nan=False)])
 
 
 class Schema(BaseModel):

@@ -15,6 +15,7 @@ compare-and-set, so two writers never overwrite each other's decision.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -148,7 +149,7 @@ class Catalog:
     def list(self) -> list[dict]:
         return [loaded(item.value) for item in self.store.list(PREFIX).values()]
 
-    def items(self) -> list[tuple[dict, int]]:
+    def items(self) -> builtins.list[tuple[dict, int]]:
         """Every record with its store version."""
         return [(loaded(item.value), item.version)
                 for item in self.store.list(PREFIX).values()]

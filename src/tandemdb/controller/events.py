@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from tandemdb.common.retry import cas_attempts
+
 from .catalog import iso_now
 from .store import Store, Txn, increment
 
@@ -27,7 +29,6 @@ COUNTERS = "counters/"
 COUNTER = COUNTERS + "events"
 MAX_BATCH = 500
 MAX_WAIT_SECONDS = 30.0
-COMMIT_ATTEMPTS = 20
 
 T = TypeVar("T")
 
@@ -107,14 +108,18 @@ class Events:
             self.outbox.enqueue(txn, event)
         return event
 
+    def commit(self, build: Callable[[Txn], T], what: str) -> tuple[T, dict[str, int]]:
+        """`transact` until its expectations hold (another writer took the event counter
+        or a key in between); `Contended` naming `what` after the last attempt. Blocking."""
+        for _ in cas_attempts(what):
+            done = self.transact(build)
+            if done is not None:
+                return done
+        raise AssertionError("unreachable: cas_attempts raises after its last attempt")
+
     def emit(self, type: EventType, **fields: Any) -> dict:
         """Record one event on its own (when no other change goes with it). Blocking."""
-        for _ in range(COMMIT_ATTEMPTS):
-            done = self.transact(lambda txn: self.stage(txn, type, **fields))
-            if done is not None:
-                return done[0]
-        raise RuntimeError(f"event {type}: {COMMIT_ATTEMPTS} attempts in a row lost their "
-                           "compare-and-set on the event counter; try again")
+        return self.commit(lambda txn: self.stage(txn, type, **fields), f"event {type}")[0]
 
     # -- reading -------------------------------------------------------------------------
 

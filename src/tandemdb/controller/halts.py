@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from prometheus_client import Gauge
 
-from .events import COMMIT_ATTEMPTS, Events, EventType
+from .events import Events, EventType
 from .store import Txn
 from .topology import Topology
 
@@ -72,7 +73,7 @@ class HaltWatch:
         Never raises: a heartbeat must be answered whatever happens here."""
         try:
             await self._observe(node, replicas)
-        except Exception:  # noqa: BLE001 - the next heartbeat tries again
+        except Exception:  # the next heartbeat tries again
             log.exception("cannot record the halted streams reported by %s", node)
 
     async def _observe(self, node: str, replicas: dict[str, dict]) -> None:
@@ -92,7 +93,7 @@ class HaltWatch:
                 del told[env]
         for env in [e for e in told if e not in replicas]:
             # That replica is gone from the node (dropped, the environment deleted).
-            await asyncio.to_thread(self._commit, lambda txn, e=env: txn.delete(_key(e, node)))
+            await asyncio.to_thread(self._forget, env, node)
             self._clear(env, region)
             del told[env]
 
@@ -138,12 +139,11 @@ class HaltWatch:
         await asyncio.to_thread(self._commit, build)
         self._clear(env, region)
 
-    def _commit(self, build) -> None:
-        for _ in range(COMMIT_ATTEMPTS):
-            if self.events.transact(build) is not None:
-                return
-        raise RuntimeError(f"{COMMIT_ATTEMPTS} attempts in a row lost their compare-and-set "
-                           "on the event counter")
+    def _forget(self, env: str, node: str) -> None:
+        self._commit(lambda txn: txn.delete(_key(env, node)))
+
+    def _commit(self, build: Callable[[Txn], object]) -> None:
+        self.events.commit(build, "a halt's event")
 
     @staticmethod
     def _clear(env: str, region: str | None) -> None:

@@ -61,16 +61,17 @@ class NodeClient:
         return await self._call(node, "DELETE", f"{url}/internal/v1/replicas/{env}", None)
 
     async def replica_call(self, node: str, url: str, env: str, action: str, body: dict,
-                           timeout: float = TIMEOUT_SECONDS) -> Reply:
+                           seconds: float = TIMEOUT_SECONDS) -> Reply:
         """POST `/internal/v1/replicas/{env}/{action}` (fence, wait, promote, unfence)."""
         return await self._post(node, url, f"/internal/v1/replicas/{env}/{action}", body,
-                                action, timeout)
+                                action, seconds)
 
     async def _post(self, node: str, url: str, path: str, body: dict, action: str,
-                    timeout: float) -> Reply:
+                    seconds: float) -> Reply:
+        """POST with a time limit of `seconds` (httpx's own, so a call never hangs)."""
         try:
             response = await self._client.post(url + path, json=body,
-                                                timeout=httpx.Timeout(timeout))
+                                                timeout=httpx.Timeout(seconds))
         except httpx.HTTPError as exc:
             return Reply(node, 0, {}, f"could not reach {node} at {url} "
                                       f"({type(exc).__name__}: {exc or 'no detail'})")
@@ -81,16 +82,16 @@ class NodeClient:
         answer = answer if isinstance(answer, dict) else {}
         if response.is_success:
             return Reply(node, response.status_code, answer)
-        error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+        error = answer["error"] if isinstance(answer.get("error"), dict) else {}
         return Reply(node, response.status_code, answer,
                      f"{node} refused {action} with {response.status_code} "
                      f"{error.get('code', '')}: {error.get('message') or response.text[:300]}")
 
     async def sql(self, node: str, url: str, env: str, statements: list[dict],
-                  timeout: float = TIMEOUT_SECONDS * 5) -> Reply:
+                  seconds: float = TIMEOUT_SECONDS * 5) -> Reply:
         """One transaction on the node's data API (the replay of lost writes)."""
         return await self._post(node, url, f"/v1/environments/{env}/sql",
-                                {"statements": statements}, "sql", timeout)
+                                {"statements": statements}, "sql", seconds)
 
     async def close(self) -> None:
         await self._client.aclose()

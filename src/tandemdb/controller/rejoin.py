@@ -106,8 +106,8 @@ class Rejoins:
             for _ in range(REWIND_ATTEMPTS):  # the node may not have seen it is fenced yet
                 reply = await self.nodes.replica_call(node, url, name, "rewind",
                                                       {"fork_lsn": fork, "epoch": epoch}, 60.0)
-                if reply.ok or reply.code not in ("not_fenced", "unavailable") \
-                        and reply.status != 0:
+                if reply.ok or (reply.code not in ("not_fenced", "unavailable") \
+                        and reply.status != 0):
                     break
                 await asyncio.sleep(0.5)
             if not reply.ok:

@@ -59,7 +59,9 @@ class Replayer:
         primary = next(r for r in record["replicas"] if r["role"] == Role.PRIMARY)
         node, url = primary["node"], self.topology.call_url(primary["node"])
         bundles = await asyncio.to_thread(self.store.list, f"{LOST}{env}/")
-        applied, already, conflicts = [], [], []
+        applied: list[int] = []
+        already: list[int] = []
+        conflicts: list[dict] = []
         for key, item in bundles.items():
             bundle = item.value
             for entry in bundle["entries"]:

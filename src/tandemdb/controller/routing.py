@@ -46,7 +46,8 @@ class Routing:
         if after is None or after > self.store.revision():  # (a store newer than ours)
             return self.table()
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
-        position, changed = after, {}
+        position = after
+        changed: dict[str, dict | None] = {}
         while not changed:
             remaining = deadline - time.monotonic()
             try:

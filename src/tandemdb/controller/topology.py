@@ -3,7 +3,7 @@
 Regions and pairs come from `deployment.json` and are seeded into the store on first start
 (`regions/<name>`). Nodes are listed in the deployment too; the URL each node last reported
 is kept in the store (`nodes/<name>`) so that the routing table follows it. Health is kept
-in memory only: a node is healthy if it heartbeated within 3 × `heartbeat_interval`.
+in memory only: a node is healthy if it heartbeated within 3 x `heartbeat_interval`.
 
 After a controller (re)start a node not heard from yet is **unknown**, not unhealthy: this
 process has not listened long enough to tell. It stays unknown for 6 heartbeat intervals

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -110,15 +111,11 @@ class Webhooks:
             txn.expect(PREFIX + hook_id, None).put(PREFIX + hook_id, hook)
             return hook
 
-        for _ in range(20):
-            done = self.events.transact(build)
-            if done is not None:
-                hook = done[0]
-                log.info("webhook %s: registered, delivering %s to %s", hook["id"],
-                         "the events of all environments" if environments is None else
-                         "the events of " + ", ".join(environments), url)
-                return public(hook)
-        raise RuntimeError("webhook registration lost its compare-and-set 20 times; try again")
+        hook = self.events.commit(build, "webhook registration")[0]
+        log.info("webhook %s: registered, delivering %s to %s", hook["id"],
+                 "the events of all environments" if environments is None else
+                 "the events of " + ", ".join(environments), url)
+        return public(hook)
 
     def list(self) -> list[dict]:
         """Every webhook, with how many deliveries wait and the last delivery error."""
@@ -140,11 +137,9 @@ class Webhooks:
             for key in self.store.list(f"{OUTBOX}{hook_id}/"):
                 txn.delete(key)
 
-        for _ in range(20):
-            if self.events.transact(build) is not None:
-                log.info("webhook %s: deleted on request, with its undelivered events", hook_id)
-                return {"deleted": hook_id}
-        raise RuntimeError(f"webhook {hook_id}: deletion lost its compare-and-set 20 times")
+        self.events.commit(build, f"webhook {hook_id}: deletion")
+        log.info("webhook %s: deleted on request, with its undelivered events", hook_id)
+        return {"deleted": hook_id}
 
     def enqueue(self, txn: Txn, event: dict) -> None:
         """Put `event` in the outbox of every webhook it matches (inside its transaction)."""
@@ -210,14 +205,14 @@ class Delivery:
                 continue
             task = asyncio.create_task(self._drain(hooks[hook_id], queue))
             self._active[hook_id] = task
-            task.add_done_callback(lambda _, h=hook_id: self._done(h))
+            task.add_done_callback(functools.partial(self._done, hook_id))
         return max(wait, 0.0)
 
     def _discard(self, keys: list[str]) -> None:
         for key in keys:
             self.store.delete(key)
 
-    def _done(self, hook_id: str) -> None:
+    def _done(self, hook_id: str, _task: object = None) -> None:
         self._active.pop(hook_id, None)
         if self._wake is not None:
             self._wake.set()  # look again: entries may have come meanwhile

@@ -17,6 +17,7 @@ a watcher never sees half of it.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,7 @@ class Store(ABC):
         """The revision of the latest write (0 for an empty store)."""
 
     @abstractmethod
-    def watch(self, prefix: str, after_revision: int, timeout: float) -> list[Change]:
+    def watch(self, prefix: str, after_revision: int, timeout: float) -> builtins.list[Change]:
         """Changes under `prefix` newer than `after_revision`, in revision order.
 
         Answers at once if there are some, else blocks up to `timeout` seconds for one and

@@ -14,11 +14,13 @@ also re-read the file every `POLL_SECONDS`, so a writer in another process wakes
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +59,13 @@ def _encode(value: Any) -> str:
 class _Pending:
     """One writer's step waiting for a group commit, and what became of it."""
 
-    __slots__ = ("step", "result", "error", "done")
+    __slots__ = ("done", "error", "result", "step")
 
-    def __init__(self, step) -> None:
-        self.step, self.result, self.error, self.done = step, None, None, False
+    def __init__(self, step: Callable[[sqlite3.Connection], Any]) -> None:
+        self.step = step
+        self.result: Any = None
+        self.error: Exception | None = None
+        self.done = False
 
 
 class SqliteStore(Store):
@@ -104,7 +109,7 @@ class SqliteStore(Store):
         with self._lock:
             return self._meta("revision")
 
-    def watch(self, prefix: str, after_revision: int, timeout: float) -> list[Change]:
+    def watch(self, prefix: str, after_revision: int, timeout: float) -> builtins.list[Change]:
         deadline = time.monotonic() + max(0.0, timeout)
         with self._changed:
             while True:
@@ -215,7 +220,7 @@ class SqliteStore(Store):
                     try:
                         item.result = item.step(db)
                         db.execute("RELEASE step")
-                    except Exception as exc:  # noqa: BLE001 - handed to its own writer
+                    except Exception as exc:  # handed to its own writer
                         db.execute("ROLLBACK TO step")
                         db.execute("RELEASE step")
                         item.error = exc
@@ -253,7 +258,7 @@ class SqliteStore(Store):
             db.execute("UPDATE meta SET value = ? WHERE name = 'compacted'", (horizon,))
         return revision
 
-    def _changes_after(self, prefix: str, after_revision: int) -> list[Change]:
+    def _changes_after(self, prefix: str, after_revision: int) -> builtins.list[Change]:
         db = self._conn()
         compacted = self._meta("compacted")
         if after_revision < compacted:
