@@ -103,7 +103,9 @@ def test_bad_requests_change_nothing(live: Cluster) -> None:
 
 def test_admin_refuses_bad_replica_records(live: Cluster) -> None:
     url = f"{live.url('east-1')}/internal/v1/replicas/{unique('admin')}"
-    for record in [{"role": "king", "epoch": 1}, {"role": "primary", "epoch": 0},
+    # No `drill` role: drills will be separate copies, never a role without a lease.
+    for record in [{"role": "king", "epoch": 1}, {"role": "drill", "epoch": 1},
+                   {"role": ["primary"], "epoch": 1}, {"role": "primary", "epoch": 0},
                    {"role": "secondary", "epoch": 1},  # a secondary needs its primary
                    {"role": "primary", "epoch": 1, "secondaries": "east-1"},
                    {"role": "primary", "epoch": 1, "type": "gold"},

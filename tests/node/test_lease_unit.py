@@ -2,7 +2,7 @@
 
 The refusal itself is checked on a real replica set in-process: a primary without a lease
 (or outside its current epoch) refuses writes with 503 `no_lease`, secondaries keep their
-409, drills need no lease."""
+409."""
 
 from __future__ import annotations
 
@@ -127,7 +127,6 @@ def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
         try:
             primary = await replicas.ensure("alpha", {"role": "primary", "epoch": 1})
             gamma = await replicas.ensure("gamma", {"role": "primary", "epoch": 1})
-            drill = await replicas.ensure("drill", {"role": "drill", "epoch": 1})
             secondary = await replicas.ensure("beta", {
                 "role": "secondary", "epoch": 1,
                 "primary": {"node": "east-1", "region": "east", "url": "http://x"}})
@@ -139,7 +138,6 @@ def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
                                                            {"Retry-After": "1"})
             assert "never granted" in err.message and "reads are still served" in err.message
             assert not replicas.may_write(primary)
-            replicas.require_writable(drill)  # an isolated copy needs no lease
             with pytest.raises(ApiError) as not_primary:
                 replicas.require_writable(secondary)
             assert not_primary.value.code == "not_primary"
@@ -160,7 +158,6 @@ def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
                 replicas.require_writable(gamma)
             assert expired.value.code == "no_lease"
             assert "expired 5.5 s ago" in expired.value.message
-            replicas.require_writable(drill)
         finally:
             await replicas.close()
 

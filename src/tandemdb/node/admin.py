@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tandemdb.common.http import ApiError, read_json
+from tandemdb.common.roles import Role
 
 from .metrics import add_route
 from .replicas import Replica, run_sync
@@ -66,7 +67,7 @@ class Admin:
         replica = self.replicas.get(request.path_params["env"])
         await read_json(request, allow_empty=True)  # no fields; a body must still be JSON
         primary = replica.record.primary
-        if replica.role != "secondary" or primary is None:
+        if replica.role != Role.SECONDARY or primary is None:
             raise ApiError(409, "not_secondary", f"replica {replica.name} on {self.node.name} "
                            f"is {replica.role}: only a secondary is re-seeded, from a "
                            "snapshot of its primary")

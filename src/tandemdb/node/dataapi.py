@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tandemdb.common import values
 from tandemdb.common.http import ApiError, read_json
+from tandemdb.common.roles import Role
 from tandemdb.engine import Environment, ReadOnly, TxResult, normalise_path
 from tandemdb.engine.blobstore import digest_of
 
@@ -59,7 +60,7 @@ class DataApi:
     async def rpo_breach(self, replica: Replica) -> str | None:
         """Why writes are refused now (a secondary lags past the RPO limit), or None."""
         record = replica.record
-        if record.role != "primary" or not record.secondaries:
+        if record.role != Role.PRIMARY or not record.secondaries:
             return None
         await replica.refresh_lag()
         limit = record.rpo_limit_seconds

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from tandemdb.common import values
 from tandemdb.common.http import ApiError, read_json
+from tandemdb.common.roles import Role
 from tandemdb.engine import RewindImpossible
 from tandemdb.engine.blobstore import write_durably
 from tandemdb.engine.lost import describe
@@ -79,20 +80,20 @@ class Fencing:
             record, known = r.record, _known_epoch(r)
             if epoch < known:
                 raise _stale(r, "fence", epoch, known)
-            if record.role == "fenced" and record.epoch == epoch:
+            if record.role == Role.FENCED and record.epoch == epoch:
                 return _newer(record, version)  # fenced already: the same final lsn
-            if record.role != "primary":
+            if record.role != Role.PRIMARY:
                 raise ApiError(409, "not_primary", f"cannot fence replica {r.name}: it is "
                                f"{record.role} at epoch {record.epoch}, not primary")
             if epoch != known:
                 raise ApiError(409, "epoch_mismatch", f"cannot fence replica {r.name} at "
                                f"epoch {epoch}: it is primary at epoch {known}")
-            return replace(record, role="fenced", version=max(record.version, version))
+            return replace(record, role=Role.FENCED, version=max(record.version, version))
 
         await self.replicas.transition(replica, decide)
         await self._drained(replica)
         record, env = replica.record, replica.require_env()
-        if record.role != "fenced" or record.epoch != epoch:  # unfenced meanwhile
+        if record.role != Role.FENCED or record.epoch != epoch:  # unfenced meanwhile
             raise ApiError(409, "conflict", f"replica {replica.name} was changed to "
                            f"{record.role} at epoch {record.epoch} while being fenced")
         return JSONResponse({"final_lsn": env.last_lsn, "epoch": epoch})
@@ -147,7 +148,7 @@ class Fencing:
 
         def decide(r: Replica) -> Record | None:
             record, env = r.record, r.require_env()
-            if record.role == "primary" and record.epoch == epoch \
+            if record.role == Role.PRIMARY and record.epoch == epoch \
                     and (epoch, expected) in [tuple(h) for h in env.epoch_history]:
                 # Promoted already (a retry, or the controller's heartbeat answer came first):
                 # the listed secondaries still hold everything up to the final lsn.
@@ -157,7 +158,7 @@ class Fencing:
             known = _known_epoch(r)
             if epoch <= known:
                 raise _stale(r, "promote", epoch, known)
-            if record.role != "secondary":
+            if record.role != Role.SECONDARY:
                 raise ApiError(409, "not_secondary", f"cannot promote replica {r.name}: it "
                                f"is {record.role} at epoch {record.epoch}, not a secondary")
             if env.last_lsn != expected:
@@ -168,7 +169,7 @@ class Fencing:
             # lsn: register them there, so lag and the RPO guard start from it, not from 0.
             for peer in secondaries:
                 env.acknowledge(peer.node, expected)
-            return Record("primary", epoch, None, secondaries, record.type,
+            return Record(Role.PRIMARY, epoch, None, secondaries, record.type,
                           record.rpo_limit_seconds, max(record.version, version))
 
         if await self.replicas.transition(replica, decide):
@@ -188,13 +189,13 @@ class Fencing:
 
         def decide(r: Replica) -> Record | None:
             record, known = r.record, _known_epoch(r)
-            if record.role == "primary" and record.epoch == epoch == known:
+            if record.role == Role.PRIMARY and record.epoch == epoch == known:
                 return _newer(record, version)  # unfenced already (a retried call)
-            if record.role != "fenced" or record.epoch != epoch or known != epoch:
+            if record.role != Role.FENCED or record.epoch != epoch or known != epoch:
                 raise ApiError(409, "not_fenced", f"cannot unfence replica {r.name} at epoch "
                                f"{epoch}: it is {record.role} at epoch {record.epoch} (known "
                                f"epoch {known})")
-            return replace(record, role="primary", version=max(record.version, version))
+            return replace(record, role=Role.PRIMARY, version=max(record.version, version))
 
         await self.replicas.transition(replica, decide)
         env = replica.require_env()
@@ -212,7 +213,7 @@ class Fencing:
         body = _body(await read_json(request))
         fork, epoch = _int(body, "fork_lsn", 0), _int(body, "epoch", 1)
         async with replica.lock:
-            if replica.record.role != "fenced":
+            if replica.record.role != Role.FENCED:
                 raise ApiError(409, "not_fenced", f"cannot rewind replica {replica.name}: it "
                                f"is {replica.record.role}; only a fenced old primary rewinds")
             answer = await run_sync(self._rewind, replica, fork, epoch)

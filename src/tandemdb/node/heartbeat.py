@@ -47,6 +47,7 @@ import httpx
 
 from tandemdb.common.deployment import CONTROLLER
 from tandemdb.common.http import SECRET_HEADER, ApiError
+from tandemdb.common.roles import Role
 from tandemdb.engine import EngineError
 
 from .lease import usable_ttl
@@ -363,7 +364,7 @@ class Heartbeat:
                         self.lease.describe(), self.node.name)
         now = self.lease.clock()
         for replica in self.replicas:
-            if replica.role != "primary":
+            if replica.role != Role.PRIMARY:
                 continue
             vouched, name = now < replica.failsafe_until, replica.name
             if vouched and name in self._unvouched:

@@ -16,6 +16,8 @@ from prometheus_client.registry import Collector
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from tandemdb.common.roles import Role
+
 from .lease import Lease
 from .replicas import ReplicaSet
 
@@ -45,13 +47,13 @@ class ReplicaCollector(Collector):
             "1 while a secondary's stream is halted at an entry it cannot apply (re-seed it: "
             "tandem env reseed ENV --region R), else 0", labels=["env"])
         for replica in self.replicas:
-            if replica.role == "secondary":
+            if replica.role == Role.SECONDARY:
                 halted.add_metric([replica.name], 1 if replica.halted is not None else 0)
             env = replica.env
             if env is None:
                 continue
             applied.add_metric([replica.name, replica.role], env.last_lsn)
-            if replica.role == "primary":
+            if replica.role == Role.PRIMARY:
                 primary.add_metric([replica.name], env.last_lsn)
             for node in list(replica.consumers):
                 entries, seconds = replica.lag(node)
@@ -70,7 +72,7 @@ class ReplicaCollector(Collector):
                 labels=["env"])
             now = self.lease.clock()
             for replica in self.replicas:
-                if replica.role == "primary":
+                if replica.role == Role.PRIMARY:
                     failsafe.add_metric([replica.name], max(0.0, replica.failsafe_until - now))
             yield remaining
             yield failsafe

@@ -30,6 +30,7 @@ import httpx
 import msgpack
 
 from tandemdb.common.http import SECRET_HEADER
+from tandemdb.common.roles import Role
 from tandemdb.engine import EngineError, JournalEntry, MissingBlobs
 
 from . import halts, metrics
@@ -80,7 +81,7 @@ class PeerLoop:
     def replicas(self) -> list[Replica]:
         now = asyncio.get_running_loop().time()
         return [r for r in self.puller.replicas
-                if r.role == "secondary" and r.record.primary is not None
+                if r.role == Role.SECONDARY and r.record.primary is not None
                 and self.puller.address(r.record.primary) == (self.peer, self.url)
                 and r.env is not None and r.seeding is None and not r.dropped
                 and r.halted is None and self._held.get(r.name, 0) <= now]
@@ -153,7 +154,7 @@ class PeerLoop:
         return answer
 
     async def _handle(self, replica: Replica, part: dict | None) -> None:
-        if part is None or replica.dropped or replica.role != "secondary" \
+        if part is None or replica.dropped or replica.role != Role.SECONDARY \
                 or replica.halted is not None or replica.seeding is not None:
             return
         if part.get("snapshot"):
@@ -286,7 +287,7 @@ class Puller:
             return
         self._end_stale_halts()
         wanted = {self.address(r.record.primary) for r in self.replicas
-                  if r.role == "secondary" and r.record.primary is not None}
+                  if r.role == Role.SECONDARY and r.record.primary is not None}
         for key in list(self.loops):
             if key not in wanted:
                 loop = self.loops.pop(key)
@@ -328,7 +329,7 @@ class Puller:
         heartbeat reports it; the controller tells tenants (`replication.halted`)."""
         async with replica.lock:  # after a re-seed or role change in progress
             primary = replica.record.primary
-            if replica.dropped or replica.env is not env or replica.role != "secondary" \
+            if replica.dropped or replica.env is not env or replica.role != Role.SECONDARY \
                     or replica.seeding is not None or replica.halted is not None:
                 return
             halt = halts.new_halt(lsn=env.last_lsn + 1, applied_lsn=env.last_lsn, exc=exc,
@@ -364,7 +365,7 @@ class Puller:
         no longer a secondary of that primary node (promoted, fenced, or moved)."""
         for replica in self.replicas:
             halt, primary = replica.halted, replica.record.primary
-            if halt is None or (replica.role == "secondary" and primary is not None
+            if halt is None or (replica.role == Role.SECONDARY and primary is not None
                                 and halt.get("primary_node") in (None, primary.node)):
                 continue
             replica.halted, replica.stream_error = None, None

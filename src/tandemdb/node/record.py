@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Role
 
 NAME = re.compile(r"[a-z][a-z0-9-]{1,62}")
 RECORD_FILE = "replica.json"
-# `drill` is an isolated writable copy (DESIGN §1): it takes writes but neither streams
-# nor is guarded. `fenced` was primary and must not write.
-ROLES = ("primary", "secondary", "fenced", "drill")
-WRITABLE = ("primary", "drill")
+# Roles are `tandemdb.common.roles.Role`, the controller's words: only a primary writes
+# (under its lease, gate.py); `fenced` was primary and must not write.
+ROLES = {role.value: role for role in Role}
 TYPES = ("production", "sandbox", "basic")
 # Epochs and versions are stored as SQLite integers (64-bit): a larger one would fail deep
 # in the engine, not here. Strings in a record are names and URLs: short.
@@ -96,7 +96,7 @@ class Peer:
 class Record:
     """A replica's role record (the desired-replica record of the controller, kept on disk)."""
 
-    role: str
+    role: Role
     epoch: int
     primary: Peer | None = None
     secondaries: tuple[Peer, ...] = ()
@@ -118,8 +118,9 @@ class Record:
         record and logs it; its other replicas and its heartbeat go on (issue 9, item 3)."""
         if not isinstance(raw, dict):
             raise ApiError(400, "bad_request", "a replica record must be a JSON object")
-        role, epoch = raw.get("role"), raw.get("epoch", 1)
-        if role not in ROLES:
+        name, epoch = raw.get("role"), raw.get("epoch", 1)
+        role = ROLES.get(name) if isinstance(name, str) else None
+        if role is None:
             raise ApiError(400, "bad_request", f"role must be one of {', '.join(ROLES)}")
         if type(epoch) is not int or not 1 <= epoch <= MAX_INT:
             raise ApiError(400, "bad_request", "epoch must be an integer from 1 to 2^63 - 1")
@@ -129,7 +130,7 @@ class Record:
         rpo = parse_rpo(raw.get("rpo_limit_seconds"))
         primary = raw.get("primary")
         primary = None if primary is None else Peer.parse(primary, "primary")
-        if role == "secondary" and primary is None:
+        if role is Role.SECONDARY and primary is None:
             raise ApiError(400, "bad_request", "a secondary needs its primary {node, region, url}")
         secondaries = raw.get("secondaries") or []
         if not isinstance(secondaries, list):
@@ -139,10 +140,10 @@ class Record:
         if type(vouch) is not bool:
             raise ApiError(400, "bad_request", "vouch must be true or false")
         return cls(role, epoch, primary, peers, kind, rpo, parse_version(raw),
-                   vouch and role == "secondary")
+                   vouch and role is Role.SECONDARY)
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "epoch": self.epoch,
+        return {"role": self.role.value, "epoch": self.epoch,
                 "primary": self.primary.to_dict() if self.primary else None,
                 "secondaries": [s.to_dict() for s in self.secondaries],
                 "type": self.type, "rpo_limit_seconds": self.rpo_limit_seconds,

@@ -22,12 +22,13 @@ from pathlib import Path
 from anyio import to_thread
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Role
 from tandemdb.engine import Environment, JournalTruncated, StaleEpoch
 from tandemdb.engine.blobstore import write_durably
 from tandemdb.engine.schema import DB_FILE
 
 from .lease import Lease
-from .record import RECORD_FILE, WRITABLE, Record, check_name
+from .record import RECORD_FILE, Record, check_name
 
 log = logging.getLogger("tandem.node.replicas")
 
@@ -78,12 +79,13 @@ class Replica:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
-    def role(self) -> str:
+    def role(self) -> Role:
         return self.record.role
 
     @property
     def writable(self) -> bool:
-        return self.record.role in WRITABLE
+        """Only a primary writes (and only under its lease: gate.py)."""
+        return self.record.role == Role.PRIMARY
 
     def require_env(self) -> Environment:
         env = self.env
@@ -224,10 +226,8 @@ class ReplicaSet:
             listener()
 
     def may_write(self, replica: Replica) -> bool:
-        """Whether a write would be taken now (role, and for a primary lease and epoch)."""
-        if not replica.writable:
-            return False
-        return replica.record.role != "primary" or self._holds_lease(replica)
+        """Whether a write would be taken now (a primary, with its lease and epoch)."""
+        return replica.writable and self._holds_lease(replica)
 
     def _holds_lease(self, replica: Replica) -> bool:
         """Invariant 2: a primary writes only in its current epoch, under the node's lease
@@ -241,7 +241,7 @@ class ReplicaSet:
         extend its failsafe lease if that consumer is its geo-secondary and the epoch is
         the primary's. True if it was extended."""
         lease, env, record = self.lease, replica.env, replica.record
-        if lease is None or env is None or record.role != "primary" \
+        if lease is None or env is None or record.role != Role.PRIMARY \
                 or not epoch == record.epoch == env.epoch:
             return False
         if not any(peer.node == consumer and peer.region != self.region
@@ -259,16 +259,16 @@ class ReplicaSet:
         Called wherever a write is admitted: before it joins `Replica.writing()` (so a fence
         drains it), and again under the engine's lock right before its commit."""
         if replica.writable:
-            if replica.record.role == "primary" and not self._holds_lease(replica):
+            if not self._holds_lease(replica):
                 raise self._no_lease(replica)
             return
         record = replica.record
-        if record.role == "fenced":
+        if record.role == Role.FENCED:
             raise ApiError(409, "fenced", f"environment {replica.name} is switching over to "
                            f"another primary: its replica in region {self.region} is fenced at "
                            f"epoch {record.epoch} and takes no writes; retry shortly",
                            {"Retry-After": "1"})
-        if record.role == "secondary" and record.primary is not None:
+        if record.role == Role.SECONDARY and record.primary is not None:
             where = (f"the primary is in region {record.primary.region} "
                      f"(node {record.primary.node})")
         else:
@@ -450,9 +450,9 @@ class ReplicaSet:
         consumers the engine keeps now, for `_track` on the loop (None: no engine)."""
         env, persisted = replica.env, None
         if env is not None:
-            promoted = record.role in WRITABLE and replica.record.role == "secondary"
+            promoted = record.role == Role.PRIMARY and replica.record.role == Role.SECONDARY
             if record.epoch > env.epoch:
-                if record.role in WRITABLE:
+                if record.role == Role.PRIMARY:
                     env.begin_epoch(record.epoch)
                 else:
                     env.observe_epoch(record.epoch)
@@ -475,9 +475,9 @@ class ReplicaSet:
         entries from it."""
         persisted = env.consumers()
         listed = {s.node for s in record.secondaries}
-        if record.role == "fenced":
+        if record.role == Role.FENCED:
             listed |= persisted.keys()
-        elif record.role not in WRITABLE:
+        elif record.role != Role.PRIMARY:
             listed = set()
         for node in listed - persisted.keys():
             env.acknowledge(node, 0)
