@@ -149,7 +149,7 @@ def test_a_bad_record_is_refused_alone_and_the_lease_is_renewed(setup, caplog) -
         renewed = node.lease.granted_at
         await until(lambda: node.lease.granted_at > renewed, "the next renewal")
         assert [r.name for r in node.replicas] == ["alpha"]
-        node.replicas.require_writable(node.replicas.get("alpha"))  # writes are taken
+        node.gate.check(node.replicas.get("alpha"))  # writes are taken
 
     run_node(dep, scenario)
     refusals = [r.getMessage() for r in caplog.records if "is refused" in r.getMessage()]
@@ -175,7 +175,7 @@ def test_the_lease_is_renewed_while_a_replica_holds_its_engine_lock(setup) -> No
                 held_at = node.lease.clock()
                 blocking_until(lambda: node.lease.granted_at > held_at + TTL,
                                "renewals while the engine's lock is held")
-                node.replicas.require_writable(node.replicas.get("victim"))
+                node.gate.check(node.replicas.get("victim"))
 
         await asyncio.to_thread(commit_for_long)
 

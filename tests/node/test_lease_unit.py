@@ -122,7 +122,7 @@ def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
     async def scenario() -> None:
         node = Node(dep, "west-1")
         node.lease.clock = clock
-        replicas = node.replicas
+        replicas, gate = node.replicas, node.gate
         await replicas.load()
         try:
             primary = await replicas.ensure("alpha", {"role": "primary", "epoch": 1})
@@ -132,30 +132,30 @@ def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
                 "primary": {"node": "east-1", "region": "east", "url": "http://x"}})
 
             with pytest.raises(ApiError) as refused:
-                replicas.require_writable(primary)
+                gate.check(primary)
             err = refused.value
             assert (err.status, err.code, err.headers) == (503, "no_lease",
                                                            {"Retry-After": "1"})
             assert "never granted" in err.message and "reads are still served" in err.message
-            assert not replicas.may_write(primary)
+            assert not gate.may_write(primary)
             with pytest.raises(ApiError) as not_primary:
-                replicas.require_writable(secondary)
+                gate.check(secondary)
             assert not_primary.value.code == "not_primary"
 
             node.lease.grant(clock.now, 5.0)
-            replicas.require_writable(primary)
-            assert replicas.may_write(primary)
+            gate.check(primary)
+            assert gate.may_write(primary)
 
             # Its data has seen a newer epoch than its record: not its current epoch.
             await asyncio.to_thread(primary.env.observe_epoch, 2)
             assert primary.record.epoch == 1
             with pytest.raises(ApiError) as stale:
-                replicas.require_writable(primary)
+                gate.check(primary)
             assert stale.value.code == "no_lease" and "epoch 2" in stale.value.message
 
             clock.now += 10  # gamma is in its epoch, but the lease has run out
             with pytest.raises(ApiError) as expired:
-                replicas.require_writable(gamma)
+                gate.check(gamma)
             assert expired.value.code == "no_lease"
             assert "expired 5.5 s ago" in expired.value.message
         finally:
@@ -193,42 +193,42 @@ def test_the_failsafe_lets_a_primary_write_while_its_geo_secondary_vouches(
     async def scenario() -> None:
         node = Node(dep, "west-1")
         node.lease.clock = clock
-        replicas, lease = node.replicas, node.lease
+        replicas, gate, lease = node.replicas, node.gate, node.lease
         await replicas.load()
         try:
             primary = await replicas.ensure("alpha", {"role": "primary", "epoch": 1,
                                                       "secondaries": [east, local]})
             fenced = await replicas.ensure("beta", {"role": "fenced", "epoch": 1,
                                                     "secondaries": [east]})
-            assert not replicas.may_write(primary)  # no controller lease, no vouch yet
+            assert not gate.may_write(primary)  # no controller lease, no vouch yet
 
             token = lease.token()
-            assert not replicas.vouch(primary, "east-1", 2, token)  # not its epoch
-            assert not replicas.vouch(primary, "west-9", 1, token)  # not geo: same region
-            assert not replicas.vouch(primary, "north-1", 1, token)  # not its secondary
-            assert not replicas.vouch(fenced, "east-1", 1, token)  # fenced stays fenced
-            assert not replicas.may_write(primary)
+            assert not gate.vouch(primary, "east-1", 2, token)  # not its epoch
+            assert not gate.vouch(primary, "west-9", 1, token)  # not geo: same region
+            assert not gate.vouch(primary, "north-1", 1, token)  # not its secondary
+            assert not gate.vouch(fenced, "east-1", 1, token)  # fenced stays fenced
+            assert not gate.may_write(primary)
 
             clock.now += 1.0
-            assert replicas.vouch(primary, "east-1", 1, token)
+            assert gate.vouch(primary, "east-1", 1, token)
             assert primary.failsafe_until == token[1] + 4.5
-            replicas.require_writable(primary)  # no controller lease: the failsafe holds
-            assert not replicas.vouch(primary, "east-1", 1, token)  # an echo extends once
+            gate.check(primary)  # no controller lease: the failsafe holds
+            assert not gate.vouch(primary, "east-1", 1, token)  # an echo extends once
 
             clock.now = token[1] + 4.5  # the secondary stopped pulling: over
             with pytest.raises(ApiError) as refused:
-                replicas.require_writable(primary)
+                gate.check(primary)
             assert refused.value.code == "no_lease"
             assert "failsafe lease ended 0.0 s ago" in refused.value.message
             with pytest.raises(ApiError):
-                replicas.require_writable(fenced)
+                gate.check(fenced)
 
             # Outside its epoch the failsafe does not help either.
-            assert replicas.vouch(primary, "east-1", 1, lease.token())
-            replicas.require_writable(primary)
+            assert gate.vouch(primary, "east-1", 1, lease.token())
+            gate.check(primary)
             await asyncio.to_thread(primary.env.observe_epoch, 2)
             with pytest.raises(ApiError) as stale:
-                replicas.require_writable(primary)
+                gate.check(primary)
             assert stale.value.code == "no_lease" and "epoch 2" in stale.value.message
         finally:
             await replicas.close()

@@ -234,12 +234,12 @@ class Environment:
         return entry
 
     # -- files -----------------------------------------------------------------------------
-    def put_file(self, path: str, data: bytes) -> TxResult:
-        """Store a file: the blob is durable before the row that references it commits."""
+    def put_file(self, path: str, data: bytes, *,
+                 before_commit: Callable[[], None] | None = None) -> TxResult:
+        """Store a file: the blob is durable before the row that references it commits.
+        `before_commit` is as for `execute`."""
         path = normalise_path(path)
-        digest = digest_of(data)
-        with self.pin_blobs([digest]):
-            self.blobs.put(data)
+        with self.staged_blob(data) as digest:
 
             def write(recorder: Recorder) -> None:
                 old = self._files.lookup(path)
@@ -248,9 +248,10 @@ class Environment:
                 if old is not None and old.hash != digest:
                     recorder.blobs.append(old.hash)  # a rewind restores the old row
 
-            return self._internal_tx(write)
+            return self._internal_tx(write, before_commit)
 
-    def delete_file(self, path: str) -> TxResult:
+    def delete_file(self, path: str, *,
+                    before_commit: Callable[[], None] | None = None) -> TxResult:
         path = normalise_path(path)
 
         def remove(recorder: Recorder) -> None:
@@ -260,7 +261,7 @@ class Environment:
             self._files.remove(path)
             recorder.blobs.append(old.hash)
 
-        return self._internal_tx(remove)
+        return self._internal_tx(remove, before_commit)
 
     def stat_file(self, path: str) -> FileInfo:
         path = normalise_path(path)
@@ -283,7 +284,8 @@ class Environment:
         with self._lock:
             return self._files.list(prefix)
 
-    def _internal_tx(self, body) -> TxResult:
+    def _internal_tx(self, body: Callable[[Recorder], None],
+                     before_commit: Callable[[], None] | None) -> TxResult:
         """A write made by the engine itself (files), journaled like a tenant transaction."""
         with self._lock:
             with self._write_tx():
@@ -294,9 +296,21 @@ class Environment:
                     recorder.discard()
                     raise
                 entry = self._seal(recorder, self._last_lsn + 1)
+                if before_commit is not None:
+                    before_commit()
             if entry is not None:
                 self._last_lsn = entry.lsn
             return TxResult([], self._last_lsn, self._epoch)
+
+    @contextmanager
+    def staged_blob(self, data: bytes) -> Iterator[str]:
+        """Make `data` a durable blob, pinned against garbage collection until the block
+        ends (the row that references it commits inside); yields its digest. Call it
+        without the lock held: the fsync is the slow part of a file write."""
+        digest = digest_of(data)
+        with self.pin_blobs([digest]):
+            self.blobs.put(data)
+            yield digest
 
     @contextmanager
     def pin_blobs(self, digests: Iterable[str]) -> Iterator[None]:

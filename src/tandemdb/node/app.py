@@ -34,6 +34,7 @@ from tandemdb.common.metrics import RequestMetrics, install_metrics_endpoint
 
 from . import admin, dataapi, fencing, stream
 from . import metrics as node_metrics
+from .gate import WriteGate
 from .heartbeat import Heartbeat
 from .lease import Lease
 from .puller import Puller
@@ -58,7 +59,8 @@ class Node:
         self.url = deployment.node_url(name)
         self.dir = Path(deployment.data) / "nodes" / name
         self.lease = Lease(deployment.lease_ttl)  # renewed by heartbeats (docs/leases.md)
-        self.replicas = ReplicaSet(self.dir, name, self.region, self.lease)
+        self.replicas = ReplicaSet(self.dir, name, self.region)
+        self.gate = WriteGate(self.region, self.lease)  # who may write, and every commit
         self._tasks: list[asyncio.Task] = []
         self.puller: Puller | None = None
         self.heartbeat: Heartbeat | None = None

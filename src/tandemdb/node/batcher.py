@@ -4,8 +4,8 @@ Requests queue up while the previous group is being committed in a worker thread
 group takes everything queued (up to `MAX_GROUP`) into one `Environment.execute_group` call,
 so one fsync serves many clients. Each request gets its own result or its own error.
 
-Writability (role, and for a primary its lease and epoch: docs/leases.md) is checked when a
-group is taken from the queue and again under the engine's lock right before it commits.
+Each group commits through the write gate (gate.py): role, lease and epoch are checked
+when a group is taken from the queue, under the engine's lock, and right before COMMIT.
 
 A statement is never run twice. A group commit that fails with an error that is no one
 transaction's (the engine reports those in their own slots) was rolled back whole; each of
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import apsw
 
 from tandemdb.common.http import ApiError
 from tandemdb.engine import EngineError, Environment, TxResult
 
-from .replicas import Replica, ReplicaSet, run_sync
+from .gate import WriteGate
+from .replicas import Replica
 
 log = logging.getLogger("tandem.node.batcher")
 
@@ -31,8 +31,8 @@ MAX_GROUP = 256
 
 
 class Batcher:
-    def __init__(self, replicas: ReplicaSet, replica: Replica) -> None:
-        self.replicas, self.replica = replicas, replica
+    def __init__(self, gate: WriteGate, replica: Replica) -> None:
+        self.gate, self.replica = gate, replica
         self._queue: list[tuple[list, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
 
@@ -49,7 +49,7 @@ class Batcher:
                 group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
                 try:
                     outcomes = await self._commit([statements for statements, _ in group])
-                except Exception as exc:  # noqa: BLE001 - each waiter gets the error
+                except Exception as exc:  # each waiter gets the error
                     outcomes = [exc] * len(group)
                 for (_, fut), outcome in zip(group, outcomes, strict=True):
                     if fut.done():  # the client went away; its write stands
@@ -58,40 +58,18 @@ class Batcher:
                         fut.set_exception(outcome)
                     else:
                         fut.set_result(outcome)
-                self.replica.notify()
         finally:
             self._task = None
 
     async def _commit(self, transactions: list[list]) -> list:
-        replica = self.replica
-        if replica.dropped:
-            raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
-        self.replicas.require_writable(replica)  # the role may have changed while queued
-        env = replica.require_env()
-        with replica.writing():  # a fence waits for this commit
-            return await self._execute(env, transactions)
-
-    def _guarded(self, env: Environment, fn: Callable, *args) -> object:
-        """Worker thread: check role, lease and epoch under the engine's lock, then commit.
-
-        A group may wait (queued behind the previous one, or for the lock held by an
-        apply or a fence); checking here, with nothing able to commit in between, means a
-        write never commits after the lease expired. The check runs again after the
-        statements, right before COMMIT (`before_commit`): a statement may run for
-        seconds, longer than the lease's safety margin. Two clock calls per group."""
-        def check() -> None:
-            self.replicas.require_writable(self.replica)
-
-        with env.exclusive():
-            check()
-            return fn(*args, before_commit=check)
-
-    async def _execute(self, env: Environment, transactions: list[list]) -> list:
+        """Commit a group through the write gate (checked there again: the role or the
+        lease may have changed while the group was queued)."""
         try:
-            return await run_sync(self._guarded, env, env.execute_group, transactions)
+            return await self.gate.commit(self.replica, Environment.execute_group,
+                                          transactions)
         except (EngineError, ApiError):
             raise  # ApiError: refused at the commit (no lease, fenced); nothing was written
-        except Exception as exc:  # noqa: BLE001 - not one transaction's fault: see below
+        except Exception as exc:  # not one transaction's fault: see below
             # Never run again: the group was rolled back, but a statement run twice is paid
             # for twice (a slow one stalls the node twice as long), and should the error
             # have come after the COMMIT, it would be written twice.

@@ -1,11 +1,11 @@
 """The data API of a node (docs/architecture.md "Node"): SQL and files of its replicas.
 
-Writes on a primary go through the replica's group committer; a secondary serves reads
-(`read_only=True`) and refuses writes with 409 `not_primary`. A primary without a valid
-lease for its current epoch serves reads likewise and refuses writes with 503 `no_lease`
-(docs/leases.md); every write is checked again under the engine's lock before it commits.
-`min_lsn` waits until the replica has applied that lsn, and the RPO guard refuses writes
-while a secondary lags too far behind.
+Every write passes the node's write gate (gate.py): SQL through the replica's group
+committer, files directly. Whatever the gate refuses, reads are still served: a secondary
+(`read_only=True`) refuses writes with 409 `not_primary`, a primary without a valid lease
+for its current epoch with 503 `no_lease` (docs/leases.md), and while a secondary lags
+past the RPO limit with 503 `rpo_exceeded`. `min_lsn` waits until the replica has applied
+that lsn.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse, Response
 
 from tandemdb.common import values
 from tandemdb.common.http import ApiError, read_json
-from tandemdb.common.roles import Role
 from tandemdb.engine import Environment, ReadOnly, TxResult, normalise_path
 from tandemdb.engine.blobstore import digest_of
 
@@ -45,6 +44,7 @@ class DataApi:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.replicas = node.replicas
+        self.gate = node.gate
         self.region = node.region
 
     # -- shared checks ------------------------------------------------------------------
@@ -57,54 +57,26 @@ class DataApi:
                            f"replica {replica.name} in region {self.region} has applied lsn "
                            f"{have}, not yet {min_lsn}; retry shortly", {"Retry-After": "1"})
 
-    async def rpo_breach(self, replica: Replica) -> str | None:
-        """Why writes are refused now (a secondary lags past the RPO limit), or None."""
-        record = replica.record
-        if record.role != Role.PRIMARY or not record.secondaries:
-            return None
-        await replica.refresh_lag()
-        limit = record.rpo_limit_seconds
-        for peer in record.secondaries:
-            entries, seconds = replica.lag(peer.node)
-            if seconds > limit:
-                return (f"the secondary of {replica.name} in region {peer.region} (node "
-                        f"{peer.node}) is {seconds:.2f}s ({entries} entries) behind, over the "
-                        f"RPO limit of {limit:g}s; writes resume when it catches up")
-        return None
-
-    async def check_write(self, replica: Replica) -> None:
-        """Writes need a writable replica and a secondary within the RPO limit."""
-        self.replicas.require_writable(replica)
-        breach = await self.rpo_breach(replica)
-        if breach:
-            raise ApiError(503, "rpo_exceeded", breach, {"Retry-After": "1"})
-
     def batcher(self, replica: Replica) -> Batcher:
-        if replica.batcher is None:
-            replica.batcher = Batcher(self.replicas, replica)
-        return replica.batcher  # type: ignore[return-value]
+        if not isinstance(replica.batcher, Batcher):
+            replica.batcher = Batcher(self.gate, replica)
+        return replica.batcher
 
     # -- SQL ----------------------------------------------------------------------------
     async def execute(self, replica: Replica, statements: list) -> TxResult:
         env = replica.require_env()
-        if not self.replicas.may_write(replica):
-            # A secondary, or a primary without its lease: reads are served, writes refused.
+        if await self.gate.refusal(replica) is not None:
+            # A secondary, a primary without its lease, or the RPO guard holding writes
+            # back: reads are served, writes refused.
             try:
                 return await run_sync(env.execute, statements, read_only=True)
             except ReadOnly:
-                # Raises the refusal, unless the replica became writable meanwhile (its
-                # lease renewed, a promotion): then the statements are written after all.
-                self.replicas.require_writable(replica)
-        breach = await self.rpo_breach(replica)
-        if breach:
-            # Reads still work while the guard holds writes back.
-            try:
-                return await run_sync(env.execute, statements, read_only=True)
-            except ReadOnly:
-                raise ApiError(503, "rpo_exceeded", breach, {"Retry-After": "1"}) from None
+                # Raises the refusal, unless the write is admitted by now (its lease
+                # renewed, a promotion, the secondary caught up): then it is written.
+                await self.gate.admit(replica)
         return await self.batcher(replica).submit(statements)
 
-    async def sql(self, request: Request) -> JSONResponse:
+    async def sql(self, request: Request) -> Response:
         replica = self.replicas.get(request.path_params["env"])
         body = await read_json(request)
         if not isinstance(body, dict):
@@ -123,31 +95,13 @@ class DataApi:
     async def put_file(self, request: Request) -> JSONResponse:
         replica = self.replicas.get(request.path_params["env"])
         path = normalise_path(request.path_params["path"])
-        env = replica.require_env()
-        await self.check_write(replica)
+        replica.require_env()
+        await self.gate.admit(replica)
         data = await request.body()
-        with replica.writing():
-            self.replicas.require_writable(replica)  # it may have been fenced meanwhile
-            result = await run_sync(self._put_file, replica, env, path, data)
-        replica.notify()
+        result = await self.gate.commit(replica, Environment.put_file, path, data,
+                                        content=data)
         return JSONResponse({"path": path, "size": len(data), "hash": digest_of(data),
                              "lsn": result.lsn, "epoch": result.epoch, "region": self.region})
-
-    def _put_file(self, replica: Replica, env: Environment, path: str,
-                  data: bytes) -> TxResult:
-        """Worker thread: make the blob durable (the slow part), then check the lease and
-        role again under the engine's lock, so the row never commits after the lease
-        expired or a fence, however long the blob took."""
-        with env.pin_blobs([digest_of(data)]):
-            env.blobs.put(data)
-            with env.exclusive():
-                self.replicas.require_writable(replica)
-                return env.put_file(path, data)  # the blob is there: only the row is written
-
-    def _delete_file(self, replica: Replica, env: Environment, path: str) -> TxResult:
-        with env.exclusive():  # worker thread: re-check right before the commit
-            self.replicas.require_writable(replica)
-            return env.delete_file(path)
 
     async def get_file(self, request: Request) -> Response:
         replica = self.replicas.get(request.path_params["env"])
@@ -166,12 +120,9 @@ class DataApi:
     async def delete_file(self, request: Request) -> JSONResponse:
         replica = self.replicas.get(request.path_params["env"])
         path = normalise_path(request.path_params["path"])
-        env = replica.require_env()
-        await self.check_write(replica)
-        with replica.writing():
-            self.replicas.require_writable(replica)  # it may have been fenced meanwhile
-            result = await run_sync(self._delete_file, replica, env, path)
-        replica.notify()
+        replica.require_env()
+        await self.gate.admit(replica)
+        result = await self.gate.commit(replica, Environment.delete_file, path)
         return JSONResponse({"deleted": path, "lsn": result.lsn, "epoch": result.epoch,
                              "region": self.region})
 

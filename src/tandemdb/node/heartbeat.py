@@ -375,7 +375,7 @@ class Heartbeat:
                 self._unvouched.add(name)
                 log.warning("environment %s (epoch %d): no lease from the controller, and %s: "
                             "it refuses writes (503 no_lease)", name, replica.record.epoch,
-                            self.replicas.describe_failsafe(replica))
+                            self.node.gate.describe_failsafe(replica))
 
     async def reconcile(self, desired: list[dict], revision: int | None = None) -> None:
         """On the node's loop: create what is missing, adopt roles, drop what is no longer

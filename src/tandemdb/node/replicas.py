@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,7 +27,6 @@ from tandemdb.engine import Environment, JournalTruncated, StaleEpoch
 from tandemdb.engine.blobstore import write_durably
 from tandemdb.engine.schema import DB_FILE
 
-from .lease import Lease
 from .record import RECORD_FILE, Record, check_name
 
 log = logging.getLogger("tandem.node.replicas")
@@ -95,7 +94,8 @@ class Replica:
         return env
 
     @contextlib.contextmanager
-    def writing(self):  # a commit in flight; entered right after the writability check
+    def writing(self) -> Iterator[None]:
+        """A commit in flight (the write gate enters it; a fence waits for none)."""
         self.in_flight += 1
         try:
             yield
@@ -187,12 +187,10 @@ def _write_record(directory: Path, record: Record) -> None:
 
 
 class ReplicaSet:
-    """The replicas of one node: open, create, update, drop, and the role checks."""
+    """The replicas of one node: open, create, update, drop (who may write: gate.py)."""
 
-    def __init__(self, node_dir: Path, node: str, region: str,
-                 lease: Lease | None = None) -> None:
+    def __init__(self, node_dir: Path, node: str, region: str) -> None:
         self.node, self.region = node, region
-        self.lease = lease  # None: no lease required (in-process tests of the replica set)
         self.envs_dir = Path(node_dir) / "envs"
         self.tmp_dir = Path(node_dir) / "tmp"
         self._replicas: dict[str, Replica] = {}
@@ -224,77 +222,6 @@ class ReplicaSet:
     def _changed(self) -> None:
         for listener in self._listeners:
             listener()
-
-    def may_write(self, replica: Replica) -> bool:
-        """Whether a write would be taken now (a primary, with its lease and epoch)."""
-        return replica.writable and self._holds_lease(replica)
-
-    def _holds_lease(self, replica: Replica) -> bool:
-        """Invariant 2: a primary writes only in its current epoch, under the node's lease
-        from the controller or under its own failsafe lease (its geo-secondary vouches)."""
-        lease, env = self.lease, replica.env
-        return ((lease is None or lease.valid() or lease.clock() < replica.failsafe_until)
-                and (env is None or replica.record.epoch == env.epoch))
-
-    def vouch(self, replica: Replica, consumer: str, epoch: int, token: object) -> bool:
-        """A pull of `consumer` vouches for primary `replica` at `epoch`, echoing `token`:
-        extend its failsafe lease if that consumer is its geo-secondary and the epoch is
-        the primary's. True if it was extended."""
-        lease, env, record = self.lease, replica.env, replica.record
-        if lease is None or env is None or record.role != Role.PRIMARY \
-                or not epoch == record.epoch == env.epoch:
-            return False
-        if not any(peer.node == consumer and peer.region != self.region
-                   for peer in record.secondaries):
-            return False
-        until = lease.vouched_until(token)
-        if until is None or until <= replica.failsafe_until:
-            return False
-        replica.failsafe_until = until
-        return True
-
-    def require_writable(self, replica: Replica) -> None:
-        """Raise the refusal of a write to `replica` now, if there is one.
-
-        Called wherever a write is admitted: before it joins `Replica.writing()` (so a fence
-        drains it), and again under the engine's lock right before its commit."""
-        if replica.writable:
-            if not self._holds_lease(replica):
-                raise self._no_lease(replica)
-            return
-        record = replica.record
-        if record.role == Role.FENCED:
-            raise ApiError(409, "fenced", f"environment {replica.name} is switching over to "
-                           f"another primary: its replica in region {self.region} is fenced at "
-                           f"epoch {record.epoch} and takes no writes; retry shortly",
-                           {"Retry-After": "1"})
-        if record.role == Role.SECONDARY and record.primary is not None:
-            where = (f"the primary is in region {record.primary.region} "
-                     f"(node {record.primary.node})")
-        else:
-            where = "this replica is fenced; the environment is moving to another primary"
-        raise ApiError(409, "not_primary", f"environment {replica.name} is read-only in "
-                       f"region {self.region}: {where}; send writes there")
-
-    def describe_failsafe(self, replica: Replica) -> str:
-        """A primary's failsafe lease in words (the refusal, the node's log)."""
-        if self.lease is None or not any(peer.region != self.region
-                                         for peer in replica.record.secondaries):
-            return "it has no geo-secondary to vouch for it (failsafe)"
-        return self.lease.describe_failsafe(replica.failsafe_until)
-
-    def _no_lease(self, replica: Replica) -> ApiError:
-        env, record = replica.env, replica.record
-        if env is not None and record.epoch != env.epoch:
-            why = (f"its primary here is recorded at epoch {record.epoch} but its data has "
-                   f"seen epoch {env.epoch}, and a primary writes only in its current epoch")
-        elif self.lease is not None:
-            why = f"{self.lease.describe()}, and {self.describe_failsafe(replica)}"
-        else:
-            why = "no lease"
-        return ApiError(503, "no_lease", f"environment {replica.name} takes no writes in "
-                        f"region {self.region} now: {why}; nothing was written, retry "
-                        "shortly (reads are still served)", {"Retry-After": "1"})
 
     # -- lifecycle ----------------------------------------------------------------------
     async def load(self) -> None:

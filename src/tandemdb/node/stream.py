@@ -112,6 +112,7 @@ class StreamServer:
         self.node = node
         self.replicas: ReplicaSet = node.replicas
         self.lease = node.lease
+        self.gate = node.gate
 
     async def stream(self, request: Request) -> Response:
         ask = _parse_request(await request.body())
@@ -153,7 +154,7 @@ class StreamServer:
         for name, epoch in ask.vouch.items():
             replica = self.replicas.find(name)
             if replica is not None:
-                self.replicas.vouch(replica, ask.node, epoch, ask.token)
+                self.gate.vouch(replica, ask.node, epoch, ask.token)
 
     @staticmethod
     async def _wait_any(replicas: list[Replica], wait: float) -> None:
