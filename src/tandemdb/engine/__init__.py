@@ -34,7 +34,7 @@ from .snapshot import Snapshot
 __all__ = [
     "ApplyConflict", "BlobStore", "Checksum", "DivergentHistory", "EngineError", "EntryTooLarge",
     "Environment", "FileInfo", "FileNotFound", "InvalidPath", "InvalidText", "JournalEntry",
-    "JournalGap", "JournalTruncated", "LimitExceeded", "LocalBlobStore", "MissingBlobs",
+    "JournalGap", "JournalTruncated", "LimitExceeded", "Limits", "LocalBlobStore", "MissingBlobs",
     "ReadOnly", "RewindImpossible", "SandboxViolation", "Snapshot", "SqlError", "StaleEpoch",
-    "Statement", "StatementResult", "TxResult", "Limits", "normalise_path",
+    "Statement", "StatementResult", "TxResult", "normalise_path",
 ]

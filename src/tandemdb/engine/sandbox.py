@@ -72,8 +72,10 @@ class Limits:
 class StatementFlags:
     """What the authorizer saw while the current tenant statement was prepared."""
 
-    __slots__ = ("ddl", "dml", "inserts", "creates_table", "created", "alter", "altered",
-                 "denied", "read_only", "wrote", "drops_table")
+    __slots__ = (
+        "alter", "altered", "created", "creates_table", "ddl", "denied", "dml", "drops_table",
+        "inserts", "read_only", "wrote",
+    )
 
     def __init__(self) -> None:
         self.ddl = False
@@ -143,8 +145,8 @@ class Sandbox:
         if action == A.SQLITE_DROP_TABLE:
             flags.drops_table = True
         elif flags.drops_table and trigger is None and db == "temp" and (
-                action == A.SQLITE_DROP_TEMP_TRIGGER and arg1 and is_reserved(arg1)
-                or action == A.SQLITE_DELETE and arg1 == "sqlite_temp_master"):
+                (action == A.SQLITE_DROP_TEMP_TRIGGER and arg1 and is_reserved(arg1))
+                or (action == A.SQLITE_DELETE and arg1 == "sqlite_temp_master")):
             return apsw.SQLITE_OK  # SQLite drops the table's guard triggers along with it
         if action == A.SQLITE_ALTER_TABLE and arg1 == "main":
             flags.alter, flags.altered = True, arg2
@@ -154,7 +156,7 @@ class Sandbox:
             # cannot create temp objects: what the temp schema holds is Tandem's own, and
             # must follow a renamed table or column.
             return apsw.SQLITE_OK
-        if (db == "temp" or arg1 == "temp" and action == A.SQLITE_ALTER_TABLE) and (
+        if (db == "temp" or (arg1 == "temp" and action == A.SQLITE_ALTER_TABLE)) and (
                 action in WRITE_ACTIONS or action in DDL_ACTIONS):
             # Temp objects live per connection, are never replicated, and a temp table named
             # like a system table would shadow it for Tandem's own statements.

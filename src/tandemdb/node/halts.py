@@ -19,17 +19,27 @@ replica (no longer a secondary, or a secondary of another primary node).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import os
 import time
 import uuid
 from pathlib import Path
 
 import apsw
 
-from tandemdb.engine import EngineError, JournalGap, JournalTruncated, MissingBlobs, StaleEpoch
-from tandemdb.engine.blobstore import write_durably
+from tandemdb.common.roles import Role
+from tandemdb.engine import (
+    EngineError,
+    Environment,
+    JournalGap,
+    JournalTruncated,
+    MissingBlobs,
+    StaleEpoch,
+)
+from tandemdb.engine.blobstore import fsync_path, write_durably
+
+from .replicas import Replica, ReplicaSet, run_sync
 
 log = logging.getLogger("tandem.node.halts")
 
@@ -93,8 +103,95 @@ def remove(directory: Path) -> None:
     if not path.exists():
         return
     path.unlink()
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(directory)
+
+
+class Halts:
+    """The halted streams of one node's secondaries (the puller's bookkeeping, on the loop):
+    read back at start, recorded when an entry is poison, ended by a re-seed or a new role."""
+
+    def __init__(self, replicas: ReplicaSet, region: str) -> None:
+        self.replicas, self.region = replicas, region
+        self._background: set[asyncio.Task] = set()  # kept referenced until done
+
+    def tasks(self) -> list[asyncio.Task]:
+        """What still runs in the background (the node stops: cancel them)."""
+        return list(self._background)
+
+    def read_back(self) -> None:
+        """At start: read back the halts recorded before; a restart does not retry them."""
+        for replica in self.replicas:
+            halt = replica.halted = load(replica.directory)
+            if halt is not None:
+                replica.stream_error = _halt_error(halt)
+                log.warning("replica %s: replication stays halted since %s (%s); %s",
+                            replica.name, _at(halt), replica.stream_error,
+                            _fix(replica, self.region))
+
+    async def halt(self, replica: Replica, env: Environment, exc: BaseException,
+                   epoch: int) -> None:
+        """Stop streaming `replica`: record why durably, say it once in the log. The
+        heartbeat reports it; the controller tells tenants (`replication.halted`)."""
+        async with replica.lock:  # after a re-seed or role change in progress
+            primary = replica.record.primary
+            if replica.dropped or replica.env is not env or replica.role != Role.SECONDARY \
+                    or replica.seeding is not None or replica.halted is not None:
+                return
+            halt = new_halt(lsn=env.last_lsn + 1, applied_lsn=env.last_lsn, exc=exc,
+                            primary=primary.node if primary else None, epoch=epoch)
+            replica.halted, replica.stream_error = halt, _halt_error(halt)
+            try:
+                await run_sync(save, replica.directory, halt)
+            except OSError as err:
+                log.error("replica %s: cannot record its halt in %s (%s); it holds until "
+                          "this node restarts", replica.name, HALT_FILE, err)
+        log.error("replica %s: replication from %s HALTED at lsn %d, which does not apply to "
+                  "this replica's data (%s: %s). Its geo-secondary here is no longer updated "
+                  "and will not retry; %s", replica.name, halt["primary_node"], halt["lsn"],
+                  halt["code"], halt["message"], _fix(replica, self.region))
+
+    async def end(self, replica: Replica, why: str) -> None:
+        """End the replica's halt, if it has one, because of `why` (a re-seed); the caller
+        holds the replica's lock."""
+        if replica.halted is not None:
+            log.info("replica %s: %s; its halt at lsn %s ends", replica.name, why,
+                     replica.halted.get("lsn"))
+            replica.halted, replica.stream_error = None, None
+            await run_sync(remove, replica.directory)
+
+    def end_stale(self) -> None:
+        """A halt is about one primary's entries on a secondary: it ends when the replica is
+        no longer a secondary of that primary node (promoted, fenced, or moved)."""
+        for replica in self.replicas:
+            halt, primary = replica.halted, replica.record.primary
+            if halt is None or (replica.role == Role.SECONDARY and primary is not None
+                                and halt.get("primary_node") in (None, primary.node)):
+                continue
+            replica.halted, replica.stream_error = None, None
+            log.info("replica %s is now %s%s: its halt at lsn %s ends", replica.name,
+                     replica.role, f" of {primary.node}" if primary else "", halt.get("lsn"))
+            task = asyncio.create_task(self._forget(replica))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _forget(self, replica: Replica) -> None:
+        async with replica.lock:
+            if replica.halted is None and not replica.dropped:
+                try:
+                    await run_sync(remove, replica.directory)
+                except OSError as exc:
+                    log.error("replica %s: cannot remove %s (%s)", replica.name, HALT_FILE, exc)
+
+
+def _halt_error(halt: dict) -> str:
+    return f"halted at lsn {halt.get('lsn')}: {halt.get('code')}: {halt.get('message')}"
+
+
+def _at(halt: dict) -> str:
+    at = halt.get("at")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "?"
+
+
+def _fix(replica: Replica, region: str) -> str:
+    return (f"re-seed it from a snapshot of its primary: tandem env reseed {replica.name} "
+            f"--region {region} (POST /v1/environments/{replica.name}/replicas/{region}/reseed)")

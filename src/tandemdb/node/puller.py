@@ -178,7 +178,7 @@ class PeerLoop:
             if replica.dropped or replica.env is not env:
                 return  # dropped or re-seeded meanwhile: the error is not this replica's
             if applying and halts.is_poison(exc):
-                await self.puller.halt(replica, env, exc, epoch)
+                await self.puller.halts.halt(replica, env, exc, epoch)
             else:
                 self._hold(replica, exc, expected=isinstance(exc, EXPECTED_ERRORS))
             return
@@ -258,10 +258,10 @@ class Puller:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
         self.loops: dict[tuple[str, str], PeerLoop] = {}
         self.seeding: dict[str, asyncio.Task] = {}
-        self._background: set[asyncio.Task] = set()  # kept referenced until done
         self.closed = False
         self._changed = asyncio.Event()
-        self._load_halts()
+        self.halts = halts.Halts(self.replicas, node.region)
+        self.halts.read_back()
         self.replicas.on_change(self.refresh)
 
     async def wait_for_change(self, timeout: float) -> None:
@@ -285,7 +285,7 @@ class Puller:
         """Start and stop peer loops to match the secondaries' primaries."""
         if self.closed:
             return
-        self._end_stale_halts()
+        self.halts.end_stale()
         wanted = {self.address(r.record.primary) for r in self.replicas
                   if r.role == Role.SECONDARY and r.record.primary is not None}
         for key in list(self.loops):
@@ -307,43 +307,11 @@ class Puller:
         self.closed = True
         tasks = [loop.task for loop in self.loops.values() if loop.task is not None]
         tasks += list(self.seeding.values())
-        tasks += list(self._background)
+        tasks += self.halts.tasks()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.client.aclose()
-
-    # -- halts (halts.py) -----------------------------------------------------------------
-    def _load_halts(self) -> None:
-        """At start: read back the halts recorded before; a restart does not retry them."""
-        for replica in self.replicas:
-            halt = replica.halted = halts.load(replica.directory)
-            if halt is not None:
-                replica.stream_error = _halt_error(halt)
-                log.warning("replica %s: replication stays halted since %s (%s); %s",
-                            replica.name, _at(halt), replica.stream_error,
-                            _fix(replica, self.node.region))
-
-    async def halt(self, replica: Replica, env, exc: BaseException, epoch: int) -> None:
-        """Stop streaming `replica`: record why durably, say it once in the log. The
-        heartbeat reports it; the controller tells tenants (`replication.halted`)."""
-        async with replica.lock:  # after a re-seed or role change in progress
-            primary = replica.record.primary
-            if replica.dropped or replica.env is not env or replica.role != Role.SECONDARY \
-                    or replica.seeding is not None or replica.halted is not None:
-                return
-            halt = halts.new_halt(lsn=env.last_lsn + 1, applied_lsn=env.last_lsn, exc=exc,
-                                  primary=primary.node if primary else None, epoch=epoch)
-            replica.halted, replica.stream_error = halt, _halt_error(halt)
-            try:
-                await run_sync(halts.save, replica.directory, halt)
-            except OSError as err:
-                log.error("replica %s: cannot record its halt in %s (%s); it holds until "
-                          "this node restarts", replica.name, halts.HALT_FILE, err)
-        log.error("replica %s: replication from %s HALTED at lsn %d, which does not apply to "
-                  "this replica's data (%s: %s). Its geo-secondary here is no longer updated "
-                  "and will not retry; %s", replica.name, halt["primary_node"], halt["lsn"],
-                  halt["code"], halt["message"], _fix(replica, self.node.region))
 
     async def reseed(self, replica: Replica) -> bool:
         """Seed a secondary again from a fresh snapshot of its primary, ending its halt if it
@@ -353,36 +321,8 @@ class Puller:
             return False
         async with replica.lock:
             self.seed(replica, self.address(primary)[1])  # marks it seeding at once
-            if replica.halted is not None:
-                log.info("replica %s: re-seeding from a snapshot of %s; its halt at lsn %s "
-                         "ends", replica.name, primary.node, replica.halted.get("lsn"))
-                replica.halted, replica.stream_error = None, None
-                await run_sync(halts.remove, replica.directory)
+            await self.halts.end(replica, f"re-seeding from a snapshot of {primary.node}")
         return True
-
-    def _end_stale_halts(self) -> None:
-        """A halt is about one primary's entries on a secondary: it ends when the replica is
-        no longer a secondary of that primary node (promoted, fenced, or moved)."""
-        for replica in self.replicas:
-            halt, primary = replica.halted, replica.record.primary
-            if halt is None or (replica.role == Role.SECONDARY and primary is not None
-                                and halt.get("primary_node") in (None, primary.node)):
-                continue
-            replica.halted, replica.stream_error = None, None
-            log.info("replica %s is now %s%s: its halt at lsn %s ends", replica.name,
-                     replica.role, f" of {primary.node}" if primary else "", halt.get("lsn"))
-            task = asyncio.create_task(self._forget_halt(replica))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _forget_halt(self, replica: Replica) -> None:
-        async with replica.lock:
-            if replica.halted is None and not replica.dropped:
-                try:
-                    await run_sync(halts.remove, replica.directory)
-                except OSError as exc:
-                    log.error("replica %s: cannot remove %s (%s)", replica.name,
-                              halts.HALT_FILE, exc)
 
     # -- seeding --------------------------------------------------------------------------
     def seed(self, replica: Replica, url: str) -> None:
@@ -442,20 +382,6 @@ class Puller:
             raise PeerError(f"snapshot cut short at {progress['bytes_done']} of "
                             f"{progress['bytes_total']} bytes")
         return lsn
-
-
-def _halt_error(halt: dict) -> str:
-    return f"halted at lsn {halt.get('lsn')}: {halt.get('code')}: {halt.get('message')}"
-
-
-def _at(halt: dict) -> str:
-    at = halt.get("at")
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "?"
-
-
-def _fix(replica: Replica, region: str) -> str:
-    return (f"re-seed it from a snapshot of its primary: tandem env reseed {replica.name} "
-            f"--region {region} (POST /v1/environments/{replica.name}/replicas/{region}/reseed)")
 
 
 def _describe(exc: BaseException) -> str:
