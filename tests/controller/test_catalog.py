@@ -8,7 +8,9 @@ import pytest
 
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Role
 from tandemdb.controller.catalog import Catalog, EnvState, EnvType, new_record, parse_create
+from tandemdb.controller.records import ReplicaRef
 from tandemdb.controller.store.sqlite import SqliteStore
 from tandemdb.controller.topology import Topology
 
@@ -56,12 +58,12 @@ def test_catalog_insert_update_remove(tmp_path):
     try:
         catalog = Catalog(store)
         record = new_record(parse_create({"name": "acme"}, REGIONS),
-                            [{"region": "west", "node": "west-1", "role": "primary"}])
-        assert record["state"] == "creating" and record["epoch"] == 1
+                            [ReplicaRef("west", "west-1", Role.PRIMARY)])
+        assert record.state == "creating" and record.epoch == 1
         assert catalog.insert(record) is True
         assert catalog.insert(record) is False  # exists
-        assert catalog.set_state("acme", EnvState.ACTIVE)["state"] == "active"
-        assert catalog.get("acme")["state"] == "active"
+        assert catalog.set_state("acme", EnvState.ACTIVE).state == "active"
+        assert catalog.get("acme").state == "active"
         assert catalog.set_state("nope", EnvState.ACTIVE) is None
         assert catalog.replica_counts() == Counter({"west-1": 1})
         assert catalog.remove("acme") is True and catalog.get("acme") is None

@@ -5,6 +5,8 @@ compare-and-sets re-run the step, failures are clear, and cancelled runs resume.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,13 @@ def store(tmp_path: Path):
     s = SqliteStore(tmp_path / "store.sqlite")
     yield s
     s.close()
+
+
+def kind(name: str, run_step: Callable[[Operation, str], Awaitable[Outcome]],
+         *steps: str) -> Kind:
+    """A kind whose table runs `run_step(op, name)` for each of `steps`, in order."""
+    return Kind(name, lambda params: {step: functools.partial(run_step, step=step)
+                                      for step in steps})
 
 
 def runner(store) -> tuple[Operations, Events]:
@@ -53,8 +62,8 @@ def test_steps_run_in_order_with_durable_starts_and_atomic_ends(store):
 
         return Outcome(f"did {step}", stage, {step: True})
 
-    ops.register(Kind("test.abc", run_step))
-    op = ops.create("test.abc", "t", lambda txn, op_id: Draft({"n": 1}, ["a", "b", "c"]))
+    ops.register(kind("test.abc", run_step, "a", "b", "c"))
+    op = ops.create("test.abc", "t", lambda txn, op_id: Draft({"n": 1}))
     assert (op.id, op.state) == ("op-000001", "pending")
     final = asyncio.run(ops.finish(op.id))
 
@@ -66,7 +75,7 @@ def test_steps_run_in_order_with_durable_starts_and_atomic_ends(store):
     assert all(store.get(f"side/{s}").value == op.id for s in "abc")
     assert [e["operation"] for e in events.after(0)] == [op.id]
     # Ids come from a store counter: the next one is op-000002.
-    assert ops.create("test.abc", "u", lambda txn, i: Draft({}, ["a"])).id == "op-000002"
+    assert ops.create("test.abc", "u", lambda txn, i: Draft({})).id == "op-000002"
 
 
 def test_a_step_whose_writes_lose_a_compare_and_set_runs_again(store):
@@ -85,8 +94,8 @@ def test_a_step_whose_writes_lose_a_compare_and_set_runs_again(store):
 
         return Outcome("bumped", stage)
 
-    ops.register(Kind("test.cas", run_step))
-    op = ops.create("test.cas", "t", lambda txn, op_id: Draft({}, ["bump"]))
+    ops.register(kind("test.cas", run_step, "bump"))
+    op = ops.create("test.cas", "t", lambda txn, op_id: Draft({}))
     final = asyncio.run(ops.finish(op.id))
     assert runs == [0, 1] and store.get("side/k").value == 11
     assert final.state == "succeeded" and final.steps[0].attempts == 2
@@ -103,15 +112,15 @@ def test_failures_end_the_operation_with_a_clear_error(store):
     async def crash(op: Operation, step: str) -> Outcome:
         raise KeyError("surprise")
 
-    ops.register(Kind("test.refuse", refuse))
-    ops.register(Kind("test.crash", crash))
-    first = ops.create("test.refuse", "t", lambda txn, i: Draft({}, ["check", "after"]))
+    ops.register(kind("test.refuse", refuse, "check", "after"))
+    ops.register(kind("test.crash", crash, "boom"))
+    first = ops.create("test.refuse", "t", lambda txn, i: Draft({}))
     failed = asyncio.run(ops.finish(first.id))
     assert failed.state == "failed" and failed.finished_at
     assert failed.error == {"code": "deleted", "message": "environment 't' was deleted meanwhile"}
     assert [(s.name, s.state) for s in failed.steps] == [("check", "failed"),
                                                           ("after", "pending")]
-    second = ops.create("test.crash", "t", lambda txn, i: Draft({}, ["boom"]))
+    second = ops.create("test.crash", "t", lambda txn, i: Draft({}))
     crashed = asyncio.run(ops.finish(second.id))
     assert crashed.error["code"] == "internal" and "KeyError" in crashed.error["message"]
 
@@ -130,21 +139,23 @@ def test_a_refused_build_writes_nothing(store):
 
 def test_a_cancelled_run_stays_running_and_resumes(store):
     gate_calls: list[str] = []
+    hanging: list[asyncio.Event] = []
 
     async def slow(op: Operation, step: str) -> Outcome:
         gate_calls.append(step)
         if len(gate_calls) == 2:  # the first run of "wait": hang until cancelled
+            hanging[0].set()
             await asyncio.sleep(60)
         return Outcome(f"did {step}")
 
     ops, _ = runner(store)
-    ops.register(Kind("test.slow", slow))
-    op = ops.create("test.slow", "t", lambda txn, i: Draft({}, ["first", "wait", "last"]))
+    ops.register(kind("test.slow", slow, "first", "wait", "last"))
+    op = ops.create("test.slow", "t", lambda txn, i: Draft({}))
 
     async def cut_off() -> None:
+        hanging.append(asyncio.Event())
         task = ops.launch(op.id)
-        while len(gate_calls) < 2:
-            await asyncio.sleep(0.01)
+        await hanging[0].wait()
         await ops.stop()  # as at shutdown
         assert task.cancelled()
 
@@ -153,7 +164,7 @@ def test_a_cancelled_run_stays_running_and_resumes(store):
                                           ("last", "pending")]
 
     again, _ = runner(store)  # a new controller on the same store
-    again.register(Kind("test.slow", slow))
+    again.register(kind("test.slow", slow, "first", "wait", "last"))
     live = again.live()
     assert [o.id for o in live] == [op.id]
 
@@ -164,3 +175,22 @@ def test_a_cancelled_run_stays_running_and_resumes(store):
     final = asyncio.run(resume())
     assert final.state == "succeeded" and gate_calls == ["first", "wait", "wait", "last"]
     assert [s.attempts for s in final.steps] == [1, 2, 1]
+
+
+def test_a_step_its_kind_does_not_have_fails_in_the_runner(store):
+    """An operation recorded with a step its kind's table lacks (written by another
+    version) fails with `unknown_step`, raised in one place for every kind."""
+    ops, _ = runner(store)
+
+    async def step(op: Operation, step: str) -> Outcome:
+        return Outcome(f"did {step}")
+
+    ops.register(kind("test.old", step, "a", "gone"))
+    op = ops.create("test.old", "t", lambda txn, i: Draft({}))
+    again, _ = runner(store)  # a newer controller: its table has no step "gone"
+    again.register(kind("test.old", step, "a"))
+    final = asyncio.run(again.finish(op.id))
+    assert final.state == "failed" and final.error == {
+        "code": "unknown_step", "message": "test.old has no step 'gone'"}
+    assert [(s.name, s.state) for s in final.steps] == [("a", "succeeded"),
+                                                        ("gone", "failed")]

@@ -1,13 +1,9 @@
 """The catalog of environments: one record per environment under `environments/<name>`.
 
-A record is what the controller decided, never what it observed:
-
-    {"name", "type", "home_region", "primary_region", "epoch", "state",
-     "rpo_limit_seconds", "created_at", "replicas": [{"region", "node", "role"}],
-     "operation": "op-000017"}
-
-`operation` is the last operation that changed the record (creation, deletion, later a
-failover), so a view always says which operation to follow.
+A record is what the controller decided, never what it observed; records.py types it
+(`EnvRecord`, `ReplicaRef`) and says its stored shape. `operation` is the last operation
+that changed the record (creation, deletion, a failover, a rejoin), so a view always says
+which operation to follow.
 
 Live status (lsns, lag, seeding) is merged in by `status.py`. Every change goes through
 compare-and-set, so two writers never overwrite each other's decision.
@@ -21,37 +17,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.retry import cas_attempts
+from tandemdb.common.roles import Role
 
 from .bodies import DEFAULT_RPO_LIMIT_SECONDS, MAX_RPO, CreateEnvironment, parse, shown
+from .records import EnvRecord, EnvState, EnvType, ReplicaRef
 from .store import Store, Txn
 
 log = logging.getLogger("tandem.controller.catalog")
 
 PREFIX = "environments/"
-CAS_ATTEMPTS = 20
-
-
-class EnvType(StrEnum):
-    PRODUCTION = "production"  # primary in the home region, geo-secondary in the pair
-    SANDBOX = "sandbox"  # one primary; protected by backups
-    BASIC = "basic"  # one primary; `upgrade` makes it production
-
-
-class EnvState(StrEnum):
-    CREATING = "creating"
-    ACTIVE = "active"
-    SWITCHING = "switching"  # a failover runs: the gateway holds calls to the primary
-    DELETING = "deleting"
-
-
-class Role(StrEnum):
-    PRIMARY = "primary"
-    SECONDARY = "secondary"
-    FENCED = "fenced"  # was primary; takes no writes while a failover moves the primary
 
 
 @dataclass(frozen=True)
@@ -73,21 +51,21 @@ def parse_create(body: Any, regions: list[str]) -> CreateRequest:
                          request.rpo_limit_seconds)
 
 
-def loaded(record: dict) -> dict:
+def loaded(record: EnvRecord) -> EnvRecord:
     """A stored record as the controller uses it, with values a create refuses today (a
     record written before the bounds, or by hand) brought within them: they go into every
     heartbeat answer, and one such value once broke the heartbeats of every node."""
-    rpo = record.get("rpo_limit_seconds")
+    rpo = record.rpo_limit_seconds
     sane = sane_rpo(rpo)
     if type(sane) is type(rpo) and sane == rpo:
         return record
-    key = (str(record.get("name")), shown(rpo))
+    key = (record.name, shown(rpo))
     if key not in _REPAIRED:
         _REPAIRED.add(key)
         log.warning("environment %s: its record holds rpo_limit_seconds %s, outside 0 to %d "
                     "s; the controller uses %s instead (and stores that at the record's next "
                     "change)", key[0], key[1], MAX_RPO, sane)
-    return {**record, "rpo_limit_seconds": sane}
+    return record.with_(rpo_limit_seconds=sane)
 
 
 def sane_rpo(value: Any) -> int | float:
@@ -112,20 +90,11 @@ def record_key(name: str) -> str:
     return PREFIX + name
 
 
-def new_record(request: CreateRequest, replicas: list[dict],
-               operation: str | None = None) -> dict:
-    return {
-        "name": request.name,
-        "type": request.type.value,
-        "home_region": request.region,
-        "primary_region": request.region,
-        "epoch": 1,
-        "state": EnvState.CREATING.value,
-        "rpo_limit_seconds": request.rpo_limit_seconds,
-        "created_at": iso_now(),
-        "replicas": replicas,
-        "operation": operation,
-    }
+def new_record(request: CreateRequest, replicas: list[ReplicaRef],
+               operation: str | None = None) -> EnvRecord:
+    return EnvRecord(request.name, request.type, request.region, request.region, 1,
+                     EnvState.CREATING, request.rpo_limit_seconds, iso_now(), tuple(replicas),
+                     operation)
 
 
 def not_found(name: str) -> ApiError:
@@ -139,44 +108,58 @@ def _bad(message: str) -> ApiError:
 
 
 class Catalog:
+    """The records, typed where they are read (`loaded`: rpo values repaired)."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def get(self, name: str) -> dict | None:
+    def get(self, name: str) -> EnvRecord | None:
         item = self.store.get(PREFIX + name)
-        return loaded(item.value) if item else None
+        return loaded(EnvRecord.from_json(item.value)) if item else None
 
-    def list(self) -> list[dict]:
-        return [loaded(item.value) for item in self.store.list(PREFIX).values()]
-
-    def items(self) -> builtins.list[tuple[dict, int]]:
-        """Every record with its store version."""
-        return [(loaded(item.value), item.version)
+    def list(self) -> list[EnvRecord]:
+        return [loaded(EnvRecord.from_json(item.value))
                 for item in self.store.list(PREFIX).values()]
 
-    def insert(self, record: dict) -> bool:
-        """Store a new record; False if an environment of that name exists already."""
-        return self.store.compare_and_set(PREFIX + record["name"], None, record)
+    def items(self) -> builtins.list[tuple[EnvRecord, int]]:
+        """Every record with its store version."""
+        return [(loaded(EnvRecord.from_json(item.value)), item.version)
+                for item in self.store.list(PREFIX).values()]
 
-    def update(self, name: str, change: Callable[[dict], dict]) -> dict | None:
+    def stored(self) -> builtins.list[tuple[EnvRecord, int]]:
+        """Every record as stored (no repair) with its store version."""
+        return [(EnvRecord.from_json(item.value), item.version)
+                for item in self.store.list(PREFIX).values()]
+
+    def read(self, name: str) -> tuple[EnvRecord, int] | None:
+        """The record as stored (no repair: a step writes back what it read) and its
+        version."""
+        item = self.store.get(PREFIX + name)
+        return (EnvRecord.from_json(item.value), item.version) if item else None
+
+    def insert(self, record: EnvRecord) -> bool:
+        """Store a new record; False if an environment of that name exists already."""
+        return self.store.compare_and_set(PREFIX + record.name, None, record.to_json())
+
+    def update(self, name: str,
+               change: Callable[[EnvRecord], EnvRecord]) -> EnvRecord | None:
         """Apply `change` to the record with compare-and-set; None if it does not exist."""
-        for _ in range(CAS_ATTEMPTS):
+        for _ in cas_attempts(f"environment {name}: an update"):
             item = self.store.get(PREFIX + name)
             if item is None:
                 return None
-            record = change(dict(loaded(item.value)))
-            if self.store.compare_and_set(PREFIX + name, item.version, record):
+            record = change(loaded(EnvRecord.from_json(item.value)))
+            if self.store.compare_and_set(PREFIX + name, item.version, record.to_json()):
                 return record
-        raise RuntimeError(f"environment {name}: {CAS_ATTEMPTS} concurrent updates in a row "
-                           "lost their compare-and-set; try again")
+        raise AssertionError("unreachable: cas_attempts raises after its last attempt")
 
-    def set_state(self, name: str, state: EnvState) -> dict | None:
-        return self.update(name, lambda record: {**record, "state": state.value})
+    def set_state(self, name: str, state: EnvState) -> EnvRecord | None:
+        return self.update(name, lambda record: record.with_(state=state))
 
-    def try_update(self, name: str, version: int, record: dict) -> int | None:
+    def try_update(self, name: str, version: int, record: EnvRecord) -> int | None:
         """One compare-and-set of a record read at `version`: its new version, or None."""
         key = PREFIX + name
-        versions = self.store.commit(Txn().expect(key, version).put(key, record))
+        versions = self.store.commit(stage(Txn(), record, version))
         return None if versions is None else versions[key]
 
     def remove(self, name: str) -> bool:
@@ -184,8 +167,14 @@ class Catalog:
 
     def replica_counts(self) -> Counter[str]:
         """Replicas per node over the whole catalog, for placement."""
-        counts: Counter[str] = Counter()
-        for record in self.list():
-            for replica in record["replicas"]:
-                counts[replica["node"]] += 1
-        return counts
+        return Counter(node for record in self.list() for node in record.nodes)
+
+
+def stage(txn: Txn, record: EnvRecord, version: int | None) -> Txn:
+    """Add to `txn` the write of `record`, expected at `version` (None: a new one)."""
+    key = record_key(record.name)
+    return txn.expect(key, version).put(key, record.to_json())
+
+
+__all__ = ["Catalog", "EnvRecord", "EnvState", "EnvType", "ReplicaRef", "Role", "loaded",
+           "new_record", "not_found", "parse_create", "record_key", "stage"]

@@ -24,6 +24,7 @@ operation (written by a controller from before operations, or by hand): `creatin
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -32,18 +33,21 @@ from tandemdb.common.http import ApiError
 from .catalog import (
     Catalog,
     CreateRequest,
+    EnvRecord,
     EnvState,
     EnvType,
+    ReplicaRef,
     Role,
     loaded,
     new_record,
     not_found,
     parse_create,
     record_key,
+    stage,
 )
 from .events import Events, EventType
 from .nodes import NodeClient
-from .operations import Draft, Kind, Operation, Operations, OpState, Outcome, StepFailed
+from .operations import Draft, Kind, Operation, Operations, OpState, Outcome, StepFailed, Steps
 from .reconcile import Reconciler
 from .region_rules import read_region, refuse_create, region_key
 from .status import LiveStatus
@@ -57,12 +61,13 @@ DELETE = "environment.delete"
 OPERATION_HEADER = "X-Tandem-Operation"
 
 
-def replica_steps(verb: str, replicas: list[dict]) -> list[tuple[str, dict]]:
-    """`(step name, replica)` for each replica, primary first: `create-primary`, …"""
-    ordered = sorted(replicas, key=lambda r: r["role"] != Role.PRIMARY)
-    roles = [r["role"] for r in ordered]
-    return [(f"{verb}-{r['role']}" if roles.count(r["role"]) == 1
-             else f"{verb}-{r['role']}-{r['node']}", r) for r in ordered]
+def replica_steps(verb: str, replicas: list[dict]) -> list[tuple[str, ReplicaRef]]:
+    """`(step name, replica)` for each replica (as an operation's parameters list them),
+    primary first: `create-primary`, …"""
+    ordered = sorted(map(ReplicaRef.from_json, replicas), key=lambda r: r.role != Role.PRIMARY)
+    roles = [r.role for r in ordered]
+    return [(f"{verb}-{r.role}" if roles.count(r.role) == 1
+             else f"{verb}-{r.role}-{r.node}", r) for r in ordered]
 
 
 def deleted_meanwhile(name: str) -> StepFailed:
@@ -78,8 +83,22 @@ class Environments:
         self.reconciler, self.nodes = reconciler, nodes
         self.operations, self.events = operations, events
         self.store = catalog.store
-        operations.register(Kind(CREATE, self._create_step))
-        operations.register(Kind(DELETE, self._delete_step))
+        operations.register(Kind(CREATE, self.create_steps))
+        operations.register(Kind(DELETE, self.delete_steps))
+
+    def create_steps(self, params: dict) -> Steps:
+        """`record`, one step per replica (`create-primary`, …), `activate`."""
+        return {"record": self._record_step,
+                **{name: functools.partial(self._create_replica, replica=replica)
+                   for name, replica in replica_steps("create", params["replicas"])},
+                "activate": self._activate}
+
+    def delete_steps(self, params: dict) -> Steps:
+        """`mark-deleting`, one step per replica (`drop-primary`, …), `remove-record`."""
+        return {"mark-deleting": self._mark_deleting,
+                **{name: functools.partial(self._drop_replica, replica=replica)
+                   for name, replica in replica_steps("drop", params["replicas"])},
+                "remove-record": self._remove_record}
 
     # -- views ---------------------------------------------------------------------------
 
@@ -105,7 +124,7 @@ class Environments:
         placed = await asyncio.to_thread(self._place, request)
         replicas = [replica for replica, _ in placed]
         detail = (f"environment {name} (epoch 1): recorded as creating, {request.type.value}, "
-                  + "; ".join(f"{r['role']} on {r['node']} in {r['region']} ({why})"
+                  + "; ".join(f"{r.role} on {r.node} in {r.region} ({why})"
                               for r, why in placed))
 
         def build(txn: Txn, op_id: str) -> Draft:
@@ -120,12 +139,11 @@ class Environments:
             if refusal is not None:
                 raise refusal
             txn.expect(region_key(request.region), region.version if region else None)
-            record = new_record(request, replicas, op_id)
-            txn.expect(record_key(name), None).put(record_key(name), record)
-            steps = ["record", *(s for s, _ in replica_steps("create", replicas)), "activate"]
+            stage(txn, new_record(request, replicas, op_id), None)
             params = {"name": name, "type": request.type.value, "region": request.region,
-                      "rpo_limit_seconds": request.rpo_limit_seconds, "replicas": replicas}
-            return Draft(params, steps, {"record": detail})
+                      "rpo_limit_seconds": request.rpo_limit_seconds,
+                      "replicas": [r.to_json() for r in replicas]}
+            return Draft(params, {"record": detail})
 
         try:
             op = await asyncio.to_thread(self.operations.create, CREATE, name, build)
@@ -137,68 +155,72 @@ class Environments:
         if final.state != OpState.SUCCEEDED:
             raise self._error(final)
         record = await asyncio.to_thread(self.catalog.get, name)
-        if record is None or record.get("operation") != op.id:
+        if record is None or record.operation != op.id:
             raise ApiError(409, "deleted", f"environment {name!r} was deleted right after "
                                            f"it was created (operation {op.id})")
         return self.status.view(record), op.id
 
-    async def _create_step(self, op: Operation, step: str) -> Outcome:
-        name = op.target
-        item = await asyncio.to_thread(self.store.get, record_key(name))
-        record = loaded(item.value) if item else None
-        if record is None or record.get("operation") != op.id:
-            raise deleted_meanwhile(name)  # gone, or removed and made again by another
-        epoch = record["epoch"]
-        if step == "record":  # done with the operation's record; seen again only on resume
-            return Outcome(f"environment {name} (epoch {epoch}): recorded as creating")
+    async def _created(self, op: Operation) -> tuple[EnvRecord, int]:
+        """The record this operation creates; StepFailed if it was deleted meanwhile."""
+        read = await asyncio.to_thread(self.catalog.read, op.target)
+        if read is None or read[0].operation != op.id:
+            raise deleted_meanwhile(op.target)  # gone, or removed and made again by another
+        return loaded(read[0]), read[1]
+
+    async def _record_step(self, op: Operation) -> Outcome:
+        """Done with the operation's record; seen again only on resume."""
+        record, _ = await self._created(op)
+        return Outcome(f"environment {op.target} (epoch {record.epoch}): recorded as creating")
+
+    async def _create_replica(self, op: Operation, replica: ReplicaRef) -> Outcome:
+        record, version = await self._created(op)
         confirmed = list((op.result or {}).get("replicas_confirmed", []))
-        for step_name, replica in replica_steps("create", op.params["replicas"]):
-            if step_name == step:
-                node, ok, detail = await self._put_replica(record, item.version, replica)
-                if ok and node not in confirmed:
-                    confirmed.append(node)
-                return Outcome(detail, result={"replicas_confirmed": confirmed}, warn=not ok)
-        if step != "activate":
-            raise StepFailed("unknown_step", f"{CREATE} has no step {step!r}")
-        total = len(record["replicas"])
+        node, ok, detail = await self._put_replica(record, version, replica)
+        if ok and node not in confirmed:
+            confirmed.append(node)
+        return Outcome(detail, result={"replicas_confirmed": confirmed}, warn=not ok)
+
+    async def _activate(self, op: Operation) -> Outcome:
+        name = op.target
+        record, version = await self._created(op)
+        confirmed = list((op.result or {}).get("replicas_confirmed", []))
+        total = len(record.replicas)
         missing = "" if len(confirmed) == total else ", heartbeats will create the others"
-        detail = (f"environment {name} (epoch {epoch}): active; {len(confirmed)} of {total} "
-                  f"replicas confirmed by their nodes{missing}")
+        detail = (f"environment {name} (epoch {record.epoch}): active; {len(confirmed)} of "
+                  f"{total} replicas confirmed by their nodes{missing}")
 
-        def stage(txn: Txn) -> None:
-            txn.expect(record_key(name), item.version)
-            txn.put(record_key(name), {**record, "state": EnvState.ACTIVE.value})
+        def activate(txn: Txn) -> None:
+            stage(txn, record.with_(state=EnvState.ACTIVE), version)
             self.events.stage(txn, EventType.ENVIRONMENT_CREATED, environment=name,
-                              region=record["primary_region"], operation=op.id,
-                              data={"type": record["type"],
-                                    "home_region": record["home_region"],
-                                    "epoch": epoch, "replicas": record["replicas"]})
+                              region=record.primary_region, operation=op.id,
+                              data={"type": record.type.value,
+                                    "home_region": record.home_region, "epoch": record.epoch,
+                                    "replicas": [r.to_json() for r in record.replicas]})
 
-        return Outcome(detail, stage, {"environment": name, "replicas": total,
-                                       "replicas_confirmed": confirmed})
+        return Outcome(detail, activate, {"environment": name, "replicas": total,
+                                          "replicas_confirmed": confirmed})
 
-    async def _put_replica(self, record: dict, version: int,
-                           replica: dict) -> tuple[str, bool, str]:
-        name, epoch, node = record["name"], record["epoch"], replica["node"]
+    async def _put_replica(self, record: EnvRecord, version: int,
+                           replica: ReplicaRef) -> tuple[str, bool, str]:
+        name, epoch, node = record.name, record.epoch, replica.node
         desired = self.reconciler.desired(record, replica, version)
         outcome = await self.nodes.put_replica(node, self.topology.call_url(node), desired)
         if outcome.ok:
-            return node, True, (f"environment {name} (epoch {epoch}): {replica['role']} "
+            return node, True, (f"environment {name} (epoch {epoch}): {replica.role} "
                                 f"replica put on {node}")
         return node, False, (f"environment {name} (epoch {epoch}): {outcome.problem}; its "
-                             f"heartbeat answer will tell it to create the {replica['role']} "
+                             f"heartbeat answer will tell it to create the {replica.role} "
                              "replica when it is back")
 
-    def _place(self, request: CreateRequest) -> list[tuple[dict, str]]:
+    def _place(self, request: CreateRequest) -> list[tuple[ReplicaRef, str]]:
         """The replicas of a new environment, each with the reason for its node."""
         counts = self.catalog.replica_counts()
         node, why = self.topology.place(request.region, counts)
-        placed = [({"region": request.region, "node": node, "role": Role.PRIMARY.value},
-                   f"home region; {why}")]
+        placed = [(ReplicaRef(request.region, node, Role.PRIMARY), f"home region; {why}")]
         if request.type == EnvType.PRODUCTION:
             pair = self.topology.pair_of(request.region)
             node, why = self.topology.place(pair, counts)
-            placed.append(({"region": pair, "node": node, "role": Role.SECONDARY.value},
+            placed.append((ReplicaRef(pair, node, Role.SECONDARY),
                            f"pair of {request.region}; {why}"))
         return placed
 
@@ -207,22 +229,19 @@ class Environments:
     async def delete(self, name: str) -> tuple[dict, str]:
         """Run `environment.delete` to its end; `{"deleted": name}` and the operation's id."""
         def build(txn: Txn, op_id: str) -> Draft:
-            item = self.store.get(record_key(name))
-            if item is None:
+            read = self.catalog.read(name)
+            if read is None:
                 raise not_found(name)
-            record = item.value
-            if record["state"] == EnvState.SWITCHING:
+            record, version = read
+            if record.state == EnvState.SWITCHING:
                 raise ApiError(409, "busy", f"environment {name!r} is failing over (operation "
-                               f"{record.get('operation')}); delete it once that has ended")
-            txn.expect(record_key(name), item.version).put(
-                record_key(name), {**record, "state": EnvState.DELETING.value,
-                                   "operation": op_id})
-            steps = ["mark-deleting", *(s for s, _ in replica_steps("drop", record["replicas"])),
-                     "remove-record"]
-            detail = (f"environment {name} (epoch {record['epoch']}): deleting on request; "
+                               f"{record.operation}); delete it once that has ended")
+            stage(txn, record.with_(state=EnvState.DELETING, operation=op_id), version)
+            detail = (f"environment {name} (epoch {record.epoch}): deleting on request; "
                       "heartbeat answers no longer list it")
-            return Draft({"name": name, "epoch": record["epoch"],
-                          "replicas": record["replicas"]}, steps, {"mark-deleting": detail})
+            return Draft({"name": name, "epoch": record.epoch,
+                          "replicas": [r.to_json() for r in record.replicas]},
+                         {"mark-deleting": detail})
 
         op = await asyncio.to_thread(self.operations.create, DELETE, name, build)
         final = await self.operations.finish(op.id)
@@ -230,46 +249,44 @@ class Environments:
             raise self._error(final)
         return {"deleted": name}, op.id
 
-    async def _delete_step(self, op: Operation, step: str) -> Outcome:
+    async def _mark_deleting(self, op: Operation) -> Outcome:
+        """Done with the operation's record; seen again only on resume."""
+        return Outcome(f"environment {op.target} (epoch {op.params['epoch']}): deleting on "
+                       "request")
+
+    async def _remove_record(self, op: Operation) -> Outcome:
         name, epoch = op.target, op.params["epoch"]
-        if step == "mark-deleting":  # done with the operation's record; seen on resume only
-            return Outcome(f"environment {name} (epoch {epoch}): deleting on request")
-        for step_name, replica in replica_steps("drop", op.params["replicas"]):
-            if step_name == step:
-                ok, detail = await self._drop_replica(name, epoch, replica)
-                return Outcome(detail, warn=not ok)
-        if step != "remove-record":
-            raise StepFailed("unknown_step", f"{DELETE} has no step {step!r}")
-        item = await asyncio.to_thread(self.store.get, record_key(name))
-        if item is None or item.value["state"] != EnvState.DELETING:
+        read = await asyncio.to_thread(self.catalog.read, name)
+        if read is None or read[0].state != EnvState.DELETING:
             # Another deletion removed it first (and emitted the event), maybe a new
             # environment of that name exists since: either way, nothing left to remove.
             return Outcome(f"environment {name} (epoch {epoch}): record already removed by "
                            "another deletion; nothing left to do")
+        record, version = read
 
-        def stage(txn: Txn) -> None:
-            self._stage_removal(txn, item.value, item.version, op.id)
+        def remove(txn: Txn) -> None:
+            self._stage_removal(txn, record, version, op.id)
 
-        return Outcome(f"environment {name} (epoch {epoch}): deleted, record removed", stage,
+        return Outcome(f"environment {name} (epoch {epoch}): deleted, record removed", remove,
                        {"environment": name, "replicas": len(op.params["replicas"])})
 
-    async def _drop_replica(self, name: str, epoch: int, replica: dict) -> tuple[bool, str]:
-        node = replica["node"]
+    async def _drop_replica(self, op: Operation, replica: ReplicaRef) -> Outcome:
+        name, epoch, node = op.target, op.params["epoch"], replica.node
         outcome = await self.nodes.delete_replica(node, self.topology.call_url(node), name)
         if outcome.ok:
-            return True, (f"environment {name} (epoch {epoch}): {replica['role']} replica "
-                          f"dropped on {node}")
-        return False, (f"environment {name} (epoch {epoch}): {outcome.problem}; the node drops "
-                       f"its {replica['role']} replica when its heartbeat answer no longer "
-                       "lists it")
+            return Outcome(f"environment {name} (epoch {epoch}): {replica.role} replica "
+                           f"dropped on {node}")
+        return Outcome(f"environment {name} (epoch {epoch}): {outcome.problem}; the node drops "
+                       f"its {replica.role} replica when its heartbeat answer no longer "
+                       "lists it", warn=True)
 
-    def _stage_removal(self, txn: Txn, record: dict, version: int,
+    def _stage_removal(self, txn: Txn, record: EnvRecord, version: int,
                        op_id: str | None) -> None:
-        name = record["name"]
+        name = record.name
         txn.expect(record_key(name), version).delete(record_key(name))
         self.events.stage(txn, EventType.ENVIRONMENT_DELETED, environment=name,
-                          region=record["primary_region"], operation=op_id,
-                          data={"type": record["type"], "epoch": record["epoch"]})
+                          region=record.primary_region, operation=op_id,
+                          data={"type": record.type.value, "epoch": record.epoch})
 
     @staticmethod
     def _error(op: Operation) -> ApiError:
@@ -285,19 +302,18 @@ class Environments:
 
     def recover(self, live: set[str]) -> None:
         """Finish records left `creating` or `deleting` that no live operation will finish."""
-        for item in self.store.list("environments/").values():
-            record = item.value
-            name, epoch = record["name"], record["epoch"]
-            if record.get("operation") in live:
+        for record, version in self.catalog.stored():
+            name, epoch = record.name, record.epoch
+            if record.operation in live:
                 continue
-            if record["state"] == EnvState.CREATING:
+            if record.state == EnvState.CREATING:
                 self.catalog.set_state(name, EnvState.ACTIVE)
                 log.info("environment %s (epoch %s): marked active; a previous run stopped "
                          "while creating it, heartbeats will create any missing replica",
                          name, epoch)
-            elif record["state"] == EnvState.DELETING:
-                done = self.events.transact(lambda txn, r=record, v=item.version:
-                                            self._stage_removal(txn, r, v, None))
+            elif record.state == EnvState.DELETING:
+                done = self.events.transact(functools.partial(
+                    self._stage_removal, record=record, version=version, op_id=None))
                 if done is not None:
                     log.info("environment %s (epoch %s): record removed; a previous run "
                              "stopped while deleting it, heartbeats will drop any replica "

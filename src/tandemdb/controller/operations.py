@@ -2,7 +2,8 @@
 
 An operation is a record under `operations/<id>` (`op-000017`, numbered by the store counter
 `counters/operations`, so ids sort by age) with a fixed list of named steps. A **kind**
-(`environment.create`, `environment.delete`, later the failovers) says what each step does.
+(`environment.create`/`delete`/`failover`/`rejoin`, `region.failover`/`failback`) says what
+each step does.
 The runner here knows nothing of environments; it only keeps the record true:
 
 - a step's start is written (compare-and-set on the record's version) before the step runs,
@@ -28,11 +29,12 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.retry import Contended, cas_attempts
 
 from .catalog import iso_now
 from .events import Events
@@ -43,7 +45,6 @@ log = logging.getLogger("tandem.controller.operations")
 PREFIX = "operations/"
 COUNTER = "counters/operations"
 STEP_ATTEMPTS = 5
-CREATE_ATTEMPTS = 20
 DEFAULT_LIST = 20
 MAX_LIST = 5000
 MAX_WAIT_SECONDS = 60.0
@@ -128,22 +129,29 @@ class Outcome:
 
 @dataclass
 class Draft:
-    """A new operation's shape, as `Operations.create`'s `build` answers it."""
+    """A new operation's shape, as `Operations.create`'s `build` answers it. Its steps are
+    those of its kind's table for these `params`."""
 
     params: dict
-    steps: list[str]
     done: dict[str, str] = field(default_factory=dict)  # steps done in the creating txn
+
+
+StepRun = Callable[[Operation], Awaitable[Outcome]]
+Steps = Mapping[str, StepRun]  # ordered: step name -> what the step does
 
 
 @dataclass(frozen=True)
 class Kind:
-    """What a kind of operation does. `settle` runs when a step fails, before the failure is
+    """What a kind of operation does. `steps(params)` is its ordered table of steps (an
+    operation's parameters may choose among tables: a forced failover has its own); the
+    runner records the names when it creates an operation and runs each by its name, so
+    the two cannot drift. `settle` runs when a step fails, before the failure is
     recorded: it leaves what the operation touched consistent (a failover unfences the old
     primary, or finishes the move once it was decided) and answers a sentence for the log.
     If the controller dies during it, the operation stays live and the step runs again."""
 
     name: str
-    run_step: Callable[[Operation, str], Awaitable[Outcome]]
+    steps: Callable[[dict], Steps]
     settle: Callable[[Operation, str, str], Awaitable[str]] | None = None
 
 
@@ -212,7 +220,7 @@ class Operations:
             op_id = f"op-{increment(self.store, txn, COUNTER):06d}"
             draft = build(txn, op_id)
             now = iso_now()
-            steps = [Step(name) for name in draft.steps]
+            steps = [Step(name) for name in self.kinds[kind].steps(draft.params)]
             for step in steps:
                 if step.name in draft.done:
                     step.state, step.started_at, step.finished_at = OpState.SUCCEEDED, now, now
@@ -223,16 +231,11 @@ class Operations:
             txn.expect(op_key(op_id), None).put(op_key(op_id), op.to_dict())
             return op
 
-        for _ in range(CREATE_ATTEMPTS):
-            done = self.events.transact(build_all)
-            if done is not None:
-                op = done[0]
-                for i, step in enumerate(op.steps):
-                    if step.state == OpState.SUCCEEDED:
-                        self._log_step(op, i)
-                return op
-        raise RuntimeError(f"{kind} {target}: {CREATE_ATTEMPTS} attempts in a row to record "
-                           "the operation lost their compare-and-set; try again")
+        op = self.events.commit(build_all, f"{kind} {target}: recording the operation")[0]
+        for i, step in enumerate(op.steps):
+            if step.state == OpState.SUCCEEDED:
+                self._log_step(op, i)
+        return op
 
     # -- running -------------------------------------------------------------------------
 
@@ -303,40 +306,41 @@ class Operations:
         if op.state == OpState.PENDING:
             op.state = OpState.RUNNING
             version = await self._write(op, version)
+        table = kind.steps(op.params)
         while (index := op.next_step()) is not None:
-            for _ in range(STEP_ATTEMPTS):
-                step = op.steps[index]
-                step.state, step.started_at, step.finished_at = OpState.RUNNING, iso_now(), None
-                step.detail, step.attempts = None, step.attempts + 1
-                version = await self._write(op, version)
-                try:
-                    await pause_point(f"{op.kind}/{step.name}:start")
-                    outcome = await kind.run_step(op, step.name)
-                    await pause_point(f"{op.kind}/{step.name}:end")
-                    committed = await self._finish_step(op, version, index, outcome)
-                except StepFailed as exc:
-                    await self._fail(op, version, index, exc.code, exc.message)
-                    return
-                except (asyncio.CancelledError, Conflict):
-                    raise
-                except Exception as exc:  # a bug or a broken store: say so, stop cleanly
-                    log.exception("operation %s: step %s crashed", op.id, step.name)
-                    await self._fail(op, version, index, "internal",
-                                     f"step {step.name} crashed: {type(exc).__name__}: {exc}")
-                    return
-                if committed is not None:
-                    op, version = committed
-                    self._log_step(op, index, logging.WARNING if outcome.warn else logging.INFO)
-                    if op.state == OpState.FAILED:
-                        log.warning("operation %s (%s %s): failed after step %s: %s", op.id,
-                                    op.kind, op.target, step.name, op.error["message"])
+            try:
+                for _ in cas_attempts(f"step {op.steps[index].name}: its writes",
+                                      STEP_ATTEMPTS):
+                    step = op.steps[index]
+                    step.state, step.started_at, step.finished_at = OpState.RUNNING, iso_now(), None
+                    step.detail, step.attempts = None, step.attempts + 1
+                    version = await self._write(op, version)
+                    try:
+                        await pause_point(f"{op.kind}/{step.name}:start")
+                        outcome = await run(table, op, step.name)
+                        await pause_point(f"{op.kind}/{step.name}:end")
+                        committed = await self._finish_step(op, version, index, outcome)
+                    except StepFailed as exc:
+                        await self._fail(op, version, index, exc.code, exc.message)
                         return
-                    break
-            else:
-                await self._fail(op, version, index, "conflict",
-                                 f"step {op.steps[index].name}: its writes lost a "
-                                 f"compare-and-set {STEP_ATTEMPTS} times in a row to "
-                                 "concurrent changes")
+                    except (asyncio.CancelledError, Conflict):
+                        raise
+                    except Exception as exc:  # a bug or a broken store: say so, stop cleanly
+                        log.exception("operation %s: step %s crashed", op.id, step.name)
+                        await self._fail(op, version, index, "internal",
+                                         f"step {step.name} crashed: {type(exc).__name__}: {exc}")
+                        return
+                    if committed is not None:
+                        op, version = committed
+                        self._log_step(op, index, logging.WARNING if outcome.warn else logging.INFO)
+                        if op.state == OpState.FAILED:
+                            log.warning("operation %s (%s %s): failed after step %s: %s", op.id,
+                                        op.kind, op.target, step.name,
+                                        (op.error or {}).get("message"))
+                            return
+                        break
+            except Contended as exc:
+                await self._fail(op, version, index, "conflict", str(exc))
                 return
         if op.state == OpState.SUCCEEDED:
             log.info("operation %s (%s %s): succeeded in %d steps", op.id, op.kind, op.target,
@@ -357,7 +361,7 @@ class Operations:
             done.error = {"code": code, "message": message}
         elif done.next_step() is None:
             done.state, done.finished_at = OpState.SUCCEEDED, step.finished_at
-        committed = await self._write(done, version, outcome.stage)
+        committed = await self._write_with(done, version, outcome.stage)
         return None if committed is None else (done, committed)
 
     async def _fail(self, op: Operation, version: int, index: int | None, code: str,
@@ -378,9 +382,16 @@ class Operations:
         log.warning("operation %s (%s %s): failed at %s: %s", op.id, op.kind, op.target,
                     where, message)
 
-    async def _write(self, op: Operation, version: int,
-                     stage: Callable[[Txn], None] | None = None) -> int | None:
-        """Compare-and-set the record (with `stage`'s writes); its new version.
+    async def _write(self, op: Operation, version: int) -> int:
+        """Compare-and-set the record alone; its new version (`Conflict` if it changed)."""
+        written = await self._write_with(op, version, None)
+        if written is None:  # (without writes of a step's own, a lost commit is a Conflict)
+            raise Conflict("its record could not be written although nobody changed it")
+        return written
+
+    async def _write_with(self, op: Operation, version: int,
+                          stage: Callable[[Txn], None] | None) -> int | None:
+        """Compare-and-set the record with `stage`'s writes; its new version.
 
         None when `stage`'s own expectations failed; `Conflict` when the record changed.
         """
@@ -407,6 +418,15 @@ class Operations:
         step = op.steps[index]
         log.log(level, "%s (%s %s, step %d of %d: %s)", step.detail, op.id, op.kind, index + 1,
                 len(op.steps), step.name)
+
+
+async def run(table: Steps, op: Operation, step: str) -> Outcome:
+    """Run step `step` of `op` from its kind's table: the one place an operation recorded
+    with a step its kind does not have (written by another version?) fails."""
+    found = table.get(step)
+    if found is None:
+        raise StepFailed("unknown_step", f"{op.kind} has no step {step!r}")
+    return await found(op)
 
 
 async def pause_point(name: str) -> None:

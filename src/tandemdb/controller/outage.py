@@ -68,8 +68,8 @@ class OutageWatch:
                 continue
             records = await asyncio.to_thread(self.topology.region_records)
             state = next(r["state"] for r in records if r["name"] == region)
-            primaries = [r["name"] for r in await asyncio.to_thread(self.catalog.list)
-                         if r["primary_region"] == region and r["type"] == EnvType.PRODUCTION]
+            primaries = [r.name for r in await asyncio.to_thread(self.catalog.list)
+                         if r.primary_region == region and r.type == EnvType.PRODUCTION]
             if state != "healthy" or not primaries:
                 continue
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from .catalog import Catalog, EnvState, Role
+from .catalog import Catalog, EnvRecord, EnvState, ReplicaRef, Role
 from .topology import Topology
 
 log = logging.getLogger("tandem.controller.reconcile")
@@ -23,7 +23,7 @@ class Reconciler:
         self._cache: tuple[int, dict[str, list[dict]]] | None = None
         self._logged: dict[str, set[str]] = {}
 
-    def desired(self, record: dict, replica: dict, version: int) -> dict:
+    def desired(self, record: EnvRecord, replica: ReplicaRef, version: int) -> dict:
         """One replica as a node must host it (heartbeat answer and PUT body alike).
 
         While a failover runs the old primary is `fenced`: its secondaries keep pulling from
@@ -32,30 +32,30 @@ class Reconciler:
         journal they still need is kept. A secondary vouches for its primary (the failsafe
         lease, docs/leases.md) only while the catalog has that primary as `primary`: a
         forced failover, which fences it here first, relies on that."""
-        others = [r for r in record["replicas"] if r["node"] != replica["node"]]
-        source = (next((r for r in others if r["role"] == Role.PRIMARY), None)
-                  or next((r for r in others if r["role"] == Role.FENCED), None))
-        role = replica["role"]
+        others = [r for r in record.replicas if r.node != replica.node]
+        source = (next((r for r in others if r.role == Role.PRIMARY), None)
+                  or next((r for r in others if r.role == Role.FENCED), None))
+        role = replica.role
         if role == Role.PRIMARY:
             # A fenced old primary is a consumer (the journal it needs is kept) unless a
             # forced failover left it `behind`, with writes past the fork point: it must be
             # rewound before it can stream, and counting it would trip the RPO guard.
-            listed = [r for r in others if not r.get("behind")]
+            listed = [r for r in others if not r.behind]
         elif role == Role.FENCED:
-            listed = [r for r in others if r["role"] == Role.SECONDARY]
+            listed = [r for r in others if r.role == Role.SECONDARY]
         else:
             listed = []
         return {
-            "env": record["name"],
-            "role": role,
-            "epoch": record["epoch"],
-            "type": record["type"],
-            "rpo_limit_seconds": record["rpo_limit_seconds"],
-            "primary": self.topology.node_ref(source["node"])
+            "env": record.name,
+            "role": role.value,
+            "epoch": record.epoch,
+            "type": record.type.value,
+            "rpo_limit_seconds": record.rpo_limit_seconds,
+            "primary": self.topology.node_ref(source.node)
             if role == Role.SECONDARY and source is not None else None,
-            "secondaries": [self.topology.node_ref(r["node"]) for r in listed],
+            "secondaries": [self.topology.node_ref(r.node) for r in listed],
             "vouch": role == Role.SECONDARY and source is not None
-            and source["role"] == Role.PRIMARY,
+            and source.role == Role.PRIMARY,
             # The catalog record's store version: a node never goes back to an older one,
             # so an answer computed before a failover step cannot undo it.
             "version": version,
@@ -68,10 +68,10 @@ class Reconciler:
         if self._cache is None or self._cache[0] != revision:
             by_node: dict[str, list[dict]] = {}
             for record, version in self.catalog.items():
-                if record["state"] == EnvState.DELETING:
+                if record.state == EnvState.DELETING:
                     continue  # leaving it out makes the nodes drop it
-                for replica in record["replicas"]:
-                    by_node.setdefault(replica["node"], []).append(
+                for replica in record.replicas:
+                    by_node.setdefault(replica.node, []).append(
                         self.desired(record, replica, version))
             self._cache = (revision, by_node)
         revision, by_node = self._cache

@@ -24,7 +24,7 @@ from enum import StrEnum
 
 from tandemdb.common.http import ApiError
 
-from .catalog import EnvState
+from .catalog import EnvRecord, EnvState
 from .operations import LIVE, op_key
 from .store import Item, Store
 
@@ -79,13 +79,14 @@ def refuse_create(env: str, region: str, state: str) -> ApiError | None:
                     f"{region}'")
 
 
-def failovers_into(store: Store, records: list[dict], region: str, kind: str) -> list[str]:
+def failovers_into(store: Store, records: list[EnvRecord], region: str,
+                   kind: str) -> list[str]:
     """Live operations of `kind` (environment failovers) moving an environment into
     `region`: the ids, oldest first. Blocking."""
     found = []
     for record in records:
-        op_id = record.get("operation")
-        if record["state"] != EnvState.SWITCHING or not op_id:
+        op_id = record.operation
+        if record.state != EnvState.SWITCHING or not op_id:
             continue
         item = store.get(op_key(op_id))
         op = item.value if item else None

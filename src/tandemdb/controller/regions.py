@@ -31,10 +31,10 @@ from typing import Any
 from tandemdb.common.http import ApiError
 
 from .bodies import RegionFailback, RegionFailover, parse
-from .catalog import Catalog, EnvType, iso_now, record_key
+from .catalog import Catalog, EnvType, iso_now
 from .events import Events, EventType
-from .failover import FAILOVER, Failovers, summary
-from .operations import LIVE, Draft, Kind, Operation, Operations, Outcome, StepFailed
+from .failover import FAILOVER, FailoverParams, Failovers
+from .operations import LIVE, Draft, Kind, Operation, Operations, OpState, Outcome, Steps
 from .region_rules import (
     MOVING,
     RegionState,
@@ -43,7 +43,7 @@ from .region_rules import (
     refuse_region_failover,
     region_key,
 )
-from .store import Txn
+from .store import Item, Txn
 from .topology import Topology
 
 log = logging.getLogger("tandem.controller.regions")
@@ -73,16 +73,20 @@ class Regions:
         self.catalog, self.topology, self.failovers = catalog, topology, failovers
         self.operations, self.events = operations, events
         self.store = catalog.store
-        operations.register(Kind(REGION_FAILOVER, self._step))
-        operations.register(Kind(REGION_FAILBACK, self._step))
+        operations.register(Kind(REGION_FAILOVER, self.steps))
+        operations.register(Kind(REGION_FAILBACK, self.steps))
+
+    def steps(self, params: dict) -> Steps:
+        """The steps of a region operation: failover and failback alike."""
+        return {"mark": self._mark, "move-environments": self._move_environments,
+                "settle": self._settle_state}
 
     def views(self) -> list[dict]:
         """Each region with its state, nodes, and how many primaries and homes it holds."""
         records = self.catalog.list()
         return [{**region, "nodes": self.topology.node_views(region["name"]),
-                 "primaries": sum(r["primary_region"] == region["name"] for r in records),
-                 "home_environments": sum(r["home_region"] == region["name"]
-                                          for r in records)}
+                 "primaries": sum(r.primary_region == region["name"] for r in records),
+                 "home_environments": sum(r.home_region == region["name"] for r in records)}
                 for region in self.topology.region_records()]
 
     # -- starting ------------------------------------------------------------------------
@@ -115,12 +119,12 @@ class Regions:
             self._stage_state(txn, item, current, moving, op_id)
             params = {"region": region, "pair": self.topology.pair_of(region), "mode": mode,
                       "parallelism": parallelism}
-            return Draft(params, ["mark", "move-environments", "settle"],
+            return Draft(params,
                          {"mark": f"region {region}: {current['state']} -> {moving.value}"})
 
         return self.operations.create(kind, region, build)
 
-    def _stage_state(self, txn: Txn, item, current: dict, state: RegionState,
+    def _stage_state(self, txn: Txn, item: Item | None, current: dict, state: RegionState,
                      op_id: str) -> None:
         name = current["name"]
         txn.expect(region_key(name), item.version if item else None).put(
@@ -131,35 +135,32 @@ class Regions:
 
     # -- steps ---------------------------------------------------------------------------
 
-    async def _step(self, op: Operation, step: str) -> Outcome:
-        region = op.target
-        if step == "mark":
-            return Outcome(f"region {region}: marked {op.kind}")
-        if step == "move-environments":
-            started = time.monotonic()
-            result = await self._move_all(op)
-            seconds = time.monotonic() - started
-            verb = "moved to" if op.kind == REGION_FAILOVER else "moved home from"
-            return Outcome(f"region {region}: {result['succeeded']} environment(s) {verb} "
-                           f"{op.params['pair'] if op.kind == REGION_FAILOVER else 'the pair'}"
-                           f", {result['failed']} failed, in {seconds:.2f} s",
-                           result={**result, "seconds": round(seconds, 3)},
-                           warn=result["failed"] > 0)
-        if step == "settle":
-            return await self._settle_state(op)
-        raise StepFailed("unknown_step", f"{op.kind} has no step {step!r}")
+    async def _mark(self, op: Operation) -> Outcome:
+        """Done in the creating transaction; seen again only on resume."""
+        return Outcome(f"region {op.target}: marked {op.kind}")
+
+    async def _move_environments(self, op: Operation) -> Outcome:
+        started = time.monotonic()
+        result = await self._move_all(op)
+        seconds = time.monotonic() - started
+        verb = "moved to" if op.kind == REGION_FAILOVER else "moved home from"
+        return Outcome(f"region {op.target}: {result['succeeded']} environment(s) {verb} "
+                       f"{op.params['pair'] if op.kind == REGION_FAILOVER else 'the pair'}"
+                       f", {result['failed']} failed, in {seconds:.2f} s",
+                       result={**result, "seconds": round(seconds, 3)},
+                       warn=result["failed"] > 0)
 
     def _eligible(self, op: Operation) -> list[str]:
         region = op.target
         names = []
         for record in self.catalog.list():
-            if record["type"] != EnvType.PRODUCTION:
+            if record.type != EnvType.PRODUCTION:
                 continue
-            if op.kind == REGION_FAILOVER and record["primary_region"] == region:
-                names.append(record["name"])
-            if (op.kind == REGION_FAILBACK and record["home_region"] == region
-                    and record["primary_region"] != region):
-                names.append(record["name"])
+            if op.kind == REGION_FAILOVER and record.primary_region == region:
+                names.append(record.name)
+            if (op.kind == REGION_FAILBACK and record.home_region == region
+                    and record.primary_region != region):
+                names.append(record.name)
         return names
 
     async def _move_all(self, op: Operation) -> dict:
@@ -201,8 +202,8 @@ class Regions:
 
     async def _holder(self, name: str) -> str | None:
         """The live operation that holds environment `name`, if any."""
-        item = await asyncio.to_thread(self.store.get, record_key(name))
-        op_id = item.value.get("operation") if item else None
+        read = await asyncio.to_thread(self.catalog.read, name)
+        op_id = read[0].operation if read else None
         held = await asyncio.to_thread(self.operations.get, op_id) if op_id else None
         return op_id if held is not None and held["state"] in LIVE else None
 
@@ -227,6 +228,16 @@ class Regions:
         if not left and not failed:
             return Outcome(detail, stage)
         return Outcome(detail, stage, warn=True, error=not_all_moved(op, left, failed, state))
+
+
+def summary(op: Operation) -> dict:
+    """One environment's line in a region operation's result, from its failover."""
+    if op.state == OpState.SUCCEEDED and op.result and op.result.get("environments"):
+        return op.result["environments"][0]
+    p = FailoverParams.from_json(op.params)
+    return {"environment": op.target, "from_region": p.source.region,
+            "to_region": p.target.region, "state": op.state.value, "operation": op.id,
+            "data_loss": 0, "epoch": p.epoch, "error": (op.error or {}).get("message")}
 
 
 def failed_line(name: str, error: str) -> dict:

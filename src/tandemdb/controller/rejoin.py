@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from tandemdb.common.http import ApiError
 
-from .catalog import Catalog, EnvState, Role, iso_now, not_found, record_key
+from .catalog import Catalog, EnvState, Role, iso_now, not_found, stage
 from .events import Events, EventType
-from .failover import with_roles
 from .nodes import NodeClient
-from .operations import Draft, Kind, Operation, Operations, Outcome, StepFailed
+from .operations import Draft, Kind, Operation, Operations, Outcome, StepFailed, Steps
 from .reconcile import Reconciler
 from .store import Txn
 from .topology import Topology
@@ -37,7 +37,7 @@ from .topology import Topology
 log = logging.getLogger("tandem.controller.rejoin")
 
 REJOIN = "environment.rejoin"
-REWIND_ATTEMPTS = 20  # half a second apart
+REWIND_POLLS = 20  # asked this many times, half a second apart: a poll, not a CAS
 LOST = "lost/"
 
 
@@ -51,7 +51,10 @@ class Rejoins:
         self.catalog, self.topology, self.reconciler = catalog, topology, reconciler
         self.nodes, self.operations, self.events = nodes, operations, events
         self.store = catalog.store
-        operations.register(Kind(REJOIN, self._step))
+        operations.register(Kind(REJOIN, self.steps))
+
+    def steps(self, params: dict) -> Steps:
+        return {"rewind": self._rewind, "rejoin": self._rejoin}
 
     def lost(self, env: str) -> dict:
         """The lost-writes bundles of an environment, oldest first. Blocking."""
@@ -64,87 +67,81 @@ class Rejoins:
         """Start a rejoin for every replica of `node` left behind by a forced failover."""
         records = await asyncio.to_thread(self.catalog.list)
         for record in records:
-            behind = next((r for r in record["replicas"]
-                           if r["node"] == node and r.get("behind") and "fork_lsn" in r), None)
-            if behind is None or record["state"] != EnvState.ACTIVE:
+            behind = record.on(node)
+            if (behind is None or not behind.behind or behind.fork_lsn is None
+                    or record.state != EnvState.ACTIVE):
                 continue
             try:
-                op = await asyncio.to_thread(self._start, record["name"], node)
+                op = await asyncio.to_thread(self._start, record.name, node)
             except ApiError as exc:
-                log.info("environment %s: no rejoin of %s now: %s", record["name"], node,
+                log.info("environment %s: no rejoin of %s now: %s", record.name, node,
                          exc.message)
                 continue
             self.operations.launch(op.id)
 
     def _start(self, name: str, node: str) -> Operation:
         def build(txn: Txn, op_id: str) -> Draft:
-            item = self.store.get(record_key(name))
-            record = item.value if item else None
-            behind = next((r for r in (record or {}).get("replicas", [])
-                           if r["node"] == node and r.get("behind")), None)
-            if record is None or behind is None or record["state"] != EnvState.ACTIVE:
+            read = self.catalog.read(name)
+            behind = read[0].on(node) if read else None
+            if (read is None or behind is None or not behind.behind
+                    or read[0].state != EnvState.ACTIVE):
                 raise ApiError(409, "busy", f"environment {name!r} has no replica on {node} "
                                             "waiting to rejoin, or another operation holds it")
-            running = self.operations.get(record.get("operation") or "")
+            record, version = read
+            running = self.operations.get(record.operation or "")
             if running is not None and running["state"] in ("pending", "running"):
                 raise ApiError(409, "busy", f"environment {name!r}: operation "
                                             f"{running['id']} is still running")
-            txn.expect(record_key(name), item.version).put(
-                record_key(name), {**record, "operation": op_id})
-            return Draft({"environment": name, "node": node, "region": behind["region"],
-                          "fork_lsn": behind["fork_lsn"], "epoch": record["epoch"]},
-                         ["rewind", "rejoin"])
+            stage(txn, record.with_(operation=op_id), version)
+            return Draft({"environment": name, "node": node, "region": behind.region,
+                          "fork_lsn": behind.fork_lsn, "epoch": record.epoch})
 
         return self.operations.create(REJOIN, name, build)
 
-    async def _step(self, op: Operation, step: str) -> Outcome:
+    async def _rewind(self, op: Operation) -> Outcome:
         p, name = op.params, op.target
         node, fork, epoch = p["node"], p["fork_lsn"], p["epoch"]
         where = f"environment {name} (epoch {epoch})"
         url = self.topology.call_url(node)
-        if step == "rewind":
-            for _ in range(REWIND_ATTEMPTS):  # the node may not have seen it is fenced yet
-                reply = await self.nodes.replica_call(node, url, name, "rewind",
-                                                      {"fork_lsn": fork, "epoch": epoch}, 60.0)
-                if reply.ok or (reply.code not in ("not_fenced", "unavailable") \
-                        and reply.status != 0):
-                    break
-                await asyncio.sleep(0.5)
-            if not reply.ok:
-                raise StepFailed("rewind_failed", f"{where}: {reply.problem}")
-            bundle = {**reply.body, "environment": name, "node": node,
-                      "region": p["region"], "recorded_at": iso_now(), "operation": op.id}
-            lost = len(bundle["entries"])
+        for _ in range(REWIND_POLLS):  # the node may not have seen it is fenced yet
+            reply = await self.nodes.replica_call(node, url, name, "rewind",
+                                                  {"fork_lsn": fork, "epoch": epoch}, 60.0)
+            if reply.ok or (reply.code not in ("not_fenced", "unavailable")
+                            and reply.status != 0):
+                break
+            await asyncio.sleep(0.5)
+        if not reply.ok:
+            raise StepFailed("rewind_failed", f"{where}: {reply.problem}")
+        bundle = {**reply.body, "environment": name, "node": node,
+                  "region": p["region"], "recorded_at": iso_now(), "operation": op.id}
+        lost = len(bundle["entries"])
 
-            def keep(txn: Txn) -> None:
-                txn.put(lost_key(name, epoch, fork), bundle)
+        def keep(txn: Txn) -> None:
+            txn.put(lost_key(name, epoch, fork), bundle)
 
-            how = ("rewound to it" if bundle["rewound"]
-                   else f"could not rewind ({bundle['reason']}), so it is re-seeded")
-            return Outcome(f"{where}: {node} kept {lost} lost write(s) after the fork point "
-                           f"{fork} and {how}", keep,
-                           {"lost_entries": lost, "rewound": bundle["rewound"]})
-        if step == "rejoin":
-            return await self._rejoin(op)
-        raise StepFailed("unknown_step", f"{REJOIN} has no step {step!r}")
+        how = ("rewound to it" if bundle["rewound"]
+               else f"could not rewind ({bundle['reason']}), so it is re-seeded")
+        return Outcome(f"{where}: {node} kept {lost} lost write(s) after the fork point "
+                       f"{fork} and {how}", keep,
+                       {"lost_entries": lost, "rewound": bundle["rewound"]})
 
     async def _rejoin(self, op: Operation) -> Outcome:
         p, name = op.params, op.target
         node, rewound = p["node"], (op.result or {}).get("rewound", False)
-        item = await asyncio.to_thread(self.store.get, record_key(name))
-        if item is None or item.value.get("operation") != op.id:
+        read = await asyncio.to_thread(self.catalog.read, name)
+        if read is None or read[0].operation != op.id:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
-        record = item.value
-        replicas = [{k: v for k, v in r.items() if k not in ("behind", "fork_lsn")}
-                    for r in with_roles(record, {node: Role.SECONDARY.value})]
-        joined = {**record, "replicas": replicas}
-        version = await asyncio.to_thread(self.catalog.try_update, name, item.version, joined)
+        record, read_version = read
+        joined = record.with_roles({node: Role.SECONDARY}).with_replicas(
+            lambda r: replace(r, behind=False, fork_lsn=None))
+        version = await asyncio.to_thread(self.catalog.try_update, name, read_version, joined)
         if version is None:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
         url = self.topology.call_url(node)
         if not rewound:  # an empty replica is seeded from a snapshot of the new primary
             await self.nodes.delete_replica(node, url, name)
-        replica = next(r for r in replicas if r["node"] == node)
+        replica = joined.on(node)
+        assert replica is not None  # (the record was read with it)
         outcome = await self.nodes.put_replica(node, url, self.reconciler.desired(
             joined, replica, version))
         lost = (op.result or {}).get("lost_entries", 0)

@@ -27,7 +27,7 @@ from typing import Any
 from tandemdb.common.http import ApiError
 from tandemdb.engine.lost import TAGS
 
-from .catalog import Catalog, Role, iso_now, not_found
+from .catalog import Catalog, EnvState, iso_now, not_found
 from .nodes import NodeClient
 from .rejoin import LOST
 from .store import Store, Txn
@@ -53,11 +53,11 @@ class Replayer:
         record = await asyncio.to_thread(self.catalog.get, env)
         if record is None:
             raise not_found(env)
-        if record["state"] != "active":
-            raise ApiError(409, "busy", f"environment {env!r} is {record['state']}; replay "
+        primary = record.primary
+        if record.state != EnvState.ACTIVE or primary is None:
+            raise ApiError(409, "busy", f"environment {env!r} is {record.state}; replay "
                                         "once its operation has ended")
-        primary = next(r for r in record["replicas"] if r["role"] == Role.PRIMARY)
-        node, url = primary["node"], self.topology.call_url(primary["node"])
+        node, url = primary.node, self.topology.call_url(primary.node)
         bundles = await asyncio.to_thread(self.store.list, f"{LOST}{env}/")
         applied: list[int] = []
         already: list[int] = []

@@ -28,19 +28,19 @@ async def reseed(ctl: Controller, env: str, region: str) -> dict:
     record = await asyncio.to_thread(ctl.catalog.get, env)
     if record is None:
         raise not_found(env)
-    replica = next((r for r in record["replicas"] if r["region"] == region), None)
+    replica = record.in_region(region)
     if replica is None:
-        where = ", ".join(f"{r['role']} in {r['region']}" for r in record["replicas"])
+        where = ", ".join(f"{r.role} in {r.region}" for r in record.replicas)
         raise ApiError(404, "no_replica", f"environment {env} has no replica in region "
                        f"{region!r} (it has: {where}); name the region of its secondary")
-    if record["state"] != EnvState.ACTIVE:
-        raise ApiError(409, "busy", f"environment {env} is {record['state']}; re-seed it once "
+    if record.state != EnvState.ACTIVE:
+        raise ApiError(409, "busy", f"environment {env} is {record.state}; re-seed it once "
                        "it is active again", {"Retry-After": "1"})
-    if replica["role"] != Role.SECONDARY:
+    if replica.role != Role.SECONDARY:
         raise ApiError(409, "not_secondary", f"the replica of {env} in {region} is the "
-                       f"{replica['role']}: only a secondary is re-seeded, from a snapshot of "
+                       f"{replica.role}: only a secondary is re-seeded, from a snapshot of "
                        "the primary")
-    node = replica["node"]
+    node = replica.node
     reply = await ctl.nodes.replica_call(node, ctl.topology.call_url(node), env, "reseed", {})
     if reply.status == 0:
         raise ApiError(409, "node_unreachable", f"{reply.problem}; retry once node {node} "

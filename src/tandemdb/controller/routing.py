@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from .catalog import PREFIX, Catalog, EnvState, Role
+from .catalog import PREFIX, Catalog, EnvRecord, EnvState, Role
 from .store import Compacted
 from .topology import Topology
 
@@ -30,8 +30,8 @@ class Routing:
         # watcher that asks again with this revision cannot miss a write in between.
         revision = self.store.revision()
         urls = self.topology.node_urls()
-        environments = {record["name"]: entry(record, urls) for record in self.catalog.list()
-                        if record["state"] != EnvState.DELETING}
+        environments = {record.name: entry(record, urls) for record in self.catalog.list()
+                        if record.state != EnvState.DELETING}
         return {"revision": revision, "environments": environments}
 
     def poll(self, after: int | None, wait: float) -> dict:
@@ -47,7 +47,7 @@ class Routing:
             return self.table()
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
         position = after
-        changed: dict[str, dict | None] = {}
+        changed: dict[str, EnvRecord | None] = {}
         while not changed:
             remaining = deadline - time.monotonic()
             try:
@@ -61,23 +61,24 @@ class Routing:
                 if change.key.startswith(NODES):
                     return self.table()  # a node moved: every entry may name it
                 if change.key.startswith(PREFIX):
-                    changed[change.key[len(PREFIX):]] = change.value
+                    changed[change.key[len(PREFIX):]] = (
+                        None if change.value is None else EnvRecord.from_json(change.value))
             if remaining <= 0:
                 break
         urls = self.topology.node_urls() if changed else {}
         return {"revision": position, "changes": {
-            name: None if record is None or record["state"] == EnvState.DELETING
+            name: None if record is None or record.state == EnvState.DELETING
             else entry(record, urls) for name, record in changed.items()}}
 
 
-def entry(record: dict, urls: dict[str, str]) -> dict:
+def entry(record: EnvRecord, urls: dict[str, str]) -> dict:
     """One environment's routing entry: its replicas by region, epoch, failover state."""
     replicas: dict[str, dict] = {}
     # Primaries last, so that if a region ever holds two replicas it routes to the primary.
-    for replica in sorted(record["replicas"], key=lambda r: r["role"] == Role.PRIMARY):
-        replicas[replica["region"]] = {"node": replica["node"], "url": urls.get(replica["node"]),
-                                       "role": replica["role"]}
-    return {"epoch": record["epoch"], "primary_region": record["primary_region"],
-            "replicas": replicas, "operation": record.get("operation"),
+    for replica in sorted(record.replicas, key=lambda r: r.role == Role.PRIMARY):
+        replicas[replica.region] = {"node": replica.node, "url": urls.get(replica.node),
+                                    "role": replica.role.value}
+    return {"epoch": record.epoch, "primary_region": record.primary_region,
+            "replicas": replicas, "operation": record.operation,
             # The gateway holds calls to the primary while this is true (failover).
-            "switching": record["state"] == EnvState.SWITCHING}
+            "switching": record.state == EnvState.SWITCHING}

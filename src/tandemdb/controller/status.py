@@ -20,7 +20,7 @@ from typing import Any
 
 from tandemdb.common.http import ApiError
 
-from .catalog import Role
+from .catalog import EnvRecord, ReplicaRef, Role
 from .halts import iso, parse_halt, reseed_hint
 
 
@@ -40,39 +40,38 @@ class LiveStatus:
     def report(self, node: str, env: str) -> dict | None:
         return self._reports.get(node, {}).get(env)
 
-    def view(self, record: dict) -> dict:
+    def view(self, record: EnvRecord) -> dict:
         """The catalog record plus live status: what `GET /v1/environments/{env}` answers."""
-        env = record["name"]
-        primary = next((r for r in record["replicas"] if r["role"] == Role.PRIMARY), None)
-        primary_report = self.report(primary["node"], env) if primary else None
+        env, primary = record.name, record.primary
+        primary_report = self.report(primary.node, env) if primary else None
         consumers = (primary_report or {}).get("consumers") or {}
         replicas = []
-        for replica in record["replicas"]:
-            own = self.report(replica["node"], env) or {}
-            if replica["role"] == Role.PRIMARY:
+        for replica in record.replicas:
+            own = self.report(replica.node, env) or {}
+            if replica.role == Role.PRIMARY:
                 lag: dict[str, Any] = {"lag_entries": 0, "lag_seconds": 0.0}
             else:
-                seen = consumers.get(replica["node"]) or {}
+                seen = consumers.get(replica.node) or {}
                 lag = {"lag_entries": seen.get("lag_entries"),
                        "lag_seconds": seen.get("lag_seconds")}
-            replicas.append({**replica, "applied_lsn": own.get("last_lsn"), **lag,
+            replicas.append({**replica.to_json(), "applied_lsn": own.get("last_lsn"), **lag,
                              "seeding": own.get("seeding"),
                              **replica_state(env, replica, own)})
-        return {**record, "replicas": replicas,
+        return {**record.to_json(), "replicas": replicas,
                 "primary_lsn": (primary_report or {}).get("last_lsn")}
 
 
-def replica_state(env: str, replica: dict, own: dict) -> dict:
+def replica_state(env: str, replica: ReplicaRef, own: dict) -> dict:
     """`state` and `error` of one replica in the view, from its node's own report."""
     if not own:
         return {"state": None, "error": None}
-    if replica["role"] != Role.SECONDARY:
-        return {"state": "serving" if replica["role"] == Role.PRIMARY else None,
+    if replica.role != Role.SECONDARY:
+        return {"state": "serving" if replica.role == Role.PRIMARY else None,
                 "error": None}
     halt = parse_halt(own.get("halted"))
     if halt is None:
         return {"state": "seeding" if own.get("seeding") else "streaming", "error": None}
-    region = replica.get("region")
+    region = replica.region
     return {"state": "halted", "error": {
         "code": "replication_halted",
         "message": f"replication of {env} to {region} halted at lsn {halt['lsn']}: "

@@ -1,0 +1,196 @@
+"""The steps planned and forced failovers share, and what they need to run them.
+
+`FailoverSteps.steps` is a mode's ordered table of steps (step name -> method); the runner
+(operations.py) records the names when the operation is created and runs each by its name.
+A mode differs from the other in its own steps and in a few hooks (`held`, `routed`,
+`loss`), never in tests of the mode inside a shared step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tandemdb.common.http import ApiError
+from tandemdb.common.retry import cas_attempts
+from tandemdb.common.roles import Role
+
+from ..catalog import Catalog, EnvRecord, EnvState, ReplicaRef, iso_now, stage
+from ..events import Events
+from ..nodes import NodeClient, Reply
+from ..operations import Operation, Outcome, StepFailed, StepRun
+from ..reconcile import Reconciler
+from ..status import LiveStatus
+from ..store import Txn
+from ..topology import Topology
+from .params import FailoverParams, Side, seconds_between
+
+log = logging.getLogger("tandem.controller.failover")
+
+
+def step_failed(code: str) -> type[Exception]:
+    """An error type for `cas_attempts` that fails the step with `code`."""
+    class Failed(StepFailed):
+        def __init__(self, message: str) -> None:
+            super().__init__(code, message)
+    return Failed
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the failover steps work with."""
+
+    catalog: Catalog
+    topology: Topology
+    reconciler: Reconciler
+    nodes: NodeClient
+    events: Events
+    status: LiveStatus
+    lease_ttl: float
+
+
+class FailoverSteps:
+    """One failover mode: its table of steps, its checks at the start, its hooks."""
+
+    mode = ""
+    old_primary: Role = Role.SECONDARY  # what the old primary becomes once the move is done
+    unhealthy_hint = " (if the primary's region is lost, use a forced failover)"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @property
+    def steps(self) -> Mapping[str, StepRun]:
+        raise NotImplementedError
+
+    # -- at the start (hooks) ------------------------------------------------------------
+
+    def refusal(self, name: str) -> ApiError | None:
+        """Why this mode cannot start in this deployment, if it cannot."""
+        return None
+
+    def must_be_up(self, source: ReplicaRef,
+                   target: ReplicaRef) -> list[tuple[ReplicaRef, str]]:
+        """The replicas whose nodes must be healthy, with what each is."""
+        return [(source, "primary"), (target, "secondary")]
+
+    def held(self, replica: ReplicaRef) -> ReplicaRef:
+        """The old primary as the hold records it."""
+        return replica.as_role(Role.FENCED)
+
+    def watched(self, env: str, source: ReplicaRef) -> dict[str, Any]:
+        """Parameters of this mode's own, recorded at the start."""
+        return {}
+
+    async def finished(self, op: Operation, p: FailoverParams, record: EnvRecord,
+                       version: int) -> str:
+        """After a failed step past the decision the move was finished in the catalog:
+        tell the old primary, now a secondary (hook), and say so."""
+        await self.put_desired(record, p.source.node, version)
+        return (f"the move was already decided, so it was finished: primary on "
+                f"{p.target.node} at epoch {p.epoch + 1}, {p.source.node} its secondary")
+
+    # -- shared steps --------------------------------------------------------------------
+
+    async def hold(self, op: Operation) -> Outcome:
+        """Done in the creating transaction; seen again only on resume."""
+        p = FailoverParams.from_json(op.params)
+        return Outcome(f"environment {op.target} (epoch {p.epoch}): calls to the primary "
+                       "are held")
+
+    async def switch_routing(self, op: Operation) -> Outcome:
+        p = FailoverParams.from_json(op.params)
+        record, version = await self.record(op)
+        switched = self.routed(record.with_(primary_region=p.target.region),
+                               (op.result or {})["final_lsn"])
+
+        def switch(txn: Txn) -> None:
+            stage(txn, switched, version)
+
+        return Outcome(f"environment {op.target} (epoch {p.epoch + 1}): routing now sends "
+                       f"its primary calls to {p.target.region}", switch)
+
+    def routed(self, record: EnvRecord, final: int) -> EnvRecord:
+        """The record once routing follows the new primary (hook)."""
+        return record
+
+    async def release(self, op: Operation) -> Outcome:
+        p, name = FailoverParams.from_json(op.params), op.target
+        record, version = await self.record(op)
+        final, epoch = (op.result or {})["final_lsn"], p.epoch + 1
+        released_at = iso_now()
+        line = {"environment": name, "from_region": p.source.region,
+                "to_region": p.target.region, "state": "succeeded", "mode": p.mode,
+                "rto_seconds": seconds_between(op.started_at, released_at),
+                "data_loss": 0, "final_lsn": final, "epoch": epoch, "operation": op.id}
+        loss, text = self.loss(op, p, line)
+
+        def release(txn: Txn) -> None:
+            stage(txn, record.with_(state=EnvState.ACTIVE), version)
+            self.ctx.events.stage(txn, p.events[1], environment=name,
+                                  region=p.target.region, operation=op.id,
+                                  data={k: v for k, v in line.items()
+                                        if k not in ("environment", "operation", "state")})
+            if loss is not None:
+                loss(txn)
+
+        return Outcome(f"environment {name} (epoch {epoch}): active again with its primary "
+                       f"in {p.target.region}; held calls released after "
+                       f"{line['rto_seconds']:.3f} s, {text}", release,
+                       {"environments": [line], "succeeded": 1, "failed": 0})
+
+    def loss(self, op: Operation, p: FailoverParams,
+             line: dict) -> tuple[Any, str]:
+        """What the move lost (hook): a staging of its event (or None), and a sentence.
+        May add to `line`, the environment's line of the result."""
+        return None, f"no data lost (final lsn {line['final_lsn']})"
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def call(self, side: Side, env: str, action: str, body: dict,
+                   seconds: float) -> Reply:
+        url = self.ctx.topology.call_url(side.node)
+        return await self.ctx.nodes.replica_call(side.node, url, env, action, body, seconds)
+
+    async def record(self, op: Operation) -> tuple[EnvRecord, int]:
+        """The environment's record, still held by this operation; StepFailed if not."""
+        read = await asyncio.to_thread(self.ctx.catalog.read, op.target)
+        if read is None:
+            raise StepFailed("deleted", f"environment {op.target!r} was deleted during its "
+                                        "failover")
+        if read[0].operation != op.id:
+            raise StepFailed("conflict", f"environment {op.target!r} was changed by operation "
+                                         f"{read[0].operation} during this failover")
+        return read
+
+    async def decide(self, op: Operation) -> int:
+        """Record target-primary-at-E+1 in the catalog: the point of no return. Answers
+        the record's version."""
+        p = FailoverParams.from_json(op.params)
+        epoch, target = p.epoch, p.target
+        for _ in cas_attempts(f"environment {op.target!r}: the decision",
+                              error=step_failed("conflict")):
+            record, version = await self.record(op)
+            if record.epoch == epoch + 1:
+                return version  # decided already (a resumed step)
+            decided = record.with_(epoch=epoch + 1).with_roles({target.node: Role.PRIMARY})
+            written = await asyncio.to_thread(self.ctx.catalog.try_update, op.target, version,
+                                              decided)
+            if written is not None:
+                log.info("environment %s (epoch %d): decided, %s becomes primary at epoch %d; "
+                         "from here the failover only goes forward (%s)", op.target,
+                         epoch + 1, target.node, epoch + 1, op.id)
+                return written
+        raise AssertionError("unreachable: cas_attempts raises after its last attempt")
+
+    async def put_desired(self, record: EnvRecord, node: str, version: int) -> str | None:
+        """Send `node` its replica as the record has it; the problem, if the call failed."""
+        replica = record.on(node)
+        assert replica is not None  # (a failover never removes a replica)
+        reply = await self.ctx.nodes.put_replica(
+            node, self.ctx.topology.call_url(node),
+            self.ctx.reconciler.desired(record, replica, version))
+        return reply.problem
