@@ -23,13 +23,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tandemdb.bench.failover import plan
-from tandemdb.bench.switchover import TABLE, Writer, longest_gap, wait_replicated
+from tandemdb.bench.switchover import TABLE, id_writer, wait_replicated
 from tandemdb.client import Client, TandemError
 from tandemdb.client.operations import environment_results, max_rto_seconds
 from tandemdb.common.deployment import Deployment
 from tandemdb.demo_outage import GRACE_SECONDS, LEASE_TTL, run_outage
 from tandemdb.local import LocalDeployment
+from tandemdb.testing import IdWriter, plan
 
 ENV = "acme"
 WRITERS = 8
@@ -44,7 +44,7 @@ def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tandem-demo-") as tmp:
         # A short grace period and lease, so that the lost region is failed over in seconds.
-        deployment = plan(Path(tmp), GRACE_SECONDS, LEASE_TTL)
+        deployment = plan(Path(tmp), grace_seconds=GRACE_SECONDS, lease_ttl=LEASE_TTL)
         cluster = LocalDeployment(deployment)
         try:
             with console.status("starting") as status:
@@ -139,7 +139,7 @@ def _failovers(client: Client, deployment: Deployment, console: Console) -> dict
     console.print(f"{len(FLEET)} production environments in {HOME} "
                   f"({', '.join(FLEET)}); a writer thread writes unique ids into them, "
                   "round-robin")
-    writer = Writer(deployment.gateway_url, deployment.token, FLEET)
+    writer = id_writer(deployment.gateway_url, deployment.token, FLEET)
     writer.start()
     steps = [("env failover", ENV, lambda: client.failover(ENV), PAIR, [ENV]),
              ("region failover", HOME, lambda: client.region_failover(HOME), PAIR, FLEET),
@@ -157,10 +157,11 @@ def _failovers(client: Client, deployment: Deployment, console: Console) -> dict
     finally:
         writer.stop()
     found = _counts(client)  # the writer has stopped: every write has been answered
-    acked, found_total = sum(writer.acked.values()), sum(found.values())
+    per_env = writer.acked_per_env()
+    acked, found_total = sum(per_env.values()), sum(found.values())
     ok = (refused is None and all(r["ok"] for r in rows) and not writer.errors
-          and writer.acked == found)
-    mark = "[green]✓[/green]" if writer.acked == found else "[red]✗[/red]"
+          and per_env == found)
+    mark = "[green]✓[/green]" if per_env == found else "[red]✗[/red]"
     console.print(f"{mark} at the end: {acked} writes acknowledged, {found_total} rows found")
     _print_failovers(console, rows, writer.errors)
     return {"failovers": rows, "failover_writes_acknowledged": acked,
@@ -169,7 +170,7 @@ def _failovers(client: Client, deployment: Deployment, console: Console) -> dict
             **({"failover_refused": refused} if refused else {}), "failovers_ok": ok}
 
 
-def _one_operation(client: Client, console: Console, writer: Writer, label: str,
+def _one_operation(client: Client, console: Console, writer: IdWriter, label: str,
                    target: str, start: Callable[[], dict], region: str,
                    moved: list[str]) -> dict:
     began = time.monotonic()
@@ -177,10 +178,10 @@ def _one_operation(client: Client, console: Console, writer: Writer, label: str,
         op = client.wait_operation(start()["id"], timeout=OPERATION_TIMEOUT)
         ended = time.monotonic()
         writer.wait_for_ack_after(ended)  # writes flow again: the pause has ended
-    pause = longest_gap(writer.acks, began, ended)
+    pause = writer.longest_gap(began, ended)
     writer.pause()
     try:
-        acked = dict(writer.acked)
+        acked = writer.acked_per_env()
         found = _counts(client)
         primaries = {v["name"]: v.get("primary_region") for v in client.environments()}
     finally:

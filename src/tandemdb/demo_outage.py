@@ -21,7 +21,7 @@ from tandemdb.bench.failover import (
     CREATE,
     HOME,
     PAIR,
-    OutageWriter,
+    TABLE,
     compare,
     data_loss_events,
     ids_in,
@@ -29,12 +29,12 @@ from tandemdb.bench.failover import (
     region,
     rejoined,
     seconds_since,
-    wait_for,
 )
 from tandemdb.bench.switchover import wait_replicated
 from tandemdb.client import Client, TandemError
 from tandemdb.client.operations import max_rto_seconds
 from tandemdb.local import LocalDeployment
+from tandemdb.testing import IdWriter, holds_within
 
 GRACE_SECONDS, LEASE_TTL = 2.0, 1.5  # short, so that the demo does not wait 30 s
 WRITE_BEFORE_SECONDS = 1.0
@@ -57,7 +57,8 @@ def run_outage(client: Client, cluster: LocalDeployment, console: Console, env: 
     client.sql(env, CREATE)
     wait_replicated(client, set(fleet), timeout=30)
     epoch = client.environment(env)["epoch"]
-    writer = OutageWriter(Client(deployment.gateway_url, deployment.token), env).start()
+    writer = IdWriter(Client(deployment.gateway_url, deployment.token), env, table=TABLE,
+                      owns_sender=True).start()
     console.print(f"unplanned: a writer writes unique ids into {env}; then {HOME} is lost "
                   f"without warning (SIGKILL), grace {deployment.grace_seconds:g} s, lease "
                   f"{deployment.lease_ttl:g} s")
@@ -82,16 +83,15 @@ def run_outage(client: Client, cluster: LocalDeployment, console: Console, env: 
                       f" meanwhile {table} {key} was updated in {HOME})")
         with console.status(f"the controller waits {deployment.grace_seconds:g} s before "
                             f"declaring {HOME} down"):
-            over = wait_for(lambda: region(client, HOME)["state"] == "failed-over",
-                            WAIT_SECONDS)
-            wait_for(lambda: writer.first_ack(epoch + 1, killed) is not None, WAIT_SECONDS)
+            over = holds_within(lambda: region(client, HOME)["state"] == "failed-over",
+                                WAIT_SECONDS)
+            holds_within(lambda: writer.first_ack(epoch + 1, killed) is not None, WAIT_SECONDS)
             time.sleep(0.5)  # a few writes in east
         # Someone changes the same row in east: the lost update of it now conflicts.
         if over:
             _try(console, client, env, f"UPDATE {table} SET qty = 7 WHERE id = ?", [key])
     finally:
         writer.stop()
-        writer.client.close()
     report.update(_forced(client, console, env, over, killed, killed_wall, writer, epoch))
     if not over:  # nothing more to check: bring west back for a clean stop
         for node in deployment.nodes_in(HOME):
@@ -104,7 +104,7 @@ def run_outage(client: Client, cluster: LocalDeployment, console: Console, env: 
     for node in deployment.nodes_in(HOME):
         cluster.start(node)
     with console.status(f"{HOME} is back: its old primaries rejoin"):
-        back = wait_for(lambda: rejoined(client, fleet), WAIT_SECONDS, 0.2)
+        back = holds_within(lambda: rejoined(client, fleet), WAIT_SECONDS, 0.2)
     console.print(f"3. {OK if back else BAD} {HOME} is back; "
                   + (f"its replicas rejoined as secondaries (lost writes kept: tandem lost "
                      f"{env})" if back else f"its replicas did not rejoin in {WAIT_SECONDS:g} s"))
@@ -121,7 +121,7 @@ def run_outage(client: Client, cluster: LocalDeployment, console: Console, env: 
 
 
 def _forced(client: Client, console: Console, env: str, over: bool, killed: float,
-            killed_wall: float, writer: OutageWriter, epoch: int) -> dict:
+            killed_wall: float, writer: IdWriter, epoch: int) -> dict:
     """What the controller did by itself: the operation, the data-loss event, writes again."""
     op_id = region(client, HOME).get("operation")
     op = client.operation(op_id) if op_id else {}
@@ -152,7 +152,7 @@ def _forced(client: Client, console: Console, env: str, over: bool, killed: floa
             "outage_lost_entries_known": data.get("lost_entries_known")}
 
 
-def _lost(client: Client, console: Console, env: str, epoch: int, writer: OutageWriter,
+def _lost(client: Client, console: Console, env: str, epoch: int, writer: IdWriter,
           found: set[int], known: int | None) -> dict:
     """The lost writes west kept, next to the acknowledged ids east does not have."""
     count, lost = lost_writes(client.lost(env), epoch)
@@ -212,7 +212,7 @@ def _replay(client: Client, console: Console, env: str) -> dict:
             "outage_replay_conflicts": len(conflicts), "outage_replay_ok": ok}
 
 
-def _failback(client: Client, console: Console, env: str, writer: OutageWriter,
+def _failback(client: Client, console: Console, env: str, writer: IdWriter,
               back: bool) -> dict:
     """Home again with the zero-loss protocol; every acknowledged id must be there."""
     if not back:

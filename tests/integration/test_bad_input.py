@@ -6,8 +6,7 @@ import httpx
 import pytest
 
 from tandemdb.client import TandemError
-
-from .conftest import caught_up, wait_until
+from tandemdb.testing import caught_up, poll_until
 
 ENV = "bad-input"
 
@@ -19,7 +18,7 @@ def env(cluster):
     c.sql(ENV, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     c.sql(ENV, "INSERT INTO t(id, v) VALUES (1, 'one')")
     c.put_file(ENV, "keep.txt", b"keep")
-    wait_until(lambda: caught_up(c, ENV), what="catch-up")
+    poll_until(lambda: caught_up(c, ENV), what="catch-up")
     return ENV
 
 
@@ -94,7 +93,7 @@ def test_oversized_body_is_413_and_changes_nothing(cluster, env):
 
 
 def test_internal_endpoints_need_the_cluster_secret(cluster, env):
-    node = cluster.local.url(cluster.node_of("west"))
+    node = cluster.url(cluster.node_of("west"))
     for url in (f"{node}/v1/environments/{ENV}/sql", f"{cluster.deployment.controller_url}"
                 "/v1/environments"):
         r = httpx.post(url, json={"statements": [{"sql": "DELETE FROM t"}], "name": "x"},

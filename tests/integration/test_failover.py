@@ -14,16 +14,14 @@ import time
 import httpx
 
 from tandemdb.client import Client
-
-from .conftest import Cluster, caught_up, wait_until
-from .workload import Writer
+from tandemdb.testing import IdWriter, LocalDeployment, caught_up, poll_until
 
 
 def events_for(client: Client, env: str) -> list[str]:
     return [e["type"] for e in client.events(after=0)["events"] if e["environment"] == env]
 
 
-def direct_write(cluster: Cluster, region: str, env: str) -> httpx.Response:
+def direct_write(cluster: LocalDeployment, region: str, env: str) -> httpx.Response:
     """A write sent straight to that region's node, past the gateway."""
     url = cluster.deployment.node_url(cluster.node_of(region))
     return httpx.post(f"{url}/v1/environments/{env}/sql",
@@ -40,23 +38,23 @@ def move(client: Client, env: str) -> dict:
     return done
 
 
-def settle_and_check(client: Client, writer: Writer) -> None:
-    wait_until(lambda: caught_up(client, writer.env), what="secondary caught up")
-    writer.check()
+def settle_and_check(client: Client, writer: IdWriter) -> None:
+    poll_until(lambda: caught_up(client, writer.env), what="secondary caught up")
+    writer.check(client)
     lsn = client.environment(writer.env)["primary_lsn"]
     for region in ("west", "east"):
-        writer.check(region=region, min_lsn=lsn)
+        writer.check(client, region=region, min_lsn=lsn)
     sums = {region: client.checksum(writer.env, region=region)["total"]
             for region in ("west", "east")}
     assert sums["west"] == sums["east"], sums
 
 
-def test_planned_failover_and_failback_under_load(cluster: Cluster):
+def test_planned_failover_and_failback_under_load(cluster: LocalDeployment):
     client = cluster.client
     env = "fo-one"
     client.create_environment(env, region="west")
-    writer = Writer(client, env, keyed=False)
-    writer.create_table()
+    writer = IdWriter(client, env)
+    writer.create_table(keyed=False)
     writer.start()
     try:
         time.sleep(0.5)
@@ -88,29 +86,29 @@ def test_planned_failover_and_failback_under_load(cluster: Cluster):
                                        "failback.completed"]
 
 
-def test_failover_that_cannot_catch_up_rolls_back(cluster: Cluster):
+def test_failover_that_cannot_catch_up_rolls_back(cluster: LocalDeployment):
     """The secondary's node is frozen: the failover fails cleanly and the old primary takes
     writes again in its old epoch; nothing acknowledged is lost."""
     client = cluster.client
     env = "fo-stuck"
     client.create_environment(env, region="west")
-    writer = Writer(client, env, keyed=False)
-    writer.create_table()
+    writer = IdWriter(client, env)
+    writer.create_table(keyed=False)
     writer.start()
     east = cluster.node_of("east")
     try:
         time.sleep(0.3)
-        cluster.local.signal(east, signal.SIGSTOP)
+        cluster.signal(east, signal.SIGSTOP)
         try:
             op = client.failover(env, catch_up_timeout=1.0)
             done = client.wait_operation(op["id"], timeout=60)
         finally:
-            cluster.local.signal(east, signal.SIGCONT)
+            cluster.signal(east, signal.SIGCONT)
         assert done["state"] == "failed", done
         assert done["error"]["code"] in ("catch_up_timeout", "catch_up_failed"), done["error"]
         assert "unfenced" in done["error"]["message"] or "unfence" in done["error"]["message"]
         acked_before = len(writer.acked)
-        wait_until(lambda: len(writer.acked) > acked_before + 5, what="writes accepted again")
+        poll_until(lambda: len(writer.acked) > acked_before + 5, what="writes accepted again")
     finally:
         writer.stop()
     view = client.environment(env)
@@ -121,7 +119,7 @@ def test_failover_that_cannot_catch_up_rolls_back(cluster: Cluster):
     assert kinds[-2:] == ["failover.started", "failover.failed"], kinds
 
 
-def test_failover_refusals_change_nothing(cluster: Cluster):
+def test_failover_refusals_change_nothing(cluster: LocalDeployment):
     client = cluster.client
     client.create_environment("fo-basic", type="basic", region="west")
     for env, body, status, code in [

@@ -14,8 +14,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import Cluster, caught_up, wait_until
-from .workload import Writer
+from tandemdb.testing import IdWriter, LocalDeployment, caught_up, poll_until
 
 STEPS = ["fence:start", "fence:end", "catch-up:end", "promote:end", "switch-routing:end",
          "reverse:end", "release:end"]
@@ -23,22 +22,21 @@ STEPS = ["fence:start", "fence:end", "catch-up:end", "promote:end", "switch-rout
 BENIGN = ("switching", "no_lease", "unavailable")
 
 
-def restart_controller(cluster: Cluster, pause_at: str | None) -> None:
-    local = cluster.local
-    if local.processes.get("controller") and local.processes["controller"].poll() is None:
-        local.stop("controller")
-    local.start("controller", env={"TANDEM_PAUSE_AT": pause_at} if pause_at else None)
+def restart_controller(cluster: LocalDeployment, pause_at: str | None) -> None:
+    if cluster.processes.get("controller") and cluster.processes["controller"].poll() is None:
+        cluster.stop("controller")
+    cluster.start("controller", env={"TANDEM_PAUSE_AT": pause_at} if pause_at else None)
     # A planned failover starts only when both regions' nodes have heartbeated to it.
-    wait_until(lambda: all(n["healthy"] for r in cluster.client.regions() for n in r["nodes"]),
+    poll_until(lambda: all(n["healthy"] for r in cluster.client.regions() for n in r["nodes"]),
                what="nodes healthy after the controller restart")
 
 
-def paused(cluster: Cluster, point: str, since: int) -> bool:
-    text = cluster.local.log_file("controller").read_text(errors="replace")[since:]
+def paused(cluster: LocalDeployment, point: str, since: int) -> bool:
+    text = cluster.log_file("controller").read_text(errors="replace")[since:]
     return f"operation paused at {point}" in text
 
 
-def writable_regions(cluster: Cluster, env: str) -> list[str]:
+def writable_regions(cluster: LocalDeployment, env: str) -> list[str]:
     """Regions whose node takes a direct write (one that changes no row)."""
     found = []
     for region in ("west", "east"):
@@ -54,31 +52,31 @@ def writable_regions(cluster: Cluster, env: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def crash_cluster(cluster: Cluster):
+def crash_cluster(cluster: LocalDeployment):
     yield cluster
     restart_controller(cluster, None)  # leave it running without the pause
 
 
 @pytest.mark.parametrize("kind", ["single", "region"])
-def test_controller_killed_at_each_failover_step(crash_cluster: Cluster, kind: str):
+def test_controller_killed_at_each_failover_step(crash_cluster: LocalDeployment, kind: str):
     cluster, client = crash_cluster, crash_cluster.client
     envs = [f"crash-{kind}-{i}" for i in range(1 if kind == "single" else 2)]
     for env in envs:
         client.create_environment(env, region="west")
         client.sql(env, "CREATE TABLE events(id INTEGER, at REAL)")
-    writer = Writer(client, envs[0], keyed=False).start()
+    writer = IdWriter(client, envs[0]).start()
     points = STEPS if kind == "single" else ["promote:end"]
     epoch, primary = 1, "west"
     try:
         for point in points:
-            log_size = cluster.local.log_file("controller").stat().st_size
+            log_size = cluster.log_file("controller").stat().st_size
             restart_controller(cluster, f"environment.failover/{point}")
             op = (client.failover(envs[0]) if kind == "single"
                   else client.region_failover(primary))
-            wait_until(lambda p=point, n=log_size: paused(cluster, f"environment.failover/{p}",
+            poll_until(lambda p=point, n=log_size: paused(cluster, f"environment.failover/{p}",
                                                           n),
                        timeout=30, what=f"the operation to park at {point}")
-            cluster.local.kill("controller")
+            cluster.kill("controller")
             restart_controller(cluster, None)
             done = client.wait_operation(op["id"], timeout=60)
             assert done["state"] == "succeeded", (point, done)
@@ -94,7 +92,7 @@ def test_controller_killed_at_each_failover_step(crash_cluster: Cluster, kind: s
     assert all(any(code in message for code in BENIGN) for _, message in writer.failed), \
         writer.failed[:5]
     assert writer.epochs == sorted(writer.epochs)
-    wait_until(lambda: caught_up(client, writer.env), what="caught up")
-    writer.check()
+    poll_until(lambda: caught_up(client, writer.env), what="caught up")
+    writer.check(client)
     lsn = client.environment(writer.env)["primary_lsn"]
-    writer.check(region="west" if primary == "east" else "east", min_lsn=lsn)
+    writer.check(client, region="west" if primary == "east" else "east", min_lsn=lsn)

@@ -11,54 +11,48 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from .conftest import Cluster, wait_until
-from .workload import Writer
+from tandemdb.testing import IdWriter, LocalDeployment, poll_until
 
 LEASE_TTL = 2.0
 
 
 @pytest.fixture(scope="module")
-def lossy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("forced"), lease_ttl=LEASE_TTL)
-    try:
-        c.local.start_all()
-        yield c
-    finally:
-        c.local.stop_all()
+def lossy(start_deployment: Callable[..., LocalDeployment]) -> LocalDeployment:
+    return start_deployment("forced", lease_ttl=LEASE_TTL)
 
 
-def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
+def test_forced_failover_after_the_primary_is_killed(lossy: LocalDeployment):
     client, env = lossy.client, "forced-one"
     client.create_environment(env, region="west")
-    writer = Writer(client, env, keyed=False)
-    writer.create_table()
+    writer = IdWriter(client, env)
+    writer.create_table(keyed=False)
     client.sql(env, ["CREATE TABLE kv(k TEXT PRIMARY KEY, v INTEGER)",
                      "INSERT INTO kv VALUES ('a', 0), ('c', 0)"])
     writer.start()
     west = lossy.node_of("west")
     try:
         # The controller knows the primary's lsn from its heartbeats (every 0.5 s).
-        wait_until(lambda: (client.environment(env)["primary_lsn"] or 0) > 30,
+        poll_until(lambda: (client.environment(env)["primary_lsn"] or 0) > 30,
                    what="writes before the outage, reported to the controller")
         # The secondary falls behind (frozen), the primary acknowledges more, then dies:
         # those writes are certainly lost from the new history.
         east = lossy.node_of("east")
-        lossy.local.signal(east, signal.SIGSTOP)
+        lossy.signal(east, signal.SIGSTOP)
         try:
             ahead = len(writer.acked)
-            wait_until(lambda: len(writer.acked) > ahead + 20, what="writes east never saw")
+            poll_until(lambda: len(writer.acked) > ahead + 20, what="writes east never saw")
             # Two more writes only west acknowledges: one will conflict, one will not.
             client.sql(env, "UPDATE kv SET v = 1 WHERE k = 'a'")
             client.sql(env, "INSERT INTO kv VALUES ('b', 1)")
             client.sql(env, "UPDATE kv SET v = 1 WHERE k = 'c'")  # east will hold bad text
-            lossy.local.kill(west)
+            lossy.kill(west)
         finally:
-            lossy.local.signal(east, signal.SIGCONT)
+            lossy.signal(east, signal.SIGCONT)
         killed_at = time.time()
         op = client.failover(env, mode="forced")
         assert [s["name"] for s in op["steps"]] == ["hold", "expire-lease", "promote",
@@ -72,7 +66,7 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
         assert time.time() - killed_at >= LEASE_TTL
         assert "fork point" in promoted["detail"]
         acked = len(writer.acked)
-        wait_until(lambda: len(writer.acked) > acked + 10, what="writes in east")
+        poll_until(lambda: len(writer.acked) > acked + 10, what="writes in east")
         client.sql(env, "UPDATE kv SET v = 2 WHERE k = 'a'")  # written since the fork
         # Text that is not UTF-8 in the row a lost write changed: it cannot be compared.
         client.sql(env, "UPDATE kv SET v = CAST(x'fffe41' AS TEXT) WHERE k = 'c'")
@@ -93,13 +87,13 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
     assert all(i in set(ids) for i, _, epoch in acked if epoch == 2)
     kinds = [e["type"] for e in client.events(after=0)["events"] if e["environment"] == env]
     assert kinds[-3:] == ["failover.started", "failover.completed", "failover.data_loss"]
-    loss = [e for e in client.events(after=0)["events"] if e["type"] == "failover.data_loss"
-            and e["environment"] == env][0]["data"]
+    loss = next(e for e in client.events(after=0)["events"] if e["type"] == "failover.data_loss"
+                and e["environment"] == env)["data"]
     assert (loss["fork_lsn"], loss["lost_entries_known"]) == (fork, reported)
 
     # The old primary comes back fenced (never a write at its old epoch), keeps its lost
     # writes in the controller's keeping, rewinds to the fork point and streams again.
-    lossy.local.start(west)
+    lossy.start(west)
     rejoin = None
 
     def rejoined() -> bool:
@@ -108,7 +102,7 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
                        if o["kind"] == "environment.rejoin" and o["target"] == env), None)
         return rejoin is not None and rejoin["state"] in ("succeeded", "failed")
 
-    wait_until(rejoined, timeout=30, what="the old primary's rejoin")
+    poll_until(rejoined, timeout=30, what="the old primary's rejoin")
     assert rejoin["state"] == "succeeded", rejoin
     bundles = client.lost(env)["bundles"]
     assert len(bundles) == 1 and bundles[0]["fork_lsn"] == fork and bundles[0]["rewound"]
@@ -125,7 +119,7 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
         west_lsn = next(r["applied_lsn"] for r in view["replicas"] if r["region"] == "west")
         return west_lsn == view["primary_lsn"] and west_lsn is not None
 
-    wait_until(equal, timeout=30, what="the rejoined replica to catch up")
+    poll_until(equal, timeout=30, what="the rejoined replica to catch up")
     assert client.checksum(env, region="west")["total"] == \
         client.checksum(env, region="east")["total"]
     # Replay: what conflicts with nothing since the fork is applied, the rest is listed;
@@ -151,28 +145,28 @@ def test_forced_failover_after_the_primary_is_killed(lossy: Cluster):
     assert after == replayed
 
 
-def test_controller_killed_during_a_forced_failover(lossy: Cluster):
+def test_controller_killed_during_a_forced_failover(lossy: LocalDeployment):
     """Invariant 7 for the forced path: the controller dies after the promotion, before it
     is recorded; restarted, it finishes, with exactly one writable primary."""
     client, env = lossy.client, "forced-crash"
     client.create_environment(env, region="west")
     client.sql(env, "CREATE TABLE events(id INTEGER, at REAL)")
     client.sql(env, "INSERT INTO events(id) VALUES (1)")
-    west, local = lossy.node_of("west"), lossy.local
-    wait_until(lambda: (client.environment(env)["primary_lsn"] or 0) >= 2, what="reported")
-    local.kill(west)
+    west = lossy.node_of("west")
+    poll_until(lambda: (client.environment(env)["primary_lsn"] or 0) >= 2, what="reported")
+    lossy.kill(west)
     point = "environment.failover/promote:end"
-    log = local.log_file("controller")
+    log = lossy.log_file("controller")
     size = log.stat().st_size
-    local.stop("controller")
-    local.start("controller", env={"TANDEM_PAUSE_AT": point})
-    wait_until(lambda: any(n["healthy"] for r in client.regions() if r["name"] == "east"
+    lossy.stop("controller")
+    lossy.start("controller", env={"TANDEM_PAUSE_AT": point})
+    poll_until(lambda: any(n["healthy"] for r in client.regions() if r["name"] == "east"
                            for n in r["nodes"]), what="east heard by the new controller")
     op = client.failover(env, mode="forced")
-    wait_until(lambda: f"operation paused at {point}" in
+    poll_until(lambda: f"operation paused at {point}" in
                log.read_text(errors="replace")[size:], timeout=30, what="the pause")
-    local.kill("controller")
-    local.start("controller")
+    lossy.kill("controller")
+    lossy.start("controller")
     done = client.wait_operation(op["id"], timeout=60)
     assert done["state"] == "succeeded", done
     assert [s["attempts"] for s in done["steps"] if s["name"] == "promote"] == [2]
@@ -183,8 +177,8 @@ def test_controller_killed_during_a_forced_failover(lossy: Cluster):
     east_url = lossy.deployment.node_url(lossy.node_of("east"))
     assert httpx.post(f"{east_url}/v1/environments/{env}/sql", headers=secret,
                       json=write).status_code == 200
-    local.start(west)  # back: it rejoins as a secondary and never writes
-    wait_until(lambda: not any(r.get("behind") for r in client.environment(env)["replicas"]),
+    lossy.start(west)  # back: it rejoins as a secondary and never writes
+    poll_until(lambda: not any(r.get("behind") for r in client.environment(env)["replicas"]),
                timeout=30, what="the rejoin")
     west_url = lossy.deployment.node_url(west)
     refused = httpx.post(f"{west_url}/v1/environments/{env}/sql", headers=secret, json=write)

@@ -19,51 +19,50 @@ from typer.testing import CliRunner
 from tandemdb.cli.main import app
 from tandemdb.client import TandemError
 from tandemdb.common.http import SECRET_HEADER
+from tandemdb.testing import LocalDeployment, caught_up, poll_until
 from tests.tamper import tamper
-
-from .conftest import Cluster, caught_up, wait_until
 
 ENV, OTHER = "halt-acme", "halt-globex"
 
 
-def gauge(cluster: Cluster, process: str, name: str, labels: str) -> float | None:
+def gauge(cluster: LocalDeployment, process: str, name: str, labels: str) -> float | None:
     dep = cluster.deployment
-    text = httpx.get(cluster.local.url(process) + "/metrics",
+    text = httpx.get(cluster.url(process) + "/metrics",
                      headers={SECRET_HEADER: dep.secret,
                               "authorization": f"Bearer {dep.token}"}).text
     found = re.search(rf"^{name}{{{re.escape(labels)}}} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else None
 
 
-def secondary(cluster: Cluster, env: str) -> dict:
+def secondary(cluster: LocalDeployment, env: str) -> dict:
     view = cluster.client.environment(env)
     return next(r for r in view["replicas"] if r["role"] == "secondary")
 
 
-def events_of(cluster: Cluster, kind: str, env: str) -> list[dict]:
+def events_of(cluster: LocalDeployment, kind: str, env: str) -> list[dict]:
     return [e for e in cluster.client.events(after=0)["events"]
             if e["type"] == kind and e["environment"] == env]
 
 
-def tandem(cluster: Cluster, *args: str) -> str:
+def tandem(cluster: LocalDeployment, *args: str) -> str:
     result = CliRunner().invoke(app, [*args, "--data", str(cluster.deployment.data)],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, (args, result.output)
     return result.stdout
 
 
-def test_a_halted_stream_is_told_shown_and_reseeded(cluster: Cluster) -> None:
+def test_a_halted_stream_is_told_shown_and_reseeded(cluster: LocalDeployment) -> None:
     c = cluster.client
     for env in (ENV, OTHER):
         c.create_environment(env)
         c.sql(env, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
         c.sql(env, "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
-    wait_until(lambda: caught_up(c, ENV) and caught_up(c, OTHER), what="catch-up")
+    poll_until(lambda: caught_up(c, ENV) and caught_up(c, OTHER), what="catch-up")
     assert secondary(cluster, ENV)["state"] == "streaming"
 
     tamper(cluster.deployment.data, "east-1", ENV, "DELETE FROM t WHERE id = 2")
     poison = c.sql(ENV, "UPDATE t SET v = 'B' WHERE id = 2")["lsn"]
-    wait_until(lambda: secondary(cluster, ENV)["state"] == "halted", what="the halt")
+    poll_until(lambda: secondary(cluster, ENV)["state"] == "halted", what="the halt")
 
     # The environment's answer: the state, what stopped, and the fix.
     replica = secondary(cluster, ENV)
@@ -75,7 +74,7 @@ def test_a_halted_stream_is_told_shown_and_reseeded(cluster: Cluster) -> None:
     assert f"halted at lsn {poison}" in error["message"]
 
     # The event, once, with environment, region, node, lsn and error.
-    wait_until(lambda: events_of(cluster, "replication.halted", ENV), what="the event")
+    poll_until(lambda: events_of(cluster, "replication.halted", ENV), what="the event")
     [event] = events_of(cluster, "replication.halted", ENV)
     assert (event["region"], event["data"]["node"], event["data"]["lsn"]) == (
         "east", "east-1", poison)
@@ -90,7 +89,7 @@ def test_a_halted_stream_is_told_shown_and_reseeded(cluster: Cluster) -> None:
 
     # The other environment streams on, from the same primary node to the same secondary.
     c.sql(OTHER, "INSERT INTO t VALUES (4, 'd')")
-    wait_until(lambda: caught_up(c, OTHER), what=f"{OTHER} to catch up")
+    poll_until(lambda: caught_up(c, OTHER), what=f"{OTHER} to catch up")
     assert secondary(cluster, OTHER)["state"] == "streaming"
 
     # The CLI: status marks it, env show says what happened and what to do.
@@ -103,19 +102,19 @@ def test_a_halted_stream_is_told_shown_and_reseeded(cluster: Cluster) -> None:
     assert "HALTED" not in tandem(cluster, "env", "show", OTHER)
 
     # A controller restart neither forgets the halt nor tells of it again.
-    cluster.local.stop("controller")
-    cluster.local.start("controller")
-    wait_until(lambda: secondary(cluster, ENV)["state"] == "halted", what="the halt again")
+    cluster.stop("controller")
+    cluster.start("controller")
+    poll_until(lambda: secondary(cluster, ENV)["state"] == "halted", what="the halt again")
     c.sql(OTHER, "INSERT INTO t VALUES (5, 'e')")
-    wait_until(lambda: caught_up(c, OTHER), what=f"{OTHER} to catch up")
+    poll_until(lambda: caught_up(c, OTHER), what=f"{OTHER} to catch up")
     assert len(events_of(cluster, "replication.halted", ENV)) == 1
 
     # The fix, as the CLI offers it: the secondary is copied afresh and streams on.
     assert "re-seeding" in tandem(cluster, "env", "reseed", ENV, "--region", "east")
-    wait_until(lambda: secondary(cluster, ENV)["state"] == "streaming"
+    poll_until(lambda: secondary(cluster, ENV)["state"] == "streaming"
                and caught_up(c, ENV), what="the re-seeded secondary to catch up")
     assert c.checksum(ENV, "east")["total"] == c.checksum(ENV, "west")["total"]
-    wait_until(lambda: events_of(cluster, "replication.resumed", ENV), what="resumed")
+    poll_until(lambda: events_of(cluster, "replication.resumed", ENV), what="resumed")
     assert gauge(cluster, "east-1", "tandem_replication_halted", f'env="{ENV}"') == 0
     lsn = c.sql(ENV, "UPDATE t SET v = 'again' WHERE id = 2")["lsn"]
     rows = c.sql(ENV, "SELECT v FROM t WHERE id = 2", read_region="east", min_lsn=lsn)
@@ -127,7 +126,7 @@ def test_a_halted_stream_is_told_shown_and_reseeded(cluster: Cluster) -> None:
     (OTHER, "mars", 404, "no_replica"),
     ("halt-nobody", "east", 404, "not_found"),
 ])
-def test_reseed_refuses_what_it_cannot_do(cluster: Cluster, env: str, region: str,
+def test_reseed_refuses_what_it_cannot_do(cluster: LocalDeployment, env: str, region: str,
                                           status: int, code: str) -> None:
     if env == OTHER:
         try:
@@ -139,7 +138,7 @@ def test_reseed_refuses_what_it_cannot_do(cluster: Cluster, env: str, region: st
     assert (caught.value.status, caught.value.code) == (status, code)
 
 
-def test_reseed_takes_no_body(cluster: Cluster) -> None:
+def test_reseed_takes_no_body(cluster: LocalDeployment) -> None:
     dep = cluster.deployment
     answer = httpx.post(f"{dep.gateway_url}/v1/environments/{OTHER}/replicas/east/reseed",
                         headers={"authorization": f"Bearer {dep.token}"},

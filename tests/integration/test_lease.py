@@ -13,15 +13,14 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from tandemdb.client import TandemError
 from tandemdb.node.lease import margin_for
-
-from .conftest import Cluster, caught_up, wait_until
+from tandemdb.testing import LocalDeployment, caught_up, poll_until
 
 TTL = 1.5
 INTERVAL = 0.2  # heartbeats; five renewals per lease, so a slow one does not lapse it
@@ -29,18 +28,15 @@ REFUSED_WITHIN = TTL + margin_for(TTL) + 1.0  # after SIGSTOP; the lease needs t
 
 
 @pytest.fixture(scope="module")
-def lease_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("lease"), lease_ttl=TTL, heartbeat_interval=INTERVAL)
-    try:
-        c.local.start_all()
-        yield c
-    finally:
-        if "controller" in c.local.processes:
-            c.local.signal("controller", signal.SIGCONT)  # a stopped process ignores SIGTERM
-        c.local.stop_all()
+def lease_cluster(
+        start_deployment: Callable[..., LocalDeployment]) -> Iterator[LocalDeployment]:
+    c = start_deployment("lease", lease_ttl=TTL, heartbeat_interval=INTERVAL)
+    yield c  # pytest runs what follows also when a test failed
+    if "controller" in c.processes:
+        c.signal("controller", signal.SIGCONT)  # a stopped process ignores SIGTERM
 
 
-def insert(cluster: Cluster, env: str, row: int) -> TandemError | None:
+def insert(cluster: LocalDeployment, env: str, row: int) -> TandemError | None:
     try:
         cluster.client.sql(env, "INSERT INTO t(id) VALUES (?)", [row])
         return None
@@ -48,12 +44,12 @@ def insert(cluster: Cluster, env: str, row: int) -> TandemError | None:
         return exc
 
 
-def ids(cluster: Cluster, env: str, **read) -> list[int]:
+def ids(cluster: LocalDeployment, env: str, **read) -> list[int]:
     answer = cluster.client.sql(env, "SELECT id FROM t ORDER BY id", **read)
     return [row[0] for row in answer["results"][0]["rows"]]
 
 
-def lease_gauge(cluster: Cluster, node: str,
+def lease_gauge(cluster: LocalDeployment, node: str,
                 metric: str = "tandem_node_lease_remaining_seconds") -> float:
     text = httpx.get(cluster.deployment.node_url(node) + "/metrics",
                      headers={"Authorization": f"Bearer {cluster.deployment.token}"}).text
@@ -62,18 +58,18 @@ def lease_gauge(cluster: Cluster, node: str,
     return float(found.group(1))
 
 
-def failsafe_gauge(cluster: Cluster, node: str, env: str) -> float:
+def failsafe_gauge(cluster: LocalDeployment, node: str, env: str) -> float:
     return lease_gauge(cluster, node, f'tandem_env_failsafe_remaining_seconds{{env="{env}"}}')
 
 
-def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -> None:
+def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: LocalDeployment) -> None:
     """A basic environment has no geo-secondary, so nothing keeps it writing (failsafe)."""
     cluster, client = lease_cluster, lease_cluster.client
     env, west = "lease-stop", cluster.node_of("west")
     node_sql = f"{cluster.deployment.node_url(west)}/v1/environments/{env}/sql"
     secret = {"X-Tandem-Secret": cluster.deployment.secret}
     client.create_environment(env, type="basic", region="west")
-    wait_until(lambda: insert_ddl(cluster, env), what="the first write (the lease granted)")
+    poll_until(lambda: insert_ddl(cluster, env), what="the first write (the lease granted)")
     acked = []
     for row in range(1, 21):
         assert insert(cluster, env, row) is None, f"write {row} refused under a live lease"
@@ -82,7 +78,7 @@ def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -
     assert 0 < lease_gauge(cluster, west) <= TTL
 
     stopped_at = time.monotonic()
-    cluster.local.signal("controller", signal.SIGSTOP)
+    cluster.signal("controller", signal.SIGSTOP)
     try:
         row, refusal = write_until_refused(cluster, env, 100, acked)
         refused_after = time.monotonic() - stopped_at
@@ -101,9 +97,11 @@ def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -
             assert error["code"] == "no_lease"
             assert re.search(r"lease from the controller expired [0-9.]+ s ago",
                              error["message"]), error["message"]
-        refused_file = pytest.raises(TandemError, client.put_file, env, "refused.txt", b"x")
+        with pytest.raises(TandemError) as refused_file:
+            client.put_file(env, "refused.txt", b"x")
         assert refused_file.value.code == "no_lease"
-        refused_delete = pytest.raises(TandemError, client.delete_file, env, "kept.txt")
+        with pytest.raises(TandemError) as refused_delete:
+            client.delete_file(env, "kept.txt")
         assert refused_delete.value.code == "no_lease"
 
         # Reads are still served, by the primary and its secondary; no refused row exists.
@@ -114,23 +112,23 @@ def test_primary_stops_writing_when_its_lease_runs_out(lease_cluster: Cluster) -
         assert [f["path"] for f in client.list_files(env)] == ["kept.txt"]
         assert client.get_file(env, "kept.txt") == b"written under the lease"
         assert lease_gauge(cluster, west) == 0.0
-        wait_until(lambda: f"environment {env} (epoch 1): no lease from the controller, and "
-                           "it has no geo-secondary" in cluster.local.tail(west, 60),
+        poll_until(lambda: f"environment {env} (epoch 1): no lease from the controller, and "
+                           "it has no geo-secondary" in cluster.tail(west, 60),
                    timeout=5, what="the node to log that the primary refuses writes")
     finally:
-        cluster.local.signal("controller", signal.SIGCONT)
+        cluster.signal("controller", signal.SIGCONT)
 
     resumed_at = time.monotonic()
-    wait_until(lambda: insert(cluster, env, 5000) is None, timeout=10, interval=0.1,
+    poll_until(lambda: insert(cluster, env, 5000) is None, timeout=10, interval=0.1,
                what="writes to be taken again once the controller answers")
     acked.append(5000)
     assert time.monotonic() - resumed_at < 10
-    assert "lease renewed by the controller" in cluster.local.tail(west, 60)
+    assert "lease renewed by the controller" in cluster.tail(west, 60)
     assert ids(cluster, env) == acked, "a refused write was written after all"
 
 
 def test_failsafe_keeps_a_primary_writing_while_its_geo_secondary_pulls(
-        lease_cluster: Cluster) -> None:
+        lease_cluster: LocalDeployment) -> None:
     """The controller frozen: a production primary writes on while east pulls from it at
     its epoch, stops within one lease once east is frozen too, and writes again once east
     pulls again (the controller still frozen). Nothing refused is written; every
@@ -141,11 +139,11 @@ def test_failsafe_keeps_a_primary_writing_while_its_geo_secondary_pulls(
     client.create_environment(env, region="west")
     client.create_environment(basic, type="basic", region="west")
     for name in (env, basic):
-        wait_until(lambda name=name: insert_ddl(cluster, name), what=f"the table of {name}")
+        poll_until(lambda name=name: insert_ddl(cluster, name), what=f"the table of {name}")
     acked = [row for row in range(1, 6) if insert(cluster, env, row) is None]
     assert acked == [1, 2, 3, 4, 5]
 
-    cluster.local.signal("controller", signal.SIGSTOP)
+    cluster.signal("controller", signal.SIGSTOP)
     try:
         frozen_at = time.monotonic()
         row = 100
@@ -160,35 +158,35 @@ def test_failsafe_keeps_a_primary_writing_while_its_geo_secondary_pulls(
         assert refused is not None and refused.code == "no_lease", refused
         assert "it has no geo-secondary to vouch for it" in refused.message
 
-        cluster.local.signal(east, signal.SIGSTOP)  # its pulls stop: the failsafe ends
+        cluster.signal(east, signal.SIGSTOP)  # its pulls stop: the failsafe ends
         try:
             stopped_at = time.monotonic()
             row, refusal = write_until_refused(cluster, env, row, acked)
             refused_after = time.monotonic() - stopped_at
             assert "failsafe lease ended" in refusal.message, refusal.message
             assert refused_after <= TTL + 0.5, refused_after  # one lease, and some slack
-            wait_until(lambda: f"environment {env} (epoch 1): no lease from the controller"
-                               in cluster.local.tail(west, 80), timeout=5,
+            poll_until(lambda: f"environment {env} (epoch 1): no lease from the controller"
+                               in cluster.tail(west, 80), timeout=5,
                        what="the node to log that the primary refuses writes")
             for attempt in range(5):
                 assert insert(cluster, env, 9000 + attempt).code == "no_lease"
             assert failsafe_gauge(cluster, west, env) == 0.0
         finally:
-            cluster.local.signal(east, signal.SIGCONT)
-        wait_until(lambda: insert(cluster, env, 5000) is None, timeout=10, interval=0.1,
+            cluster.signal(east, signal.SIGCONT)
+        poll_until(lambda: insert(cluster, env, 5000) is None, timeout=10, interval=0.1,
                    what="writes under the failsafe once east pulls again")
         acked.append(5000)
-        wait_until(lambda: f"environment {env} (epoch 1): its geo-secondary vouches for it "
-                           "again" in cluster.local.tail(west, 80), timeout=5,
+        poll_until(lambda: f"environment {env} (epoch 1): its geo-secondary vouches for it "
+                           "again" in cluster.tail(west, 80), timeout=5,
                    what="the node to log that the failsafe holds again")
     finally:
-        cluster.local.signal("controller", signal.SIGCONT)
+        cluster.signal("controller", signal.SIGCONT)
     assert ids(cluster, env) == acked, "a refused write was written after all"
-    wait_until(lambda: caught_up(client, env), what="the secondary to catch up")
+    poll_until(lambda: caught_up(client, env), what="the secondary to catch up")
     assert ids(cluster, env, read_region="east") == acked
 
 
-def write_until_refused(cluster: Cluster, env: str, row: int,
+def write_until_refused(cluster: LocalDeployment, env: str, row: int,
                         acked: list[int]) -> tuple[int, TandemError]:
     """Insert rows after `row` until one is refused with `no_lease`, which must happen
     within REFUSED_WITHIN + 5 s; acknowledged rows go to `acked`. Answers the last row
@@ -208,7 +206,7 @@ def write_until_refused(cluster: Cluster, env: str, row: int,
         time.sleep(0.02)
 
 
-def insert_ddl(cluster: Cluster, env: str) -> bool:
+def insert_ddl(cluster: LocalDeployment, env: str) -> bool:
     """Create the table; False while the primary has no lease yet (just after start)."""
     try:
         cluster.client.sql(env, "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY)")

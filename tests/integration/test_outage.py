@@ -11,51 +11,40 @@ back home without further loss. With `grace_seconds` off, nothing happens by its
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
-from .conftest import Cluster, caught_up, wait_until
-from .workload import Writer
+from tandemdb.testing import IdWriter, LocalDeployment, caught_up, poll_until
 
 GRACE, LEASE_TTL = 2.0, 1.5
 ENVS = ["out-a", "out-b"]
 
 
-def started(tmp_path_factory: pytest.TempPathFactory, name: str, **settings) -> Cluster:
-    c = Cluster(tmp_path_factory.mktemp(name), lease_ttl=LEASE_TTL, **settings)
-    c.local.start_all()
-    return c
-
-
 @pytest.fixture(scope="module")
-def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = started(tmp_path_factory, "outage", grace_seconds=GRACE)
-    try:
-        yield c
-    finally:
-        c.local.stop_all()
+def watched(start_deployment: Callable[..., LocalDeployment]) -> LocalDeployment:
+    return start_deployment("outage", lease_ttl=LEASE_TTL, grace_seconds=GRACE)
 
 
-def region(c: Cluster, name: str) -> dict:
+def region(c: LocalDeployment, name: str) -> dict:
     return next(r for r in c.client.regions() if r["name"] == name)
 
 
-def test_a_lost_region_is_detected_failed_over_and_brought_back(watched: Cluster):
+def test_a_lost_region_is_detected_failed_over_and_brought_back(watched: LocalDeployment):
     client = watched.client
     for env in ENVS:
         client.create_environment(env, region="west")
     client.sql(ENVS[1], "CREATE TABLE quiet(id INTEGER PRIMARY KEY)")  # an idle one
-    writer = Writer(client, ENVS[0], keyed=False)
-    writer.create_table()
+    writer = IdWriter(client, ENVS[0])
+    writer.create_table(keyed=False)
     writer.start()
     west = watched.node_of("west")
     try:
-        wait_until(lambda: (client.environment(ENVS[0])["primary_lsn"] or 0) > 20,
+        poll_until(lambda: (client.environment(ENVS[0])["primary_lsn"] or 0) > 20,
                    what="writes the controller has heard of")
-        watched.local.kill(west)
+        watched.kill(west)
         killed = time.monotonic()
-        wait_until(lambda: region(watched, "west")["state"] == "failed-over", timeout=40,
+        poll_until(lambda: region(watched, "west")["state"] == "failed-over", timeout=40,
                    what="the automatic forced failover of west")
         assert time.monotonic() - killed >= GRACE
         op = client.operation(region(watched, "west")["operation"], wait=30)
@@ -63,7 +52,7 @@ def test_a_lost_region_is_detected_failed_over_and_brought_back(watched: Cluster
                                                                    "forced", "succeeded")
         assert op["result"]["succeeded"] == len(ENVS)
         acked = len(writer.acked)
-        wait_until(lambda: len(writer.acked) > acked + 10, what="writes resumed in east")
+        poll_until(lambda: len(writer.acked) > acked + 10, what="writes resumed in east")
     finally:
         writer.stop()
     for env in ENVS:
@@ -78,8 +67,8 @@ def test_a_lost_region_is_detected_failed_over_and_brought_back(watched: Cluster
         assert i in ids or (epoch == 1 and lsn > forks[ENVS[0]]), (i, lsn, epoch)
 
     # West returns: its replicas rejoin (rewound, lost writes kept), then it fails back.
-    watched.local.start(west)
-    wait_until(lambda: all(not any(r.get("behind") for r in client.environment(e)["replicas"])
+    watched.start(west)
+    poll_until(lambda: all(not any(r.get("behind") for r in client.environment(e)["replicas"])
                            for e in ENVS), timeout=40, what="west's replicas to rejoin")
     missing = {i for i, lsn, epoch in zip(writer.acked, writer.lsns, writer.epochs,
                                           strict=True) if i not in ids}
@@ -90,7 +79,7 @@ def test_a_lost_region_is_detected_failed_over_and_brought_back(watched: Cluster
     unknown = {i for i, _ in writer.failed}
     assert missing <= kept and kept - missing <= unknown, (missing ^ kept)
     for env in ENVS:
-        wait_until(lambda e=env: caught_up(client, e), timeout=30, what=f"{env} caught up")
+        poll_until(lambda e=env: caught_up(client, e), timeout=30, what=f"{env} caught up")
     back = client.wait_operation(client.region_failback("west")["id"], timeout=60)
     assert back["state"] == "succeeded", back
     assert region(watched, "west")["state"] == "healthy"
@@ -103,13 +92,11 @@ def test_a_lost_region_is_detected_failed_over_and_brought_back(watched: Cluster
 
 
 def test_with_grace_off_nothing_fails_over_by_itself(tmp_path_factory):
-    c = started(tmp_path_factory, "no-grace", grace_seconds=None)
-    try:
+    with LocalDeployment.temporary(tmp_path_factory.mktemp("no-grace"), lease_ttl=LEASE_TTL,
+                                   grace_seconds=None) as c:
         c.client.create_environment("manual", region="west")
-        c.local.kill(c.node_of("west"))
+        c.kill(c.node_of("west"))
         time.sleep(3 * GRACE)
         assert region(c, "west")["state"] == "healthy"
         assert c.client.environment("manual")["primary_region"] == "west"
         assert not [o for o in c.client.operations() if o["kind"] == "region.failover"]
-    finally:
-        c.local.stop_all()

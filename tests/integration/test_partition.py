@@ -18,33 +18,27 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
 
 from tandemdb.local import set_links
-
-from .conftest import Cluster, caught_up, wait_until
-from .workload import DirectWriter, Writer
+from tandemdb.testing import IdWriter, LocalDeployment, NodeSender, caught_up, poll_until
 
 TTL, GRACE = 1.5, 2.0
 SLACK = 0.3  # an acknowledgement travels back after its commit
 
 
 @pytest.fixture(scope="module")
-def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("partition"), fault_proxy=True, lease_ttl=TTL,
-                grace_seconds=GRACE, heartbeat_interval=0.25)
-    try:
-        c.local.start_all()
-        c.local.write_run_file()  # as `tandem up --detach` does: the CLI finds it
-        yield c
-    finally:
-        c.local.stop_all()
+def proxied(start_deployment: Callable[..., LocalDeployment]) -> LocalDeployment:
+    c = start_deployment("partition", fault_proxy=True, lease_ttl=TTL, grace_seconds=GRACE,
+                         heartbeat_interval=0.25)
+    c.write_run_file()  # as `tandem up --detach` does: the CLI finds it
+    return c
 
 
-def tandem(c: Cluster, *args: str) -> str:
+def tandem(c: LocalDeployment, *args: str) -> str:
     """Run the real CLI against the deployment; its output (stderr and stdout)."""
     done = subprocess.run([sys.executable, "-m", "tandemdb.cli.main", *args, "--data",
                            c.deployment.data], capture_output=True, text=True, timeout=60)
@@ -60,34 +54,36 @@ def step(op: dict, name: str) -> dict:
     return next(s for s in op["steps"] if s["name"] == name)
 
 
-def writers(c: Cluster, env: str) -> tuple[Writer, DirectWriter]:
+def writers(c: LocalDeployment, env: str) -> tuple[IdWriter, IdWriter]:
+    """One writer through the gateway, one straight to west's node (past the gateway: a
+    client that still reaches a partitioned primary; its refusals are certain)."""
     c.client.create_environment(env, region="west")
-    gateway = Writer(c.client, env)
+    gateway = IdWriter(c.client, env)
     gateway.create_table()
-    direct = DirectWriter(c.deployment.node_url(c.node_of("west")), c.deployment.secret, env,
-                          first_id=1_000_000)
+    direct = IdWriter(NodeSender(c.deployment.node_url(c.node_of("west")), c.deployment.secret),
+                      env, first_id=1_000_000, owns_sender=True)
     return gateway.start(), direct.start()
 
 
-def ids_in(c: Cluster, env: str, region: str | None = None) -> list[int]:
+def ids_in(c: LocalDeployment, env: str, region: str | None = None) -> list[int]:
     rows = c.client.sql(env, "SELECT id FROM events ORDER BY id", read_region=region)
     return [r[0] for r in rows["results"][0]["rows"]]
 
 
-def lost_ids(c: Cluster, env: str) -> set[int]:
+def lost_ids(c: LocalDeployment, env: str) -> set[int]:
     return {ch["after"]["id"] for b in c.client.lost(env)["bundles"] for e in b["entries"]
             for ch in e["changes"] if ch["table"] == "events" and ch["op"] == "insert"}
 
 
-def rejoined(c: Cluster, env: str) -> bool:
+def rejoined(c: LocalDeployment, env: str) -> bool:
     return not any(r.get("behind") for r in c.client.environment(env)["replicas"])
 
 
-def same_checksums(c: Cluster, env: str) -> bool:
+def same_checksums(c: LocalDeployment, env: str) -> bool:
     return c.client.checksum(env, "west")["total"] == c.client.checksum(env, "east")["total"]
 
 
-def check_loss(c: Cluster, env: str, gateway: Writer, direct: DirectWriter) -> set[int]:
+def check_loss(c: LocalDeployment, env: str, gateway: IdWriter, direct: IdWriter) -> set[int]:
     """Invariant 3: acknowledged but missing in the new primary == its lost writes, up to
     writes whose answer never came; every other acknowledged id is there once."""
     present = ids_in(c, env)
@@ -101,9 +97,9 @@ def check_loss(c: Cluster, env: str, gateway: Writer, direct: DirectWriter) -> s
     return kept
 
 
-def finish(c: Cluster, env: str, gateway: Writer, direct: DirectWriter) -> None:
+def finish(c: LocalDeployment, env: str, gateway: IdWriter, direct: IdWriter) -> None:
     """Replay the lost writes, fail back home, and find every acknowledged id once."""
-    wait_until(lambda: caught_up(c.client, env), timeout=30, what=f"{env} caught up")
+    poll_until(lambda: caught_up(c.client, env), timeout=30, what=f"{env} caught up")
     assert same_checksums(c, env), "checksums differ after the rewind and the catch-up"
     replayed = c.client.replay_lost(env)
     assert not replayed["conflicts"], replayed
@@ -114,24 +110,24 @@ def finish(c: Cluster, env: str, gateway: Writer, direct: DirectWriter) -> None:
     assert len(present) == len(set(present))
     acked = set(gateway.acked) | direct.acked_ids()
     assert acked <= set(present), f"lost after the replay: {sorted(acked - set(present))[:20]}"
-    wait_until(lambda: caught_up(c.client, env), timeout=30, what=f"{env} caught up at home")
+    poll_until(lambda: caught_up(c.client, env), timeout=30, what=f"{env} caught up at home")
     assert same_checksums(c, env)
 
 
-def test_a_partitioned_primary_stops_within_one_lease_and_is_failed_over(proxied: Cluster):
+def test_a_partitioned_primary_stops_within_one_lease_and_is_failed_over(proxied: LocalDeployment):
     c, env = proxied, "cut-off"
     gateway, direct = writers(c, env)
     try:
-        wait_until(lambda: len(direct.acked) > 20 and len(gateway.acked) > 20,
+        poll_until(lambda: len(direct.acked) > 20 and len(gateway.acked) > 20,
                    what="writes before the partition")
         out = tandem(c, "region", "outage", "west", "--partition")
         cut_at = time.time()  # the links were cut before the command answered
         assert "cut 4 link(s)" in out and "still serve clients directly" in out
-        wait_until(lambda: any(at > cut_at + TTL + SLACK for _, at, _ in direct.refused),
+        poll_until(lambda: any(r.wall > cut_at + TTL + SLACK for r in direct.refusals),
                    what="the cut-off primary to refuse writes")
-        assert {code for _, a, code in direct.refused if a > cut_at + TTL + SLACK} == \
+        assert {r.code for r in direct.refusals if r.wall > cut_at + TTL + SLACK} == \
             {"no_lease"}
-        wait_until(lambda: c.client.regions()[0]["state"] == "failed-over", timeout=40,
+        poll_until(lambda: c.client.regions()[0]["state"] == "failed-over", timeout=40,
                    what="the controller to declare west down and fail it over")
         west = next(r for r in c.client.regions() if r["name"] == "west")
         region_op = c.client.wait_operation(west["operation"], timeout=30)
@@ -140,18 +136,18 @@ def test_a_partitioned_primary_stops_within_one_lease_and_is_failed_over(proxied
         promoted_at = at(step(child, "promote")["started_at"])
         assert promoted_at - cut_at >= GRACE
         acked = len(gateway.acked)
-        wait_until(lambda: len(gateway.acked) > acked + 20, what="writes resumed in east")
+        poll_until(lambda: len(gateway.acked) > acked + 20, what="writes resumed in east")
         assert gateway.epochs[-1] == 2
         # Invariant 2: west took nothing in epoch 1 after east's promotion; it never will.
-        assert all(a < promoted_at for _, a, epoch in direct.acked if epoch == 1)
-        assert not [i for i, _, epoch in direct.acked if epoch != 1]
+        assert all(a.wall < promoted_at for a in direct.acks if a.epoch == 1)
+        assert not [a.id for a in direct.acks if a.epoch != 1]
     finally:
         direct.stop()
         gateway.stop()
 
     out = tandem(c, "region", "recover", "west")
     assert "healed 4 link(s)" in out
-    wait_until(lambda: rejoined(c, env), timeout=40, what="west to rejoin")
+    poll_until(lambda: rejoined(c, env), timeout=40, what="west to rejoin")
     kept = check_loss(c, env, gateway, direct)
     assert kept & direct.acked_ids(), "the direct writes after the cut should be lost writes"
     # West's last commits in epoch 1 are its lost writes; their commit times (taken before
@@ -165,39 +161,39 @@ def test_a_partitioned_primary_stops_within_one_lease_and_is_failed_over(proxied
                                    timeout=60)["state"] == "succeeded"
 
 
-def test_the_failsafe_keeps_a_primary_cut_off_from_the_controller_writing(proxied: Cluster):
+def test_the_failsafe_keeps_a_primary_cut_off_from_the_controller_writing(proxied: LocalDeployment):
     c, env = proxied, "no-controller"
     west = c.node_of("west")
     gateway, direct = writers(c, env)
     controller_links = [f"{west}>controller", f"controller>{west}"]
     try:
-        wait_until(lambda: len(direct.acked) > 20, what="writes before the cut")
+        poll_until(lambda: len(direct.acked) > 20, what="writes before the cut")
         cut_at = time.time()
         set_links(c.deployment, {"links": controller_links, "mode": "cut"})
-        wait_until(lambda: time.time() > cut_at + max(3 * TTL, 2 * GRACE), timeout=20,
+        poll_until(lambda: time.time() > cut_at + max(3 * TTL, 2 * GRACE), timeout=20,
                    interval=0.2, what="well past a lease and the grace period")
         # East still pulls from west and vouches for it: west writes on, nothing is down.
-        assert max(a for _, a, _ in direct.acked) > cut_at + 2 * TTL
-        assert not [code for _, a, code in direct.refused if a > cut_at], direct.refused[-3:]
+        assert max(a.wall for a in direct.acks) > cut_at + 2 * TTL
+        assert not [r.code for r in direct.refusals if r.wall > cut_at], direct.refusals[-3:]
         assert {r["name"]: r["state"] for r in c.client.regions()} == \
             {"west": "healthy", "east": "healthy"}
-        assert "vouches for them by pulling" in c.local.tail(west, 40)
+        assert "vouches for them by pulling" in c.tail(west, 40)
 
         op = c.client.wait_operation(c.client.failover(env, mode="forced")["id"], timeout=60)
         assert op["state"] == "succeeded", op
         expired = step(op, "expire-lease")
         assert "stopped vouching" in expired["detail"]
         promoted_at = at(step(op, "promote")["started_at"])
-        old = [a for _, a, epoch in direct.acked if epoch == 1]
+        old = [a.wall for a in direct.acks if a.epoch == 1]
         assert max(old) < promoted_at, "acknowledged in epoch 1 after the promotion"
         assert max(old) <= at(expired["started_at"]) + TTL + SLACK
         acked = len(gateway.acked)
-        wait_until(lambda: len(gateway.acked) > acked + 20, what="writes in east")
+        poll_until(lambda: len(gateway.acked) > acked + 20, what="writes in east")
     finally:
         direct.stop()
         gateway.stop()
 
     set_links(c.deployment, {"links": controller_links, "mode": "ok"})
-    wait_until(lambda: rejoined(c, env), timeout=40, what="west to rejoin")
+    poll_until(lambda: rejoined(c, env), timeout=40, what="west to rejoin")
     check_loss(c, env, gateway, direct)
     finish(c, env, gateway, direct)

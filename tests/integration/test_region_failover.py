@@ -9,34 +9,27 @@ deliveries) sees every failover and failback event signed, exactly once after de
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
+from tandemdb.testing import IdWriter, LocalDeployment, caught_up, poll_until
 from tests.receiver import SECRET, Receiver
-
-from .conftest import Cluster, caught_up, wait_until
-from .workload import Writer
 
 HOME = ["rg-a", "rg-b", "rg-c"]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(start_deployment: Callable[..., LocalDeployment]) -> LocalDeployment:
     """The receiver listens on 127.0.0.1: a deployment that allows private webhook targets."""
-    c = Cluster(tmp_path_factory.mktemp("deployment"), allow_private_webhooks=True)
-    try:
-        c.local.start_all()
-        yield c
-    finally:
-        c.local.stop_all()
+    return start_deployment("deployment", allow_private_webhooks=True)
 
 
-def region_state(cluster: Cluster, name: str) -> str:
+def region_state(cluster: LocalDeployment, name: str) -> str:
     return next(r for r in cluster.client.regions() if r["name"] == name)["state"]
 
 
-def run(cluster: Cluster, op: dict) -> dict:
+def run(cluster: LocalDeployment, op: dict) -> dict:
     done = cluster.client.wait_operation(op["id"], timeout=90)
     assert done["state"] == "succeeded", done
     children = cluster.client.operations(parent=op["id"], limit=100)
@@ -45,7 +38,7 @@ def run(cluster: Cluster, op: dict) -> dict:
     return done
 
 
-def test_region_failover_and_failback_under_load(cluster: Cluster):
+def test_region_failover_and_failback_under_load(cluster: LocalDeployment):
     client = cluster.client
     receiver = Receiver(fail_first=2)
     try:
@@ -54,9 +47,9 @@ def test_region_failover_and_failback_under_load(cluster: Cluster):
             client.create_environment(name, region="west")
         client.create_environment("rg-east", region="east")
         client.create_environment("rg-basic", type="basic", region="west")
-        writers = [Writer(client, name, keyed=False) for name in HOME[:2]]
+        writers = [IdWriter(client, name) for name in HOME[:2]]
         for writer in writers:
-            writer.create_table()
+            writer.create_table(keyed=False)
             writer.start()
         time.sleep(0.5)
 
@@ -83,10 +76,10 @@ def test_region_failover_and_failback_under_load(cluster: Cluster):
         for writer in writers:
             assert writer.acked and not writer.failed, writer.failed[:5]
             assert writer.epochs == sorted(writer.epochs)
-            wait_until(lambda w=writer: caught_up(client, w.env), what="caught up")
-            writer.check()
+            poll_until(lambda w=writer: caught_up(client, w.env), what="caught up")
+            writer.check(client)
             lsn = client.environment(writer.env)["primary_lsn"]
-            writer.check(region="east", min_lsn=lsn)
+            writer.check(client, region="east", min_lsn=lsn)
             assert client.checksum(writer.env, region="west")["total"] == \
                 client.checksum(writer.env, region="east")["total"]
         assert client.environment("rg-east")["epoch"] == 1  # not touched
@@ -105,7 +98,7 @@ def test_region_failover_and_failback_under_load(cluster: Cluster):
             return {(e["environment"], e["type"]) for e in receiver.delivered().values()
                     if e["type"].startswith(("failover.", "failback."))}
 
-        wait_until(lambda: delivered() == expected, timeout=30, what="webhook deliveries")
+        poll_until(lambda: delivered() == expected, timeout=30, what="webhook deliveries")
         receiver.check_signatures()
         events = list(receiver.delivered().values())
         pairs = [(e["environment"], e["type"]) for e in events

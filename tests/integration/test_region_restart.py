@@ -25,9 +25,7 @@ import threading
 import pytest
 
 from tandemdb.client import Client, TandemError
-
-from .conftest import Cluster, caught_up, wait_until
-from .workload import Writer
+from tandemdb.testing import IdWriter, LocalDeployment, caught_up, poll_until
 
 ENVS = ["rk-a", "rk-b", "rk-c", "rk-d"]  # production, home west
 WRITTEN = ENVS[:2]  # under a writer each
@@ -41,17 +39,16 @@ POINTS = ["environment.failover/fence:start", "environment.failover/catch-up:end
 BENIGN = ("switching", "no_lease", "unavailable")
 
 
-def restart(cluster: Cluster, pause_at: str | None) -> None:
+def restart(cluster: LocalDeployment, pause_at: str | None) -> None:
     """Start the controller again (after a SIGKILL, or stop it first) without waiting for
     the nodes' heartbeats: operations resume at once."""
-    local = cluster.local
-    if local.processes["controller"].poll() is None:
-        local.stop("controller")
-    local.start("controller", env={"TANDEM_PAUSE_AT": pause_at} if pause_at else None)
+    if cluster.processes["controller"].poll() is None:
+        cluster.stop("controller")
+    cluster.start("controller", env={"TANDEM_PAUSE_AT": pause_at} if pause_at else None)
 
 
-def parked(cluster: Cluster, point: str, since: int) -> bool:
-    text = cluster.local.log_file("controller").read_text(errors="replace")[since:]
+def parked(cluster: LocalDeployment, point: str, since: int) -> bool:
+    text = cluster.log_file("controller").read_text(errors="replace")[since:]
     return f"operation paused at {point}" in text
 
 
@@ -59,25 +56,25 @@ def region(client: Client, name: str) -> dict:
     return next(r for r in client.regions() if r["name"] == name)
 
 
-def kill_during(cluster: Cluster, direction: str, point: str) -> dict:
+def kill_during(cluster: LocalDeployment, direction: str, point: str) -> dict:
     """Run `region failover|failback west`, SIGKILL the controller at `point`, restart it
     at once; answers the ended operation."""
-    client, local = cluster.client, cluster.local
+    client = cluster.client
     kind = f"region.{direction}"
     point = point.format(kind=kind)
-    since = local.log_file("controller").stat().st_size
+    since = cluster.log_file("controller").stat().st_size
     restart(cluster, point)
-    wait_until(lambda: all(n["healthy"] for n in region(client, "west")["nodes"]
+    poll_until(lambda: all(n["healthy"] for n in region(client, "west")["nodes"]
                            + region(client, "east")["nodes"]), what="nodes heard")
     start = client.region_failover if direction == "failover" else client.region_failback
     op = start("west", parallelism=1)
-    wait_until(lambda: parked(cluster, point, since), timeout=30, what=f"a park at {point}")
-    local.kill("controller")
+    poll_until(lambda: parked(cluster, point, since), timeout=30, what=f"a park at {point}")
+    cluster.kill("controller")
     restart(cluster, None)
     return client.wait_operation(op["id"], timeout=90)
 
 
-def check_moved(cluster: Cluster, op: dict, direction: str, point: str) -> None:
+def check_moved(cluster: LocalDeployment, op: dict, direction: str, point: str) -> None:
     client = cluster.client
     assert op["state"] == "succeeded", (point, op.get("error"), op.get("result"))
     where = "east" if direction == "failover" else "west"
@@ -89,29 +86,29 @@ def check_moved(cluster: Cluster, op: dict, direction: str, point: str) -> None:
     children = client.operations(parent=op["id"], limit=100)
     assert sorted(c["target"] for c in children) == sorted(ENVS), point
     assert all(c["state"] == "succeeded" for c in children), point
-    log = cluster.local.log_file("controller").read_text(errors="replace")
+    log = cluster.log_file("controller").read_text(errors="replace")
     assert "has not heartbeated lately" not in log, point
 
 
 @pytest.fixture(scope="module")
-def fleet(cluster: Cluster):
+def fleet(cluster: LocalDeployment):
     client = cluster.client
     for name in ENVS:
         client.create_environment(name, region="west")
-    writers = [Writer(client, name, keyed=False) for name in WRITTEN]
+    writers = [IdWriter(client, name) for name in WRITTEN]
     for writer in writers:
-        writer.create_table()
+        writer.create_table(keyed=False)
         writer.start()
     try:
         yield writers
     finally:
         for writer in writers:
             writer.stop()
-        if cluster.local.processes["controller"].poll() is not None:
+        if cluster.processes["controller"].poll() is not None:
             restart(cluster, None)
 
 
-def check_writes(cluster: Cluster, writers: list[Writer]) -> None:
+def check_writes(cluster: LocalDeployment, writers: list[IdWriter]) -> None:
     """Every acknowledged id is there once, in both regions; equal checksums."""
     client = cluster.client
     for writer in writers:
@@ -121,16 +118,17 @@ def check_writes(cluster: Cluster, writers: list[Writer]) -> None:
         assert all(any(code in message for code in BENIGN) for _, message in writer.failed), \
             writer.failed[:5]
         assert writer.epochs == sorted(writer.epochs)
-        wait_until(lambda w=writer: caught_up(client, w.env), timeout=30, what="caught up")
-        writer.check()
+        poll_until(lambda w=writer: caught_up(client, w.env), timeout=30, what="caught up")
+        writer.check(client)
         primary = client.environment(writer.env)["primary_region"]
         lsn = client.environment(writer.env)["primary_lsn"]
-        writer.check(region="west" if primary == "east" else "east", min_lsn=lsn)
+        writer.check(client, region="west" if primary == "east" else "east", min_lsn=lsn)
         assert client.checksum(writer.env, region="west")["total"] == \
             client.checksum(writer.env, region="east")["total"]
 
 
-def campaign(cluster: Cluster, writers: list[Writer], points: list[tuple[str, str]]) -> None:
+def campaign(cluster: LocalDeployment, writers: list[IdWriter],
+             points: list[tuple[str, str]]) -> None:
     for direction, point in points:
         op = kill_during(cluster, direction, point)
         check_moved(cluster, op, direction, point)
@@ -139,22 +137,22 @@ def campaign(cluster: Cluster, writers: list[Writer], points: list[tuple[str, st
 
 @pytest.mark.soak
 def test_a_controller_killed_during_a_region_operation_moves_every_environment(
-        cluster: Cluster, fleet: list[Writer]):
+        cluster: LocalDeployment, fleet: list[IdWriter]):
     rounds = int(os.environ.get("TANDEM_SOAK") or 0)
     points = list(itertools.chain.from_iterable(
         [("failover", p), ("failback", p)] for p in POINTS)) * rounds
     campaign(cluster, fleet, points or BOUNDED)
 
 
-def test_a_region_failover_and_a_move_into_that_region_exclude_each_other(cluster: Cluster):
+def test_a_region_failover_and_a_move_into_that_region_exclude_each_other(cluster: LocalDeployment):
     client = cluster.client
     restart(cluster, None)  # (whatever the tests before left running)
-    wait_until(lambda: all(n["healthy"] for r in client.regions() for n in r["nodes"]),
+    poll_until(lambda: all(n["healthy"] for r in client.regions() for n in r["nodes"]),
                what="nodes heard")
     client.create_environment("rx-home-east", region="east")
-    writer = Writer(client, "rx-moving", keyed=False)
+    writer = IdWriter(client, "rx-moving")
     client.create_environment(writer.env, region="west")
-    writer.create_table()
+    writer.create_table(keyed=False)
     writer.start()
     try:
         for _ in range(3):
@@ -216,7 +214,7 @@ def race(client: Client, env: str) -> dict[str, dict]:
     return answers
 
 
-def test_a_region_failover_waits_for_a_move_out_of_it_that_runs(cluster: Cluster):
+def test_a_region_failover_waits_for_a_move_out_of_it_that_runs(cluster: LocalDeployment):
     """An environment another operation holds is waited for, not failed: here its own
     failover to east, started just before `region failover west`."""
     client = cluster.client

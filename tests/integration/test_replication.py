@@ -11,9 +11,7 @@ import httpx
 import pytest
 
 from tandemdb.client import TandemError
-
-from .conftest import caught_up, wait_until
-from .workload import Writer
+from tandemdb.testing import IdWriter, caught_up, poll_until
 
 
 def test_rows_ddl_and_files_replicate(cluster):
@@ -28,7 +26,7 @@ def test_rows_ddl_and_files_replicate(cluster):
     c.sql("rep-basic", "UPDATE t SET w = id * 2 WHERE id < 10")
     c.put_file("rep-basic", "docs/readme.txt", b"hello east")
     last = c.put_file("rep-basic", "img/logo.bin", bytes(range(256)) * 100)["lsn"]
-    wait_until(lambda: caught_up(c, "rep-basic"), what="secondary to catch up")
+    poll_until(lambda: caught_up(c, "rep-basic"), what="secondary to catch up")
     east = c.sql("rep-basic", "SELECT count(*), sum(w) FROM t", read_region="east",
                  min_lsn=last)
     assert east["region"] == "east"
@@ -51,20 +49,20 @@ def test_min_lsn_reads_your_writes_in_the_pair(cluster):
 
 
 def restart_under_writes(cluster, env: str, region: str, down_for: float = 0.0,
-                         timeout: float = 15.0) -> Writer:
+                         timeout: float = 15.0) -> IdWriter:
     """Kill and restart `region`'s node while a writer runs; wait for 50 more acks."""
     cluster.client.create_environment(env)
-    writer = Writer(cluster.client, env)
+    writer = IdWriter(cluster.client, env)
     writer.create_table()
     writer.start()
     try:
-        wait_until(lambda: len(writer.acked) > 50, what="writes before the kill")
+        poll_until(lambda: len(writer.acked) > 50, what="writes before the kill")
         node = cluster.node_of(region)
-        cluster.local.kill(node)
+        cluster.kill(node)
         acked_while_down = len(writer.acked)
         time.sleep(down_for)
-        cluster.local.start(node)
-        wait_until(lambda: len(writer.acked) > acked_while_down + 50, timeout=timeout,
+        cluster.start(node)
+        poll_until(lambda: len(writer.acked) > acked_while_down + 50, timeout=timeout,
                    what="writes after")
     finally:
         writer.stop()
@@ -75,9 +73,9 @@ def test_secondary_node_restart_under_writes_loses_nothing(cluster):
     c = cluster.client
     writer = restart_under_writes(cluster, "rep-restart", "east", down_for=0.5)
     assert not writer.failed, f"writes failed while the secondary restarted: {writer.failed[:3]}"
-    wait_until(lambda: caught_up(c, "rep-restart"), what="secondary to catch up")
-    writer.check()
-    ids = writer.check(region="east", min_lsn=max(writer.lsns))
+    poll_until(lambda: caught_up(c, "rep-restart"), what="secondary to catch up")
+    writer.check(c)
+    ids = writer.check(c, region="east", min_lsn=max(writer.lsns))
     assert len(ids) == len(writer.acked)
     assert sorted(writer.lsns) == writer.lsns, "lsns acknowledged in order"
     assert c.checksum("rep-restart", "west")["total"] == c.checksum("rep-restart", "east")["total"]
@@ -86,9 +84,9 @@ def test_secondary_node_restart_under_writes_loses_nothing(cluster):
 def test_primary_node_restart_keeps_every_acknowledged_write(cluster):
     c = cluster.client
     writer = restart_under_writes(cluster, "rep-prestart", "west", timeout=20)
-    writer.check()
-    wait_until(lambda: caught_up(c, "rep-prestart"), what="secondary to catch up")
-    writer.check(region="east", min_lsn=max(writer.lsns))
+    writer.check(c)
+    poll_until(lambda: caught_up(c, "rep-prestart"), what="secondary to catch up")
+    writer.check(c, region="east", min_lsn=max(writer.lsns))
     assert c.checksum("rep-prestart", "west")["total"] == \
         c.checksum("rep-prestart", "east")["total"]
 
@@ -99,9 +97,9 @@ def test_rpo_guard_rejects_writes_past_the_limit_and_recovers(cluster):
     c.create_environment("rpo-off")  # default 900 s: stays writable
     for env in ("rpo-on", "rpo-off"):
         c.sql(env, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
-    wait_until(lambda: caught_up(c, "rpo-on") and caught_up(c, "rpo-off"), what="catch-up")
+    poll_until(lambda: caught_up(c, "rpo-on") and caught_up(c, "rpo-off"), what="catch-up")
     east = cluster.node_of("east")
-    cluster.local.signal(east, signal.SIGSTOP)
+    cluster.signal(east, signal.SIGSTOP)
     refused: list[TandemError] = []
     try:
         deadline = time.monotonic() + 10
@@ -117,7 +115,7 @@ def test_rpo_guard_rejects_writes_past_the_limit_and_recovers(cluster):
             c.sql("rpo-off", "INSERT INTO t(id) VALUES (?)", [j])  # no guard hit at 900 s
         time.sleep(1.5)  # a few heartbeats report the lag over the limit to the controller
     finally:
-        cluster.local.signal(east, signal.SIGCONT)
+        cluster.signal(east, signal.SIGCONT)
     assert refused, "the RPO guard never refused a write while the secondary was stopped"
     assert refused[0].status == 503 and refused[0].code == "rpo_exceeded"
     assert "limit" in refused[0].message
@@ -130,14 +128,14 @@ def test_rpo_guard_rejects_writes_past_the_limit_and_recovers(cluster):
         except TandemError:
             return False
 
-    wait_until(writable, timeout=15, interval=0.2, what="writes to resume after catch-up")
+    poll_until(writable, timeout=15, interval=0.2, what="writes to resume after catch-up")
 
     def lag_events() -> list[dict]:
         return [e for e in c.events(after=0)["events"] if e["environment"] == "rpo-on"
                 and e["type"].startswith("replication.lag_")]
 
     # Tenants heard of it: once when the lag passed the limit, once when it was back under.
-    wait_until(lambda: len(lag_events()) == 2, what="lag events")
+    poll_until(lambda: len(lag_events()) == 2, what="lag events")
     exceeded, recovered = lag_events()
     assert (exceeded["type"], recovered["type"]) == ("replication.lag_exceeded",
                                                      "replication.lag_recovered")
@@ -151,8 +149,8 @@ def test_write_sent_to_the_secondary_node_is_refused_with_the_primary_region(clu
     c = cluster.client
     c.create_environment("rep-direct")
     c.sql("rep-direct", "CREATE TABLE t(id INTEGER PRIMARY KEY)")
-    wait_until(lambda: caught_up(c, "rep-direct"), what="catch-up")
-    east_url = cluster.local.url(cluster.node_of("east"))
+    poll_until(lambda: caught_up(c, "rep-direct"), what="catch-up")
+    east_url = cluster.url(cluster.node_of("east"))
     headers = {"X-Tandem-Secret": cluster.deployment.secret}
     r = httpx.post(f"{east_url}/v1/environments/rep-direct/sql", headers=headers,
                    json={"statements": [{"sql": "INSERT INTO t(id) VALUES (1)"}]})
@@ -192,10 +190,10 @@ def test_every_process_serves_metrics(cluster):
     c.create_environment("rep-metrics")
     c.sql("rep-metrics", "CREATE TABLE t(x)")
     lsn = c.sql("rep-metrics", "INSERT INTO t VALUES (1)")["lsn"]
-    wait_until(lambda: caught_up(c, "rep-metrics"), what="catch-up")
+    poll_until(lambda: caught_up(c, "rep-metrics"), what="catch-up")
     token = {"Authorization": f"Bearer {cluster.deployment.token}"}
-    texts = {name: httpx.get(cluster.local.url(name) + "/metrics", headers=token).text
-             for name in cluster.local.names()}
+    texts = {name: httpx.get(cluster.url(name) + "/metrics", headers=token).text
+             for name in cluster.names()}
     for name, text in texts.items():
         assert "tandem_http_requests_total" in text, f"{name} lacks request metrics"
         assert "tandem_http_request_seconds_bucket" in text

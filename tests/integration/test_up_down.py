@@ -16,8 +16,7 @@ import httpx
 from tandemdb.client import Client, TandemError
 from tandemdb.common.deployment import Deployment
 from tandemdb.local import free_base_port, running_pids, staged_outages
-
-from .conftest import caught_up, wait_until
+from tandemdb.testing import caught_up, poll_until
 
 TANDEM = [sys.executable, "-m", "tandemdb.cli.main"]
 
@@ -45,12 +44,12 @@ def test_up_down_and_restart_keep_everything(tmp_path):
         for i in range(25):
             lsn = client.sql("keep", "INSERT INTO t(id) VALUES (?)", [i])["lsn"]
         client.put_file("keep", "a.txt", b"persist me")
-        wait_until(lambda: caught_up(client, "keep"), what="catch-up before down")
+        poll_until(lambda: caught_up(client, "keep"), what="catch-up before down")
         before = client.checksum("keep", "west")["total"]
         assert json.loads(tandem("down", "--data", data, "--json").stdout)["stopped"]
         assert running_pids(data) == {}
         tandem("up", "--data", data, "--detach")
-        wait_until(lambda: caught_up(client, "keep"), what="replicas back after restart")
+        poll_until(lambda: caught_up(client, "keep"), what="replicas back after restart")
         view = client.environment("keep")
         assert view["primary_lsn"] == lsn + 1, "lsns survive a restart"
         assert client.checksum("keep", "west")["total"] == before
@@ -93,7 +92,7 @@ def test_foreground_up_supervises_and_ctrl_c_stops_everything(tmp_path):
                              "--nodes-per-region", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: len(running_pids(data)) == 6, timeout=60, what="six processes")
+        poll_until(lambda: len(running_pids(data)) == 6, timeout=60, what="six processes")
         deployment = Deployment.load(data)
         assert sorted(deployment.nodes) == ["east-1", "east-2", "west-1", "west-2"]
         client = Client(deployment.gateway_url, deployment.token)
@@ -104,17 +103,17 @@ def test_foreground_up_supervises_and_ctrl_c_stops_everything(tmp_path):
             client.sql(name, "CREATE TABLE t(x)")
         assert placed == {"west-1", "west-2", "east-1", "east-2"}, "replicas spread over nodes"
         for name in ("spread-a", "spread-b"):
-            wait_until(lambda n=name: caught_up(client, n), what=f"{name} to replicate")
+            poll_until(lambda n=name: caught_up(client, n), what=f"{name} to replicate")
         pids = running_pids(data)
         os.kill(pids["west-2"], signal.SIGKILL)
-        wait_until(lambda: not _alive(pids["west-2"]), what="west-2 to die")
-        wait_until(lambda: _healthy(deployment.node_url("west-2")), timeout=30,
+        poll_until(lambda: not _alive(pids["west-2"]), what="west-2 to die")
+        poll_until(lambda: _healthy(deployment.node_url("west-2")), timeout=30,
                    what="west-2 restarted by the supervisor")
         # A restarted node answers /healthz before the controller has answered its first
         # heartbeat: until then its primaries refuse writes with 503 no_lease (nothing
         # written, "retry shortly"), as a client would retry.
         for name in ("spread-a", "spread-b"):
-            wait_until(lambda n=name: _written(client, n), what=f"a write to {name}")
+            poll_until(lambda n=name: _written(client, n), what=f"a write to {name}")
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
         assert proc.returncode == 0
@@ -171,7 +170,7 @@ def test_staged_outage_and_recovery_with_the_cli(tmp_path):
         client = Client(info["url"], info["token"])
         client.create_environment("rehearse")
         client.sql("rehearse", "CREATE TABLE t(id INTEGER PRIMARY KEY)")
-        wait_until(lambda: caught_up(client, "rehearse"), what="replicated")
+        poll_until(lambda: caught_up(client, "rehearse"), what="replicated")
         out = json.loads(tandem("region", "outage", "west", "--data", data, "--json").stdout)
         assert out == {"region": "west", "kind": "kill", "killed": ["west-1"]}
         again = tandem("region", "outage", "west", "--data", data, check=False)
@@ -181,14 +180,14 @@ def test_staged_outage_and_recovery_with_the_cli(tmp_path):
         def west_state() -> str:
             return next(r["state"] for r in client.regions() if r["name"] == "west")
 
-        wait_until(lambda: west_state() == "failed-over", timeout=40, what="auto failover")
+        poll_until(lambda: west_state() == "failed-over", timeout=40, what="auto failover")
         client.sql("rehearse", "INSERT INTO t(id) VALUES (1)")  # writable in east
         back = json.loads(tandem("region", "recover", "west", "--data", data, "--json").stdout)
         assert back == {"region": "west", "started": ["west-1"]}
-        wait_until(lambda: not any(r.get("behind") for r in
+        poll_until(lambda: not any(r.get("behind") for r in
                                    client.environment("rehearse")["replicas"]),
                    timeout=30, what="the rejoin")
-        wait_until(lambda: caught_up(client, "rehearse"), what="caught up again")
+        poll_until(lambda: caught_up(client, "rehearse"), what="caught up again")
         tandem("region", "failback", "west", "--data", data)
         assert west_state() == "healthy"
         assert client.environment("rehearse")["primary_region"] == "west"

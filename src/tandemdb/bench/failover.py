@@ -27,119 +27,27 @@ Nothing here asserts a speed; the figures are printed next to the goal.
 
 from __future__ import annotations
 
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
-from tandemdb.bench.switchover import wait_replicated
-from tandemdb.client import Client, TandemError
-from tandemdb.common.deployment import Deployment
-from tandemdb.local import LocalDeployment, free_base_port, set_links
+from tandemdb import testing
+from tandemdb.client import Client
+from tandemdb.local import set_links
+from tandemdb.testing import IdWriter, LocalDeployment, holds_within, wait_replicated
+from tandemdb.testing import compare as compare  # for the outage demo and the tests
 
 HOME, PAIR = "west", "east"
 TABLE = "outage"
 CREATE = f"CREATE TABLE IF NOT EXISTS {TABLE}(id INTEGER PRIMARY KEY, at REAL)"
-INSERT = f"INSERT INTO {TABLE}(id, at) VALUES (?, ?)"
 WARM_UP_SECONDS = 1.5  # writes flow (and replicate) this long before the kill
 AFTER_SECONDS = 1.0  # and this long in east once every environment writes again
-ERROR_PAUSE = 0.02
-
-
-@dataclass
-class Ack:
-    id: int
-    lsn: int
-    epoch: int
-    at: float  # time.monotonic() when the answer came
-
-
-@dataclass
-class OutageWriter:
-    """Writes unique ids into one environment, one per transaction, until stopped.
-
-    `unknown` holds the ids whose answer never came or was an error: whether they were
-    committed is not known (a write in flight at a SIGKILL may be in the lost history)."""
-
-    client: Client
-    env: str
-    acks: list[Ack] = field(default_factory=list)
-    unknown: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> OutageWriter:
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"writer-{self.env}")
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        next_id = 1
-        while not self._stop.is_set():
-            try:
-                answer = self.client.sql(self.env, INSERT, [next_id, round(time.time(), 3)])
-            except TandemError as exc:
-                self.unknown.append(next_id)
-                self.errors.append(f"{self.env} id {next_id}: {exc}")
-                time.sleep(ERROR_PAUSE)
-            else:
-                self.acks.append(Ack(next_id, answer["lsn"], answer["epoch"],
-                                     time.monotonic()))
-            next_id += 1
-
-    def first_ack(self, epoch: int, after: float) -> Ack | None:
-        """The first write acknowledged at `epoch` or later, answered after `after`."""
-        return next((a for a in list(self.acks) if a.epoch >= epoch and a.at >= after), None)
-
-    def acked_ids(self) -> set[int]:
-        return {a.id for a in self.acks}
-
-    def stop(self) -> None:
-        """Stop and wait for the write in flight: afterwards every write has its answer."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(60)
 
 
 # -- helpers shared with the demo ------------------------------------------------------------
 
-def plan(tmp: Path, grace: float, lease_ttl: float, fault_proxy: bool = False) -> Deployment:
-    """A deployment with the outage settings in deployment.json (read by every process)."""
-    deployment = Deployment.plan(tmp, [(HOME, PAIR)], 1, free_base_port(16))
-    deployment.grace_seconds, deployment.lease_ttl = grace, lease_ttl
-    if fault_proxy:
-        deployment.add_fault_proxy()
-    deployment.save()
-    return deployment
-
-
 def region(client: Client, name: str) -> dict:
     return next(r for r in client.regions() if r["name"] == name)
-
-
-def wait_for(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll `check` until it holds (True) or `timeout` passes (False); never raises on a
-    refused call, which a deployment in the middle of an outage may answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return True
-        except TandemError:
-            pass
-        time.sleep(interval)
-    return False
-
-
-def wait_nodes(client: Client, timeout: float = 20.0) -> bool:
-    """Until every node has sent a heartbeat: environments are placed on healthy nodes."""
-    return wait_for(lambda: all(n.get("healthy") for r in client.regions()
-                                for n in r.get("nodes", [])), timeout, 0.1)
 
 
 def lag_entries(view: dict) -> int | None:
@@ -172,25 +80,11 @@ def data_loss_events(client: Client, after: int = 0) -> dict[str, dict]:
 def lost_writes(answer: dict, epoch: int | None = None) -> tuple[int, set[int]]:
     """(entries, ids inserted into the writer's table) in `tandem lost` bundles, only
     those of the failover to `epoch` when given."""
-    entries = [e for b in answer["bundles"] if epoch is None or b["epoch"] == epoch
-               for e in b["entries"]]
-    ids = {c["after"]["id"] for e in entries for c in e["changes"]
-           if c["table"] == TABLE and c["op"] == "insert" and c.get("after")}
-    return len(entries), ids
+    return testing.lost_writes(answer, TABLE, epoch)
 
 
 def ids_in(client: Client, env: str) -> set[int]:
-    rows = client.sql(env, f"SELECT id FROM {TABLE}")["results"][0]["rows"]
-    return {row[0] for row in rows}
-
-
-def compare(acked: set[int], found: set[int], lost: set[int], unknown: set[int]) -> dict:
-    """Acknowledged ids the new primary lacks, against the lost writes: equal, give or take
-    writes whose answer never came."""
-    missing = acked - found
-    extra = lost - missing
-    return {"acked_missing": sorted(missing), "lost_not_acked": sorted(extra),
-            "equal": missing <= lost and extra <= unknown}
+    return set(testing.ids_in(client, env, TABLE))
 
 
 def seconds_since(iso: str | None, wall: float) -> float | None:
@@ -208,7 +102,8 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
     east, bring west back, wait for the rejoin, count what was lost."""
     deployment = cluster.deployment
     url, token = deployment.gateway_url, deployment.token
-    writers = {n: OutageWriter(Client(url, token), n).start() for n in names}
+    writers = {n: IdWriter(Client(url, token), n, table=TABLE, owns_sender=True).start()
+               for n in names}
     try:
         say(f"writing into {len(names)} environment(s) before the outage")
         time.sleep(WARM_UP_SECONDS)
@@ -223,14 +118,14 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
             for node in deployment.nodes_in(HOME):
                 cluster.kill(node)
         limit = grace + deployment.lease_ttl + 60
-        over = wait_for(lambda: region(client, HOME)["state"] == "failed-over", limit)
-        wait_for(lambda: all(w.first_ack(epoch[n] + 1, killed) for n, w in writers.items()),
-                 limit - (time.monotonic() - killed))
+        over = holds_within(lambda: region(client, HOME)["state"] == "failed-over", limit)
+        holds_within(lambda: all(w.first_ack(epoch[n] + 1, killed)
+                                 for n, w in writers.items()),
+                     limit - (time.monotonic() - killed))
         time.sleep(AFTER_SECONDS)
     finally:
         for w in writers.values():
             w.stop()
-            w.client.close()
     op_id = region(client, HOME).get("operation")
     op = client.operation(op_id) if op_id else {}
     firsts = {n: w.first_ack(epoch[n] + 1, killed) for n, w in writers.items()}
@@ -244,7 +139,7 @@ def measure(client: Client, cluster: LocalDeployment, names: list[str], grace: f
     else:
         for node in deployment.nodes_in(HOME):
             cluster.start(node)
-    back = wait_for(lambda: rejoined(client, names), 60, 0.2)
+    back = holds_within(lambda: rejoined(client, names), 60, 0.2)
     exact: dict[str, int | None] = {}
     checks: dict[str, dict] = {}
     for n, w in writers.items():
@@ -288,24 +183,19 @@ def run(grace: float = 2.0, lease_ttl: float = 1.5, envs: int = 3, partition: bo
         progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda _m: None)
     names = [f"lose{i}" for i in range(envs)]
-    with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
-        deployment = plan(Path(tmp), grace, lease_ttl, fault_proxy=partition)
-        cluster = LocalDeployment(deployment)
-        try:
-            say("starting a deployment")
-            cluster.start_all()
-            with Client(deployment.gateway_url, deployment.token) as client:
-                wait_nodes(client)
-                say(f"creating {envs} production environment(s) in {HOME}")
-                for name in names:
-                    client.create_environment(name, type="production", region=HOME)
-                wait_replicated(client, set(names), timeout=60)
-                for name in names:
-                    client.sql(name, CREATE)
-                wait_replicated(client, set(names), timeout=60)
-                result = measure(client, cluster, names, grace, say, partition)
-        finally:
-            cluster.stop_all()
+    say("starting a deployment")
+    with LocalDeployment.temporary(pairs=[(HOME, PAIR)], grace_seconds=grace,
+                                   lease_ttl=lease_ttl, fault_proxy=partition,
+                                   prefix="tandem-bench-") as cluster:
+        client = cluster.client
+        say(f"creating {envs} production environment(s) in {HOME}")
+        for name in names:
+            client.create_environment(name, type="production", region=HOME)
+        wait_replicated(client, set(names), timeout=60)
+        for name in names:
+            client.sql(name, CREATE)
+        wait_replicated(client, set(names), timeout=60)
+        result = measure(client, cluster, names, grace, say, partition)
     return {"bench": "failover", "envs": envs, "grace_seconds": grace,
             "lease_ttl_seconds": lease_ttl, "goal_seconds": round(grace + lease_ttl + 2, 2),
             **result}

@@ -23,12 +23,10 @@ figures come side by side with their ratio (with neighbour / baseline).
 from __future__ import annotations
 
 import re
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 
@@ -36,9 +34,9 @@ from tandemdb.client import Client, TandemError
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import SECRET_HEADER
 from tandemdb.engine.sandbox import Limits
-from tandemdb.local import LocalDeployment, free_base_port
+from tandemdb.testing import LocalDeployment, wait_replicated
 
-from .switchover import _ms, _samples, _wait_nodes, percentile, wait_replicated
+from .switchover import _ms, _samples, percentile
 
 VICTIM, NEIGHBOUR = "victim", "neighbour"
 HOME, PAIR = "west", "east"
@@ -227,13 +225,14 @@ def measure(client: Client, deployment: Deployment, seconds: float, value_bytes:
         watch.stop()
     spent = [s for n in neighbours for s in n.seconds]
     errors = [e for n in neighbours for e in n.errors]
+    p50 = percentile(spent, 50)  # None when no statement was answered
     return {"node": node, **_side_by_side(base, noisy),
             "neighbour_clients": clients,
             "neighbour_value_mib": round(value_bytes / (1 << 20), 1),
             "neighbour_result_mib": round(min(result_bytes, value_bytes) / (1 << 20), 1),
             "neighbour_rounds": sum(n.rounds for n in neighbours),
             "neighbour_statements": len(spent),
-            "neighbour_statement_p50_s": None if not spent else round(percentile(spent, 50), 2),
+            "neighbour_statement_p50_s": None if p50 is None else round(p50, 2),
             "neighbour_statement_max_s": None if not spent else round(max(spent), 2),
             "neighbour_errors": len(errors),
             **_samples("neighbour_error_samples", errors)}
@@ -243,19 +242,10 @@ def run(seconds: float = 5.0, lease_ttl: float = 1.5, value_bytes: int | None = 
         clients: int = 2, progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda _m: None)
     value = value_bytes or largest_value_bytes()
-    with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
-        deployment = Deployment.plan(Path(tmp), [(HOME, PAIR)], 1, free_base_port(4))
-        deployment.lease_ttl = lease_ttl
-        deployment.save()
-        cluster = LocalDeployment(deployment)
-        try:
-            say("starting a deployment")
-            cluster.start_all()
-            with Client(deployment.gateway_url, deployment.token) as client:
-                _wait_nodes(client)
-                result = measure(client, deployment, seconds, value, largest_result_bytes(),
-                                 clients, say)
-        finally:
-            cluster.stop_all()
+    say("starting a deployment")
+    with LocalDeployment.temporary(pairs=[(HOME, PAIR)], lease_ttl=lease_ttl,
+                                   prefix="tandem-bench-") as cluster:
+        result = measure(cluster.client, cluster.deployment, seconds, value,
+                         largest_result_bytes(), clients, say)
     return {"bench": "isolation", "lease_ttl": lease_ttl, "seconds_per_phase": seconds,
             **result}

@@ -16,13 +16,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from tandemdb.common.deployment import Deployment
-from tandemdb.local import LocalDeployment, free_base_port
+from tandemdb.testing import LocalDeployment
 
 from .rawhttp import Connection
 
@@ -158,16 +155,9 @@ async def _run(url: str, token: str, cluster: LocalDeployment, east: str, second
 
 def run(seconds: float = 5.0, progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda _m: None)
-    with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
-        deployment = Deployment.plan(Path(tmp), [("west", "east")], 1, free_base_port(4))
-        deployment.save()
-        cluster = LocalDeployment(deployment)
-        try:
-            say("starting a deployment")
-            cluster.start_all()
-            east = deployment.nodes_in("east")[0]
-            result = asyncio.run(_run(deployment.gateway_url, deployment.token, cluster, east,
-                                      seconds, say))
-        finally:
-            cluster.stop_all()
+    say("starting a deployment")
+    with LocalDeployment.temporary(prefix="tandem-bench-") as cluster:
+        east = cluster.deployment.nodes_in("east")[0]
+        result = asyncio.run(_run(cluster.deployment.gateway_url, cluster.deployment.token,
+                                  cluster, east, seconds, say))
     return {"bench": "replication", "clients": 32, "seconds_per_phase": seconds, **result}

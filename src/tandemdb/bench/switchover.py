@@ -23,17 +23,14 @@ The goals are printed next to the figures, as numbers only.
 from __future__ import annotations
 
 import math
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from tandemdb.client import Client, TandemError
+from tandemdb.client import Client
 from tandemdb.client.operations import environment_results, max_rto_seconds
-from tandemdb.common.deployment import Deployment
-from tandemdb.local import LocalDeployment, free_base_port
+from tandemdb.testing import IdWriter, LocalDeployment, wait_replicated
+from tandemdb.testing import longest_gap as longest_gap  # the demo and tests use it here
 
 SOLO = "solo"
 HOME, PAIR = "west", "east"
@@ -55,70 +52,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def longest_gap(acks: list[float], start: float, end: float) -> float | None:
-    """The longest interval between consecutive acknowledgements that overlaps
-    [start, end]; None when no acknowledgement came after `end` (the gap is not closed)."""
-    gaps = [b - a for a, b in zip(acks, acks[1:], strict=False) if b >= start and a <= end]
-    if not acks or acks[-1] < end:
-        return None
-    return max(gaps) if gaps else 0.0
-
-
-class Writer(threading.Thread):
-    """Writes unique ids round-robin over `envs`, one per transaction, until stopped;
-    keeps the time of every acknowledgement (monotonic clock)."""
-
-    def __init__(self, url: str, token: str, envs: list[str], first_id: int = 1,
-                 step: int = 1) -> None:
-        super().__init__(daemon=True)
-        self.client = Client(url, token)
-        self.envs, self.next_id, self.step = envs, first_id, step
-        self.acks: list[float] = []
-        self.acked: dict[str, int] = dict.fromkeys(envs, 0)
-        self.errors: list[str] = []
-        self.stopping = threading.Event()
-        self.running = threading.Event()  # cleared by pause()
-        self.running.set()
-        self.busy = threading.Lock()  # held for each write
-
-    def run(self) -> None:
-        i = 0
-        while not self.stopping.is_set():
-            if not self.running.wait(0.1):
-                continue
-            with self.busy:
-                if not self.running.is_set():  # paused between the wait and the lock
-                    continue
-                env = self.envs[i % len(self.envs)]
-                try:
-                    self.client.sql(env, INSERT, [self.next_id])
-                except TandemError as exc:
-                    self.errors.append(f"{env} id {self.next_id}: {exc}")
-                    time.sleep(0.01)
-                else:
-                    self.acks.append(time.monotonic())
-                    self.acked[env] += 1
-                self.next_id += self.step
-                i += 1
-
-    def pause(self) -> None:
-        """Stop writing; returns once the write in flight (if any) has been answered."""
-        self.running.clear()
-        with self.busy:
-            pass
-
-    def resume(self) -> None:
-        self.running.set()
-
-    def wait_for_ack_after(self, moment: float, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while (not self.acks or self.acks[-1] <= moment) and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(60)
-        self.client.close()
+def id_writer(url: str, token: str, envs: list[str], first_id: int = 1,
+              step: int = 1) -> IdWriter:
+    """Unique ids round-robin over `envs` into table `t`, one per transaction, through a
+    client of its own (closed by `stop`)."""
+    return IdWriter(Client(url, token), envs, table="t", stamp=False, first_id=first_id,
+                    step=step, error_pause=0.01, owns_sender=True)
 
 
 def timed_operation(client: Client, start: Callable[[], dict]) -> tuple[dict, float, float]:
@@ -127,26 +66,6 @@ def timed_operation(client: Client, start: Callable[[], dict]) -> tuple[dict, fl
     op = start()
     op = client.wait_operation(op["id"], timeout=OPERATION_TIMEOUT)
     return op, began, time.monotonic()
-
-
-def wait_replicated(client: Client, names: set[str], timeout: float = 300.0) -> None:
-    """Until every secondary of `names` is seeded and has applied its primary's lsn:
-    a planned failover waits for it anyway, but should not be timed doing so."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pending = [v["name"] for v in client.environments() if v["name"] in names
-                   and not _caught_up(v)]
-        if not pending:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"secondaries not caught up after {timeout:.0f}s: {pending[:5]}…")
-
-
-def _caught_up(view: dict) -> bool:
-    secondaries = [r for r in view.get("replicas", []) if r.get("role") == "secondary"]
-    return bool(secondaries) and all(
-        not r.get("seeding") and r.get("applied_lsn") is not None
-        and r.get("applied_lsn") == view.get("primary_lsn") for r in secondaries)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -160,7 +79,7 @@ def single_environment(client: Client, url: str, token: str, failovers: int,
     wait_replicated(client, {SOLO})
     client.sql(SOLO, TABLE)
     wait_replicated(client, {SOLO})
-    writer = Writer(url, token, [SOLO])
+    writer = id_writer(url, token, [SOLO])
     writer.start()
     gaps: list[float] = []
     rtos: list[float] = []
@@ -173,7 +92,7 @@ def single_environment(client: Client, url: str, token: str, failovers: int,
             if op["state"] != "succeeded":
                 failed.append(f"{op['id']}: {op.get('error')}")
             writer.wait_for_ack_after(ended)
-            gap = longest_gap(writer.acks, began, ended)
+            gap = writer.longest_gap(began, ended)
             if gap is not None:
                 gaps.append(gap)
             rto = max_rto_seconds(op)
@@ -191,9 +110,7 @@ def single_environment(client: Client, url: str, token: str, failovers: int,
         "env_unavailability_max_ms": _ms(max(gaps, default=None)),
         "rto_p50_ms": _ms(percentile(rtos, 50)),
         "rto_p99_ms": _ms(percentile(rtos, 99)),
-        "writer_writes_per_s": round(len(writer.acks) / max(1e-9, writer.acks[-1]
-                                                            - writer.acks[0]), 1)
-        if len(writer.acks) > 1 else 0.0,
+        "writer_writes_per_s": writer.writes_per_second(),
         "writer_errors": len(writer.errors),
         "writes_acknowledged": len(writer.acks),
         "writes_found": found,
@@ -226,8 +143,8 @@ def whole_region(client: Client, url: str, token: str, envs: int,
         wait_replicated(client, set(names))
         list(pool.map(create_table, names))
     wait_replicated(client, set(names))
-    writers = [Writer(url, token, names[i::REGION_WRITERS], first_id=i + 1,
-                      step=REGION_WRITERS) for i in range(min(REGION_WRITERS, envs))]
+    writers = [id_writer(url, token, names[i::REGION_WRITERS], first_id=i + 1,
+                         step=REGION_WRITERS) for i in range(min(REGION_WRITERS, envs))]
     for w in writers:
         w.start()
     try:
@@ -285,31 +202,12 @@ def _failed(op: dict) -> int:
 def run(envs: int = 200, failovers: int = 20,
         progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda _m: None)
-    with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
-        deployment = Deployment.plan(Path(tmp), [(HOME, PAIR)], 1, free_base_port(4))
-        deployment.save()
-        cluster = LocalDeployment(deployment)
-        try:
-            say("starting a deployment")
-            cluster.start_all()
-            url, token = deployment.gateway_url, deployment.token
-            with Client(url, token) as client:
-                _wait_nodes(client)
-                single = single_environment(client, url, token, failovers, say)
-                region = whole_region(client, url, token, envs, say)
-        finally:
-            cluster.stop_all()
+    say("starting a deployment")
+    with LocalDeployment.temporary(pairs=[(HOME, PAIR)], prefix="tandem-bench-") as cluster:
+        url, token = cluster.deployment.gateway_url, cluster.deployment.token
+        single = single_environment(cluster.client, url, token, failovers, say)
+        region = whole_region(cluster.client, url, token, envs, say)
     return {"bench": "switchover", **single, **region,
             "goal_p99_ms": GOAL_P99_MS, "goal_1000_envs_seconds": GOAL_1000_ENVS_SECONDS,
             "p99_note": f"nearest rank over {failovers} failovers"
                         + (" (= the largest)" if failovers < 100 else "")}
-
-
-def _wait_nodes(client: Client, timeout: float = 20.0) -> None:
-    """Until every node has sent a heartbeat: environments are placed on healthy nodes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        nodes = [n for r in client.regions() for n in r.get("nodes", [])]
-        if nodes and all(n.get("healthy") for n in nodes):
-            return
-        time.sleep(0.1)
