@@ -16,7 +16,7 @@ from tandemdb.common.roles import Role
 
 from ..operations import Operation, Outcome, StepFailed, StepRun
 from .params import FailoverParams
-from .steps import FailoverSteps, step_failed
+from .steps import FailoverSteps, conflict
 
 FENCE_TIMEOUT = 35.0  # a fence waits up to 30 s for the commit in flight
 PROMOTE_DEADLINE = 15.0  # retry an unanswered promote this long (and a vouch, forced.py)
@@ -84,7 +84,7 @@ class Planned(FailoverSteps):
         p = FailoverParams.from_json(op.params)
         source = p.source.node
         for _ in cas_attempts(f"environment {op.target!r}: reversing replication",
-                              error=step_failed("conflict")):
+                              error=conflict):
             record, version = await self.record(op)
             old = record.on(source)
             if old is not None and old.role == Role.SECONDARY:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +32,9 @@ from .params import FailoverParams, Side, seconds_between
 log = logging.getLogger("tandem.controller.failover")
 
 
-def step_failed(code: str) -> type[Exception]:
-    """An error type for `cas_attempts` that fails the step with `code`."""
-    class Failed(StepFailed):
-        def __init__(self, message: str) -> None:
-            super().__init__(code, message)
-    return Failed
+def conflict(message: str) -> StepFailed:
+    """What a step's compare-and-set loop raises when it kept losing (`cas_attempts`)."""
+    return StepFailed("conflict", message)
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class Context:
     lease_ttl: float
 
 
-class FailoverSteps:
+class FailoverSteps(ABC):
     """One failover mode: its table of steps, its checks at the start, its hooks."""
 
     mode = ""
@@ -63,8 +61,9 @@ class FailoverSteps:
         self.ctx = ctx
 
     @property
+    @abstractmethod
     def steps(self) -> Mapping[str, StepRun]:
-        raise NotImplementedError
+        """The mode's steps, in order: step name -> method."""
 
     # -- at the start (hooks) ------------------------------------------------------------
 
@@ -143,7 +142,7 @@ class FailoverSteps:
                        {"environments": [line], "succeeded": 1, "failed": 0})
 
     def loss(self, op: Operation, p: FailoverParams,
-             line: dict) -> tuple[Any, str]:
+             line: dict) -> tuple[Callable[[Txn], None] | None, str]:
         """What the move lost (hook): a staging of its event (or None), and a sentence.
         May add to `line`, the environment's line of the result."""
         return None, f"no data lost (final lsn {line['final_lsn']})"
@@ -172,7 +171,7 @@ class FailoverSteps:
         p = FailoverParams.from_json(op.params)
         epoch, target = p.epoch, p.target
         for _ in cas_attempts(f"environment {op.target!r}: the decision",
-                              error=step_failed("conflict")):
+                              error=conflict):
             record, version = await self.record(op)
             if record.epoch == epoch + 1:
                 return version  # decided already (a resumed step)
