@@ -141,9 +141,9 @@ def swap(draw: Draw, table: Table) -> list[Stmt]:
                                         table.columns[0].name)
     (a, pa), (b, pb) = value(draw, literal=False), value(draw, literal=False)
     spare = draw(st.sampled_from([-99, "zz", 1e9]))
-    return [(f"UPDATE {table.name} SET {key} = ? WHERE {key} = {a}", [spare] + pa),
+    return [(f"UPDATE {table.name} SET {key} = ? WHERE {key} = {a}", [spare, *pa]),
             (f"UPDATE {table.name} SET {key} = {a} WHERE {key} = {b}", pa + pb),
-            (f"UPDATE {table.name} SET {key} = {b} WHERE {key} = ?", pb + [spare])]
+            (f"UPDATE {table.name} SET {key} = {b} WHERE {key} = ?", [*pb, spare])]
 
 
 def view_insert(draw: Draw, schema: Schema) -> Stmt:

@@ -1,4 +1,4 @@
-"""kill -9 in the middle of writes (DESIGN §5 invariants 1, 4, 5 and 6).
+"""kill -9 in the middle of writes (docs/design.md, invariants 1, 4, 5 and 6).
 
 A child process writes rows and files as fast as it can and prints each acknowledged lsn.
 The parent kills it with SIGKILL at an arbitrary point, reopens the environment and checks

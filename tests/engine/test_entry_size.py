@@ -39,7 +39,7 @@ def test_a_value_over_the_limit_is_refused_when_made(env):
     err = refused(env, ["INSERT INTO t(b) VALUES (randomblob(2000000))"])
     assert "1.0 MiB" in err.message
     # The default limit refuses the 200 MB row as soon as it is made.
-    with pytest.raises(EntryTooLarge, match="64.0 MiB"):
+    with pytest.raises(EntryTooLarge, match=r"64\.0 MiB"):
         env.execute(["INSERT INTO t(b) VALUES (randomblob(200000000))"], limits=Limits())
     # A read that makes such a value is over a limit too, but it is no entry.
     with pytest.raises(LimitExceeded) as caught:

@@ -166,7 +166,7 @@ def test_an_apply_conflict_on_a_non_utf8_key_is_reported_as_one(make_env, tmp_pa
     conn.close()
     replica = make_env("r")
     primary.execute([f"INSERT INTO k VALUES ({BAD_TEXT}, 1)"])
-    with pytest.raises(ApplyConflict, match="table 'k'.*row already exists"):
+    with pytest.raises(ApplyConflict, match=r"table 'k'.*row already exists"):
         replicate(primary, replica)
     assert replica.last_lsn == 1
 

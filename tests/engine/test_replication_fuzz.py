@@ -2,7 +2,7 @@
 
 A Hypothesis state machine builds schemas (fuzz_schema.py) and runs transactions of row
 changes and DDL (fuzz_dml.py) on a primary Environment. After every transaction it ships the
-journal to a replica and checks DESIGN §5's exactness invariants:
+journal to a replica and checks the exactness invariants of docs/design.md:
 
 - the replica's logical checksum equals the primary's (invariant 4);
 - the lsn moved if and only if the content changed: a commit that changed content made exactly

@@ -1,4 +1,4 @@
-"""Attacks on the tenant SQL sandbox (DESIGN §4 "Tenant SQL is untrusted", §5 invariant 8).
+"""Attacks on the tenant SQL sandbox (docs/design.md, "Untrusted SQL" and invariant 8).
 
 Every attack must fail with the right error class and change nothing: same last lsn, same
 logical checksum, same system tables and schema, no journal entry. Afterwards the

@@ -1,4 +1,4 @@
-"""Bad input gets a clear error and changes nothing (DESIGN §5 invariant 8)."""
+"""Bad input gets a clear error and changes nothing (docs/design.md, invariant 8)."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def run(tmp_path: Path, scenario) -> None:
 def test_a_failed_group_commit_runs_the_statement_once(tmp_path: Path) -> None:
     async def scenario(api: DataApi, replica, env) -> None:
         before = await asyncio.to_thread(total_changes, env)
-        with pytest.raises(Exception) as refused:  # noqa: PT011 - its kind is checked below
+        with pytest.raises(Exception) as refused:  # its kind is checked below
             await api.execute(replica, [BIG])
         assert await asyncio.to_thread(total_changes, env) - before == 1  # ran once
         error = refused.value

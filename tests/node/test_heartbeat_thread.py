@@ -36,7 +36,7 @@ class PlayedController:
         played = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:  # the stdlib's name
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 body = played.answer.encode()
                 played.beats += 1
@@ -80,11 +80,11 @@ def answer(*records: dict, raw: str = "") -> str:
     return f'{{"replicas": [{listed}], "lease": {{"ttl": {TTL}}}, "revision": 1}}'
 
 
-async def until(check: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
+async def until(check: Callable[[], object], what: str, within: float = DEADLINE) -> None:
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.02)
 
 
@@ -233,9 +233,9 @@ def test_a_loop_stuck_for_long_stops_the_beats(setup) -> None:
     async def scenario(node: Node) -> None:
         await until(lambda: node.lease.valid() and node.replicas.find("alpha"), "the lease")
         node.heartbeat._loop_stuck = 0.5  # instead of max(5 s, 2 ttl): a quicker test
-        time.sleep(1.0)  # the loop is stuck: past the bound
+        time.sleep(1.0)  # noqa: ASYNC251 - the loop is stuck (on purpose): past the bound
         beats = controller.beats
-        time.sleep(0.5)  # five intervals more
+        time.sleep(0.5)  # noqa: ASYNC251 - still stuck: five intervals more
         assert controller.beats == beats
         await until(lambda: controller.beats > beats, "the beats once the loop runs again")
 

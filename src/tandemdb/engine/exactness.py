@@ -205,12 +205,12 @@ class KeyGuards:
             return
         try:
             changes = [(c.name, c.pk_columns, c.new) for c in apsw.Changeset.iter(changeset)
-                       if c.op == "UPDATE" and c.name in self._loose]
+                       if c.op == "UPDATE" and c.name in self._loose and c.new is not None]
         except UnicodeDecodeError:
             # TEXT that is not UTF-8, which apsw cannot read: read the bytes. Skipping such a
             # change let 'ÿþA' replaced by 'ÿþa' through, and the replica halted (soak run).
             changes = [(c.name, c.pk_columns, c.new) for c in rawchangeset.iterate(changeset)
-                       if c.op == "UPDATE" and c.name in self._loose]
+                       if c.op == "UPDATE" and c.name in self._loose and c.new is not None]
         for name, pk_columns, new in changes:
             if any(new[i] is not apsw.no_change for i in pk_columns):
                 raise Unreplicable(_collision(name))

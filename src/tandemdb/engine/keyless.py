@@ -236,7 +236,9 @@ def _field(kind: str, value: object) -> bytes:
         return b"\x01" + struct.pack(">q", value)
     if kind == "real":
         return b"\x02" + struct.pack(">d", value)
-    data = bytes(value)  # type: ignore[arg-type]  # TEXT is read as its UTF-8 bytes
+    if not isinstance(value, bytes):  # TEXT is read as its UTF-8 bytes (_read), BLOB as is
+        raise TypeError(f"a {kind} value is read as bytes, not {type(value).__name__}")
+    data = value
     return (b"\x03" if kind == "text" else b"\x04") + _varint(len(data)) + data
 
 

@@ -1,4 +1,5 @@
-"""Lost writes described for people: what a rewind takes out (DESIGN §4, "lost writes").
+"""Lost writes described for people: what a rewind takes out (docs/failover.md, "When the
+old primary's region returns").
 
 After a forced failover the old primary may hold entries past the fork point that the new
 primary never saw. Before they are undone, each is described: its lsn, epoch and commit

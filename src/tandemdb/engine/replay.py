@@ -2,7 +2,7 @@
 
 Conflicts are never ignored: the first one aborts the changeset and is reported with its
 table and key, because a conflict means the replica's state is not what the entry was
-recorded against (DESIGN §5, invariant 4).
+recorded against (docs/design.md, invariant 4).
 """
 
 from __future__ import annotations

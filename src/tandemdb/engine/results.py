@@ -1,4 +1,4 @@
-"""Inputs and outputs of an environment transaction (the data-plane contract, DESIGN §3).
+"""Inputs and outputs of an environment transaction (the data API, docs/api.md).
 
 Parameters are checked before SQLite sees them, so a bad one is a clear SqlError naming it,
 never a crash or a silent change: NaN is refused (SQLite would store NULL), integers must

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tandemdb.common.http import ApiError, read_json
+from tandemdb.common.retry import cas_attempts
 from tandemdb.common.roles import Role
 
 from .metrics import add_route
@@ -83,17 +84,20 @@ class Admin:
         replica = self.replicas.get(request.path_params["env"])
         env = replica.require_env()
 
+        def busy(_: str) -> ApiError:  # the answer as before the shared retry
+            return ApiError(503, "busy", f"{replica.name} kept changing during the checksum; "
+                            "retry", {"Retry-After": "1"})
+
         def compute() -> dict:
             # The lsn must belong to the checksummed state: retry if a commit slipped in.
-            for _ in range(20):
+            for _ in cas_attempts("its checksum", error=busy):
                 lsn = env.last_lsn
                 result = env.checksum().to_dict()
                 if env.last_lsn == lsn:
                     result["lsn"] = lsn
                     result["epoch"] = env.epoch
                     return result
-            raise ApiError(503, "busy", f"{replica.name} kept changing during the checksum; "
-                           "retry", {"Retry-After": "1"})
+            raise AssertionError("unreachable: cas_attempts raises after the last attempt")
 
         return JSONResponse(await run_sync(compute))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tandemdb.common.deployment import HOST, Deployment
@@ -114,19 +114,11 @@ class SecretGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             try:
-                check_secret(_HeaderView(scope), self.secret)
+                check_secret(Request(scope), self.secret)
             except ApiError as exc:
                 await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-class _HeaderView:
-    """Just enough of a Request for `check_secret`."""
-
-    def __init__(self, scope: Scope) -> None:
-        self.headers = {k.decode("latin-1"): v.decode("latin-1")
-                        for k, v in scope.get("headers", [])}
 
 
 def build_app(node: Node) -> ASGIApp:

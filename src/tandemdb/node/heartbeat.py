@@ -119,7 +119,7 @@ class Heartbeat:
     def _thread_main(self, ended: asyncio.Future) -> None:
         try:
             asyncio.run(self._beat_forever())
-        except Exception:  # noqa: BLE001 - said here; `run` starts the thread again
+        except Exception:  # said here; `run` starts the thread again
             log.exception("the heartbeat thread of %s failed", self.node.name)
         finally:
             main = self._main
@@ -142,11 +142,11 @@ class Heartbeat:
                         await self.beat(client)
                     except asyncio.CancelledError:
                         raise
-                    except Exception as exc:  # noqa: BLE001 - keep beating whatever happened
+                    except Exception as exc:  # keep beating whatever happened
                         self._failed(exc)
                     try:
                         self._watch_lease()
-                    except Exception:  # noqa: BLE001 - a log line must not stop the beats
+                    except Exception:  # a log line must not stop the beats
                         log.exception("cannot check the lease of %s", self.node.name)
                     await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))
 
@@ -185,8 +185,9 @@ class Heartbeat:
         response = await client.post(self.url, json=body)
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
-        answer = parse_answer(response.content)
-        desired = answer.get("replicas") if isinstance(answer, dict) else None
+        parsed = parse_answer(response.content)
+        answer = parsed if isinstance(parsed, dict) else {}
+        desired = answer.get("replicas")
         if not isinstance(desired, list) or not all(isinstance(d, dict) for d in desired):
             raise RuntimeError("heartbeat answer has no list of replicas; ignoring it")
         if self._failing_since is not None:
@@ -210,7 +211,7 @@ class Heartbeat:
         """Heartbeat thread: have the node's loop reconcile an answer, then renew from it."""
         try:
             await self._on_main(self.reconcile(desired, revision))
-        except Exception:  # noqa: BLE001 - an answer that cannot be applied renews nothing
+        except Exception:  # an answer that cannot be applied renews nothing
             log.exception("cannot apply the controller's heartbeat answer; the lease is not "
                           "renewed by it")
         else:

@@ -14,12 +14,12 @@ and the fsync of one group). The cap at half the ttl only matters for the short 
 tests, where a 0.5 s floor would eat most of the lease. Expiry is judged only by the node's
 own monotonic clock: no wall-clock time crosses the network.
 
-**Failsafe** (DESIGN §4, cf. Patroni's failsafe mode): a primary whose controller cannot be
-reached keeps writing while its geo-secondary keeps pulling from it at the same epoch. Every
-stream answer carries a `token`, this node's clock when the answer was made; a secondary
-echoes the last token it received in its next pull, along with the environments it vouches
-for. Such a pull proves the secondary still vouched after the token was made, so it extends
-that environment's failsafe lease to
+**Failsafe** (docs/leases.md, "The failsafe"; cf. Patroni's failsafe mode): a primary
+whose controller cannot be reached keeps writing while its geo-secondary keeps pulling from
+it at the same epoch. Every stream answer carries a `token`, this node's clock when the
+answer was made; a secondary echoes the last token it received in its next pull, along with
+the environments it vouches for. Such a pull proves the secondary still vouched after the
+token was made, so it extends that environment's failsafe lease to
 
     token + ttl - margin        (the same ttl and margin as above, on the same clock)
 
@@ -50,7 +50,8 @@ def margin_for(ttl: float) -> float:
 def usable_ttl(raw: object) -> float | None:
     """The ttl of a heartbeat answer's `lease` object, or None if it grants nothing."""
     ttl = raw.get("ttl") if isinstance(raw, dict) else None
-    if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) \
+            or ttl <= 0:
         return None
     return float(ttl)
 

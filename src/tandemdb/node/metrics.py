@@ -1,10 +1,11 @@
-"""Per-node metrics (docs/architecture.md "Metrics") and the request metrics of every
-process (`tandemdb.common.metrics`: same counters, same labels).
+"""Per-node metrics (docs/architecture.md "Metrics"); requests are counted and timed by
+the request metrics every process shares (`tandemdb.common.metrics`: same counters, same
+labels).
 
 Gauges are read from the replicas at scrape time, so they are never stale; the counters
-are bumped by the puller as it applies entries. Requests are measured by a plain ASGI
-middleware: `install_metrics` uses Starlette's `BaseHTTPMiddleware`, which costs the data
-path about a third of its throughput.
+are bumped by the puller as it applies entries. The node's routes are plain Starlette
+routes (`add_route`) that name their template in the scope, so `RequestMetrics`, the plain
+ASGI middleware of `tandemdb.common.metrics`, counts them by template.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import httpx
 import msgpack
 
@@ -119,7 +121,7 @@ class PeerLoop:
                 for name in answer.get("missing") or ():
                     self._not_served(name)
                 await asyncio.gather(*(self._handle(r, parts.get(r.name)) for r in replicas))
-            except Exception:  # noqa: BLE001 - a malformed answer must not end the loop
+            except Exception:  # a malformed answer must not end the loop
                 log.exception("cannot use the stream answer from %s", self.peer)
                 await asyncio.sleep(BACKOFF_MAX)
 
@@ -174,7 +176,7 @@ class PeerLoop:
             await self.fetch_blobs(replica, fresh)
             applying = True
             await self._apply(env, entries, epoch)
-        except Exception as exc:  # noqa: BLE001 - sorted here; e.g. closed under us
+        except Exception as exc:  # sorted here; e.g. closed under us
             if replica.dropped or replica.env is not env:
                 return  # dropped or re-seeded meanwhile: the error is not this replica's
             if applying and halts.is_poison(exc):
@@ -220,7 +222,7 @@ class PeerLoop:
         try:
             await run_sync(env.apply, entries, sender_epoch=epoch)
             return
-        except Exception as exc:  # noqa: BLE001 - only poison is looked into
+        except Exception as exc:  # only poison is looked into
             if not halts.is_poison(exc) or sum(e.lsn > env.last_lsn for e in entries) < 2:
                 raise
         for entry in entries:
@@ -264,9 +266,9 @@ class Puller:
         self.halts.read_back()
         self.replicas.on_change(self.refresh)
 
-    async def wait_for_change(self, timeout: float) -> None:
+    async def wait_for_change(self, within: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(self._changed.wait(), within)
 
     def peer_report(self) -> dict[str, dict]:
         """For each peer this node streams from: how long its stream has been failing."""
@@ -328,15 +330,15 @@ class Puller:
     def seed(self, replica: Replica, url: str) -> None:
         if replica.name in self.seeding or replica.seeding is not None:
             return
-        replica.seeding = {"bytes_done": 0, "bytes_total": 0}
-        self.seeding[replica.name] = asyncio.create_task(self._seed(replica, url))
+        progress = replica.seeding = {"bytes_done": 0, "bytes_total": 0}
+        self.seeding[replica.name] = asyncio.create_task(self._seed(replica, url, progress))
 
-    async def _seed(self, replica: Replica, url: str) -> None:
+    async def _seed(self, replica: Replica, url: str, progress: dict) -> None:
         tmp = self.replicas.tmp_dir / f"seed-{replica.name}-{uuid.uuid4().hex}.sqlite"
         started = time.monotonic()
         try:
             log.info("seeding %s from a snapshot of %s", replica.name, url)
-            lsn = await self._download(replica, url, tmp)
+            lsn = await self._download(replica, url, tmp, progress)
             secret = self.node.deployment.secret
             with httpx.Client(headers={SECRET_HEADER: secret}, timeout=30.0) as blobs:
 
@@ -346,12 +348,12 @@ class Puller:
                     return response.content
 
                 await self.replicas.replace_from_snapshot(replica, tmp, fetch_blob)
-            replica.last_seed = {"lsn": lsn, "bytes": replica.seeding["bytes_done"]}
+            replica.last_seed = {"lsn": lsn, "bytes": progress["bytes_done"]}
             log.info("seeded %s at lsn %d (%d bytes) in %.2fs", replica.name, lsn,
-                     replica.seeding["bytes_done"], time.monotonic() - started)
+                     progress["bytes_done"], time.monotonic() - started)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the next stream answer asks again
+        except Exception as exc:  # the next stream answer asks again
             log.error("seeding %s failed: %s; will retry", replica.name, _describe(exc))
             replica.stream_error = f"seeding failed: {_describe(exc)}"
             await asyncio.sleep(BACKOFF_MAX)
@@ -361,8 +363,7 @@ class Puller:
             tmp.unlink(missing_ok=True)
             self.refresh()
 
-    async def _download(self, replica: Replica, url: str, dest) -> int:
-        progress = replica.seeding
+    async def _download(self, replica: Replica, url: str, dest: Path, progress: dict) -> int:
         async with self.client.stream(
                 "GET", f"{url}/internal/v1/envs/{replica.name}/snapshot",
                 timeout=httpx.Timeout(30.0, connect=2.0)) as response:
@@ -372,12 +373,12 @@ class Puller:
                                 f"{response.text[:200]}")
             lsn = int(response.headers["x-tandem-lsn"])
             progress["bytes_total"] = int(response.headers.get("content-length", 0))
-            with open(dest, "wb") as f:
+            async with await anyio.open_file(dest, "wb") as f:  # writes in worker threads
                 async for chunk in response.aiter_bytes(1 << 20):
-                    await run_sync(f.write, chunk)
+                    await f.write(chunk)
                     progress["bytes_done"] += len(chunk)
-                await run_sync(f.flush)
-                await run_sync(os.fsync, f.fileno())
+                await f.flush()
+                await run_sync(os.fsync, f.wrapped.fileno())
         if progress["bytes_total"] and progress["bytes_done"] != progress["bytes_total"]:
             raise PeerError(f"snapshot cut short at {progress['bytes_done']} of "
                             f"{progress['bytes_total']} bytes")

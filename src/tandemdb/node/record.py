@@ -44,7 +44,7 @@ def parse_rpo(raw: object) -> float:
     a float, Infinity would turn the RPO guard off) refuses this one record, never more."""
     if raw is None:
         return 900.0
-    if type(raw) not in (int, float):
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise ApiError(400, "bad_request", "rpo_limit_seconds must be a number of seconds")
     try:
         rpo = float(raw)

@@ -118,9 +118,9 @@ class Replica:
     def remove_waiter(self, fut: asyncio.Future) -> None:
         self._waiters.discard(fut)
 
-    async def wait_for_lsn(self, lsn: int, timeout: float) -> bool:
+    async def wait_for_lsn(self, lsn: int, within: float) -> bool:
         """Wait until this replica's last lsn reaches `lsn`; False on timeout."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             env = self.env
             if env is not None and env.last_lsn >= lsn:
@@ -273,11 +273,12 @@ class ReplicaSet:
             if replica.dropped:
                 raise ApiError(409, "conflict", f"replica {name} was dropped meanwhile; "
                                "retry to create it again")
+            known = replica.env.epoch if replica.env is not None else 0
             if record.version < replica.record.version:
                 return replica  # an answer older than what this replica was told since
-            elif record.epoch < (replica.env.epoch if replica.env is not None else 0):
+            elif record.epoch < known:
                 raise ApiError(409, "stale_epoch", f"replica {name} already knows epoch "
-                               f"{replica.env.epoch}, newer than the desired record's epoch "
+                               f"{known}, newer than the desired record's epoch "
                                f"{record.epoch}; ignoring that record")
             elif replica.record != record:
                 old = replica.record.role

@@ -61,7 +61,7 @@ class StreamRequest:
 def _parse_request(raw: bytes) -> StreamRequest:
     try:
         body = msgpack.unpackb(raw, raw=False)
-    except Exception:  # noqa: BLE001 - any decoding failure is the client's
+    except Exception:  # any decoding failure is the client's
         raise ApiError(400, "bad_request", "the stream request must be msgpack") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the stream request must be a map")
@@ -212,7 +212,7 @@ class Upkeep:
             for replica in self.replicas:
                 try:
                     await self.tend(replica)
-                except Exception:  # noqa: BLE001 - try again next round
+                except Exception:  # try again next round
                     log.exception("upkeep of %s failed", replica.name)
 
     async def tend(self, replica: Replica) -> None:
