@@ -5,89 +5,66 @@ from __future__ import annotations
 
 
 class EngineError(Exception):
-    """Base class: something about one environment's request or state is wrong."""
+    """Base class: something about one environment's request or state is wrong.
+
+    Each error class is one shape: its stable `code` and HTTP `status` as class keywords,
+    `class SqlError(EngineError, code="sql_error", status=400)`, and a docstring."""
 
     code = "engine_error"
     status = 500
+
+    def __init_subclass__(cls, *, code: str = "", status: int = 0, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.code = code or cls.code
+        cls.status = status or cls.status
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class SqlError(EngineError):
+class SqlError(EngineError, code="sql_error", status=400):
     """The tenant's SQL is malformed or failed (constraint, type, syntax)."""
 
-    code = "sql_error"
-    status = 400
 
-
-class SandboxViolation(EngineError):
+class SandboxViolation(EngineError, code="forbidden", status=403):
     """Tenant SQL tried something the sandbox denies (ATTACH, extensions, system tables …)."""
 
-    code = "forbidden"
-    status = 403
 
-
-class ReadOnly(EngineError):
+class ReadOnly(EngineError, code="read_only", status=409):
     """A write reached a replica that only serves reads (a secondary)."""
 
-    code = "read_only"
-    status = 409
 
-
-class LimitExceeded(EngineError):
+class LimitExceeded(EngineError, code="limit_exceeded", status=400):
     """A statement ran too long or returned too much."""
 
-    code = "limit_exceeded"
-    status = 400
 
-
-class InvalidPath(EngineError):
+class InvalidPath(EngineError, code="invalid_path", status=400):
     """A file path is absolute, contains `..`, NUL, or empty segments."""
 
-    code = "invalid_path"
-    status = 400
+
+class FileNotFound(EngineError, code="file_not_found", status=404):
+    """No file at that path in this environment."""
 
 
-class FileNotFound(EngineError):
-    code = "file_not_found"
-    status = 404
-
-
-class StaleEpoch(EngineError):
+class StaleEpoch(EngineError, code="stale_epoch", status=409):
     """Entries or requests from an epoch older than the one this replica knows (fencing)."""
 
-    code = "stale_epoch"
-    status = 409
 
-
-class JournalGap(EngineError):
+class JournalGap(EngineError, code="journal_gap", status=409):
     """An entry arrived out of order: applying it would skip lsns."""
 
-    code = "journal_gap"
-    status = 409
 
-
-class DivergentHistory(EngineError):
+class DivergentHistory(EngineError, code="divergent_history", status=409):
     """The same lsn exists here with a different epoch: histories forked and need a rewind."""
 
-    code = "divergent_history"
-    status = 409
 
-
-class JournalTruncated(EngineError):
+class JournalTruncated(EngineError, code="journal_truncated", status=410):
     """The journal no longer holds entries after the lsn asked for: seed from a snapshot."""
 
-    code = "journal_truncated"
-    status = 410
 
-
-class ApplyConflict(EngineError):
+class ApplyConflict(EngineError, code="apply_conflict", status=409):
     """A changeset did not apply cleanly on a replica; names the table and key."""
-
-    code = "apply_conflict"
-    status = 409
 
     def __init__(self, message: str, table: str = "", key: tuple | None = None) -> None:
         super().__init__(message)
@@ -95,11 +72,8 @@ class ApplyConflict(EngineError):
         self.key = key
 
 
-class MissingBlobs(EngineError):
+class MissingBlobs(EngineError, code="missing_blobs", status=409):
     """An entry or file row references blobs this replica does not hold yet."""
-
-    code = "missing_blobs"
-    status = 409
 
     def __init__(self, digests: list[str]) -> None:
         shown = ", ".join(d[:12] for d in digests[:5])
@@ -108,32 +82,20 @@ class MissingBlobs(EngineError):
         self.digests = digests
 
 
-class RewindImpossible(EngineError):
+class RewindImpossible(EngineError, code="rewind_impossible", status=409):
     """A rewind cannot be done from the journal alone; a full copy (snapshot) is needed."""
 
-    code = "rewind_impossible"
-    status = 409
 
-
-class EntryTooLarge(LimitExceeded):
+class EntryTooLarge(LimitExceeded, code="entry_too_large", status=413):
     """A transaction writes more than one journal entry may carry (Limits.max_entry_bytes);
     refused before it commits, so nothing is written that could not be replicated."""
 
-    code = "entry_too_large"
-    status = 413
 
-
-class InvalidText(EngineError):
+class InvalidText(EngineError, code="invalid_text", status=422):
     """A result holds TEXT that is not valid UTF-8 (made with CAST(x'…' AS TEXT)): JSON
     cannot carry it. The data is intact; read it as a BLOB instead."""
 
-    code = "invalid_text"
-    status = 422
 
-
-class Unreplicable(EngineError):
+class Unreplicable(EngineError, code="unreplicable_write", status=400):
     """A write the journal could not carry exactly (a NULL in a primary key, a key changed to
     a collation-equal spelling): refused before it commits, never acknowledged and lost."""
-
-    code = "unreplicable_write"
-    status = 400
