@@ -23,10 +23,11 @@ from anyio import to_thread
 
 from tandemdb.common.http import ApiError
 from tandemdb.common.roles import Role
-from tandemdb.engine import Environment, JournalTruncated, StaleEpoch
+from tandemdb.engine import Environment, StaleEpoch
 from tandemdb.engine.blobstore import write_durably
 from tandemdb.engine.schema import DB_FILE
 
+from .consumers import Consumer, oldest_unapplied_at, track
 from .record import RECORD_FILE, Record, check_name
 
 log = logging.getLogger("tandem.node.replicas")
@@ -35,21 +36,6 @@ log = logging.getLogger("tandem.node.replicas")
 async def run_sync(fn: Callable, *args, **kwargs):
     """Run a blocking (engine) call in a worker thread."""
     return await to_thread.run_sync(partial(fn, *args, **kwargs))
-
-
-@dataclass
-class Consumer:
-    """A secondary that pulls this replica's journal; its position is its acknowledgement."""
-
-    acked_lsn: int = 0
-    persisted_lsn: int = 0  # what `Environment.acknowledge` has recorded durably
-    next_at: float | None = None  # committed_at of entry acked_lsn + 1, once known
-    seen_at: float = 0.0  # time.time() of its last stream request
-
-    def advance(self, lsn: int) -> None:
-        if lsn != self.acked_lsn:
-            self.acked_lsn, self.next_at = lsn, None
-        self.seen_at = time.time()
 
 
 @dataclass
@@ -159,7 +145,7 @@ class Replica:
             for consumer in list(self.consumers.values()):
                 acked = consumer.acked_lsn
                 if consumer.next_at is None and env.last_lsn > acked:
-                    at = await run_sync(_oldest_unapplied_at, env, acked)
+                    at = await run_sync(oldest_unapplied_at, env, acked)
                     if consumer.acked_lsn == acked and at is not None:
                         consumer.next_at = at
 
@@ -171,15 +157,6 @@ class Replica:
             out[node] = {"acked_lsn": consumer.acked_lsn, "lag_entries": entries,
                          "lag_seconds": round(seconds, 3)}
         return out
-
-
-def _oldest_unapplied_at(env: Environment, acked: int) -> float | None:
-    try:
-        entries = env.read_journal(acked, max_entries=1)
-    except JournalTruncated:
-        # The consumer is behind the journal (it must seed): count from the oldest retained.
-        entries = env.read_journal(env.first_lsn() - 1, max_entries=1)
-    return entries[0].committed_at if entries else None
 
 
 def _write_record(directory: Path, record: Record) -> None:
@@ -262,7 +239,7 @@ class ReplicaSet:
                 replica = self._replicas.get(name)
                 if replica is None:
                     replica, persisted = await run_sync(self._create, name, record)
-                    self._track(replica, persisted)
+                    track(replica.consumers, persisted)
                     self._replicas[name] = replica
                     log.info("created replica %s as %s (epoch %d)", name, record.role,
                              record.epoch)
@@ -302,7 +279,7 @@ class ReplicaSet:
                 raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
             changed, persisted = await run_sync(self._transition, replica, decide)
             if changed:
-                self._track(replica, persisted)
+                track(replica.consumers, persisted)
         if changed:
             self._changed()
             replica.notify()
@@ -338,24 +315,7 @@ class ReplicaSet:
     # -- consumers (event loop only) ------------------------------------------------------
     async def _adopt_record(self, replica: Replica, record: Record) -> None:
         """Adopt `record`: the engine's part in a worker thread, the consumers on the loop."""
-        self._track(replica, await run_sync(self._adopt, replica, record))
-
-    @staticmethod
-    def _track(replica: Replica, persisted: dict[str, int] | None) -> None:
-        """Make the replica's consumers those the engine now keeps (None: no engine).
-
-        Only ever on the event loop, which iterates them (stream, upkeep, lag reports): a
-        worker thread changing them raised "dictionary changed size during iteration"."""
-        if persisted is None:
-            return
-        for node, lsn in persisted.items():
-            consumer = replica.consumers.get(node)
-            if consumer is None:
-                replica.consumers[node] = Consumer(lsn, lsn)
-            else:
-                consumer.persisted_lsn = max(consumer.persisted_lsn, lsn)
-        for node in [node for node in replica.consumers if node not in persisted]:
-            del replica.consumers[node]
+        track(replica.consumers, await run_sync(self._adopt, replica, record))
 
     # -- worker-thread parts ------------------------------------------------------------
     def _create(self, name: str, record: Record) -> tuple[Replica, dict[str, int] | None]:
@@ -375,7 +335,7 @@ class ReplicaSet:
 
     def _adopt(self, replica: Replica, record: Record) -> dict[str, int] | None:
         """Apply a record to the engine (epochs, consumers) and persist it; answer the
-        consumers the engine keeps now, for `_track` on the loop (None: no engine)."""
+        consumers the engine keeps now, for `track` on the loop (None: no engine)."""
         env, persisted = replica.env, None
         if env is not None:
             promoted = record.role == Role.PRIMARY and replica.record.role == Role.SECONDARY
