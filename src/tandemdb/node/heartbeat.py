@@ -311,7 +311,7 @@ class Heartbeat:
                                                 "lag_seconds": round(seconds, 3)}
             if replica.stream_error:
                 entry["error"] = replica.stream_error
-            halted = replica.halted  # replaced whole, never changed in place (puller.py)
+            halted = replica.halted  # replaced whole, never changed in place (halts.py)
             if halted is not None:  # a halted stream: the controller tells of it (halts.py)
                 entry["halted"] = dict(halted)
             replicas[replica.name] = entry
