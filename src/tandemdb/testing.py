@@ -146,7 +146,7 @@ class LocalDeployment(Processes):
             cluster.start_all()
             if healthy:
                 poll_until(lambda: nodes_healthy(cluster.client), 20.0, 0.1,
-                           "every node's first heartbeat")
+                           "every node's first heartbeat", ignore=(TandemError,))
             yield cluster
 
     def node_of(self, region: str) -> str:

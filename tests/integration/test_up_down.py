@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -117,11 +116,9 @@ def test_foreground_up_supervises_and_ctrl_c_stops_everything(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
         assert proc.returncode == 0
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
-            time.sleep(0.05)
         # The restarted west-2 has a new pid: every Tandem process of this data dir is gone.
-        assert not any(_alive(p) for p in pids.values()), "Ctrl-C left processes running"
+        poll_until(lambda: not any(_alive(p) for p in pids.values()), timeout=10,
+                   what="every process to exit after Ctrl-C (none left running)")
         assert not _healthy(deployment.node_url("west-2"))
         assert running_pids(data) == {}
     finally:

@@ -34,7 +34,7 @@ from tandemdb.client import Client, TandemError
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import SECRET_HEADER
 from tandemdb.engine.sandbox import Limits
-from tandemdb.testing import LocalDeployment, wait_replicated
+from tandemdb.testing import LocalDeployment, holds_within, wait_replicated
 
 from .switchover import _ms, _samples, percentile
 
@@ -213,8 +213,8 @@ def measure(client: Client, deployment: Deployment, seconds: float, value_bytes:
             neighbour.start()
         deadline = time.monotonic() + ROUND_TIMEOUT
         time.sleep(seconds)
-        while sum(n.rounds for n in neighbours) < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        holds_within(lambda: sum(n.rounds for n in neighbours) >= 1,
+                     deadline - time.monotonic(), 0.05, ignore=())
         noisy = _phase(victim, watch)
     finally:
         for neighbour in neighbours:
