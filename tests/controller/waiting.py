@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TypeVar
+from tandemdb.testing import poll_until
 
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-             what: str = "condition") -> T:
-    """Call `probe` until it answers something truthy; that answer, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s (last: {value!r})")
-        time.sleep(interval)
+# The one poll-until helper (tandemdb/testing.py), by the name these tests call it.
+wait_for = poll_until
 
 
 def events_of(ctl, after: int = 0, **params) -> dict:
