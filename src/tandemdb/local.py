@@ -21,10 +21,9 @@ import httpx
 
 from tandemdb.common.deployment import HOST, Deployment
 from tandemdb.common.http import SECRET_HEADER
+from tandemdb.common.outages import KILL, PARTITION, staged_outages, write_outages
 
 RUN_FILE = "run.json"
-OUTAGE_FILE = "outage.json"  # regions taken out by `tandem region outage`: region -> kind
-KILL, PARTITION = "kill", "partition"  # the kinds of staged outage
 FAULT_PROXY = "faultproxy"
 START_TIMEOUT = 30.0
 
@@ -199,19 +198,6 @@ class LocalDeployment:
 
 # -- staged outages (tandem region outage | recover) ----------------------------------------
 
-def staged_outages(data: Path) -> dict[str, str]:
-    """Region -> how it is out (`kill` or `partition`)."""
-    path = Path(data) / OUTAGE_FILE
-    if not path.exists():
-        return {}
-    staged = json.loads(path.read_text())
-    return {r: KILL for r in staged} if isinstance(staged, list) else staged
-
-
-def _write_outages(data: Path, regions: dict[str, str]) -> None:
-    (Path(data) / OUTAGE_FILE).write_text(json.dumps(regions, sort_keys=True))
-
-
 def stage_outage(data: Path, region: str, partition: bool = False) -> list[str]:
     """Take `region` out of a running local deployment; answers what was hit.
 
@@ -232,9 +218,9 @@ def stage_outage(data: Path, region: str, partition: bool = False) -> list[str]:
                          f"recover {region}' brings it back first")
     if partition:
         links = set_links(deployment, {"region": region, "mode": "cut"})
-        _write_outages(data, {**out, region: PARTITION})
+        write_outages(data, {**out, region: PARTITION})
         return links
-    _write_outages(data, {**out, region: KILL})
+    write_outages(data, {**out, region: KILL})
     killed = []
     for name in deployment.nodes_in(region):
         pid = pids.get(name)
@@ -256,9 +242,9 @@ def recover(data: Path, region: str) -> tuple[str, list[str]]:
     kind = out.pop(region)
     if kind == PARTITION:
         healed = set_links(deployment, {"region": region, "mode": "ok"})
-        _write_outages(data, out)
+        write_outages(data, out)
         return kind, healed
-    _write_outages(data, out)
+    write_outages(data, out)
     run = json.loads((Path(data) / RUN_FILE).read_text())
     if run.get("supervised"):
         return kind, []  # the foreground supervisor starts them within half a second

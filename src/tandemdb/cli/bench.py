@@ -1,23 +1,24 @@
 """`tandem bench …`: benchmarks that print JSON, each side by side with its baseline."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-bench_app = typer.Typer(help="Benchmarks that print JSON and compare side by side.",
+from .base import Typer
+from .connection import LazyConsole, console
+
+bench_app = Typer(help="Benchmarks that print JSON and compare side by side.",
                         no_args_is_help=True)
-err = Console(stderr=True)
+err = LazyConsole(stderr=True)
 
 
 def _report(run: Callable[..., dict], title: str, as_json: bool,
             details: Callable[[dict], None] | None = None, **options) -> None:
     """Run with a progress line on stderr (unless --json), then print a table and the JSON;
     `details` prints more from the result (what is not a single number) after the table."""
+    from rich.table import Table
+
     if as_json:
         print(json.dumps(run(**options)))
         return
@@ -29,10 +30,22 @@ def _report(run: Callable[..., dict], title: str, as_json: bool,
     for key, value in result.items():
         if isinstance(value, (int, float)) and key not in ("rounds",):
             table.add_row(key, str(value))
-    Console().print(table)
+    console().print(table)
     if details is not None:
         details(result)
     print(json.dumps(result))
+
+
+@bench_app.command("startup")
+def bench_startup(
+    rounds: int = typer.Option(20, min=1, help="Runs of each command; the medians count."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """CLI start-up: `tandem version` and `tandem --help` against a bare `python -c pass`."""
+    from tandemdb.bench import startup
+
+    _report(startup.run, "start-up benchmark (median ms; ratio to bare python)", as_json,
+            rounds=rounds)
 
 
 @bench_app.command("engine")
@@ -130,6 +143,8 @@ def bench_isolation(
 
 def _isolation_details(result: dict) -> None:
     """The victim's figures side by side: alone, next to the neighbour, and the ratio."""
+    from rich.table import Table
+
     table = Table(title="the victim's writes")
     for column in ("figure", "alone", "with neighbour", "ratio"):
         table.add_column(column, justify="left" if column == "figure" else "right")
@@ -139,11 +154,13 @@ def _isolation_details(result: dict) -> None:
                       str(result.get(f"victim_{key}_ratio", "")))
     table.add_row("lease_min_remaining_s", str(result.get("lease_min_remaining_s_baseline")),
                   str(result.get("lease_min_remaining_s_noisy")), "")
-    Console().print(table)
+    console().print(table)
 
 
 def _failover_details(result: dict) -> None:
     """One row per environment: the figures the main table sums or takes the largest of."""
+    from rich.table import Table
+
     table = Table(title="per environment")
     columns = {"lag": "lag_at_outage_per_env", "writable s": "detect_to_writable_per_env",
                "lost (known)": "lost_entries_known_per_env", "lost": "lost_entries_per_env",
@@ -153,4 +170,4 @@ def _failover_details(result: dict) -> None:
         table.add_column(name, justify="right")
     for env in result.get("detect_to_writable_per_env", {}):
         table.add_row(env, *(str(result.get(key, {}).get(env)) for key in columns.values()))
-    Console().print(table)
+    console().print(table)

@@ -1,7 +1,5 @@
 """`tandem sql` and `tandem files put | get | ls | rm`: an environment's rows and files."""
 
-from __future__ import annotations
-
 import base64
 import json
 import os
@@ -10,8 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from .base import Typer
 from .connection import (
     DEFAULT_DATA,
     CliError,
@@ -20,12 +18,12 @@ from .connection import (
     Token,
     Url,
     connect,
+    console,
     print_json,
     reported,
 )
-from .tables import files_table, rows_table
 
-files_app = typer.Typer(help="Store, fetch, list and remove an environment's files.",
+files_app = Typer(help="Store, fetch, list and remove an environment's files.",
                         no_args_is_help=True)
 
 Env = Annotated[str, typer.Argument(help="Environment name.", show_default=False)]
@@ -61,24 +59,26 @@ def sql(
     as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
 ) -> None:
     """Run one SQL statement in an environment and print its rows (or JSON)."""
+    from .tables import rows_table
+
     values = [parse_param(p) for p in params or []]
     with reported(), connect(url, token, data) as client:
         answer = client.sql(env, statement, values, read_region=read_region, min_lsn=min_lsn)
     if as_json:
         print_json(answer)
         return
-    console = Console()
+    out = console()
     for result in answer.get("results", []):
         if result.get("columns"):
-            console.print(rows_table(result))
-            console.print(f"{len(result.get('rows') or [])} row(s)", style="dim")
+            out.print(rows_table(result))
+            out.print(f"{len(result.get('rows') or [])} row(s)", style="dim")
         else:
             line = f"{result.get('rows_affected', 0)} row(s) affected"
             if result.get("last_insert_rowid"):
                 line += f", last insert rowid {result['last_insert_rowid']}"
-            console.print(line)
-    console.print(f"lsn {answer.get('lsn')} · epoch {answer.get('epoch')} · "
-                  f"region {answer.get('region')}", style="dim")
+            out.print(line)
+    out.print(f"lsn {answer.get('lsn')} · epoch {answer.get('epoch')} · "
+              f"region {answer.get('region')}", style="dim")
 
 
 @files_app.command("put")
@@ -99,7 +99,7 @@ def put(
     if as_json:
         print_json(answer)
         return
-    Console().print(f"put {answer.get('path', path)}: {answer.get('size')} bytes, "
+    console().print(f"put {answer.get('path', path)}: {answer.get('size')} bytes, "
                     f"lsn {answer.get('lsn')} (region {answer.get('region')})")
 
 
@@ -131,7 +131,7 @@ def get(
             described["output"] = str(output)
         print_json(described)
     elif output is not None:
-        Console().print(f"wrote {len(content)} bytes to {output}")
+        console().print(f"wrote {len(content)} bytes to {output}")
     else:
         sys.stdout.buffer.write(content)
         sys.stdout.flush()
@@ -146,12 +146,14 @@ def ls(
     as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
 ) -> None:
     """List files, optionally under a prefix."""
+    from .tables import files_table
+
     with reported(), connect(url, token, data) as client:
         files = client.list_files(env, prefix, read_region=read_region, min_lsn=min_lsn)
     if as_json:
         print_json({"files": files})
         return
-    Console().print(files_table(files))
+    console().print(files_table(files))
 
 
 @files_app.command("rm")
@@ -163,4 +165,4 @@ def rm(env: Env, path: FilePath, as_json: Json = False, url: Url = None, token: 
     if as_json:
         print_json(answer)
         return
-    Console().print(f"deleted {answer.get('deleted', path)} (lsn {answer.get('lsn')})")
+    console().print(f"deleted {answer.get('deleted', path)} (lsn {answer.get('lsn')})")

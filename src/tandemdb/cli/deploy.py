@@ -1,20 +1,22 @@
 """`tandem up | down | demo`: run a local deployment (see tandemdb.local)."""
 
-from __future__ import annotations
-
 import json
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from tandemdb import local
+from tandemdb.common.outages import OUTAGE_FILE
+
+from .connection import LazyConsole
+
+if TYPE_CHECKING:
+    from tandemdb.local import LocalDeployment
 
 DEFAULT_DATA = Path("tandem-data")
-err = Console(stderr=True)
+err = LazyConsole(stderr=True)
 
 
 def parse_grace(text: str | None) -> float | None:
@@ -52,6 +54,8 @@ def up(
              "them (for this up only)."),
 ) -> None:
     """Start a local deployment: controller, gateway and nodes as separate processes."""
+    from tandemdb import local
+
     try:
         pairs = local.parse_pairs(regions)
         grace = parse_grace(grace_seconds)
@@ -61,7 +65,7 @@ def up(
         _fail(f"a deployment is already running from {data}; 'tandem down --data {data}' "
               "stops it")
     deployment = local.open_or_plan(data, pairs, nodes_per_region, port)
-    (Path(data) / local.OUTAGE_FILE).unlink(missing_ok=True)  # `up` brings every region up
+    (Path(data) / OUTAGE_FILE).unlink(missing_ok=True)  # `up` brings every region up
     if grace_seconds is not None or lease_ttl is not None \
             or fault_proxy != bool(deployment.fault_proxy):
         if grace_seconds is not None:  # both kept for the next `up` too
@@ -94,8 +98,10 @@ def up(
     _supervise(cluster)
 
 
-def _supervise(cluster: local.LocalDeployment) -> None:
+def _supervise(cluster: "LocalDeployment") -> None:
     """Foreground mode: restart a child that dies; stop everything cleanly on Ctrl-C."""
+    from tandemdb import local
+
     stopping = False
 
     def _stop(_signo: int, _frame: object) -> None:
@@ -126,6 +132,8 @@ def down(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Stop a detached local deployment (its data stays for the next 'tandem up')."""
+    from tandemdb import local
+
     stopped = local.stop_detached(data)
     if as_json:
         print(json.dumps({"stopped": stopped}))
@@ -152,6 +160,8 @@ def demo(
 
 
 def _fail(message: str) -> None:
+    from rich.markup import escape
+
     # soft_wrap: paths in the message (log files) must stay whole for people and scripts.
     err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(1)

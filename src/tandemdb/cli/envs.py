@@ -1,18 +1,25 @@
 """`tandem env create | list | show | delete | reseed`: the environment catalog, and the
 re-seed of a geo-secondary (what ends a halted stream)."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_json, reported
-from .tables import environment_fields, environments_table, halt_notes
+from .base import Typer
+from .connection import (
+    DEFAULT_DATA,
+    Data,
+    Json,
+    Token,
+    Url,
+    connect,
+    console,
+    print_json,
+    reported,
+)
 
-app = typer.Typer(help="Create, list, show and delete environments.", no_args_is_help=True)
+app = Typer(help="Create, list, show and delete environments.", no_args_is_help=True)
 
 Name = Annotated[str, typer.Argument(help="Environment name, e.g. acme.", show_default=False)]
 
@@ -38,46 +45,52 @@ def create(
     as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
 ) -> None:
     """Create an environment: its primary in the home region, a secondary in the pair."""
+    from .tables import environments_table
+
     with reported(), connect(url, token, data) as client:
         view = client.create_environment(name, env_type.value, region, rpo_limit)
     if as_json:
         print_json(view)
         return
-    console = Console()
-    console.print(f"created [bold]{view.get('name', name)}[/] ({view.get('type')}, home "
-                  f"{view.get('home_region')}, epoch {view.get('epoch')})")
-    console.print(environments_table([view], title=""))
+    out = console()
+    out.print(f"created [bold]{view.get('name', name)}[/] ({view.get('type')}, home "
+              f"{view.get('home_region')}, epoch {view.get('epoch')})")
+    out.print(environments_table([view], title=""))
 
 
 @app.command("list")
 def list_(as_json: Json = False, url: Url = None, token: Token = None,
           data: Data = DEFAULT_DATA) -> None:
     """List environments with their replicas, lsns and lag."""
+    from .tables import environments_table, halt_notes
+
     with reported(), connect(url, token, data) as client:
         views = client.environments()
     if as_json:
         print_json({"environments": views})
         return
-    console = Console()
-    console.print(environments_table(views, title=f"{len(views)} environment(s)"))
+    out = console()
+    out.print(environments_table(views, title=f"{len(views)} environment(s)"))
     for note in halt_notes(views):
-        console.print(note)
+        out.print(note)
 
 
 @app.command("show")
 def show(name: Name, as_json: Json = False, url: Url = None, token: Token = None,
          data: Data = DEFAULT_DATA) -> None:
     """Show one environment: type, regions, epoch, and each replica's lsn and lag."""
+    from .tables import environment_fields, environments_table, halt_notes
+
     with reported(), connect(url, token, data) as client:
         view = client.environment(name)
     if as_json:
         print_json(view)
         return
-    console = Console()
-    console.print(environment_fields(view))
-    console.print(environments_table([view], title="replicas"))
+    out = console()
+    out.print(environment_fields(view))
+    out.print(environments_table([view], title="replicas"))
     for note in halt_notes([view]):
-        console.print(note)
+        out.print(note)
 
 
 @app.command("reseed")
@@ -94,7 +107,7 @@ def reseed(
     if as_json:
         print_json(answer)
         return
-    Console().print(f"re-seeding {name} in {answer.get('region', region)} "
+    console().print(f"re-seeding {name} in {answer.get('region', region)} "
                     f"({answer.get('node', '?')}) from a snapshot of its primary; watch it "
                     f"with: tandem env show {name}")
 
@@ -108,4 +121,4 @@ def delete(name: Name, as_json: Json = False, url: Url = None, token: Token = No
     if as_json:
         print_json(answer)
         return
-    Console().print(f"deleted {answer.get('deleted', name)}")
+    console().print(f"deleted {answer.get('deleted', name)}")

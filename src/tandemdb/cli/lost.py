@@ -1,15 +1,21 @@
 """`tandem lost ENV`: the writes a forced failover lost, kept when the old primary rejoined."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_json, reported
+from .connection import (
+    DEFAULT_DATA,
+    Data,
+    Json,
+    Token,
+    Url,
+    connect,
+    console,
+    print_json,
+    reported,
+)
 
 EnvName = Annotated[str, typer.Argument(help="Environment name, e.g. acme.", show_default=False)]
 
@@ -22,6 +28,8 @@ Replay = Annotated[bool, typer.Option(
 def lost(env: EnvName, replay: Replay = False, as_json: Json = False, url: Url = None,
          token: Token = None, data: Data = DEFAULT_DATA) -> None:
     """List the lost writes of ENV: lsn, commit time, tables, rows before and after."""
+    from rich.table import Table
+
     with reported(), connect(url, token, data) as client:
         if replay:
             _print_replay(client.replay_lost(env), as_json)
@@ -30,15 +38,15 @@ def lost(env: EnvName, replay: Replay = False, as_json: Json = False, url: Url =
     if as_json:
         print_json(answer)
         return
-    console = Console()
+    out = console()
     if not answer["bundles"]:
-        console.print(f"{env}: no lost writes recorded")
+        out.print(f"{env}: no lost writes recorded")
         return
     for bundle in answer["bundles"]:
         how = "rewound" if bundle.get("rewound") else "re-seeded"
-        console.print(f"[bold]{env}[/]: {len(bundle['entries'])} write(s) after fork lsn "
-                      f"{bundle['fork_lsn']} (epoch {bundle['epoch']}) on {bundle['node']} "
-                      f"in {bundle['region']}, {how}; recorded {bundle['recorded_at']}")
+        out.print(f"[bold]{env}[/]: {len(bundle['entries'])} write(s) after fork lsn "
+                  f"{bundle['fork_lsn']} (epoch {bundle['epoch']}) on {bundle['node']} "
+                  f"in {bundle['region']}, {how}; recorded {bundle['recorded_at']}")
         table = Table("lsn", "committed", "table", "op", "before", "after")
         for entry in bundle["entries"]:
             when = datetime.fromtimestamp(entry["committed_at"], UTC).strftime("%H:%M:%S.%f")
@@ -46,7 +54,7 @@ def lost(env: EnvName, replay: Replay = False, as_json: Json = False, url: Url =
                                                  "before": None, "after": None}]:
                 table.add_row(str(entry["lsn"]), when[:-3], change["table"], change["op"],
                               _row(change["before"]), _row(change["after"]))
-        console.print(table)
+        out.print(table)
 
 
 def _row(values: dict | None) -> str:
@@ -54,16 +62,18 @@ def _row(values: dict | None) -> str:
 
 
 def _print_replay(answer: dict, as_json: bool) -> None:
+    from rich.table import Table
+
     if as_json:
         print_json(answer)
         return
-    console = Console()
-    console.print(f"[bold]{answer['environment']}[/]: replayed {len(answer['applied'])} lost "
-                  f"write(s) {answer['applied'] or ''}, {len(answer['already'])} already there"
-                  f", {len(answer['conflicts'])} conflicting row(s) left alone")
+    out = console()
+    out.print(f"[bold]{answer['environment']}[/]: replayed {len(answer['applied'])} lost "
+              f"write(s) {answer['applied'] or ''}, {len(answer['already'])} already there"
+              f", {len(answer['conflicts'])} conflicting row(s) left alone")
     if answer["conflicts"]:
         table = Table("lsn", "table", "op", "key", "reason")
         for c in answer["conflicts"]:
             table.add_row(str(c["lsn"]), str(c["table"] or ""), str(c["op"] or ""),
                           _row(c["key"]), c["reason"])
-        console.print(table)
+        out.print(table)

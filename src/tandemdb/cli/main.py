@@ -1,7 +1,5 @@
 """`tandem …`: the command line. Every command takes `--json` for scripts."""
 
-from __future__ import annotations
-
 import json
 
 import typer
@@ -9,9 +7,10 @@ import typer
 from tandemdb import __version__
 
 from . import data, deploy, envs, failover, lost, ops, outage, status
+from .base import Typer
 from .bench import bench_app
 
-app = typer.Typer(help="Tandem: geo-replicated environments with planned and unplanned "
+app = Typer(help="Tandem: geo-replicated environments with planned and unplanned "
                        "failover.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_show_locals=False)  # locals may hold the token
 app.add_typer(bench_app, name="bench")

@@ -11,22 +11,19 @@ replicas come back fenced, rejoin with their lost writes kept, and `tandem regio
 R` brings them home.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 
-from tandemdb import local
+from tandemdb.common.outages import PARTITION
 
-from .connection import DEFAULT_DATA, Data, Json
+from .connection import DEFAULT_DATA, Data, Json, LazyConsole
 
 Region = Annotated[str, typer.Argument(help="Region name, e.g. west.", show_default=False)]
 T = TypeVar("T")
-err = Console(stderr=True, soft_wrap=True)  # whole lines: commands and paths stay intact
+err = LazyConsole(stderr=True, soft_wrap=True)  # whole lines: commands and paths stay intact
 
 
 def outage(region: Region, partition: bool = typer.Option(
@@ -35,6 +32,8 @@ def outage(region: Region, partition: bool = typer.Option(
         "--fault-proxy)."), as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
     """Stage an outage: SIGKILL every node of REGION (nothing is shut down cleanly), or
     partition it from the controller and its pair."""
+    from tandemdb import local
+
     hit = _run(lambda: local.stage_outage(data, region, partition))
     if as_json:
         key = "cut" if partition else "killed"
@@ -52,12 +51,14 @@ def outage(region: Region, partition: bool = typer.Option(
 
 def recover(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
     """End a staged outage: start REGION's nodes again, or heal its links."""
+    from tandemdb import local
+
     kind, done = _run(lambda: local.recover(data, region))
     if as_json:
-        key = "healed" if kind == local.PARTITION else "started"
+        key = "healed" if kind == PARTITION else "started"
         print(json.dumps({"region": region, key: done}))
         return
-    what = (f"healed {len(done)} link(s)" if kind == local.PARTITION
+    what = (f"healed {len(done)} link(s)" if kind == PARTITION
             else f"started {', '.join(done) or 'by tandem up'}")
     err.print(f"region {region} is back: {what}; its replicas rejoin as secondaries, then "
               f"'tandem region failback {region}' brings its environments home")
@@ -65,8 +66,10 @@ def recover(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) ->
 
 def _run(action: Callable[[], T]) -> T:
     """What `action` touched; a refusal is one line and exit status 1."""
+    from tandemdb.local import StartError
+
     try:
         return action()
-    except (local.StartError, FileNotFoundError) as exc:
+    except (StartError, FileNotFoundError) as exc:
         err.print(f"error: {exc}", highlight=False)
         raise typer.Exit(1) from None

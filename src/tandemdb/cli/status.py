@@ -1,32 +1,44 @@
 """`tandem status [--watch]`: regions, node health, environments, roles, lsns and lag."""
 
-from __future__ import annotations
-
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
-from rich.text import Text
 
-from tandemdb.client import Client, TandemError
+from .connection import (
+    DEFAULT_DATA,
+    Data,
+    Json,
+    Token,
+    Url,
+    connect,
+    console,
+    print_json,
+    reported,
+)
 
-from .connection import DEFAULT_DATA, Data, Json, Token, Url, connect, print_json, reported
-from .tables import environments_table, halt_notes, regions_table
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from tandemdb.client import Client, TandemError
 
 REFRESH_SECONDS = 1.0
 
 
-def snapshot(client: Client) -> dict:
+def snapshot(client: "Client") -> dict:
     """The whole picture in two calls: `{"regions": [...], "environments": [...]}`."""
     return {"regions": client.regions(), "environments": client.environments()}
 
 
-def render(state: dict, error: TandemError | None = None) -> Group:
-    parts = [regions_table(state.get("regions", [])),
-             environments_table(state.get("environments", [])),
-             *halt_notes(state.get("environments", []))]
+def render(state: dict, error: "TandemError | None" = None) -> "Group":
+    from rich.console import Group, RenderableType
+    from rich.text import Text
+
+    from .tables import environments_table, halt_notes, regions_table
+
+    parts: list[RenderableType] = [regions_table(state.get("regions", [])),
+                                   environments_table(state.get("environments", [])),
+                                   *halt_notes(state.get("environments", []))]
     if error is not None:
         parts.insert(0, Text(f"{error} (showing the last answer; retrying)", style="red"))
     stamp = time.strftime("%H:%M:%S")
@@ -46,7 +58,7 @@ def status(
             if as_json:
                 print_json(state)
             else:
-                Console().print(render(state))
+                console().print(render(state))
             return
         try:
             watch_loop(client, state, as_json)
@@ -54,8 +66,12 @@ def status(
             return
 
 
-def watch_loop(client: Client, state: dict, as_json: bool) -> None:
+def watch_loop(client: "Client", state: dict, as_json: bool) -> None:
     """Refresh until Ctrl-C; a failed refresh is shown, and the next one tried anyway."""
+    from rich.live import Live
+
+    from tandemdb.client import TandemError
+
     if as_json:  # one JSON object per line, one line per refresh
         while True:
             print_json(state)

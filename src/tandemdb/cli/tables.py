@@ -7,7 +7,7 @@ fields, so a newer server with more fields, or an older one with fewer, still re
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from rich import box
 from rich.table import Table
@@ -30,7 +30,8 @@ def _time(value: Any) -> str:
 
 def _health(node: dict) -> Text:
     """A node's health; `unknown` right after a controller restart, before its heartbeat."""
-    word = node.get("health") or {True: "healthy", False: "down"}.get(node.get("healthy"), "?")
+    words: dict[Any, str] = {True: "healthy", False: "down"}
+    word = node.get("health") or words.get(node.get("healthy"), "?")
     word = "down" if word == "unhealthy" else word
     return Text(word, style={"healthy": "green", "down": "red"}.get(word, "yellow"))
 
@@ -86,9 +87,10 @@ def environments_table(views: list[dict], title: str = "environments") -> Table:
     """
     table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD,
                   caption="* home region · lag: entries · seconds", caption_justify="left")
-    for column, justify in (("env", "left"), ("type", "left"), ("epoch", "right"),
-                            ("region", "left"), ("node", "left"), ("role", "left"),
-                            ("lsn", "right"), ("lag", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("env", "left"), ("type", "left"), ("epoch", "right"), ("region", "left"),
+        ("node", "left"), ("role", "left"), ("lsn", "right"), ("lag", "left"))
+    for column, justify in columns:
         table.add_column(column, justify=justify, no_wrap=column != "env")
     for view in views:
         replicas = sorted(view.get("replicas") or [{}],

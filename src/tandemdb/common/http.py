@@ -1,7 +1,8 @@
-"""The HTTP contract every Tandem service keeps (DESIGN §3).
+"""The HTTP contract every Tandem service keeps (docs/design.md, "The public contract").
 
 Errors are `{"error": {"code": …, "message": …}}` with a fitting status, whatever raised
-them: an `ApiError`, an engine error, a validation failure or an unknown route. Bodies over
+them: an `ApiError`, a `CodedError` (the engine's errors, a bad file path), a validation
+failure or an unknown route. Bodies over
 the limit get 413 before they are read whole, and JSON bodies nested deeper than
 `MAX_JSON_DEPTH` get 400 before they are parsed. Internal endpoints need the cluster secret
 (`X-Tandem-Secret`); public ones the admin token (`Authorization: Bearer …`).
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tandemdb.common import values
-from tandemdb.engine import EngineError
+from tandemdb.common.errors import CodedError
 
 SECRET_HEADER = "x-tandem-secret"
 # Arrays and objects inside each other. Tandem's bodies nest under 8 deep; Python's parser
@@ -55,8 +56,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
-    @app.exception_handler(EngineError)
-    async def _engine(_: Request, exc: EngineError) -> JSONResponse:
+    @app.exception_handler(CodedError)
+    async def _coded(_: Request, exc: CodedError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)

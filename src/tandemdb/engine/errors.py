@@ -3,8 +3,11 @@ so that a bad request is reported the same way wherever it is caught."""
 
 from __future__ import annotations
 
+from tandemdb.common.errors import CodedError
+from tandemdb.common.paths import InvalidPath as InvalidPath  # the path rule is common's
 
-class EngineError(Exception):
+
+class EngineError(CodedError):
     """Base class: something about one environment's request or state is wrong.
 
     Each error class is one shape: its stable `code` and HTTP `status` as class keywords,
@@ -17,10 +20,6 @@ class EngineError(Exception):
         super().__init_subclass__(**kwargs)
         cls.code = code or cls.code
         cls.status = status or cls.status
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class SqlError(EngineError, code="sql_error", status=400):
@@ -37,10 +36,6 @@ class ReadOnly(EngineError, code="read_only", status=409):
 
 class LimitExceeded(EngineError, code="limit_exceeded", status=400):
     """A statement ran too long or returned too much."""
-
-
-class InvalidPath(EngineError, code="invalid_path", status=400):
-    """A file path is absolute, contains `..`, NUL, or empty segments."""
 
 
 class FileNotFound(EngineError, code="file_not_found", status=404):

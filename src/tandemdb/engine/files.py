@@ -2,19 +2,18 @@
 
 File metadata rows live in the environment database (replicated like any table), contents in
 the BlobStore. Paths are untrusted input and become keys, URLs and, on some backends, object
-names, so they are normalised and strictly checked here.
+names, so they are normalised and strictly checked (tandemdb.common.paths, the rule the
+gateway checks too).
 """
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 
 import apsw
 
-from .errors import InvalidPath
-
-MAX_PATH_LENGTH = 1024
+from tandemdb.common.paths import normalise_path as normalise_path
+from tandemdb.common.paths import normalise_prefix as normalise_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,36 +26,6 @@ class FileInfo:
     def to_dict(self) -> dict:
         return {"path": self.path, "hash": self.hash, "size": self.size,
                 "modified_at": self.modified_at}
-
-
-def normalise_path(path: str) -> str:
-    """NFC-normalise a relative path; reject absolute paths, `.`/`..`, NUL, empty segments."""
-    if not isinstance(path, str) or not path:
-        raise InvalidPath("file path is empty")
-    if "\x00" in path:
-        raise InvalidPath("file path contains NUL")
-    path = unicodedata.normalize("NFC", path)
-    if len(path) > MAX_PATH_LENGTH:
-        raise InvalidPath(f"file path is longer than {MAX_PATH_LENGTH} characters")
-    if path.startswith("/") or "\\" in path:
-        raise InvalidPath(f"file path {path!r} must be relative and use '/' separators")
-    for segment in path.split("/"):
-        if segment == "":
-            raise InvalidPath(f"file path {path!r} has an empty segment")
-        if segment in (".", ".."):
-            raise InvalidPath(f"file path {path!r} may not contain '.' or '..' segments")
-        if any(ord(c) < 32 for c in segment):
-            raise InvalidPath(f"file path {path!r} contains a control character")
-    return path
-
-
-def normalise_prefix(prefix: str) -> str:
-    """A listing prefix: empty, or a path (a trailing '/' is allowed)."""
-    if not prefix:
-        return ""
-    trailing = prefix.endswith("/")
-    clean = normalise_path(prefix.rstrip("/") if trailing else prefix)
-    return clean + "/" if trailing else clean
 
 
 class FileTable:

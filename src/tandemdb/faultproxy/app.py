@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 
 from tandemdb.common.deployment import HOST, Deployment
 from tandemdb.common.http import ApiError, check_secret, install_error_handlers, read_json
-from tandemdb.local import staged_outages
+from tandemdb.common.outages import PARTITION, staged_outages
 
 from .link import Fault, Link, Mode
 
@@ -51,7 +51,7 @@ class FaultProxy:
         for link in self.links.values():
             await link.start()
         for region, kind in staged_outages(Path(self.deployment.data)).items():
-            if kind == "partition":
+            if kind == PARTITION:
                 self.apply(self.deployment.region_links(region), Fault(Mode.CUT))
         log.info("fault proxy on %d link(s): %s", len(self.links), ", ".join(
             f"{name} ({link.port} -> {link.target_port})" for name, link in self.links.items()))

@@ -37,8 +37,8 @@ from tandemdb.common.http import (
     parse_json,
 )
 from tandemdb.common.metrics import install_metrics
+from tandemdb.common.paths import normalise_path, normalise_prefix
 from tandemdb.common.shutdown import serve
-from tandemdb.engine.files import normalise_path, normalise_prefix
 
 from .proxy import Proxy, Unreachable, buffered, error_code, streamed
 from .routing import RoutingTable, RoutingWatch, Target
