@@ -21,7 +21,6 @@ from typing import Any
 
 from tandemdb.common.http import ApiError
 from tandemdb.common.retry import cas_attempts
-from tandemdb.common.roles import Role
 
 from .bodies import DEFAULT_RPO_LIMIT_SECONDS, MAX_RPO, CreateEnvironment, parse, shown
 from .records import EnvRecord, EnvState, EnvType, ReplicaRef
@@ -176,5 +175,5 @@ def stage(txn: Txn, record: EnvRecord, version: int | None) -> Txn:
     return txn.expect(key, version).put(key, record.to_json())
 
 
-__all__ = ["Catalog", "EnvRecord", "EnvState", "EnvType", "ReplicaRef", "Role", "loaded",
+__all__ = ["Catalog", "EnvRecord", "EnvState", "EnvType", "ReplicaRef", "loaded",
            "new_record", "not_found", "parse_create", "record_key", "stage"]

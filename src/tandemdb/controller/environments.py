@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Role
 
 from .catalog import (
     Catalog,
@@ -37,7 +38,6 @@ from .catalog import (
     EnvState,
     EnvType,
     ReplicaRef,
-    Role,
     loaded,
     new_record,
     not_found,

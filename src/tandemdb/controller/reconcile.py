@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from .catalog import Catalog, EnvRecord, EnvState, ReplicaRef, Role
+from tandemdb.common.roles import Role
+
+from .catalog import Catalog, EnvRecord, EnvState, ReplicaRef
 from .topology import Topology
 
 log = logging.getLogger("tandem.controller.reconcile")

@@ -25,8 +25,9 @@ import logging
 from dataclasses import replace
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Role
 
-from .catalog import Catalog, EnvState, Role, iso_now, not_found, stage
+from .catalog import Catalog, EnvState, iso_now, not_found, stage
 from .events import Events, EventType
 from .nodes import NodeClient
 from .operations import Draft, Kind, Operation, Operations, Outcome, StepFailed, Steps

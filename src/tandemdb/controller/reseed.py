@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tandemdb.common.http import ApiError, check_secret, read_json
+from tandemdb.common.roles import Role
 
-from .catalog import EnvState, Role, not_found
+from .catalog import EnvState, not_found
 
 if TYPE_CHECKING:
     from .app import Controller

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import time
 
-from .catalog import PREFIX, Catalog, EnvRecord, EnvState, Role
+from tandemdb.common.roles import Role
+
+from .catalog import PREFIX, Catalog, EnvRecord, EnvState
 from .store import Compacted
 from .topology import Topology
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Role
 
-from .catalog import EnvRecord, ReplicaRef, Role
+from .catalog import EnvRecord, ReplicaRef
 from .halts import iso, parse_halt, reseed_hint
 
 
