@@ -36,6 +36,7 @@ from tandemdb.client.operations import max_rto_seconds
 from tandemdb.local import LocalDeployment
 from tandemdb.testing import IdWriter, holds_within
 
+EN_DASH = "\u2013"  # between the ends of a range of ids
 GRACE_SECONDS, LEASE_TTL = 2.0, 1.5  # short, so that the demo does not wait 30 s
 WRITE_BEFORE_SECONDS = 1.0
 # East is paused (SIGSTOP) this long just before west dies, so that it is behind, as under
@@ -242,15 +243,16 @@ def _try(console: Console, client: Client, env: str, sql: str, params: list) -> 
 
 
 def ranges(ids: Iterable[int]) -> str:
-    """`3–7, 9, 12–13`: consecutive ids folded, so a few dozen fit on a line."""
+    """`3-7, 9, 12-13` (with en dashes): consecutive ids folded, so a few dozen fit on a
+    line."""
     ordered = sorted(set(ids))
     if not ordered:
         return "none"
     parts, start = [], ordered[0]
     for prev, cur in zip(ordered, [*ordered[1:], None], strict=True):
         if cur is None or cur != prev + 1:
-            parts.append(str(start) if start == prev else f"{start}–{prev}")
-            start = cur
+            parts.append(str(start) if start == prev else f"{start}{EN_DASH}{prev}")
+            start = prev if cur is None else cur
     return ", ".join(parts)
 
 

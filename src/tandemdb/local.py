@@ -53,7 +53,7 @@ def free_base_port(count: int) -> int:
 
 
 def ephemeral_range() -> tuple[int, int]:
-    """The kernel's range for outgoing ports (Linux default 32768–60999)."""
+    """The kernel's range for outgoing ports (Linux default 32768-60999)."""
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         return int(low), int(high)

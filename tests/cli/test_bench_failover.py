@@ -71,9 +71,10 @@ def test_bench_failover_smoke(tmp_path: Path, outage: str):
 
 
 def test_demo_folds_ids_into_ranges():
-    from tandemdb.demo_outage import ranges
+    from tandemdb.demo_outage import EN_DASH, ranges
 
-    assert ranges([9, 3, 4, 5, 12, 13]) == "3–5, 9, 12–13"
+    assert ranges([9, 3, 4, 5, 12, 13]) == f"3{EN_DASH}5, 9, 12{EN_DASH}13"
+    assert EN_DASH == "\N{EN DASH}"
     assert ranges([]) == "none" and ranges([7]) == "7"
 
 

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
@@ -11,6 +12,7 @@ from .connection import LazyConsole, console
 bench_app = Typer(help="Benchmarks that print JSON and compare side by side.",
                         no_args_is_help=True)
 err = LazyConsole(stderr=True)
+JsonOnly = Annotated[bool, typer.Option("--json", help="Print one JSON object only.")]
 
 
 def _report(run: Callable[..., dict], title: str, as_json: bool,
@@ -37,15 +39,13 @@ def _report(run: Callable[..., dict], title: str, as_json: bool,
 
 
 @bench_app.command("startup")
-def bench_startup(
-    rounds: int = typer.Option(20, min=1, help="Runs of each command; the medians count."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
-) -> None:
+def bench_startup(rounds: int = typer.Option(20, min=1, help="Runs of each command; the "
+                                              "medians count."), as_json: JsonOnly = False
+                  ) -> None:
     """CLI start-up: `tandem version` and `tandem --help` against a bare `python -c pass`."""
-    from tandemdb.bench import startup
+    from tandemdb.bench.startup import run
 
-    _report(startup.run, "start-up benchmark (median ms; ratio to bare python)", as_json,
-            rounds=rounds)
+    _report(run, "start-up benchmark (median ms; ratio to bare python)", as_json, rounds=rounds)
 
 
 @bench_app.command("engine")
@@ -53,7 +53,7 @@ def bench_engine(
     transactions: int = typer.Option(2000, min=10, help="Transactions per side."),
     rounds: int = typer.Option(5, min=1, help="Alternating rounds; each side's median wins."),
     group: int = typer.Option(32, min=1, help="Transactions per group commit."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+    as_json: JsonOnly = False,
 ) -> None:
     """Journal overhead: plain APSW against the journaled engine, same durability."""
     from tandemdb.bench import engine
@@ -65,7 +65,7 @@ def bench_engine(
 @bench_app.command("replication")
 def bench_replication(
     seconds: float = typer.Option(5.0, min=1.0, help="Seconds per measured phase."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+    as_json: JsonOnly = False,
 ) -> None:
     """Throughput through the gateway and geo-replication lag, on a real deployment."""
     from tandemdb.bench import replication
@@ -78,7 +78,7 @@ def bench_replication(
 def bench_switchover(
     envs: int = typer.Option(200, min=1, help="Production environments in the region."),
     failovers: int = typer.Option(20, min=1, help="Failovers of one environment under load."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+    as_json: JsonOnly = False,
 ) -> None:
     """Writers' pause during planned failovers, and a whole region's switch time."""
     from tandemdb.bench import switchover
@@ -102,7 +102,7 @@ def bench_failover(
     partition: bool = typer.Option(False, "--partition", help="Cut west off from the "
                                    "controller and east with the fault proxy instead of "
                                    "SIGKILLing it (the gateway still reaches it)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+    as_json: JsonOnly = False,
 ) -> None:
     """An unplanned region loss: detection to writable, data lost, lost = acked-missing."""
     from tandemdb.bench import failover
@@ -126,7 +126,7 @@ def bench_isolation(
     clients: int = typer.Option(2, min=1, help="The neighbour's concurrent clients."),
     value_mib: float = typer.Option(0.0, min=0.0, help="Size of the neighbour's values in "
                                     "MiB (0: the largest a transaction may write)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+    as_json: JsonOnly = False,
 ) -> None:
     """A tenant's small writes while another runs the largest statements allowed."""
     from tandemdb.bench import isolation

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from tandemdb.common.deployment import DeploymentError
 from tandemdb.common.outages import OUTAGE_FILE
 
 from .connection import LazyConsole
@@ -64,7 +65,10 @@ def up(
     if local.running_pids(data):
         _fail(f"a deployment is already running from {data}; 'tandem down --data {data}' "
               "stops it")
-    deployment = local.open_or_plan(data, pairs, nodes_per_region, port)
+    try:
+        deployment = local.open_or_plan(data, pairs, nodes_per_region, port)
+    except DeploymentError as exc:  # a deployment.json that does not fit its schema
+        _fail(str(exc))
     (Path(data) / OUTAGE_FILE).unlink(missing_ok=True)  # `up` brings every region up
     if grace_seconds is not None or lease_ttl is not None \
             or fault_proxy != bool(deployment.fault_proxy):

@@ -17,6 +17,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from tandemdb.common.deployment import DeploymentError
 from tandemdb.common.outages import PARTITION
 
 from .connection import DEFAULT_DATA, Data, Json, LazyConsole
@@ -70,6 +71,6 @@ def _run(action: Callable[[], T]) -> T:
 
     try:
         return action()
-    except (StartError, FileNotFoundError) as exc:
+    except (StartError, FileNotFoundError, DeploymentError) as exc:
         err.print(f"error: {exc}", highlight=False)
         raise typer.Exit(1) from None

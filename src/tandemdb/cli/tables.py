@@ -1,7 +1,8 @@
 """Rich renderings of API answers: regions and nodes, environments and replicas, rows, files.
 
-They only read the answers (DESIGN §3 and docs/architecture.md shapes) and tolerate missing
-fields, so a newer server with more fields, or an older one with fewer, still renders.
+They only read the answers (the shapes in docs/api.md and docs/architecture.md) and
+tolerate missing fields, so a newer server with more fields, or an older one with fewer,
+still renders.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tandem's Python SDK: one method per public call (DESIGN §3), sync and async.
+"""Tandem's Python SDK: one method per public call (docs/api.md), sync and async.
 
 Each API method is written once, in `Api`: it describes the call (method, path, body) and
 how to read the answer, and hands that to `_call`, which `Client` runs with `httpx.Client`
@@ -19,9 +19,9 @@ raises it with status 0 and code `unreachable` (or `timeout`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -129,6 +129,9 @@ class Api:
     """Every public call, once; `_call` (sync or async) runs it."""
 
     url: str
+
+    def __init__(self, url: str, token: str, **options: Any) -> None:
+        raise NotImplementedError  # Client and AsyncClient: each opens its own httpx client
 
     def _call(self, method: str, path: str, parse: Callable[[httpx.Response], Any] = _json,
               **request: Any) -> Any:
@@ -358,12 +361,14 @@ class AsyncClient(Api):
             raise error_from(response)
         return parse(response)
 
-    async def wait_operation(self, op_id: str, timeout: float = 600.0) -> dict:
+    async def wait_operation(self, op_id: str,
+                             timeout: float = 600.0) -> dict:  # noqa: ASYNC109 - public API
         """Follow an operation until it ends (or `timeout`); answers its last record."""
         deadline = time.monotonic() + timeout
         while True:
-            op = await self.operation(op_id,
-                                      wait=min(10.0, max(0.1, deadline - time.monotonic())))
+            # Api's methods answer what `_call` does: here the awaitable of the record.
+            wait = min(10.0, max(0.1, deadline - time.monotonic()))
+            op = await cast(Awaitable[dict], self.operation(op_id, wait=wait))
             if op["state"] in ENDED or time.monotonic() >= deadline:
                 return op
 

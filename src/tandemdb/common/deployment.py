@@ -7,6 +7,10 @@ With a fault proxy (`tandem up --fault-proxy`), the links a region's outage woul
 through it: each node's heartbeats to the controller, the controller's calls to each node,
 and each node's pulls from the nodes of the paired region. `link_url(src, dst)` is how one
 process reaches another; clients and the gateway always reach nodes directly.
+
+`Deployment.load` checks the file against `SCHEMA` before using it: an unknown key (a typo,
+or a setting this version does not have) or a value of the wrong type is one line naming
+the key and the file (`DeploymentError`, a ValueError), not a traceback later on.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import json
 import math
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 FILE = "deployment.json"
 HOST = "127.0.0.1"
@@ -138,4 +144,77 @@ class Deployment:
         path = Path(data) / FILE
         if not path.exists():
             raise FileNotFoundError(f"no deployment in {data}: run 'tandem up --data {data}'")
-        return cls(**json.loads(path.read_text()))
+        try:
+            raw = json.loads(path.read_text())
+        except ValueError as exc:
+            raise DeploymentError(f"{path} is not valid JSON: {exc}") from None
+        check(raw, path)
+        try:
+            return cls(**raw)
+        except ValueError as exc:  # __post_init__'s range checks name the key already
+            raise DeploymentError(f"{exc} ({path})") from None
+
+
+class DeploymentError(ValueError):
+    """deployment.json does not fit SCHEMA; the message names the key and the file."""
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return _integer(value) or isinstance(value, float)
+
+
+def _mapping(values: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, dict) and all(
+        isinstance(k, str) and values(v) for k, v in value.items())
+
+
+def _node(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("region"), str) \
+        and _integer(value.get("port"))
+
+
+def _fault_proxy(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and _integer(value.get("port"))
+                             and _mapping(_integer)(value.get("links", {})))
+
+
+# Each key of deployment.json: (is the value of the right type, what the right type is).
+SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data": (lambda v: isinstance(v, str), "a path (string)"),
+    "regions": (_mapping(lambda v: isinstance(v, str)), "an object of region: paired region"),
+    "nodes": (_mapping(_node), 'an object of node: {"region": string, "port": integer}'),
+    "gateway_port": (_integer, "an integer"),
+    "controller_port": (_integer, "an integer"),
+    "secret": (lambda v: isinstance(v, str), "a string"),
+    "token": (lambda v: isinstance(v, str), "a string"),
+    "lease_ttl": (_number, "a number of seconds"),
+    "heartbeat_interval": (_number, "a number of seconds"),
+    "max_body_bytes": (_integer, "an integer"),
+    "grace_seconds": (lambda v: v is None or _number(v), "a number of seconds, or null"),
+    "fault_proxy": (_fault_proxy,
+                    'null or {"port": integer, "links": {link: integer}}'),
+    "allow_private_webhooks": (lambda v: isinstance(v, bool), "true or false"),
+}
+assert set(SCHEMA) == {f.name for f in fields(Deployment)}, "SCHEMA must cover Deployment"
+REQUIRED = ("data", "regions", "nodes", "gateway_port", "controller_port")
+
+
+def check(raw: Any, path: Path) -> None:
+    """Raise DeploymentError for the first key of `raw` that does not fit SCHEMA."""
+    if not isinstance(raw, dict):
+        raise DeploymentError(f"{path} must hold one JSON object, not {type(raw).__name__}")
+    for key, value in raw.items():
+        if key not in SCHEMA:
+            raise DeploymentError(f"unknown key {key!r} in {path} (known keys: "
+                                  f"{', '.join(SCHEMA)})")
+        fits, expected = SCHEMA[key]
+        if not fits(value):
+            raise DeploymentError(f"{key} in {path} must be {expected}, not "
+                                  f"{json.dumps(value)[:60]}")
+    missing = [key for key in REQUIRED if key not in raw]
+    if missing:
+        raise DeploymentError(f"missing key {missing[0]!r} in {path}")

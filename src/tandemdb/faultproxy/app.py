@@ -40,6 +40,7 @@ class FaultProxy:
             raise ValueError("deployment.json has no fault_proxy: start the deployment with "
                              "'tandem up --fault-proxy'")
         self.deployment = deployment
+        self.port: int = deployment.fault_proxy["port"]  # its control API
         self.links = {name: Link(name, port, self._target_port(name))
                       for name, port in deployment.links().items()}
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
     config = uvicorn.Config(build_app(proxy), host=HOST,
-                            port=proxy.deployment.fault_proxy["port"], log_level="warning",
+                            port=proxy.port, log_level="warning",
                             lifespan="on")
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run()

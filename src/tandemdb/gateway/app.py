@@ -1,4 +1,4 @@
-"""The gateway: the one endpoint users talk to (DESIGN §3, docs/architecture.md).
+"""The gateway: the one endpoint users talk to (docs/api.md, docs/architecture.md).
 
 Every `/v1` call needs the admin token. Data calls (SQL, files) go to the node holding the
 environment's primary, or with `read_region` to its replica in that region; the routing

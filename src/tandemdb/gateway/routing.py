@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -159,26 +160,28 @@ class RoutingTable:
                            "retry shortly", {"Retry-After": "1"})
         return target
 
-    async def wait_loaded(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
+    async def wait_loaded(self, seconds: float) -> bool:
+        """Wait until the first routing answer has loaded, up to `seconds`."""
+        deadline = time.monotonic() + seconds
         while not self.loaded:
             left = deadline - time.monotonic()
             if left <= 0 or not await self._wait_change(left):
                 return self.loaded
         return True
 
-    async def wait_until(self, predicate, timeout: float) -> bool:
-        """Wait until `predicate(self)` holds after some update, up to `timeout` seconds."""
-        deadline = time.monotonic() + timeout
+    async def wait_until(self, predicate: Callable[[RoutingTable], bool],
+                         seconds: float) -> bool:
+        """Wait until `predicate(self)` holds after some update, up to `seconds`."""
+        deadline = time.monotonic() + seconds
         while not predicate(self):
             left = deadline - time.monotonic()
             if left <= 0 or not await self._wait_change(left):
                 return predicate(self)
         return True
 
-    async def _wait_change(self, timeout: float) -> bool:
+    async def _wait_change(self, seconds: float) -> bool:
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(self._changed.wait(), seconds)
             return True
         except TimeoutError:
             return False
