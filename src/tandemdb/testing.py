@@ -78,8 +78,10 @@ def holds_within(check: Callable[[], object], timeout: float, interval: float = 
 
 
 def caught_up(client: Client, env: str) -> bool:
-    """Every secondary of `env` is seeded and has applied its primary's last lsn."""
-    return _caught_up(client.environment(env))
+    """Every secondary of `env` is seeded and has applied its primary's last lsn, and the
+    primary has reported a write (a test waits for what it wrote, not for lsn 0)."""
+    view = client.environment(env)
+    return bool(view.get("primary_lsn")) and _caught_up(view)
 
 
 def _caught_up(view: dict) -> bool:
