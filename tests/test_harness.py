@@ -95,6 +95,9 @@ def test_id_writer_records_acks_unknown_outcomes_and_refusals_per_environment():
     assert writer.epochs == sorted(writer.epochs) and writer.epochs[-1] == 2
     assert writer.lsns == sorted(writer.lsns)
     assert sum(writer.acked_per_env().values()) == len(writer.acks)
+    times = writer.ack_times()
+    assert writer.longest_pause() == max(b - a for a, b in itertools.pairwise(times))
+    assert writer.longest_gap(times[0], times[-1]) == writer.longest_pause()
     assert all(m.startswith(f"{writer.env_of(i)} id {i}: ") for i, m in writer.failed)
     first = writer.first_ack(2, 0.0)
     assert first is not None and first.id == min(a.id for a in writer.acks if a.epoch == 2)

@@ -348,7 +348,12 @@ class IdWriter:
         return holds_within(lambda: self.acks and self.acks[-1].at > moment, timeout, 0.005)
 
     def longest_gap(self, start: float, end: float) -> float | None:
+        """The pause a writer saw around [start, end] (see `longest_gap`)."""
         return longest_gap(self.ack_times(), start, end)
+
+    def longest_pause(self) -> float:
+        """The longest time between two consecutive acknowledgements of the whole run."""
+        return max((b - a for a, b in itertools.pairwise(self.ack_times())), default=0.0)
 
     def writes_per_second(self) -> float:
         times = self.ack_times()
