@@ -1,5 +1,6 @@
 """The layers import downwards only (docs/architecture.md, "Layers"), and the CLI starts
-without the server side: no FastAPI, uvicorn, APSW or pydantic for `tandem version`.
+without the server side: no FastAPI, uvicorn, APSW, pydantic, httpx or rich for `tandem
+version` and `tandem --help`.
 
 Both are read from the code, not timed: the import graph from each module's source, and
 which modules a fresh interpreter has loaded after the import or the command.
@@ -62,11 +63,11 @@ def test_each_part_imports_only_the_layers_below_it(part: str):
     assert not {m: p for m, p in upward.items() if p}, "imports above its layer"
 
 
-def loaded_after(code: str) -> list[str]:
-    """The server-side packages a fresh interpreter has loaded after running `code`."""
+def loaded_after(code: str, packages: tuple[str, ...] = SERVER_SIDE) -> list[str]:
+    """Which of `packages` a fresh interpreter has loaded after running `code`."""
     probe = (f"import sys\n{code}\nimport json\n"
              f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & "
-             f"set({list(SERVER_SIDE)!r}))))")
+             f"set({list(packages)!r}))))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -77,9 +78,9 @@ def test_the_sdk_and_the_cli_import_no_server_side_package():
     assert loaded_after("import tandemdb.cli.main") == []
 
 
-@pytest.mark.parametrize("argv", [["version"], ["version", "--json"], ["--help"]])
-def test_version_and_help_run_without_the_server_side_or_the_sdk(argv: list[str]):
+@pytest.mark.parametrize("argv", [["version"], ["version", "--json"], ["--help"],
+                                  ["env", "--help"]])
+def test_version_and_help_load_neither_the_server_side_nor_the_sdk_nor_rich(argv: list[str]):
     run = (f"sys.argv = ['tandem', *{argv!r}]\nfrom tandemdb.cli.main import app\n"
            "try:\n    app()\nexcept SystemExit:\n    pass")
-    assert loaded_after(run) == []
-    assert loaded_after(run + "\nassert 'httpx' not in sys.modules") == []
+    assert loaded_after(run, (*SERVER_SIDE, "httpx", "rich", "markdown_it")) == []

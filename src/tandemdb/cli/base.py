@@ -1,10 +1,15 @@
-"""The Typer every `tandem` command tree is built with: typer's, with a cheaper --help flag.
+"""The Typer every `tandem` command tree is built with: typer's, made cheaper to start.
 
-typer (0.2x) declares each command's `--help` flag without a default, so every run reads
-the flag as None and coerces that through a pydantic TypeAdapter built on first use:
-importing pydantic and building the adapter costs more than the rest of `tandem version`
-(about 10x a bare interpreter's start on its own). With a False default the flag is
-already a bool and typer skips the coercion. Nothing else changes: same options, same help.
+Two choices, both measured with `tandem bench startup` (bench/README.md):
+
+- typer (0.2x) declares each command's `--help` flag without a default, so every run reads
+  the flag as None and coerces that through a pydantic TypeAdapter built on first use:
+  importing pydantic and building the adapter cost more than all the rest of `tandem
+  version`. With a False default the flag is already a bool and typer skips the coercion.
+- Help and usage errors are click's plain text (`rich_markup_mode=None`), not typer's rich
+  panels: rendering those imports rich's console, markdown and markdown-it, which alone
+  took `tandem --help` from about 9x to about 19x a bare interpreter's start. The plain
+  text has the same sections, options, defaults and wording, without boxes or colour.
 """
 
 from __future__ import annotations
@@ -36,10 +41,10 @@ class Group(TyperGroup):
 
 
 class Typer(typer.Typer):
-    """`typer.Typer` whose groups and commands are `Group` and `Command`."""
+    """`typer.Typer` whose groups and commands are `Group` and `Command`, plain help."""
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(cls=Group, **options)
+        super().__init__(cls=Group, rich_markup_mode=None, **options)
 
     def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
                 **options: Any) -> Any:

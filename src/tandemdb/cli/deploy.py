@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tandemdb.common.deployment import DeploymentError
 from tandemdb.common.outages import OUTAGE_FILE
 
 from .connection import LazyConsole
@@ -56,6 +55,7 @@ def up(
 ) -> None:
     """Start a local deployment: controller, gateway and nodes as separate processes."""
     from tandemdb import local
+    from tandemdb.common.deployment import DeploymentError
 
     try:
         pairs = local.parse_pairs(regions)

@@ -17,7 +17,6 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from tandemdb.common.deployment import DeploymentError
 from tandemdb.common.outages import PARTITION
 
 from .connection import DEFAULT_DATA, Data, Json, LazyConsole
@@ -67,6 +66,7 @@ def recover(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) ->
 
 def _run(action: Callable[[], T]) -> T:
     """What `action` touched; a refusal is one line and exit status 1."""
+    from tandemdb.common.deployment import DeploymentError
     from tandemdb.local import StartError
 
     try:
