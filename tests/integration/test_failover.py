@@ -1,7 +1,7 @@
 """Planned failover and failback of one environment under load, and a failover that fails.
 
 Real processes; a writer with unique ids writes through the gateway the whole time. Each
-test checks the invariants it touches (DESIGN §5): every acknowledged id present exactly
+test checks the invariants it touches (docs/design.md): every acknowledged id present exactly
 once and nothing written twice (1, 5), replicas equal afterwards (6), epochs only grow and
 the old primary refuses writes (2, 3), and the events tell tenants what happened.
 """

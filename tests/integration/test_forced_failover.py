@@ -1,6 +1,7 @@
 """Forced failover: the primary's node is SIGKILLed under load and the secondary takes over.
 
-What is checked (DESIGN §5): the old primary's lease has run out before the promotion (2);
+What is checked (the invariants of docs/design.md): the old primary's lease has run out
+before the promotion (2);
 every write acknowledged at or below the fork point survives, and no more acknowledged
 writes are missing than the loss the controller reported (4, 5); nothing is present twice;
 the old primary comes back fenced, keeps its lost writes (listed by `GET …/lost`), rewinds

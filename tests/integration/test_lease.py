@@ -1,4 +1,5 @@
-"""Leases through real processes (docs/leases.md, DESIGN §4 "Split brain"): a primary whose
+"""Leases through real processes (docs/leases.md; "Split brain" in docs/design.md): a
+primary whose
 controller stops answering, and that no geo-secondary vouches for, refuses writes once its
 lease runs out, keeps serving reads, writes nothing it refused, and takes writes again when
 the controller is back. A production primary whose geo-secondary keeps pulling keeps

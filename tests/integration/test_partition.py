@@ -1,5 +1,5 @@
 """Partitions through the fault proxy (`tandem up --fault-proxy`), with clients still
-reaching the cut-off primary directly (DESIGN §4 "Split brain", docs/leases.md).
+reaching the cut-off primary directly (docs/leases.md; "Split brain" in docs/design.md).
 
 1. West partitioned from the controller and from east under two writers, one through the
    gateway and one straight at west's node: west stops taking writes within one lease, no

@@ -1,5 +1,5 @@
 """`tandem bench isolation`: a tenant's small writes next to another tenant's largest
-statements on the same node (issue 9, item 6; DESIGN invariant 10).
+statements on the same node (issue 9, item 6; invariant 10 of docs/design.md).
 
 It starts a real local deployment (separate processes, one node per region) in a temporary
 directory, with a short lease (`lease_ttl`, 1.5 s by default as in `tandem demo`), and two

@@ -77,7 +77,7 @@ def _lag(replica: dict) -> Text:
     return Text(f"{_value(entries)} · {float(seconds or 0):.2f}s", style=style)
 
 
-ROLE_STYLE = {"primary": "bold green", "secondary": "cyan", "fenced": "red", "drill": "magenta"}
+ROLE_STYLE = {"primary": "bold green", "secondary": "cyan", "fenced": "red"}
 
 
 def environments_table(views: list[dict], title: str = "environments") -> Table:
