@@ -75,4 +75,4 @@ def undo_segments(conn: apsw.Connection, segments: tuple[Segment, ...], *, lsn: 
     for kind, payload in reversed(segments):
         if kind == DDL:
             raise AssertionError("undo_segments called on an entry with DDL")
-        apply_changeset(conn, apsw.Changeset.invert(payload), lsn=lsn)  # type: ignore[arg-type]
+        apply_changeset(conn, apsw.Changeset.invert(payload), lsn=lsn)
