@@ -6,11 +6,13 @@ from __future__ import annotations
 import itertools
 import threading
 
+import httpx
 import pytest
 
 from tandemdb.client import TandemError
 from tandemdb.testing import (
     IdWriter,
+    NodeSender,
     PollTimeout,
     Refused,
     compare,
@@ -122,3 +124,31 @@ def test_compare_after_a_forced_failover():
 def test_longest_gap_counts_only_gaps_that_overlap_and_close():
     assert longest_gap([0.0, 1.0, 1.5, 4.0, 4.1], 1.6, 3.0) == 2.5
     assert longest_gap([0.0, 1.0], 0.5, 2.0) is None  # no ack after the end yet
+
+
+def test_a_retargeted_node_sender_records_where_each_write_went():
+    """A switchover driven by hand: the writer's node changes mid-run, and each
+    acknowledgement names the node that gave it (a 409 is a refusal with its code)."""
+    hosts: list[str] = []
+
+    def node(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        if request.url.host == "fenced":
+            return httpx.Response(409, json={"error": {"code": "fenced", "message": "no"}})
+        return httpx.Response(200, json={"lsn": len(hosts), "epoch": 1, "results": []})
+
+    sender = NodeSender("http://west", "secret", node="west-1")
+    sender.http = httpx.Client(transport=httpx.MockTransport(node))
+    writer = IdWriter(sender, "acme", stamp=False, error_pause=0).start()
+    try:
+        poll_until(lambda: writer.acked_on("west-1"), 5, 0.001)
+        sender.retarget("http://fenced")
+        poll_until(lambda: writer.refusals, 5, 0.001)
+        sender.retarget("http://east", "east-1")
+        poll_until(lambda: writer.acked_on("east-1"), 5, 0.001)
+    finally:
+        writer.stop()
+    sent = {"west": "west-1", "east": "east-1"}
+    assert [a.target for a in writer.acks] == [sent[hosts[a.id - 1]] for a in writer.acks]
+    assert {r.code for r in writer.refusals} == {"fenced"}
+    assert all(hosts[r.id - 1] == "fenced" for r in writer.refusals)

@@ -1,14 +1,12 @@
-"""One harness for the integration tests, the benchmarks and the fault suites.
+"""One harness for the tests, the benchmarks and the fault suites, which each used to carry
+their own copy of it:
 
-They all need the same three things, which each used to carry a copy of:
-
-- `LocalDeployment.temporary(**settings)`: a real deployment (controller, gateway, nodes as
-  processes) in a temporary directory, started, with a ready `Client`, and stopped again
-  even when the body fails;
+- `LocalDeployment.temporary(**settings)`: a real deployment (processes) in a temporary
+  directory, started (all, or only the parts a suite does not play itself), with a ready
+  `Client`, stopped again even when the body fails;
 - `IdWriter`: a thread writing unique ids, recording what was acknowledged (id, lsn, epoch,
-  time) and what has an unknown outcome, so a test can check DESIGN's invariants: every
-  acknowledged write exists after a planned failover; after a forced one it is found or
-  reported lost (`compare`);
+  time, node) and what has an unknown outcome, to check DESIGN's invariants (`check` after
+  a planned failover, `compare` after a forced one);
 - `poll_until`: wait for a condition with a deadline and a clear error naming it.
 
 It imports nothing heavier than the SDK and the local launcher, which its users need anyway.
@@ -16,7 +14,9 @@ It imports nothing heavier than the SDK and the local launcher, which its users 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import signal
 import tempfile
 import threading
 import time
@@ -54,12 +54,8 @@ def poll_until(check: Callable[[], T], timeout: float = 15.0, interval: float = 
     yet" (a deployment in the middle of an outage refuses some calls)."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            value = check()
-        except ignore:
-            pass
-        else:
-            if value:
+        with contextlib.suppress(*ignore):
+            if value := check():
                 return value
         if time.monotonic() >= deadline:
             raise PollTimeout(f"timed out after {timeout:g}s waiting for {what}")
@@ -85,8 +81,7 @@ def caught_up(client: Client, env: str) -> bool:
 
 
 def _caught_up(view: dict) -> bool:
-    """An environment view whose secondaries are seeded and have applied the primary's
-    last lsn (as the primary last reported it)."""
+    """A view whose secondaries are seeded and have applied the primary's reported lsn."""
     secondaries = [r for r in view.get("replicas", []) if r.get("role") == "secondary"]
     return bool(secondaries) and all(
         not r.get("seeding") and r.get("applied_lsn") is not None
@@ -114,6 +109,7 @@ def plan(data: Path, pairs: Sequence[tuple[str, str]] = PAIRS, nodes_per_region:
          fault_proxy: bool = False, **settings: Any) -> Deployment:
     """Plan a deployment in `data` and save its deployment.json. `settings` override its
     fields (lease_ttl, grace_seconds, …): every process reads them from there."""
+    data.mkdir(parents=True, exist_ok=True)
     deployment = Deployment.plan(data, list(pairs), nodes_per_region, free_base_port(PORTS))
     if fault_proxy:
         deployment.add_fault_proxy()
@@ -127,7 +123,8 @@ def plan(data: Path, pairs: Sequence[tuple[str, str]] = PAIRS, nodes_per_region:
 
 class LocalDeployment(Processes):
     """The launcher's processes plus what a test or a benchmark holds on to: a `Client` of
-    the gateway and the node of a region."""
+    the gateway, the node of a region, the processes' logs. A suite that plays some parts
+    itself (nodes, a controller) subclasses it with its helpers, and starts only the rest."""
 
     def __init__(self, deployment: Deployment) -> None:
         super().__init__(deployment)
@@ -135,18 +132,25 @@ class LocalDeployment(Processes):
 
     @classmethod
     @contextmanager
-    def temporary(cls, data: Path | None = None, *, healthy: bool = True,
-                  prefix: str = "tandem-", **settings: Any) -> Iterator[Self]:
+    def temporary(cls, data: Path | None = None, *, start: Iterable[str] | None = None,
+                  healthy: bool = True, prefix: str = "tandem-",
+                  progress: Callable[[str], None] | None = None,
+                  **settings: Any) -> Iterator[Self]:
         """Plan (in `data`, else a temporary directory removed afterwards), start every
-        process, wait until every node is `healthy` (unless told not to), yield; stop
-        every process on the way out, also when the body raised. `settings` go to `plan`."""
+        process (`progress` is told each), wait until every node is `healthy` (unless told
+        not to), yield; stop every process on the way out, also when the body raised.
+        `settings` go to `plan`. `start` names the only processes to start (`()`: none):
+        a suite that plays the other parts itself; no wait for heartbeats then."""
         with ExitStack() as stack:
             if data is None:
                 data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
             cluster = cls(plan(data, **settings))
             stack.callback(cluster.close)
-            cluster.start_all()
-            if healthy:
+            if start is None:
+                cluster.start_all(progress)
+            for name in start or ():
+                cluster.start(name)
+            if healthy and start is None:
                 poll_until(lambda: nodes_healthy(cluster.client), 20.0, 0.1,
                            "every node's first heartbeat", ignore=(TandemError,))
             yield cluster
@@ -154,7 +158,25 @@ class LocalDeployment(Processes):
     def node_of(self, region: str) -> str:
         return self.deployment.nodes_in(region)[0]
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process holds its sockets but answers nothing (a hung machine)."""
+        self.signal(name, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.signal(name, signal.SIGCONT)
+
+    def log(self, name: str) -> str:
+        return self.log_file(name).read_text(errors="replace")
+
+    def logs_tail(self, lines: int = 40) -> str:
+        """The last lines of every started process's log: what a failed test shows."""
+        return "\n".join(f"--- {self.log_file(name)} (last {lines} lines)\n"
+                         + self.tail(name, lines) for name in self.processes)
+
     def close(self) -> None:
+        """Stop every process started, paused ones too (they must run to act on SIGTERM)."""
+        for name in self.processes:
+            self.resume(name)
         self.client.close()
         self.stop_all()
 
@@ -171,6 +193,7 @@ class Ack:
     epoch: int
     at: float
     wall: float
+    target: str | None = None  # the node it was sent to, when the sender names one
 
 
 @dataclass(frozen=True)
@@ -196,14 +219,21 @@ class Sender(Protocol):
 
 class NodeSender:
     """Writes straight to one node's data API, past the gateway: a client that still
-    reaches a partitioned primary. A non-200 answer is a `Refused` with its code."""
+    reaches a partitioned primary. A non-200 answer is a `Refused` with its code. `retarget`
+    sends the next writes elsewhere (a switchover driven by hand); `Ack.target` says where."""
 
-    def __init__(self, url: str, secret: str, timeout: float = 5.0) -> None:
-        self.url = url
+    def __init__(self, url: str, secret: str, timeout: float = 5.0,
+                 node: str | None = None) -> None:
         self.http = httpx.Client(headers={SECRET_HEADER: secret}, timeout=timeout)
+        self._target = (url, node or url)  # one tuple: a write sees both or neither
+        self.sent_to: str | None = None  # the node of the last write (the writer's thread)
+
+    def retarget(self, url: str, node: str | None = None) -> None:
+        self._target = (url, node or url)
 
     def sql(self, env: str, sql: str, params: list | None = None) -> dict:
-        answer = self.http.post(f"{self.url}/v1/environments/{env}/sql",
+        url, self.sent_to = self._target
+        answer = self.http.post(f"{url}/v1/environments/{env}/sql",
                                 json={"statements": [{"sql": sql, "params": params or []}]})
         if answer.status_code != 200:
             raise Refused(answer.json()["error"]["code"])
@@ -279,7 +309,7 @@ class IdWriter:
             self.failed.append((id_, f"{env} id {id_}: {exc}"))
         else:
             self.acks.append(Ack(id_, env, answer["lsn"], answer["epoch"], time.monotonic(),
-                                 time.time()))
+                                 time.time(), getattr(self.sender, "sent_to", None)))
             return
         time.sleep(self.error_pause)
 
@@ -321,6 +351,10 @@ class IdWriter:
     def unknown(self) -> list[int]:
         """Ids whose outcome is unknown: they may or may not exist, never twice."""
         return [i for i, _ in self.failed]
+
+    def acked_on(self, target: str) -> list[Ack]:
+        """The acknowledgements of writes sent to `target` (see `NodeSender.retarget`)."""
+        return [a for a in list(self.acks) if a.target == target]
 
     def acked_ids(self, env: str | None = None) -> set[int]:
         return {a.id for a in self.acks if env is None or a.env == env}
