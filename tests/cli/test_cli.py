@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tandemdb.cli.data import parse_param
 from tandemdb.cli.main import app
 from tandemdb.local import free_base_port
-from tests.gateway.cluster import Deployed
+from tandemdb.testing import LocalDeployment
 
 runner = CliRunner()
 CONNECTION = ["--json", "--url", "--token", "--data"]
@@ -86,7 +86,7 @@ def test_no_deployment_in_data_dir(tmp_path: Path, args: list[str]):
     assert "--url" in line and "tandem up" in line
 
 
-def test_errors_from_the_gateway_are_one_line(gateway_only: Deployed):
+def test_errors_from_the_gateway_are_one_line(gateway_only: LocalDeployment):
     data = str(gateway_only.data)
     line = fails_cleanly(["env", "list", "--data", data], "error 503 unavailable: ")
     assert gateway_only.deployment.controller_url in line
@@ -96,7 +96,7 @@ def test_errors_from_the_gateway_are_one_line(gateway_only: Deployed):
                   "error 400 invalid_path: ")
 
 
-def test_url_and_token_from_environment_variables(gateway_only: Deployed):
+def test_url_and_token_from_environment_variables(gateway_only: LocalDeployment):
     env = {"TANDEM_URL": gateway_only.deployment.gateway_url, "TANDEM_TOKEN": "wrong"}
     # No deployment in --data: URL and token must come from the environment.
     fails_cleanly(["env", "list", "--data", "/nonexistent"], "error 401 unauthorized", env=env)

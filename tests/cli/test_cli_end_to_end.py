@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from tandemdb.cli.main import app
-from tests.gateway.cluster import Deployed
+from tandemdb.testing import LocalDeployment, poll_until
 
 runner = CliRunner()
 
 
-def tandem(deployed: Deployed, *args: str, stdin: bytes | None = None) -> str:
+def tandem(deployed: LocalDeployment, *args: str, stdin: bytes | None = None) -> str:
     result = runner.invoke(app, [*args, "--data", str(deployed.data)], input=stdin,
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, (args, result.output)
     return result.stdout
 
 
-def tandem_json(deployed: Deployed, *args: str) -> dict:
+def tandem_json(deployed: LocalDeployment, *args: str) -> dict:
     return json.loads(tandem(deployed, *args, "--json"))
 
 
-def test_cli_end_to_end(cluster: Deployed, tmp_path: Path):
+def test_cli_end_to_end(cluster: LocalDeployment, tmp_path: Path):
     created = tandem_json(cluster, "env", "create", "acme", "--region", "west",
                           "--rpo-limit", "60")
     assert (created["name"], created["home_region"], created["rpo_limit_seconds"]) == (
@@ -64,10 +63,11 @@ def test_cli_end_to_end(cluster: Deployed, tmp_path: Path):
     status = tandem_json(cluster, "status")
     assert {r["name"] for r in status["regions"]} == {"west", "east"}
     assert [e["name"] for e in status["environments"]] == ["acme"]
-    deadline = time.monotonic() + 10
-    while "0 · 0.00s" not in (text := tandem(cluster, "status")):  # secondary caught up
-        assert time.monotonic() < deadline, text
-        time.sleep(0.2)
+    def caught_up() -> str | None:  # the secondary's lag in `tandem status` is zero
+        text = tandem(cluster, "status")
+        return text if "0 · 0.00s" in text else None
+
+    text = poll_until(caught_up, 10, 0.2, "the secondary to catch up in tandem status")
     for word in ("west-1", "east-1", "healthy", "acme", "primary", "secondary", "production"):
         assert word in text, word
 

@@ -30,7 +30,8 @@ from tandemdb.client.operations import (
     max_rto_seconds,
     merged_results,
 )
-from tests.gateway.cluster import Deployed, plan
+from tandemdb.testing import LocalDeployment
+from tests.gateway.cluster import deployed as running
 
 runner = CliRunner()
 CONNECTION = ["--json", "--url", "--token", "--data"]
@@ -178,27 +179,22 @@ def test_unknown_region_is_one_line(scripted: list[str]):
 # --- a real deployment ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    deployment = Deployed(plan(tmp_path_factory.mktemp("failover") / "data"))
-    try:
-        deployment.start_all()
-        with deployment.client() as client:
-            client.create_environment("acme", type="production", region="west")
-            client.sql("acme", "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
+    with running(tmp_path_factory.mktemp("failover") / "data") as deployment:
+        client = deployment.client
+        client.create_environment("acme", type="production", region="west")
+        client.sql("acme", "CREATE TABLE t(id INTEGER PRIMARY KEY)")
         yield deployment
-    finally:
-        deployment.stop_all()
-        print(deployment.logs_tail())
 
 
-def tandem(deployed: Deployed, *args: str, code: int = 0):
+def tandem(deployed: LocalDeployment, *args: str, code: int = 0):
     result = runner.invoke(app, [*args, "--data", str(deployed.data)],
                            env={"COLUMNS": "200"})
     assert result.exit_code == code, (args, result.output)
     return result
 
 
-def test_region_list_shows_states(deployed: Deployed):
+def test_region_list_shows_states(deployed: LocalDeployment):
     text = tandem(deployed, "region", "list").stdout
     for word in ("west", "east", "healthy", "1/1 healthy"):
         assert word in text, word
@@ -206,20 +202,19 @@ def test_region_list_shows_states(deployed: Deployed):
     assert {r["name"]: r["state"] for r in regions} == {"west": "healthy", "east": "healthy"}
 
 
-def test_failover_of_one_environment_prints_the_result(deployed: Deployed):
-    with deployed.client() as client:
-        lsn = client.sql("acme", "INSERT INTO t(id) VALUES (1)")["lsn"]
+def test_failover_of_one_environment_prints_the_result(deployed: LocalDeployment):
+    client = deployed.client
+    lsn = client.sql("acme", "INSERT INTO t(id) VALUES (1)")["lsn"]
     out = tandem(deployed, "failover", "acme").stdout
     assert "environment.failover acme" in out and "succeeded" in out
     assert "acme: west → east" in out
     assert "data loss 0 entries" in out
     assert f"final lsn {lsn}" in out and "epoch 2" in out
     assert "RTO " in out and " ms" in out
-    with deployed.client() as client:
-        assert client.environment("acme")["primary_region"] == "east"
+    assert client.environment("acme")["primary_region"] == "east"
 
 
-def test_failover_json_parses_and_goes_back(deployed: Deployed):
+def test_failover_json_parses_and_goes_back(deployed: LocalDeployment):
     op = json.loads(tandem(deployed, "failover", "acme", "--json").stdout)
     assert (op["kind"], op["target"], op["state"]) == ("environment.failover", "acme",
                                                        "succeeded")
@@ -229,7 +224,7 @@ def test_failover_json_parses_and_goes_back(deployed: Deployed):
     assert isinstance(entry["rto_seconds"], int | float)
 
 
-def test_unknown_environment_is_one_line(deployed: Deployed):
+def test_unknown_environment_is_one_line(deployed: LocalDeployment):
     result = tandem(deployed, "failover", "nope", code=1)
     assert result.stdout == ""
     line = result.stderr.strip()
@@ -238,7 +233,7 @@ def test_unknown_environment_is_one_line(deployed: Deployed):
     assert result.stderr.strip().startswith("error 4"), result.stderr
 
 
-def test_region_failover_and_failback(deployed: Deployed):
+def test_region_failover_and_failback(deployed: LocalDeployment):
     out = tandem(deployed, "region", "failover", "west").stdout
     assert "region.failover west" in out and "1/1 environment(s) moved" in out
     assert "west → east" in out
@@ -267,7 +262,7 @@ def test_bench_switchover_smoke(tmp_path: Path):
     assert result["writes_acknowledged"] == result["writes_found"]
 
 
-def test_lost_lists_nothing_for_a_planned_history_and_refuses_unknown(deployed: Deployed):
+def test_lost_lists_nothing_for_a_planned_history_and_refuses_unknown(deployed: LocalDeployment):
     assert "acme: no lost writes recorded" in tandem(deployed, "lost", "acme").stdout
     answer = json.loads(tandem(deployed, "lost", "acme", "--json").stdout)
     assert answer == {"environment": "acme", "bundles": []}

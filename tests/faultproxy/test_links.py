@@ -8,14 +8,14 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common.deployment import HOST
 from tandemdb.common.http import SECRET_HEADER
-from tandemdb.local import FAULT_PROXY, LocalDeployment, free_base_port
+from tandemdb.local import FAULT_PROXY
+from tandemdb.testing import LocalDeployment, poll_until
 
 LINK = "west-1>controller"  # relays to the controller's port, where the echo server listens
 
@@ -27,11 +27,10 @@ class Echo(socketserver.BaseRequestHandler):
 
 
 class Proxy:
-    def __init__(self, data: Path) -> None:
-        self.deployment = Deployment.plan(data, [("west", "east")], 1, free_base_port(16))
-        self.deployment.add_fault_proxy()
-        self.deployment.save()
-        self.local = LocalDeployment(self.deployment)
+    """The fault proxy of a deployment of which nothing else runs (the harness's)."""
+
+    def __init__(self, local: LocalDeployment) -> None:
+        self.local, self.deployment = local, local.deployment
         self.url = self.deployment.fault_proxy_url
         self.secret = {SECRET_HEADER: self.deployment.secret}
 
@@ -48,17 +47,18 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    p = Proxy(tmp_path_factory.mktemp("faultproxy"))
-    echo = socketserver.ThreadingTCPServer((HOST, p.deployment.controller_port), Echo)
-    echo.daemon_threads = True
-    threading.Thread(target=echo.serve_forever, daemon=True).start()
-    try:
-        p.local.start(FAULT_PROXY)
-        yield p
-    finally:
-        p.local.stop_all()
-        echo.shutdown()
-        echo.server_close()
+    with LocalDeployment.temporary(tmp_path_factory.mktemp("faultproxy"), start=(),
+                                   fault_proxy=True) as local:
+        echo = socketserver.ThreadingTCPServer((HOST, local.deployment.controller_port), Echo)
+        echo.daemon_threads = True
+        threading.Thread(target=echo.serve_forever, daemon=True).start()
+        try:
+            local.start(FAULT_PROXY)
+            yield Proxy(local)
+        finally:
+            local.stop(FAULT_PROXY)
+            echo.shutdown()
+            echo.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -186,16 +186,14 @@ def test_cuts_leave_no_traceback_in_the_log(proxy: Proxy) -> None:
             assert round_trip(sock) == b"ping"
         socks[0].sendall(b"in flight" * 1000)
         assert proxy.set(links=[LINK], mode="cut").status_code == 200
-        deadline = time.monotonic() + 5
-        while proxy.links()[LINK]["connections"]:  # the cut closed them all
-            assert time.monotonic() < deadline, proxy.links()[LINK]
-            time.sleep(0.05)
+        poll_until(lambda: not proxy.links()[LINK]["connections"], 5, 0.05,
+                   "the cut to close every connection")
     finally:
         for sock in socks:
             sock.close()
     assert proxy.set(links=[LINK], mode="ok").status_code == 200
     with connect(proxy) as sock:  # and it relays again
         assert round_trip(sock) == b"ping"
-    log = proxy.local.log_file(FAULT_PROXY).read_text(errors="replace")
+    log = proxy.local.log(FAULT_PROXY)
     assert "ok -> cut" in log
     assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from tandemdb.common.http import MAX_JSON_DEPTH, SECRET_HEADER, json_depth
+from tandemdb.testing import LocalDeployment
 
-from .cluster import Deployed, plan
+from .cluster import deployed as running
 from .conftest import CLUSTER_BODY_LIMIT
 
 DEEP = 5000
@@ -22,18 +23,13 @@ def nested(depth: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    deployed = Deployed(plan(tmp_path_factory.mktemp("bodies") / "data",
-                             max_body_bytes=CLUSTER_BODY_LIMIT))
-    try:
-        deployed.start_all()
-        with deployed.client() as tandem:
-            tandem.create_environment("acme", region="west")
-            tandem.sql("acme", "CREATE TABLE t(a)")
-        yield deployed
-    finally:
-        deployed.stop_all()
-        print(deployed.logs_tail())
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
+    with running(tmp_path_factory.mktemp("bodies") / "data",
+                 max_body_bytes=CLUSTER_BODY_LIMIT) as deployment:
+        tandem = deployment.client
+        tandem.create_environment("acme", region="west")
+        tandem.sql("acme", "CREATE TABLE t(a)")
+        yield deployment
 
 
 def refused(answer: httpx.Response, status: int = 400, code: str = "bad_request") -> str:
@@ -47,7 +43,7 @@ def sql_body(params: str, extra: str = "") -> bytes:
     return ('{"statements": [' + statement + "]" + extra + "}").encode()
 
 
-def test_deep_params_are_400_at_the_node_and_at_the_gateway(deployed: Deployed):
+def test_deep_params_are_400_at_the_node_and_at_the_gateway(deployed: LocalDeployment):
     url, token = deployed.deployment.gateway_url, deployed.deployment.token
     auth = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
     sql = f"{url}/v1/environments/acme/sql"
@@ -65,12 +61,12 @@ def test_deep_params_are_400_at_the_node_and_at_the_gateway(deployed: Deployed):
                                  headers={SECRET_HEADER: deployed.deployment.secret}))
     assert f"more than {MAX_JSON_DEPTH} deep" in message
     # Nothing ran, and the node still serves.
-    with deployed.client() as tandem:
-        assert tandem.sql("acme", "SELECT count(*) FROM t")["results"][0]["rows"] == [[0]]
+    tandem = deployed.client
+    assert tandem.sql("acme", "SELECT count(*) FROM t")["results"][0]["rows"] == [[0]]
     assert "RecursionError" not in deployed.log("west-1") + deployed.log("gateway")
 
 
-def test_depth_at_the_limit_is_not_refused_for_its_depth(deployed: Deployed):
+def test_depth_at_the_limit_is_not_refused_for_its_depth(deployed: LocalDeployment):
     url, token = deployed.deployment.gateway_url, deployed.deployment.token
     answer = httpx.post(f"{url}/v1/environments/acme/sql",
                         headers={"Authorization": f"Bearer {token}"},
@@ -79,7 +75,7 @@ def test_depth_at_the_limit_is_not_refused_for_its_depth(deployed: Deployed):
     assert "deep" not in answer.json()["error"]["message"]
 
 
-def test_deep_control_bodies_are_400_at_the_controller(deployed: Deployed):
+def test_deep_control_bodies_are_400_at_the_controller(deployed: LocalDeployment):
     url, token = deployed.deployment.gateway_url, deployed.deployment.token
     body = '{"name": "deep", "region": ' + nested(DEEP) + "}"
     message = refused(httpx.post(f"{url}/v1/environments", content=body,
@@ -93,7 +89,7 @@ def test_deep_control_bodies_are_400_at_the_controller(deployed: Deployed):
     assert "RecursionError" not in deployed.log("controller")
 
 
-def test_oversized_bodies_are_413_at_node_and_controller(deployed: Deployed):
+def test_oversized_bodies_are_413_at_node_and_controller(deployed: LocalDeployment):
     secret = {SECRET_HEADER: deployed.deployment.secret}
     node = deployed.deployment.node_url("west-1")
     big = sql_body('["' + "x" * CLUSTER_BODY_LIMIT + '"]')

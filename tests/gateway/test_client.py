@@ -16,8 +16,7 @@ import pytest
 from tandemdb.client import AsyncClient, Client, TandemError
 from tandemdb.client.api import statements_of
 from tandemdb.local import free_base_port
-
-from .cluster import Deployed
+from tandemdb.testing import LocalDeployment
 
 
 def failure(call) -> TandemError:
@@ -26,14 +25,14 @@ def failure(call) -> TandemError:
     return caught.value
 
 
-def test_wrong_token_maps_to_401(gateway_only: Deployed):
+def test_wrong_token_maps_to_401(gateway_only: LocalDeployment):
     with Client(gateway_only.deployment.gateway_url, "wrong") as client:
         error = failure(client.regions)
     assert (error.status, error.code) == (401, "unauthorized")
     assert str(error).startswith("error 401 unauthorized: missing or wrong token")
 
 
-def test_gateway_errors_keep_status_code_message_and_retry_after(gateway_only: Deployed):
+def test_gateway_errors_keep_status_code_message_and_retry_after(gateway_only: LocalDeployment):
     with Client.from_data_dir(gateway_only.data) as client:
         assert client.url == gateway_only.deployment.gateway_url
         error = failure(client.environments)
@@ -46,7 +45,7 @@ def test_gateway_errors_keep_status_code_message_and_retry_after(gateway_only: D
         assert (error.status, error.code) == (400, "invalid_path")
 
 
-def test_async_client_maps_errors_the_same_way(gateway_only: Deployed):
+def test_async_client_maps_errors_the_same_way(gateway_only: LocalDeployment):
     async def scenario():
         errors = []
         async with AsyncClient.from_data_dir(gateway_only.data) as client:

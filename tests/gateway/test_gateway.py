@@ -13,7 +13,8 @@ import time
 import httpx
 import pytest
 
-from .cluster import Deployed
+from tandemdb.testing import LocalDeployment, poll_until
+
 from .conftest import SMALL_BODY_LIMIT
 
 PROTECTED = [
@@ -45,21 +46,19 @@ def raw_request(url: str, method: str, path: str, headers: dict | None = None,
         conn.close()
 
 
-def test_starts_healthy_without_controller_and_logs_routing_retries(gateway_only: Deployed):
+def test_starts_healthy_without_controller_and_logs_routing_retries(gateway_only: LocalDeployment):
     answer = httpx.get(f"{gateway_only.deployment.gateway_url}/healthz")
     assert answer.status_code == 200
     health = answer.json()
     assert health["ok"] is True and health["component"] == "gateway"
     assert health["routing"]["loaded"] is False
-    deadline = time.monotonic() + 5
-    while "cannot poll the controller" not in gateway_only.log("gateway"):
-        assert time.monotonic() < deadline, gateway_only.log("gateway")
-        time.sleep(0.1)
+    poll_until(lambda: "cannot poll the controller" in gateway_only.log("gateway"), 5, 0.1,
+               "the gateway to log its routing retries")
     assert gateway_only.deployment.controller_url in gateway_only.log("gateway")
-    assert gateway_only.local.processes["gateway"].poll() is None  # still running
+    assert gateway_only.processes["gateway"].poll() is None  # still running
 
 
-def test_metrics_need_the_token(gateway_only: Deployed):
+def test_metrics_need_the_token(gateway_only: LocalDeployment):
     url = gateway_only.deployment.gateway_url
     httpx.get(f"{url}/v1/regions")  # one 401, to be counted
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Tandem-Secret": "wrong"}):
@@ -75,7 +74,7 @@ def test_metrics_need_the_token(gateway_only: Deployed):
 
 
 @pytest.mark.parametrize("method,path", PROTECTED)
-def test_every_v1_call_needs_the_token(gateway_only: Deployed, method: str, path: str):
+def test_every_v1_call_needs_the_token(gateway_only: LocalDeployment, method: str, path: str):
     url = gateway_only.deployment.gateway_url
     token = gateway_only.deployment.token
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {token}"},
@@ -85,11 +84,11 @@ def test_every_v1_call_needs_the_token(gateway_only: Deployed, method: str, path
         assert answer.json()["error"]["code"] == "unauthorized"
 
 
-def auth(deployed: Deployed) -> dict:
+def auth(deployed: LocalDeployment) -> dict:
     return {"Authorization": f"Bearer {deployed.deployment.token}"}
 
 
-def test_data_call_before_routing_loads_is_503_not_404(gateway_only: Deployed):
+def test_data_call_before_routing_loads_is_503_not_404(gateway_only: LocalDeployment):
     url = gateway_only.deployment.gateway_url
     started = time.monotonic()
     answer = httpx.post(f"{url}/v1/environments/acme/sql", headers=auth(gateway_only),
@@ -101,7 +100,7 @@ def test_data_call_before_routing_loads_is_503_not_404(gateway_only: Deployed):
     assert time.monotonic() - started < 5  # waited briefly for routing, then answered
 
 
-def test_control_call_without_controller_is_503(gateway_only: Deployed):
+def test_control_call_without_controller_is_503(gateway_only: LocalDeployment):
     url = gateway_only.deployment.gateway_url
     answer = httpx.get(f"{url}/v1/environments", headers=auth(gateway_only))
     assert answer.status_code == 503
@@ -110,7 +109,7 @@ def test_control_call_without_controller_is_503(gateway_only: Deployed):
     assert gateway_only.deployment.controller_url in error["message"]
 
 
-def test_oversized_bodies_get_413(gateway_only: Deployed):
+def test_oversized_bodies_get_413(gateway_only: LocalDeployment):
     url = gateway_only.deployment.gateway_url
     big = b"x" * (SMALL_BODY_LIMIT + 1)
     for method, path in [("POST", "/v1/environments/acme/sql"),
@@ -142,7 +141,7 @@ def test_oversized_bodies_get_413(gateway_only: Deployed):
     ("/v1/../internal/v1/routing", "bad_request"),
     ("/v1/environments/../../internal/v1/heartbeat", "bad_request"),
 ])
-def test_path_tricks_are_refused_before_any_forward(gateway_only: Deployed, path: str,
+def test_path_tricks_are_refused_before_any_forward(gateway_only: LocalDeployment, path: str,
                                                     code: str):
     status, body = raw_request(gateway_only.deployment.gateway_url, "GET", path,
                                auth(gateway_only))
@@ -150,14 +149,14 @@ def test_path_tricks_are_refused_before_any_forward(gateway_only: Deployed, path
     assert body["error"]["code"] == code
 
 
-def test_wrong_method_on_a_data_path_is_405(gateway_only: Deployed):
+def test_wrong_method_on_a_data_path_is_405(gateway_only: LocalDeployment):
     url = gateway_only.deployment.gateway_url
     answer = httpx.get(f"{url}/v1/environments/acme/sql", headers=auth(gateway_only))
     assert answer.status_code == 405
     assert answer.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_unknown_public_path_is_404_json(gateway_only: Deployed):
+def test_unknown_public_path_is_404_json(gateway_only: LocalDeployment):
     answer = httpx.get(f"{gateway_only.deployment.gateway_url}/nothing/here")
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "not_found"

@@ -5,7 +5,6 @@ clients that were not told reused it, and lost their next request)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import uvicorn
@@ -14,6 +13,7 @@ from fastapi import FastAPI
 from tandemdb.common.deployment import HOST
 from tandemdb.common.http import install_error_handlers
 from tandemdb.local import free_base_port
+from tandemdb.testing import poll_until
 
 
 def test_an_unhandled_error_is_a_500_that_says_connection_close():
@@ -34,10 +34,8 @@ def test_an_unhandled_error_is_a_500_that_says_connection_close():
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
+        poll_until(lambda: server.started or not thread.is_alive(), 10, 0.02, "uvicorn")
+        assert server.started
         with httpx.Client(base_url=f"http://{HOST}:{port}") as http:
             assert "connection" not in http.get("/fine").headers  # kept alive
             answer = http.get("/boom")

@@ -18,8 +18,7 @@ from tandemdb.common.http import ApiError
 from tandemdb.gateway.app import create_app, query_without, sql_read_region
 from tandemdb.gateway.routing import RoutingTable
 from tandemdb.local import free_base_port
-
-from .cluster import plan
+from tandemdb.testing import plan
 
 
 def answer(revision: int, **envs: dict) -> dict:

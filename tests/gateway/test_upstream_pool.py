@@ -14,27 +14,29 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .cluster import Deployed, plan
+from tandemdb.testing import LocalDeployment
+
+from .cluster import deployed as running
 from .upstream import ENV, Upstream
 
 SQL = f"/v1/environments/{ENV}/sql"
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployed, Upstream]]:
+def upstream(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalDeployment, Upstream]]:
     """Shared by the module's tests: each names its calls apart."""
-    deployed = Deployed(plan(tmp_path_factory.mktemp("pool") / "data"))
-    server = Upstream(deployed.deployment).start()
-    try:
-        deployed.start("gateway")
-        yield deployed, server
-    finally:
-        deployed.stop_all()
-        server.stop()
-        print(deployed.logs_tail())
+    with running(tmp_path_factory.mktemp("pool") / "data", start=()) as deployed:
+        server = Upstream(deployed.deployment).start()
+        try:
+            deployed.start("gateway")
+            yield deployed, server
+        finally:
+            deployed.stop("gateway")
+            server.stop()
 
 
-def client(deployed: Deployed) -> httpx.Client:
+def client(deployed: LocalDeployment) -> httpx.Client:
     """Each client has its own connection to the gateway, as separate users would."""
     return httpx.Client(base_url=deployed.deployment.gateway_url, timeout=20,
                         headers={"Authorization": f"Bearer {deployed.deployment.token}"})
