@@ -10,72 +10,36 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tandemdb.common.deployment import Deployment
-from tandemdb.local import LocalDeployment, free_base_port
+from tandemdb.common.http import SECRET_HEADER
+from tandemdb.testing import LocalDeployment, PollTimeout, poll_until
 
 MAX_BODY = 1 << 20  # small, so the oversized-body test stays cheap
-START_TIMEOUT = 15.0
 CATCH_UP_TIMEOUT = 20.0
+NODES = ("west-1", "east-1")
 
 
-def poll(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
-    """Call `check` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+class Cluster(LocalDeployment):
+    """The harness's deployment of which only the nodes run (`start`, `kill`, `pause`,
+    `resume`, `url` are its own), with the calls the controller would make to them."""
 
-
-class Cluster:
-    """A deployment with one node per region; only the nodes run, through `LocalDeployment`."""
-
-    def __init__(self, data: Path) -> None:
-        data.mkdir(parents=True, exist_ok=True)
-        self.dep = Deployment.plan(data, [("west", "east")], 1, free_base_port(4))
-        self.dep.max_body_bytes = MAX_BODY
-        self.dep.lease_ttl = 0  # no controller grants leases here
-        self.dep.save()
-        self.local = LocalDeployment(self.dep)
-        self.http = httpx.Client(headers={"X-Tandem-Secret": self.dep.secret}, timeout=15.0)
-
-    # -- processes --------------------------------------------------------------------
-    def start(self, name: str) -> None:
-        self.local.start(name, wait=False)
-        self.local.wait_healthy(name, START_TIMEOUT)
-
-    def kill(self, name: str) -> None:
-        self.local.kill(name)
-
-    def pause(self, name: str) -> None:
-        self.local.signal(name, signal.SIGSTOP)
-
-    def resume(self, name: str) -> None:
-        self.local.signal(name, signal.SIGCONT)
+    def __init__(self, deployment: Deployment) -> None:
+        super().__init__(deployment)
+        self.http = httpx.Client(headers={SECRET_HEADER: deployment.secret}, timeout=15.0)
 
     def close(self) -> None:
-        for name in self.local.processes:
-            self.resume(name)  # a paused node must run to act on SIGTERM
-        self.local.stop_all()
         self.http.close()
+        super().close()
 
     # -- HTTP -------------------------------------------------------------------------
-    def url(self, name: str) -> str:
-        return self.dep.node_url(name)
-
     def peer(self, name: str) -> dict:
-        return {"node": name, "region": self.dep.nodes[name]["region"], "url": self.url(name)}
+        return {"node": name, "region": self.deployment.nodes[name]["region"],
+                "url": self.url(name)}
 
     def put_replica(self, node: str, env: str, role: str, *, primary: str | None = None,
                     secondaries: tuple[str, ...] = (), rpo: float = 900,
@@ -132,29 +96,27 @@ class Cluster:
             return west if west is not None and west == east else None
 
         try:
-            return poll(same, timeout, f"{env} to have equal checksums", interval=0.1)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- east-1 log ---\n{self.local.tail('east-1', 30)}"
-                                 f"\n--- west-1 log ---\n{self.local.tail('west-1', 30)}"
+            return poll_until(same, timeout, 0.1, f"{env} to have equal checksums")
+        except PollTimeout as exc:
+            raise AssertionError(f"{exc}\n--- east-1 log ---\n{self.tail('east-1', 30)}"
+                                 f"\n--- west-1 log ---\n{self.tail('west-1', 30)}"
                                  ) from None
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    c = Cluster(tmp_path_factory.mktemp("nodes"))
-    try:
-        c.start("west-1")
-        c.start("east-1")
-        yield c
-    finally:
-        c.close()
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with Cluster.temporary(tmp_path_factory.mktemp("nodes"), start=NODES,
+                           max_body_bytes=MAX_BODY,
+                           lease_ttl=0,  # no controller grants leases here
+                           ) as running:
+        yield running
 
 
 @pytest.fixture
 def live(cluster: Cluster) -> Cluster:
     """The cluster, with both nodes made sure to be running (a test may have killed one)."""
-    for name in ("west-1", "east-1"):
-        if name in cluster.local.dead():
+    for name in NODES:
+        if name in cluster.dead():
             cluster.start(name)
         else:
             cluster.resume(name)

@@ -25,7 +25,7 @@ def test_secret_is_required_except_for_health_and_metrics_token(live: Cluster) -
     assert health.json() == {"ok": True, "component": "node", "name": "west-1",
                              "region": "west"}
     assert httpx.get(base + "/metrics").status_code == 401  # it names environments
-    token = {"Authorization": f"Bearer {live.dep.token}"}  # as Prometheus sends it
+    token = {"Authorization": f"Bearer {live.deployment.token}"}  # as Prometheus sends it
     metrics = httpx.get(base + "/metrics", headers=token)
     assert metrics.status_code == 200
     assert f'tandem_env_primary_lsn{{env="{env}"}}' in metrics.text

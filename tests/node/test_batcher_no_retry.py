@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import ApiError
-from tandemdb.local import free_base_port
 from tandemdb.node.app import Node
 from tandemdb.node.dataapi import DataApi
+from tandemdb.testing import plan
 
 BIG = {"sql": "INSERT INTO t VALUES (randomblob(150000))"}  # ~37 pages, and as many again
 SMALL = {"sql": "INSERT INTO t VALUES (1)"}
@@ -34,9 +33,7 @@ def rows(env) -> int:
 
 
 def run(tmp_path: Path, scenario) -> None:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
-    dep.lease_ttl = 0  # no controller here
-    dep.save()
+    dep = plan(tmp_path, lease_ttl=0)  # no controller here
 
     async def main() -> None:
         node = Node(dep, "west-1")

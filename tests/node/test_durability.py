@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import threading
 
-from .conftest import Cluster, poll, unique
+from tandemdb.testing import poll_until
+
+from .conftest import Cluster, unique
 
 
 def test_rpo_guard_holds_writes_while_the_secondary_lags(live: Cluster) -> None:
@@ -23,7 +25,7 @@ def test_rpo_guard_holds_writes_while_the_secondary_lags(live: Cluster) -> None:
             assert r.status_code in (200, 503), r.text
             return r if r.status_code == 503 else None
 
-        r = poll(refused, 10, "the RPO guard to refuse a write")
+        r = poll_until(refused, 10, what="the RPO guard to refuse a write")
         error = r.json()["error"]
         assert error["code"] == "rpo_exceeded" and "east" in error["message"]
         assert r.headers["retry-after"] == "1"
@@ -43,7 +45,7 @@ def test_rpo_guard_holds_writes_while_the_secondary_lags(live: Cluster) -> None:
         assert r.status_code in (200, 503), r.text
         return r.status_code == 200
 
-    poll(accepted, 10, "writes to resume once the secondary caught up")
+    poll_until(accepted, 10, what="writes to resume once the secondary caught up")
     live.wait_equal(env)
 
 
@@ -69,13 +71,13 @@ def test_secondary_killed_during_writes_resumes_without_gap_or_duplicate(
     writer = threading.Thread(target=write)
     writer.start()
     try:
-        poll(lambda: len(acked) >= 100, 15, "100 acknowledged writes")
+        poll_until(lambda: len(acked) >= 100, 15, what="100 acknowledged writes")
         live.kill("east-1")
         mark = len(acked)
-        poll(lambda: len(acked) >= mark + 100, 15, "100 writes while east-1 is down")
+        poll_until(lambda: len(acked) >= mark + 100, 15, what="100 writes while east-1 is down")
         live.start("east-1")
         mark = len(acked)
-        poll(lambda: len(acked) >= mark + 100, 15, "100 writes after the restart")
+        poll_until(lambda: len(acked) >= mark + 100, 15, what="100 writes after the restart")
     finally:
         stop.set()
         writer.join()
@@ -101,7 +103,7 @@ def test_journal_is_truncated_only_once_acknowledged(live: Cluster) -> None:
             live.ok_sql("west-1", env, ("INSERT INTO t VALUES (?)", [i]))
     # One upkeep round visits every replica: once `solo` (no consumers) is truncated, the
     # round has seen the other two as well.
-    poll(lambda: live.status("west-1", solo)["first_lsn"] > 1, 10, f"{solo} truncated")
+    poll_until(lambda: live.status("west-1", solo)["first_lsn"] > 1, 10, what=f"{solo} truncated")
     assert live.status("west-1", held)["first_lsn"] == 1
     live.wait_equal(paired)
 
@@ -110,7 +112,7 @@ def test_journal_is_truncated_only_once_acknowledged(live: Cluster) -> None:
         acked = status["consumers"]["east-1"]["acked_lsn"]
         return status if status["first_lsn"] > 1 and acked == status["last_lsn"] else None
 
-    status = poll(truncated_to_ack, 10, f"{paired} truncated up to the acknowledgement")
+    status = poll_until(truncated_to_ack, 10, what=f"{paired} truncated up to the acknowledgement")
     assert status["first_lsn"] <= status["consumers"]["east-1"]["acked_lsn"]
 
     # The held journal still starts at lsn 1: its new secondary streams, with no snapshot.
@@ -130,8 +132,8 @@ def test_new_secondary_seeds_from_a_snapshot(live: Cluster) -> None:
         assert r.status_code == 200
     # With no consumer registered the primary keeps only its newest entry.
     last = r.json()["lsn"]
-    poll(lambda: live.status("west-1", env)["first_lsn"] == last, 10,
-         "the journal truncated to its newest entry")
+    poll_until(lambda: live.status("west-1", env)["first_lsn"] == last, 10,
+               what="the journal truncated to its newest entry")
     first = last
 
     live.put_replica("west-1", env, "primary", secondaries=("east-1",))
@@ -158,8 +160,8 @@ def test_primary_killed_and_restarted_resumes_its_replicas(live: Cluster) -> Non
     live.wait_equal(env)
     # Truncation follows the durable acknowledgement, so once the journal was cut, an
     # acknowledgement at least up to the cut is on disk.
-    first = poll(lambda: max(live.status("west-1", env)["first_lsn"] - 1, 0), 10,
-                 "the journal truncated") + 1
+    first = poll_until(lambda: max(live.status("west-1", env)["first_lsn"] - 1, 0), 10,
+                       what="the journal truncated") + 1
     live.kill("west-1")
     live.start("west-1")
     # The replica and its consumer come back from disk, before any controller answers.

@@ -4,16 +4,18 @@ by hand as the controller would: fence, wait, promote, reverse replication, unfe
 from __future__ import annotations
 
 import json
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
-from .conftest import Cluster, poll, unique
+from tandemdb.testing import IdWriter, NodeSender, poll_until
 
-TABLE = "CREATE TABLE t (k TEXT PRIMARY KEY, id INTEGER NOT NULL)"
+from .conftest import Cluster, unique
+
+# No key: a write applied twice shows as two rows with its id (the writer's ids count).
+TABLE = "CREATE TABLE t (k TEXT, id INTEGER NOT NULL)"
+SWITCHOVER_REFUSALS = {"fenced", "not_primary", "rpo_exceeded"}  # the answers to expect
 
 
 def call(c: Cluster, node: str, env: str, action: str, **body) -> httpx.Response:
@@ -33,50 +35,17 @@ def error(r: httpx.Response, status: int, code: str) -> str:
 
 
 def record_on_disk(c: Cluster, node: str, env: str) -> dict:
-    path = Path(c.dep.data) / "nodes" / node / "envs" / env / "replica.json"
+    path = Path(c.deployment.data) / "nodes" / node / "envs" / env / "replica.json"
     return json.loads(path.read_text())
 
 
-class Writer(threading.Thread):
-    """Inserts unique ids one at a time into the node named by `target`; keeps what was
-    acknowledged (id, epoch) and tolerates the answers of a switchover."""
+def unexpected_refusals(writer: IdWriter) -> set[str]:
+    return {r.code for r in list(writer.refusals)} - SWITCHOVER_REFUSALS
 
-    def __init__(self, c: Cluster, env: str, target: str) -> None:
-        super().__init__(daemon=True)
-        self.c, self.env, self.target = c, env, target
-        self.acked: list[tuple[int, int, str]] = []  # (id, epoch, node)
-        self.refused: dict[str, int] = {}
-        self.stop = threading.Event()
-        self.failure: str | None = None
 
-    def run(self) -> None:
-        n = 0
-        with httpx.Client(headers={"X-Tandem-Secret": self.c.dep.secret}, timeout=10) as http:
-            while not self.stop.is_set():
-                n += 1
-                node = self.target
-                body = {"statements": [{"sql": "INSERT INTO t VALUES (?, ?)",
-                                        "params": [uuid.uuid4().hex, n]}]}
-                try:
-                    r = http.post(f"{self.c.url(node)}/v1/environments/{self.env}/sql",
-                                  json=body)
-                except httpx.HTTPError:
-                    continue  # not acknowledged: it may or may not have landed
-                if r.status_code == 200:
-                    self.acked.append((n, r.json()["epoch"], node))
-                elif r.status_code in (409, 503):
-                    code = r.json()["error"]["code"]
-                    if code not in ("fenced", "not_primary", "rpo_exceeded"):
-                        self.failure = r.text
-                        return
-                    self.refused[code] = self.refused.get(code, 0) + 1
-                    time.sleep(0.01)
-                else:
-                    self.failure = r.text
-                    return
-
-    def acked_on(self, node: str) -> int:
-        return sum(1 for _, _, n in self.acked if n == node)
+def writes_on(writer: IdWriter, node: str) -> bool:
+    """20 writes acknowledged by `node`; a refusal other than a switchover's ends the wait."""
+    return len(writer.acked_on(node)) >= 20 or bool(unexpected_refusals(writer))
 
 
 def counts(c: Cluster, node: str, env: str) -> dict[int, int]:
@@ -88,10 +57,11 @@ def test_manual_switchover_under_writes(live: Cluster) -> None:
     env = unique("switch")
     live.pair(env)
     live.ok_sql("west-1", env, TABLE)
-    writer = Writer(live, env, "west-1")
-    writer.start()
+    sender = NodeSender(live.url("west-1"), live.deployment.secret, timeout=10, node="west-1")
+    writer = IdWriter(sender, env, table="t", stamp=False, error_pause=0.01,
+                      owns_sender=True).start()
     try:
-        poll(lambda: writer.acked_on("west-1") >= 20 or writer.failure, 10, "writes on west")
+        poll_until(lambda: writes_on(writer, "west-1"), 10, what="writes on west")
         # 2. fence west: it stops writing and answers its final lsn, twice the same
         fenced = ok(live, "west-1", env, "fence", epoch=1)
         final = fenced["final_lsn"]
@@ -112,13 +82,12 @@ def test_manual_switchover_under_writes(live: Cluster) -> None:
         assert ok(live, "east-1", env, "promote", **promote) == {"epoch": 2, "lsn": final}
         assert record_on_disk(live, "east-1", env)["role"] == "primary"
         # 5./6. writes go to east; west becomes its secondary at epoch 2
-        writer.target = "east-1"
+        sender.retarget(live.url("east-1"), "east-1")
         live.put_replica("west-1", env, "secondary", primary="east-1", epoch=2)
-        poll(lambda: writer.acked_on("east-1") >= 20 or writer.failure, 10, "writes on east")
+        poll_until(lambda: writes_on(writer, "east-1"), 10, what="writes on east")
     finally:
-        writer.stop.set()
-        writer.join(10)
-    assert writer.failure is None, writer.failure
+        writer.stop()
+    assert not unexpected_refusals(writer), writer.refusals
 
     same = live.wait_equal(env)
     assert same["epoch"] == 2 and same["lsn"] > final
@@ -127,13 +96,13 @@ def test_manual_switchover_under_writes(live: Cluster) -> None:
         assert status["epoch"] == 2 and status["record"]["epoch"] == 2, status
         assert status["stream_error"] is None, status
         present = counts(live, node, env)
-        assert all(present.get(n) == 1 for n, _, _ in writer.acked), node
+        assert all(present.get(n) == 1 for n in writer.acked), node
         assert all(v == 1 for v in present.values()), node
     assert live.status("west-1", env)["role"] == "secondary"
     assert live.status("east-1", env)["role"] == "primary"
-    epochs = [epoch for _, epoch, _ in writer.acked]
+    epochs = writer.epochs
     assert epochs == sorted(epochs) and epochs[0] == 1 and epochs[-1] == 2
-    assert all(epoch == 2 for _, epoch, node in writer.acked if node == "east-1")
+    assert all(ack.epoch == 2 for ack in writer.acked_on("east-1"))
     error(live.sql("west-1", env, "INSERT INTO t VALUES ('y', -2)"), 409, "not_primary")
     # The new primary streams to west: a fresh write arrives there.
     lsn = live.ok_sql("east-1", env, "INSERT INTO t VALUES ('z', -3)")["lsn"]

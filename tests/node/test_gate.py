@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import ApiError
 from tandemdb.engine import Environment
-from tandemdb.local import free_base_port
 from tandemdb.node.app import Node
 from tandemdb.node.gate import WriteGate
 from tandemdb.node.replicas import Replica
+from tandemdb.testing import plan
 
 INSERT = [[{"sql": "INSERT INTO t VALUES (1)"}]]
 
@@ -36,9 +35,7 @@ Scenario = Callable[[WriteGate, Replica, Environment, Clock], Awaitable[None]]
 
 
 def run(tmp_path: Path, scenario: Scenario) -> None:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
-    dep.lease_ttl = 5.0
-    dep.save()
+    dep = plan(tmp_path, lease_ttl=5.0)
     clock = Clock()
 
     async def main() -> None:

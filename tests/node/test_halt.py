@@ -24,9 +24,10 @@ from tandemdb.engine import (
     StaleEpoch,
 )
 from tandemdb.node import halts
+from tandemdb.testing import poll_until
 from tests.tamper import tamper
 
-from .conftest import Cluster, poll, unique
+from .conftest import Cluster, unique
 
 
 def halted_gauge(live: Cluster, node: str, env: str) -> float | None:
@@ -37,7 +38,7 @@ def halted_gauge(live: Cluster, node: str, env: str) -> float | None:
 
 
 def halt_lines(live: Cluster, node: str, env: str) -> list[str]:
-    log = live.local.log_file(node).read_text(errors="replace")
+    log = live.log(node)
     return [line for line in log.splitlines() if "HALTED" in line and env in line]
 
 
@@ -67,7 +68,7 @@ def test_a_poison_entry_halts_one_stream_durably_until_a_reseed(live: Cluster) -
     live.wait_equal(other)
     assert halted_gauge(live, "east-1", env) == 0
 
-    tamper(live.dep.data, "east-1", env, "DELETE FROM t WHERE id = 2")
+    tamper(live.deployment.data, "east-1", env, "DELETE FROM t WHERE id = 2")
     # East gets the three entries in one batch; only the middle one cannot apply.
     live.pause("east-1")
     try:
@@ -77,8 +78,8 @@ def test_a_poison_entry_halts_one_stream_durably_until_a_reseed(live: Cluster) -
     finally:
         live.resume("east-1")
 
-    status = poll(lambda: (s := live.status("east-1", env))["halted"] and s, 10,
-                  "the stream to halt")
+    status = poll_until(lambda: (s := live.status("east-1", env))["halted"] and s, 10,
+                        what="the stream to halt")
     halt = status["halted"]
     assert (halt["lsn"], halt["applied_lsn"], halt["code"]) == (poison, before,
                                                                "apply_conflict")
@@ -112,7 +113,7 @@ def test_a_poison_entry_halts_one_stream_durably_until_a_reseed(live: Cluster) -
     after = live.status("east-1", env)
     assert after["halted"] is None and after["last_seed"] is not None
     assert halted_gauge(live, "east-1", env) == 0
-    assert not (Path(live.dep.data) / "nodes/east-1/envs" / env / halts.HALT_FILE).exists()
+    assert not (Path(live.deployment.data) / "nodes/east-1/envs" / env / halts.HALT_FILE).exists()
     lsn = live.ok_sql("west-1", env, "UPDATE t SET v = 'again' WHERE id = 2")["lsn"]
     assert live.wait_equal(env)["lsn"] == lsn
 
@@ -122,16 +123,16 @@ def test_a_ddl_that_cannot_replay_halts_and_a_new_role_ends_the_halt(live: Clust
     live.pair(env)
     live.ok_sql("west-1", env, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
     live.wait_equal(env)
-    tamper(live.dep.data, "east-1", env, "CREATE TABLE u(x)")
+    tamper(live.deployment.data, "east-1", env, "CREATE TABLE u(x)")
     lsn = live.ok_sql("west-1", env, "CREATE TABLE u(x)")["lsn"]
-    halt = poll(lambda: live.status("east-1", env)["halted"], 10, "the stream to halt")
+    halt = poll_until(lambda: live.status("east-1", env)["halted"], 10, what="the stream to halt")
     assert (halt["lsn"], halt["code"]) == (lsn, "sqlite_sql")
     assert "already exists" in halt["message"]
     # Promoted (as a forced failover would): no longer anyone's secondary, no longer halted.
     live.put_replica("east-1", env, "primary", epoch=2)
-    poll(lambda: live.status("east-1", env)["halted"] is None, 10, "the halt to end")
-    path = Path(live.dep.data) / "nodes/east-1/envs" / env / halts.HALT_FILE
-    poll(lambda: not path.exists(), 10, f"{halts.HALT_FILE} to be removed")
+    poll_until(lambda: live.status("east-1", env)["halted"] is None, 10, what="the halt to end")
+    path = Path(live.deployment.data) / "nodes/east-1/envs" / env / halts.HALT_FILE
+    poll_until(lambda: not path.exists(), 10, what=f"{halts.HALT_FILE} to be removed")
 
 
 @pytest.mark.parametrize("role", ["primary", "missing"])

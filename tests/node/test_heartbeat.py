@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 from tandemdb.common.deployment import Deployment
-from tandemdb.local import free_base_port
 from tandemdb.node.app import Node
 from tandemdb.node.heartbeat import Heartbeat
+from tandemdb.testing import plan
 
 
 def desired(env: str, role: str, dep: Deployment, **extra) -> dict:
@@ -24,8 +24,7 @@ def desired(env: str, role: str, dep: Deployment, **extra) -> dict:
 
 
 def test_reconcile_creates_adopts_and_drops(tmp_path: Path) -> None:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
-    dep.save()
+    dep = plan(tmp_path)
 
     async def scenario() -> None:
         node = Node(dep, "west-1")
@@ -78,9 +77,7 @@ def test_reconcile_creates_adopts_and_drops(tmp_path: Path) -> None:
 def test_late_heartbeat_answers_cannot_undo_newer_records(tmp_path: Path) -> None:
     """An answer computed before a failover step or a creation may arrive after it: its
     older records are ignored, and it does not drop a replica newer than its revision."""
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
-    dep.lease_ttl = 0
-    dep.save()
+    dep = plan(tmp_path, lease_ttl=0)
 
     async def scenario() -> None:
         node = Node(dep, "west-1")

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tandemdb.common.deployment import Deployment
-from tandemdb.local import free_base_port
 from tandemdb.node.app import Node
 from tandemdb.node.heartbeat import parse_answer
+from tandemdb.testing import plan, poll_until
 
 TTL = 2.0
 DEADLINE = 10.0  # for anything the heartbeat should do within a few beats
@@ -59,10 +59,7 @@ class PlayedController:
 
 
 def deployment(tmp_path: Path) -> Deployment:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
-    dep.lease_ttl = TTL
-    dep.heartbeat_interval = 0.1
-    dep.save()
+    dep = plan(tmp_path, lease_ttl=TTL, heartbeat_interval=0.1)
     return dep
 
 
@@ -90,11 +87,7 @@ async def until(check: Callable[[], object], what: str, within: float = DEADLINE
 
 def blocking_until(check: Callable[[], object], what: str) -> None:
     """As `until`, but sleeping in place: the caller's event loop is blocked meanwhile."""
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {DEADLINE}s waiting for {what}")
-        time.sleep(0.02)
+    poll_until(check, DEADLINE, 0.02, what)
 
 
 def run_node(dep: Deployment, scenario: Callable[[Node], object]) -> None:

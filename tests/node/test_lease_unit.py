@@ -13,10 +13,10 @@ import pytest
 
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import ApiError
-from tandemdb.local import free_base_port
 from tandemdb.node.app import Node
 from tandemdb.node.heartbeat import Heartbeat
 from tandemdb.node.lease import Lease, margin_for, usable_ttl
+from tandemdb.testing import plan
 
 
 class Clock:
@@ -83,7 +83,7 @@ def test_only_a_positive_finite_ttl_grants(raw: object, ttl: float | None) -> No
 
 @pytest.mark.parametrize("bad", [-1, "5", None, float("nan"), True])
 def test_deployment_refuses_a_bad_lease_ttl(tmp_path: Path, bad: object) -> None:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, 20000)
+    dep = plan(tmp_path)
     fields = dict(dep.__dict__)
     fields["lease_ttl"] = bad
     with pytest.raises(ValueError, match="lease_ttl"):
@@ -91,9 +91,7 @@ def test_deployment_refuses_a_bad_lease_ttl(tmp_path: Path, bad: object) -> None
 
 
 def test_heartbeat_answers_renew_from_the_send_time(tmp_path: Path) -> None:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
-    dep.lease_ttl = 2.0
-    dep.save()
+    dep = plan(tmp_path, lease_ttl=2.0)
     clock = Clock()
 
     async def scenario() -> None:
@@ -115,8 +113,7 @@ def test_heartbeat_answers_renew_from_the_send_time(tmp_path: Path) -> None:
 
 
 def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
-    dep.save()
+    dep = plan(tmp_path)
     clock = Clock()
 
     async def scenario() -> None:
@@ -184,8 +181,7 @@ def test_a_vouch_grants_from_the_token_time_and_only_for_our_tokens() -> None:
 
 def test_the_failsafe_lets_a_primary_write_while_its_geo_secondary_vouches(
         tmp_path: Path) -> None:
-    dep = Deployment.plan(tmp_path, [("west", "east")], 1, free_base_port(4))
-    dep.save()
+    dep = plan(tmp_path)
     clock = Clock()
     east = {"node": "east-1", "region": "east", "url": "http://east"}
     local = {"node": "west-9", "region": "west", "url": "http://west-9"}

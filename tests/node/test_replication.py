@@ -101,7 +101,7 @@ def test_concurrent_writers_are_committed_as_groups(live: Cluster) -> None:
     live.pair(env)
     live.ok_sql("west-1", env, "CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)")
     url = f"{live.url('west-1')}/v1/environments/{env}/sql"
-    headers = {"X-Tandem-Secret": live.dep.secret}
+    headers = {"X-Tandem-Secret": live.deployment.secret}
 
     def writer(w: int) -> list[tuple[int, int, dict]]:
         out = []
