@@ -7,40 +7,30 @@ refused), which is exactly the "node unreachable" case creation must survive.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tandemdb.common.deployment import Deployment
+from tandemdb.common.http import SECRET_HEADER
 from tandemdb.controller.store.sqlite import SqliteStore
-from tandemdb.local import LocalDeployment, free_base_port
+from tandemdb.testing import LocalDeployment
 
 HEARTBEAT_INTERVAL = 0.2  # health limit = 3 x 0.2 s, so health tests stay short
 START_TIMEOUT = 15.0
 
 
-def make_deployment(data: Path, nodes_per_region: int = 1,
-                    allow_private_webhooks: bool = True) -> Deployment:
-    """`allow_private_webhooks`: on, as the tests' webhook receivers listen on 127.0.0.1."""
-    data.mkdir(parents=True, exist_ok=True)
-    port = free_base_port(2 + 2 * nodes_per_region)
-    deployment = Deployment.plan(data, [("west", "east")], nodes_per_region, port)
-    deployment.heartbeat_interval = HEARTBEAT_INTERVAL
-    deployment.allow_private_webhooks = allow_private_webhooks
-    deployment.save()
-    return deployment
-
-
 class ControllerProcess:
-    """The controller alone, run by `LocalDeployment`, with an HTTP client holding the secret."""
+    """The controller of a harness deployment (`local`) of which nothing else runs, with an
+    HTTP client holding the secret. The harness stops every process `local` started."""
 
-    def __init__(self, deployment: Deployment) -> None:
-        self.deployment = deployment
-        self.url = deployment.controller_url
-        self.local = LocalDeployment(deployment)
+    def __init__(self, local: LocalDeployment) -> None:
+        self.local, self.deployment = local, local.deployment
+        self.url = self.deployment.controller_url
         self.http = httpx.Client(base_url=self.url, timeout=10.0,
-                                 headers={"X-Tandem-Secret": deployment.secret})
+                                 headers={SECRET_HEADER: self.deployment.secret})
 
     def start(self) -> ControllerProcess:
         self.local.start("controller", wait=False)
@@ -51,12 +41,8 @@ class ControllerProcess:
         """SIGKILL: no shutdown code runs."""
         self.local.kill("controller")
 
-    def close(self) -> None:
-        self.local.stop("controller")
-        self.http.close()
-
     def log(self) -> str:
-        return self.local.log_file("controller").read_text(errors="replace")
+        return self.local.log("controller")
 
     # -- playing a node ------------------------------------------------------------------
 
@@ -78,20 +64,33 @@ class ControllerProcess:
         return self.http.post("/v1/environments", json=body)
 
 
+@contextmanager
+def controller_process(data: Path, **settings: object) -> Iterator[ControllerProcess]:
+    """A deployment planned in `data` by the harness, nothing started yet (`start()`);
+    every process started is stopped on the way out. Private webhook targets are allowed
+    (the tests' receivers listen on 127.0.0.1) unless `settings` say otherwise."""
+    settings = {"heartbeat_interval": HEARTBEAT_INTERVAL, "allow_private_webhooks": True,
+                **settings}
+    with LocalDeployment.temporary(data, start=(), **settings) as local:
+        ctl = ControllerProcess(local)
+        try:
+            yield ctl
+        finally:
+            ctl.http.close()
+
+
 @pytest.fixture(scope="module")
-def controller(tmp_path_factory) -> ControllerProcess:
+def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
     """One controller shared by a module's tests (each test uses its own env names)."""
-    ctl = ControllerProcess(make_deployment(tmp_path_factory.mktemp("deployment"))).start()
-    yield ctl
-    ctl.close()
+    with controller_process(tmp_path_factory.mktemp("deployment")) as ctl:
+        yield ctl.start()
 
 
 @pytest.fixture
-def own_controller(tmp_path) -> ControllerProcess:
+def own_controller(tmp_path: Path) -> Iterator[ControllerProcess]:
     """A controller of its own, for tests that kill it or depend on every heartbeat."""
-    ctl = ControllerProcess(make_deployment(tmp_path / "deployment"))
-    yield ctl
-    ctl.close()
+    with controller_process(tmp_path / "deployment") as ctl:
+        yield ctl
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ from collections import Counter
 
 import pytest
 
-from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import ApiError
 from tandemdb.common.roles import Role
 from tandemdb.controller.catalog import Catalog, EnvState, EnvType, new_record, parse_create
 from tandemdb.controller.records import ReplicaRef
 from tandemdb.controller.store.sqlite import SqliteStore
 from tandemdb.controller.topology import Topology
+from tandemdb.testing import plan
 
 REGIONS = ["west", "east"]
 
@@ -72,7 +72,7 @@ def test_catalog_insert_update_remove(tmp_path):
 
 
 def test_placement_picks_the_node_with_fewest_replicas(tmp_path):
-    deployment = Deployment.plan(tmp_path, [("west", "east")], 3, 40000)
+    deployment = plan(tmp_path, nodes_per_region=3)
     now = [100.0]
     store = SqliteStore(tmp_path / "store.sqlite")
     try:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 from tandemdb.cli.main import app
 from tandemdb.client import Client
 from tandemdb.common.deployment import Deployment
-from tandemdb.local import LocalDeployment, free_base_port
+from tandemdb.testing import LocalDeployment
 
 runner = CliRunner()
 
@@ -24,18 +25,11 @@ FOLLOW = "from tandemdb.cli.main import app; app()"
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    data = tmp_path_factory.mktemp("cli-ops")
-    deployment = Deployment.plan(data, [("west", "east")], 1, free_base_port(4))
-    deployment.heartbeat_interval = 0.2
-    deployment.save()
-    local = LocalDeployment(deployment)
-    try:
-        local.start("controller")
-        local.start("gateway")
-        yield deployment
-    finally:
-        local.stop_all()
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with LocalDeployment.temporary(tmp_path_factory.mktemp("cli-ops"),
+                                   start=("controller", "gateway"),
+                                   heartbeat_interval=0.2) as running:
+        yield running.deployment
 
 
 def tandem(deployment: Deployment, *args: str) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 
 from tandemdb.controller.store.sqlite import SqliteStore
-from tandemdb.local import LocalDeployment
 
 from .waiting import events_of, operation, wait_for
 
@@ -129,52 +128,48 @@ def test_create_cut_off_by_sigkill_resumes_and_succeeds(own_controller):
     """Invariant 7: SIGKILL while `create-primary` waits on the node; at the next start the
     operation runs that step again, and a real node ends up hosting the replica."""
     ctl = own_controller.start()
-    node = LocalDeployment(ctl.deployment)
+    with silent_listener() as (hole, _):
+        ctl.heartbeat("west-1", url=hole)  # the controller now calls west-1 there
+        caller = call_in_background("POST", f"{ctl.url}/v1/environments",
+                                    ctl.deployment.secret, json={"name": "held",
+                                                                 "type": "basic"})
+        op = wait_for(lambda: held_at(ctl, "held", "create-primary"), 5,
+                      what="create-primary running")
+        ctl.kill()
+    caller.join(5)
+    # What the dead controller left: the record `creating`, the step `running`.
+    store = SqliteStore(Path(ctl.deployment.data) / "controller" / "store.sqlite")
     try:
-        with silent_listener() as (hole, _):
-            ctl.heartbeat("west-1", url=hole)  # the controller now calls west-1 there
-            caller = call_in_background("POST", f"{ctl.url}/v1/environments",
-                                        ctl.deployment.secret, json={"name": "held",
-                                                                     "type": "basic"})
-            op = wait_for(lambda: held_at(ctl, "held", "create-primary"), 5,
-                          what="create-primary running")
-            ctl.kill()
-        caller.join(5)
-        # What the dead controller left: the record `creating`, the step `running`.
-        store = SqliteStore(Path(ctl.deployment.data) / "controller" / "store.sqlite")
-        try:
-            assert store.get("environments/held").value["state"] == "creating"
-            left = store.get(f"operations/{op['id']}").value
-            assert [s["state"] for s in left["steps"]] == ["succeeded", "running", "pending"]
-        finally:
-            store.close()
-        node.start("west-1")  # the real node, from now on reporting its real URL
-        ctl.start()
-
-        done = wait_for(lambda: operation(ctl, op["id"])["state"] in ("succeeded", "failed")
-                        and operation(ctl, op["id"]), 15, what="the resumed operation ends")
-        assert_finished_steps(done, ["record", "create-primary", "activate"])
-        assert done["steps"][1]["attempts"] == 2 and done["steps"][0]["attempts"] == 1
-        assert (f"operation {op['id']} (environment.create held): resumed at step 2 of 3 "
-                "(create-primary, running when the previous run stopped)") in ctl.log()
-        view = ctl.http.get("/v1/environments/held").json()
-        assert (view["state"], view["operation"], view["epoch"]) == ("active", op["id"], 1)
-        assert [(r["node"], r["role"]) for r in view["replicas"]] == [("west-1", "primary")]
-        created = [e for e in events_of(ctl)["events"] if e["environment"] == "held"]
-        assert [(e["type"], e["operation"]) for e in created] == [
-            ("environment.created", op["id"])]
-        # The catalog and the node agree: the node hosts the primary (the resumed PUT or
-        # its heartbeat answer created it).
-        node_url = ctl.deployment.node_url("west-1")
-
-        def hosted() -> dict | None:
-            answer = httpx.get(f"{node_url}/internal/v1/replicas/held",
-                               headers={"X-Tandem-Secret": ctl.deployment.secret})
-            return answer.json() if answer.status_code == 200 else None
-
-        assert wait_for(hosted, 10, what="west-1 hosts held")["role"] == "primary"
+        assert store.get("environments/held").value["state"] == "creating"
+        left = store.get(f"operations/{op['id']}").value
+        assert [s["state"] for s in left["steps"]] == ["succeeded", "running", "pending"]
     finally:
-        node.stop_all()
+        store.close()
+    ctl.local.start("west-1")  # the real node, from now on reporting its real URL
+    ctl.start()
+
+    done = wait_for(lambda: operation(ctl, op["id"])["state"] in ("succeeded", "failed")
+                    and operation(ctl, op["id"]), 15, what="the resumed operation ends")
+    assert_finished_steps(done, ["record", "create-primary", "activate"])
+    assert done["steps"][1]["attempts"] == 2 and done["steps"][0]["attempts"] == 1
+    assert (f"operation {op['id']} (environment.create held): resumed at step 2 of 3 "
+            "(create-primary, running when the previous run stopped)") in ctl.log()
+    view = ctl.http.get("/v1/environments/held").json()
+    assert (view["state"], view["operation"], view["epoch"]) == ("active", op["id"], 1)
+    assert [(r["node"], r["role"]) for r in view["replicas"]] == [("west-1", "primary")]
+    created = [e for e in events_of(ctl)["events"] if e["environment"] == "held"]
+    assert [(e["type"], e["operation"]) for e in created] == [
+        ("environment.created", op["id"])]
+    # The catalog and the node agree: the node hosts the primary (the resumed PUT or
+    # its heartbeat answer created it).
+    node_url = ctl.deployment.node_url("west-1")
+
+    def hosted() -> dict | None:
+        answer = httpx.get(f"{node_url}/internal/v1/replicas/held",
+                           headers={"X-Tandem-Secret": ctl.deployment.secret})
+        return answer.json() if answer.status_code == 200 else None
+
+    assert wait_for(hosted, 10, what="west-1 hosts held")["role"] == "primary"
 
 
 def test_delete_cut_off_by_sigkill_resumes_and_removes_the_record(own_controller):

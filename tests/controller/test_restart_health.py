@@ -13,7 +13,8 @@ from datetime import datetime
 from tandemdb.controller.topology import UNKNOWN_FACTOR
 
 from .beats import Beater
-from .conftest import HEARTBEAT_INTERVAL, ControllerProcess, make_deployment
+from .conftest import HEARTBEAT_INTERVAL, ControllerProcess, controller_process
+from .waiting import wait_for
 
 UNKNOWN_WINDOW = UNKNOWN_FACTOR * HEARTBEAT_INTERVAL
 
@@ -62,12 +63,8 @@ def test_a_failover_right_after_a_restart_waits_for_the_first_heartbeats(own_con
 
 def test_the_outage_detector_waits_a_full_grace_period_after_a_restart(tmp_path):
     grace = 2.0
-    deployment = make_deployment(tmp_path / "deployment")
-    deployment.grace_seconds = grace
-    deployment.lease_ttl = 0.5
-    deployment.save()
-    ctl = ControllerProcess(deployment)
-    try:
+    with controller_process(tmp_path / "deployment", grace_seconds=grace,
+                            lease_ttl=0.5) as ctl:
         ctl.start()
         ctl.heartbeat("west-1")
         ctl.heartbeat("east-1")
@@ -77,19 +74,16 @@ def test_the_outage_detector_waits_a_full_grace_period_after_a_restart(tmp_path)
         peers = {"east-1": {"west-1": {"failing_seconds": 600.0}}}
         killed_at = time.time()
         ctl.start()
+
+        def west_down() -> dict | None:
+            west = ctl.http.get("/v1/regions").json()["regions"][0]
+            return west if west["state"] != "healthy" else None
+
         with Beater(ctl, ["east-1"], peers=peers):
-            deadline = time.monotonic() + grace + 15
-            west = {}
-            while time.monotonic() < deadline:
-                west = ctl.http.get("/v1/regions").json()["regions"][0]
-                if west["state"] != "healthy":
-                    break
-                time.sleep(0.1)
+            west = wait_for(west_down, grace + 15, 0.1, "west to be declared down")
         assert west["state"] != "healthy", "west was never declared down"
         op = ctl.http.get(f"/v1/operations/{west['operation']}").json()
         assert (op["kind"], op["params"]["mode"]) == ("region.failover", "forced")
         started = datetime.fromisoformat(op["started_at"].replace("Z", "+00:00")).timestamp()
         # Not before a whole grace period of the new process's own silence from west.
         assert started - killed_at >= grace, started - killed_at
-    finally:
-        ctl.close()

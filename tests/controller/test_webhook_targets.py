@@ -6,6 +6,7 @@ nor as its host name resolves at delivery time; and a receiver's answer shows in
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from tandemdb.controller.store.sqlite import SqliteStore
 from tests.receiver import SECRET, Receiver
 
-from .conftest import ControllerProcess, make_deployment
+from .conftest import ControllerProcess, controller_process
 from .waiting import wait_for
 
 PRIVATE_URLS = [
@@ -29,12 +30,10 @@ PRIVATE_URLS = [
 
 
 @pytest.fixture
-def guarded(tmp_path) -> ControllerProcess:
+def guarded(tmp_path: Path) -> Iterator[ControllerProcess]:
     """A controller with the deployment's default: private webhook targets refused."""
-    ctl = ControllerProcess(make_deployment(tmp_path / "deployment",
-                                            allow_private_webhooks=False))
-    yield ctl
-    ctl.close()
+    with controller_process(tmp_path / "deployment", allow_private_webhooks=False) as ctl:
+        yield ctl
 
 
 class TalkativeReceiver:
