@@ -13,11 +13,9 @@ and stops everything.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -28,8 +26,7 @@ from tandemdb.client import Client, TandemError
 from tandemdb.client.operations import environment_results, max_rto_seconds
 from tandemdb.common.deployment import Deployment
 from tandemdb.demo_outage import GRACE_SECONDS, LEASE_TTL, run_outage
-from tandemdb.local import LocalDeployment
-from tandemdb.testing import IdWriter, plan
+from tandemdb.testing import IdWriter, LocalDeployment
 
 ENV = "acme"
 WRITERS = 8
@@ -42,28 +39,26 @@ WRITE_BEFORE_SECONDS = 0.5  # the writer runs this long before each operation st
 def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
     console = Console(stderr=True, quiet=quiet)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="tandem-demo-") as tmp:
-        # A short grace period and lease, so that the lost region is failed over in seconds.
-        deployment = plan(Path(tmp), grace_seconds=GRACE_SECONDS, lease_ttl=LEASE_TTL)
-        cluster = LocalDeployment(deployment)
-        try:
-            with console.status("starting") as status:
-                cluster.start_all(progress=status.update)
-            console.print(f"deployment up at {deployment.gateway_url}: controller, gateway, "
-                          f"nodes {', '.join(sorted(deployment.nodes))}")
-            client = Client(deployment.gateway_url, deployment.token)
-            report = _scenario(client, console, rows, files)
-            switched = _failovers(client, deployment, console)
-            report.update(switched, ok=report["ok"] and switched["failovers_ok"])
-            if switched["failovers_ok"]:
-                report.update(run_outage(client, cluster, console, ENV, FLEET))
-            else:
-                console.print("[red]the unplanned outage is skipped: the planned failovers "
-                              "did not end as they should[/red]")
-                report["outage_ok"] = False
-            report["ok"] = report["ok"] and report["outage_ok"]
-        finally:
-            cluster.stop_all()
+    # A short grace period and lease, so that the lost region is failed over in seconds.
+    # The harness starts every process under a status line naming each, and stops them all
+    # (and removes the directory) however the demo ends.
+    with console.status("starting") as status, LocalDeployment.temporary(
+            prefix="tandem-demo-", healthy=False, progress=status.update,
+            grace_seconds=GRACE_SECONDS, lease_ttl=LEASE_TTL) as cluster:
+        status.stop()  # every process is up: from here on the demo prints its own lines
+        deployment, client = cluster.deployment, cluster.client
+        console.print(f"deployment up at {deployment.gateway_url}: controller, gateway, "
+                      f"nodes {', '.join(sorted(deployment.nodes))}")
+        report = _scenario(client, console, rows, files)
+        switched = _failovers(client, deployment, console)
+        report.update(switched, ok=report["ok"] and switched["failovers_ok"])
+        if switched["failovers_ok"]:
+            report.update(run_outage(client, cluster, console, ENV, FLEET))
+        else:
+            console.print("[red]the unplanned outage is skipped: the planned failovers "
+                          "did not end as they should[/red]")
+            report["outage_ok"] = False
+        report["ok"] = report["ok"] and report["outage_ok"]
     report["elapsed_seconds"] = round(time.monotonic() - started, 2)
     _print_report(console, report)
     return report
