@@ -4,9 +4,7 @@ acknowledgement, and seeding a new secondary from a snapshot."""
 
 from __future__ import annotations
 
-import threading
-
-from tandemdb.testing import poll_until
+from tandemdb.testing import IdWriter, NodeSender, poll_until
 
 from .conftest import Cluster, unique
 
@@ -54,34 +52,21 @@ def test_secondary_killed_during_writes_resumes_without_gap_or_duplicate(
     env = unique("restart")
     live.pair(env)
     live.ok_sql("west-1", env, "CREATE TABLE events(id INTEGER PRIMARY KEY, note TEXT)")
-    acked: list[int] = []
-    stop = threading.Event()
-    errors: list[str] = []
-
-    def write() -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            r = live.sql("west-1", env, ("INSERT INTO events VALUES (?, ?)", [i, f"n{i}"]))
-            if r.status_code == 200:
-                acked.append(i)
-            else:
-                errors.append(r.text)
-
-    writer = threading.Thread(target=write)
-    writer.start()
+    writer = IdWriter(NodeSender(live.url("west-1"), live.deployment.secret, timeout=15),
+                      env, stamp=False, owns_sender=True).start()
+    acks = writer.acks
     try:
-        poll_until(lambda: len(acked) >= 100, 15, what="100 acknowledged writes")
+        poll_until(lambda: len(acks) >= 100, 15, what="100 acknowledged writes")
         live.kill("east-1")
-        mark = len(acked)
-        poll_until(lambda: len(acked) >= mark + 100, 15, what="100 writes while east-1 is down")
+        mark = len(acks)
+        poll_until(lambda: len(acks) >= mark + 100, 15, what="100 writes while east-1 is down")
         live.start("east-1")
-        mark = len(acked)
-        poll_until(lambda: len(acked) >= mark + 100, 15, what="100 writes after the restart")
+        mark = len(acks)
+        poll_until(lambda: len(acks) >= mark + 100, 15, what="100 writes after the restart")
     finally:
-        stop.set()
-        writer.join()
-    assert not errors
+        writer.stop()
+    assert not writer.refusals and not writer.failed, (writer.refusals, writer.errors)
+    acked = writer.acked
     final = live.wait_equal(env)
     assert final["lsn"] == live.status("west-1", env)["last_lsn"]
     rows = live.ok_sql("east-1", env, "SELECT id FROM events ORDER BY id")["results"][0]["rows"]
