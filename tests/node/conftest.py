@@ -10,18 +10,45 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import SECRET_HEADER
+from tandemdb.node.app import Node
 from tandemdb.testing import LocalDeployment, PollTimeout, poll_until
 
 MAX_BODY = 1 << 20  # small, so the oversized-body test stays cheap
 CATCH_UP_TIMEOUT = 20.0
 NODES = ("west-1", "east-1")
+
+
+class Clock:
+    """A monotonic clock the test moves by hand: lease arithmetic without sleeping."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@asynccontextmanager
+async def node_in_process(deployment: Deployment,
+                          clock: Clock | None = None) -> AsyncIterator[Node]:
+    """west-1 in this process with its replicas loaded from disk, and closed on the way out;
+    nothing else of it runs (no heartbeat, no puller). `clock` drives its lease."""
+    node = Node(deployment, "west-1")
+    if clock is not None:
+        node.lease.clock = clock
+    await node.replicas.load()
+    try:
+        yield node
+    finally:
+        await node.replicas.close()
 
 
 class Cluster(LocalDeployment):

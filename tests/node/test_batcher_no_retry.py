@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from tandemdb.common.http import ApiError
-from tandemdb.node.app import Node
 from tandemdb.node.dataapi import DataApi
 from tandemdb.testing import plan
+
+from .conftest import node_in_process
 
 BIG = {"sql": "INSERT INTO t VALUES (randomblob(150000))"}  # ~37 pages, and as many again
 SMALL = {"sql": "INSERT INTO t VALUES (1)"}
@@ -36,9 +37,7 @@ def run(tmp_path: Path, scenario) -> None:
     dep = plan(tmp_path, lease_ttl=0)  # no controller here
 
     async def main() -> None:
-        node = Node(dep, "west-1")
-        await node.replicas.load()
-        try:
+        async with node_in_process(dep) as node:
             replica = await node.replicas.ensure("solo", {"role": "primary", "epoch": 1,
                                                           "type": "basic"})
             env = replica.env
@@ -46,8 +45,6 @@ def run(tmp_path: Path, scenario) -> None:
             pages = env._conn.execute("PRAGMA page_count").get
             env._conn.execute(f"PRAGMA max_page_count = {pages + 60}")  # the disk is full
             await scenario(DataApi(node), replica, env)
-        finally:
-            await node.replicas.close()
 
     asyncio.run(main())
 

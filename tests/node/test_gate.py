@@ -15,20 +15,13 @@ import pytest
 
 from tandemdb.common.http import ApiError
 from tandemdb.engine import Environment
-from tandemdb.node.app import Node
 from tandemdb.node.gate import WriteGate
 from tandemdb.node.replicas import Replica
 from tandemdb.testing import plan
 
+from .conftest import Clock, node_in_process
+
 INSERT = [[{"sql": "INSERT INTO t VALUES (1)"}]]
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Scenario = Callable[[WriteGate, Replica, Environment, Clock], Awaitable[None]]
@@ -39,10 +32,7 @@ def run(tmp_path: Path, scenario: Scenario) -> None:
     clock = Clock()
 
     async def main() -> None:
-        node = Node(dep, "west-1")
-        node.lease.clock = clock
-        await node.replicas.load()
-        try:
+        async with node_in_process(dep, clock) as node:
             replica = await node.replicas.ensure("alpha", {"role": "primary", "epoch": 1,
                                                            "type": "basic"})
             env = replica.require_env()
@@ -50,8 +40,6 @@ def run(tmp_path: Path, scenario: Scenario) -> None:
             node.lease.grant(clock.now, 5.0)  # valid until now + 4.5
             await node.gate.admit(replica)
             await scenario(node.gate, replica, env, clock)
-        finally:
-            await node.replicas.close()
 
     asyncio.run(main())
 

@@ -18,15 +18,7 @@ from tandemdb.node.heartbeat import Heartbeat
 from tandemdb.node.lease import Lease, margin_for, usable_ttl
 from tandemdb.testing import plan
 
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from .conftest import Clock, node_in_process
 
 
 def test_margin_is_half_a_second_or_a_tenth_capped_at_half_the_ttl() -> None:
@@ -117,11 +109,8 @@ def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
     clock = Clock()
 
     async def scenario() -> None:
-        node = Node(dep, "west-1")
-        node.lease.clock = clock
-        replicas, gate = node.replicas, node.gate
-        await replicas.load()
-        try:
+        async with node_in_process(dep, clock) as node:
+            replicas, gate = node.replicas, node.gate
             primary = await replicas.ensure("alpha", {"role": "primary", "epoch": 1})
             gamma = await replicas.ensure("gamma", {"role": "primary", "epoch": 1})
             secondary = await replicas.ensure("beta", {
@@ -155,8 +144,6 @@ def test_write_refusals_of_the_replica_set(tmp_path: Path) -> None:
                 gate.check(gamma)
             assert expired.value.code == "no_lease"
             assert "expired 5.5 s ago" in expired.value.message
-        finally:
-            await replicas.close()
 
     asyncio.run(scenario())
 
@@ -187,11 +174,8 @@ def test_the_failsafe_lets_a_primary_write_while_its_geo_secondary_vouches(
     local = {"node": "west-9", "region": "west", "url": "http://west-9"}
 
     async def scenario() -> None:
-        node = Node(dep, "west-1")
-        node.lease.clock = clock
-        replicas, gate, lease = node.replicas, node.gate, node.lease
-        await replicas.load()
-        try:
+        async with node_in_process(dep, clock) as node:
+            replicas, gate, lease = node.replicas, node.gate, node.lease
             primary = await replicas.ensure("alpha", {"role": "primary", "epoch": 1,
                                                       "secondaries": [east, local]})
             fenced = await replicas.ensure("beta", {"role": "fenced", "epoch": 1,
@@ -226,7 +210,5 @@ def test_the_failsafe_lets_a_primary_write_while_its_geo_secondary_vouches(
             with pytest.raises(ApiError) as stale:
                 gate.check(primary)
             assert stale.value.code == "no_lease" and "epoch 2" in stale.value.message
-        finally:
-            await replicas.close()
 
     asyncio.run(scenario())
