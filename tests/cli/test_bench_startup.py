@@ -21,7 +21,8 @@ def test_startup_bench_prints_medians_and_ratios_from_its_samples():
     result = runner.invoke(app, ["bench", "startup", "--rounds", "3", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["rounds"] == 3 and report["goal_ratio"] == GOAL_RATIO
+    assert report["bench"] == "startup" and report["rounds"] == 3
+    assert report["goal_ratio"] == GOAL_RATIO
     samples = report["samples_ms"]
     assert sorted(samples) == ["bare", "help", "version"]
     assert all(len(times) == 3 and all(t > 0 for t in times) for times in samples.values())

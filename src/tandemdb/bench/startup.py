@@ -64,5 +64,5 @@ def run(rounds: int = 20, progress: Callable[[str], None] | None = None) -> dict
             progress(f"round {i + 1}/{rounds}")
         for name, argv in argvs.items():
             samples[name].append(round(timed(argv), 2))  # as reported: figures follow from them
-    return {"rounds": rounds, **figures(samples), "goal_ratio": GOAL_RATIO,
+    return {"bench": "startup", "rounds": rounds, **figures(samples), "goal_ratio": GOAL_RATIO,
             "command": " ".join(argvs["version"][:-1]), "samples_ms": samples}
