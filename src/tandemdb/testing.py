@@ -5,7 +5,7 @@ their own copy of it:
   directory, started (all, or only the parts a suite does not play itself), with a ready
   `Client`, stopped again even when the body fails;
 - `IdWriter`: a thread writing unique ids, recording what was acknowledged (id, lsn, epoch,
-  time, node) and what has an unknown outcome, to check DESIGN's invariants (`check` after
+  time, node) and what has an unknown outcome, for the invariants of docs/design.md (`check` after
   a planned failover, `compare` after a forced one);
 - `poll_until`: wait for a condition with a deadline and a clear error naming it.
 
@@ -396,7 +396,7 @@ class IdWriter:
 
     def check(self, client: Client, env: str | None = None, region: str | None = None,
               min_lsn: int | None = None) -> set[int]:
-        """After a planned failover (DESIGN §5): every acknowledged id of `env` is present
+        """After a planned failover (invariant 1): every acknowledged id of `env` is present
         exactly once, and nothing is there that nobody wrote. Returns the ids present."""
         env = env or self.env
         ids = ids_in(client, env, self.table, region=region, min_lsn=min_lsn)
@@ -440,7 +440,7 @@ def lost_writes(answer: dict, table: str, epoch: int | None = None) -> tuple[int
 
 
 def compare(acked: set[int], found: set[int], lost: set[int], unknown: set[int]) -> dict:
-    """After a forced failover (DESIGN §5): acknowledged ids the new primary lacks must be
+    """After a forced failover (invariant 3): acknowledged ids the new primary lacks must be
     among the lost writes, and every lost write was acknowledged or has an unknown
     outcome."""
     missing = acked - found
