@@ -74,6 +74,9 @@ class Peer:
     node: str
     region: str
     url: str
+    # A primary's secondary only: the sync secondary, whose acknowledgement every write
+    # waits for (docs/ha.md, "the sync rule"). At most one of a record's secondaries.
+    sync: bool = False
 
     @classmethod
     def parse(cls, raw: object, what: str) -> Peer:
@@ -86,10 +89,16 @@ class Peer:
                 or " " in url:
             raise ApiError(400, "bad_request", f"{what}: url must be an http(s) URL, not "
                            f"{_short(raw['url'])}")
-        return cls(raw["node"], raw["region"], url)
+        sync = raw.get("sync", False)
+        if type(sync) is not bool:
+            raise ApiError(400, "bad_request", f"{what}: sync must be true or false, not "
+                           f"{_short(sync)}")
+        return cls(raw["node"], raw["region"], url, sync)
 
     def to_dict(self) -> dict:
-        return {"node": self.node, "region": self.region, "url": self.url}
+        """Written only when true: records without a sync secondary stay as they were."""
+        out = {"node": self.node, "region": self.region, "url": self.url}
+        return {**out, "sync": True} if self.sync else out
 
 
 @dataclass(frozen=True)
@@ -136,11 +145,21 @@ class Record:
         if not isinstance(secondaries, list):
             raise ApiError(400, "bad_request", "secondaries must be a list")
         peers = tuple(Peer.parse(s, "each secondary") for s in secondaries)
+        if sum(peer.sync for peer in peers) > 1:
+            raise ApiError(400, "bad_request", "at most one secondary may be sync, not "
+                           f"{', '.join(peer.node for peer in peers if peer.sync)}")
         vouch = raw.get("vouch", False)
         if type(vouch) is not bool:
             raise ApiError(400, "bad_request", "vouch must be true or false")
         return cls(role, epoch, primary, peers, kind, rpo, parse_version(raw),
                    vouch and role is Role.SECONDARY)
+
+    @property
+    def sync_peer(self) -> Peer | None:
+        """A primary's sync secondary, as this record names it (None: none)."""
+        if self.role is not Role.PRIMARY:
+            return None
+        return next((peer for peer in self.secondaries if peer.sync), None)
 
     def to_dict(self) -> dict:
         return {"role": self.role.value, "epoch": self.epoch,
