@@ -71,12 +71,25 @@ def test_changes_write_the_json_the_dict_updates_wrote():
     assert same(odd.to_json(), {**ODD, "state": "deleting"})  # no `operation` added
 
 
-def test_a_local_replica_stores_its_kind_and_geo_ones_do_not():
+def test_a_local_replica_stores_its_kind_and_sync_and_geo_ones_store_neither():
     local = ReplicaRef("west", "west-2", Role.SECONDARY, Kind.LOCAL)
     assert local.to_json() == {"region": "west", "node": "west-2", "role": "secondary",
-                               "kind": "local"}
+                               "kind": "local", "sync": False}
     assert ReplicaRef.from_json(local.to_json()) == local
-    assert "kind" not in ReplicaRef("east", "east-1", Role.SECONDARY).to_json()
+    synced = replace(local, sync=True)
+    assert ReplicaRef.from_json(synced.to_json()).sync is True
+    geo = ReplicaRef("east", "east-1", Role.SECONDARY)
+    assert "kind" not in geo.to_json() and "sync" not in geo.to_json()
+    # A geo replica never stores `sync`, even if asked to.
+    assert "sync" not in replace(geo, sync=True).to_json()
+
+
+def test_api_answers_show_kind_and_sync_on_every_replica():
+    geo = ReplicaRef("east", "east-1", Role.SECONDARY)
+    assert geo.view() == {"region": "east", "node": "east-1", "role": "secondary",
+                          "kind": "geo", "sync": False}
+    local = ReplicaRef("west", "west-2", Role.SECONDARY, Kind.LOCAL, sync=True)
+    assert local.view()["kind"] == "local" and local.view()["sync"] is True
 
 
 def test_the_catalog_reads_todays_records_from_the_store(tmp_path):

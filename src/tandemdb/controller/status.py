@@ -55,7 +55,7 @@ class LiveStatus:
                 seen = consumers.get(replica.node) or {}
                 lag = {"lag_entries": seen.get("lag_entries"),
                        "lag_seconds": seen.get("lag_seconds")}
-            replicas.append({**replica.to_json(), "applied_lsn": own.get("last_lsn"), **lag,
+            replicas.append({**replica.view(), "applied_lsn": own.get("last_lsn"), **lag,
                              "seeding": own.get("seeding"),
                              **replica_state(env, replica, own)})
         return {**record.to_json(), "replicas": replicas,
