@@ -120,7 +120,8 @@ def test_heartbeat_answers_the_desired_replicas(controller):
     assert west["hb-prod"] == {
         "env": "hb-prod", "role": "primary", "epoch": 1, "type": "production",
         "rpo_limit_seconds": 60, "primary": None,
-        "secondaries": [{"node": "east-1", "region": "east", "url": east_url}],
+        "secondaries": [{"node": "east-1", "region": "east", "url": east_url,
+                         "sync": False}],
         "version": version, "vouch": False}
     assert "hb-basic" not in west
     east = controller.desired("east-1", url=east_url)

@@ -4,9 +4,11 @@
 
 1. `record`: validate, place the replicas, store the catalog record as `creating`. Done in
    the store transaction that records the operation, so a refused name leaves nothing.
-2. `create-primary`, then `create-secondary` (production only): PUT the replica on its
-   node. A node that cannot be reached does not fail the step: its heartbeat answer lists
-   the replica, so the node creates it when it is back.
+2. `create-primary`, then one step per secondary (`create-secondary`, or
+   `create-secondary-<node>` when there are two: the local one on another node of the home
+   region when it has 2+ nodes, docs/ha.md; the geo one in the pair, production only): PUT
+   the replica on its node. A node that cannot be reached does not fail the step: its
+   heartbeat answer lists the replica, so the node creates it when it is back.
 3. `activate`: mark the record `active` and emit `environment.created`, in one transaction.
 
 `environment.delete` steps: `mark-deleting` (heartbeat answers leave the environment out
@@ -29,6 +31,7 @@ import logging
 from typing import Any
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Kind as ReplicaKind
 from tandemdb.common.roles import Role
 
 from .catalog import (
@@ -217,6 +220,10 @@ class Environments:
         counts = self.catalog.replica_counts()
         node, why = self.topology.place(request.region, counts)
         placed = [(ReplicaRef(request.region, node, Role.PRIMARY), f"home region; {why}")]
+        if len(self.topology.nodes_in(request.region)) >= 2:
+            local, why = self.topology.place(request.region, counts, exclude=[node])
+            placed.append((ReplicaRef(request.region, local, Role.SECONDARY, ReplicaKind.LOCAL,
+                                      sync=True), f"local secondary, sync; {why}"))
         if request.type == EnvType.PRODUCTION:
             pair = self.topology.pair_of(request.region)
             node, why = self.topology.place(pair, counts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from tandemdb.common.roles import Role
+from tandemdb.common.roles import Kind, Role
 
 from .catalog import Catalog, EnvRecord, EnvState, ReplicaRef
 from .topology import Topology
@@ -33,7 +33,10 @@ class Reconciler:
         consumer. A new primary lists every other replica, the fenced one included, so the
         journal they still need is kept. A secondary vouches for its primary (the failsafe
         lease, docs/leases.md) only while the catalog has that primary as `primary`: a
-        forced failover, which fences it here first, relies on that."""
+        forced failover, which fences it here first, relies on that. Only a geo-secondary
+        vouches: a local one shares its primary's home region, so it cannot speak for the
+        pair (docs/ha.md). Each listed secondary carries `sync`, as the catalog records it:
+        the primary waits for a sync one before it acknowledges a write."""
         others = [r for r in record.replicas if r.node != replica.node]
         source = (next((r for r in others if r.role == Role.PRIMARY), None)
                   or next((r for r in others if r.role == Role.FENCED), None))
@@ -55,9 +58,10 @@ class Reconciler:
             "rpo_limit_seconds": record.rpo_limit_seconds,
             "primary": self.topology.node_ref(source.node)
             if role == Role.SECONDARY and source is not None else None,
-            "secondaries": [self.topology.node_ref(r.node) for r in listed],
-            "vouch": role == Role.SECONDARY and source is not None
-            and source.role == Role.PRIMARY,
+            "secondaries": [{**self.topology.node_ref(r.node), "sync": r.sync}
+                            for r in listed],
+            "vouch": role == Role.SECONDARY and replica.kind == Kind.GEO
+            and source is not None and source.role == Role.PRIMARY,
             # The catalog record's store version: a node never goes back to an older one,
             # so an answer computed before a failover step cannot undo it.
             "version": version,

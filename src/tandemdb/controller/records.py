@@ -168,6 +168,12 @@ class EnvRecord:
         """A copy whose replicas on the nodes in `roles` have those roles."""
         return self.with_replicas(lambda r: r.as_role(roles[r.node]) if r.node in roles else r)
 
+    def unsynced_outside(self, region: str) -> EnvRecord:
+        """A copy in which no replica outside `region` (where the primary now is) is
+        recorded sync: a primary in another region never waits for it (docs/ha.md)."""
+        return self.with_replicas(
+            lambda r: replace(r, sync=False) if r.sync and r.region != region else r)
+
     def with_replicas(self, change: Callable[[ReplicaRef], ReplicaRef]) -> EnvRecord:
         """A copy with `change(replica)` applied to each replica."""
         return replace(self, replicas=tuple(change(r) for r in self.replicas))

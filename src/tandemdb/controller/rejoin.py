@@ -14,6 +14,10 @@ such replica:
    fork), it is dropped and created again empty, so it is seeded from a snapshot. The event
    `replica.rejoined` says which, and how many writes were lost.
 
+A local secondary the forced failover fenced with the old primary (docs/ha.md) skips the
+rewind: its entries past the fork are a prefix of the old primary's, kept by that one's
+rewind, so it is re-seeded instead of listing them twice.
+
 `GET /v1/environments/{env}/lost` (and `tandem lost ENV`) lists the stored bundles;
 replay.py applies them.
 """
@@ -25,6 +29,7 @@ import logging
 from dataclasses import replace
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Kind as ReplicaKind
 from tandemdb.common.roles import Role
 
 from .catalog import Catalog, EnvState, iso_now, not_found, stage
@@ -95,7 +100,8 @@ class Rejoins:
                                             f"{running['id']} is still running")
             stage(txn, record.with_(operation=op_id), version)
             return Draft({"environment": name, "node": node, "region": behind.region,
-                          "fork_lsn": behind.fork_lsn, "epoch": record.epoch})
+                          "fork_lsn": behind.fork_lsn, "epoch": record.epoch,
+                          "kind": behind.kind.value})
 
         return self.operations.create(REJOIN, name, build)
 
@@ -103,6 +109,11 @@ class Rejoins:
         p, name = op.params, op.target
         node, fork, epoch = p["node"], p["fork_lsn"], p["epoch"]
         where = f"environment {name} (epoch {epoch})"
+        if p.get("kind") == ReplicaKind.LOCAL:
+            return Outcome(f"{where}: {node} holds the old primary's local secondary; its "
+                           "entries past the fork point are a prefix of the old primary's, "
+                           "which keeps them as its lost writes, so it is re-seeded instead",
+                           result={"lost_entries": 0, "rewound": False})
         url = self.topology.call_url(node)
         for _ in range(REWIND_POLLS):  # the node may not have seen it is fenced yet
             reply = await self.nodes.replica_call(node, url, name, "rewind",
@@ -134,7 +145,7 @@ class Rejoins:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
         record, read_version = read
         joined = record.with_roles({node: Role.SECONDARY}).with_replicas(
-            lambda r: replace(r, behind=False, fork_lsn=None))
+            lambda r: replace(r, behind=False, fork_lsn=None) if r.node == node else r)
         version = await asyncio.to_thread(self.catalog.try_update, name, read_version, joined)
         if version is None:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")

@@ -210,20 +210,23 @@ class Topology:
 
     # -- placement -----------------------------------------------------------------------
 
-    def place(self, region: str, replica_counts: Counter[str]) -> tuple[str, str]:
+    def place(self, region: str, replica_counts: Counter[str],
+              exclude: Iterable[str] = ()) -> tuple[str, str]:
         """The node of `region` for a new replica, and why: fewest replicas wins.
 
         Healthy nodes are preferred; when none of the region's nodes is healthy (e.g. just
         after a controller restart) the choice is made among all of them. Ties go to the
-        first name, so placement is deterministic.
+        first name, so placement is deterministic. Nodes in `exclude` (those that already
+        hold a replica of the environment) are never chosen.
         """
-        nodes = self.nodes_in(region)
+        skipped = set(exclude)
+        nodes = [n for n in self.nodes_in(region) if n not in skipped]
         if not nodes:
             raise LookupError(f"region {region} has no nodes in deployment.json")
         healthy = [n for n in nodes if self.healthy(n)]
         pool = healthy or nodes
         node = min(pool, key=lambda n: (replica_counts[n], n))
         if len(nodes) == 1:
-            return node, f"the only node of {region}"
+            return node, f"the only {'other ' if skipped else ''}node of {region}"
         among = "its healthy nodes" if healthy else "its nodes (none is healthy yet)"
         return node, f"the fewest replicas ({replica_counts[node]}) among {among}"

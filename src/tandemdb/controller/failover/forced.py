@@ -18,7 +18,7 @@ from typing import Any
 
 from tandemdb.common.http import ApiError
 from tandemdb.common.retry import cas_attempts
-from tandemdb.common.roles import Role
+from tandemdb.common.roles import Kind, Role
 
 from ..catalog import EnvRecord, ReplicaRef
 from ..events import EventType
@@ -55,8 +55,15 @@ class Forced(FailoverSteps):
                    target: ReplicaRef) -> list[tuple[ReplicaRef, str]]:
         return [(target, "secondary")]
 
-    def held(self, replica: ReplicaRef) -> ReplicaRef:
-        return replace(replica, role=Role.FENCED, behind=True)
+    def held(self, replica: ReplicaRef, source: ReplicaRef) -> ReplicaRef:
+        """The old primary, and its local secondary (docs/ha.md), fenced and `behind`:
+        the local one may hold entries past the fork point too (it holds every entry the
+        old primary acknowledged), so it must not stream from the new primary before it
+        rejoins (rejoin.py re-seeds it)."""
+        if replica.node == source.node or (replica.kind == Kind.LOCAL
+                                           and replica.region == source.region):
+            return replace(replica, role=Role.FENCED, behind=True)
+        return replica
 
     def watched(self, env: str, source: ReplicaRef) -> dict[str, Any]:
         """What the primary was last seen at: the loss is counted against it."""

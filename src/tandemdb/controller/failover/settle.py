@@ -41,6 +41,12 @@ async def settle(mode: FailoverSteps, op: Operation, step: str, message: str) ->
             f"be told now ({reply.problem}), its heartbeat answer will unfence it")
 
 
+def _unheld(role: Role) -> Role:
+    """A replica other than the old primary fenced by the hold (a forced failover's local
+    secondary, docs/ha.md) is a secondary again when the move is rolled back."""
+    return Role.SECONDARY if role == Role.FENCED else role
+
+
 async def _record_settled(mode: FailoverSteps, op: Operation, p: FailoverParams, step: str,
                           message: str) -> tuple[EnvRecord, int] | str:
     """Write the settled record with the `*.failed` event: the record and its version, or
@@ -62,7 +68,7 @@ async def _record_settled(mode: FailoverSteps, op: Operation, p: FailoverParams,
         else:  # not decided: the old primary takes writes again at its old epoch
             settled = record.with_(state=EnvState.ACTIVE).with_replicas(
                 lambda r: replace(r, role=Role.PRIMARY, behind=False)
-                if r.node == source.node else replace(r, behind=False))
+                if r.node == source.node else replace(r, behind=False, role=_unheld(r.role)))
             outcome = "rolled back"
 
         def build(txn: Txn, settled: EnvRecord = settled, version: int = version,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Kind as ReplicaKind
 
 from ..catalog import Catalog, EnvRecord, EnvState, EnvType, ReplicaRef, not_found, stage
 from ..events import Events
@@ -73,7 +74,7 @@ class Failovers:
             # transaction fail, and the next attempt reads the new state.
             txn.expect(region_key(target.region), into.version if into else None)
             held = record.with_(state=EnvState.SWITCHING, operation=op_id).with_replicas(
-                lambda r: how.held(r) if r.node == source.node else r)
+                lambda r: how.held(r, source))
             stage(txn, held, version)
             params = FailoverParams(name, mode, reason, record.epoch, Side.of(source),
                                     Side.of(target), catch_up_timeout, parent,
@@ -110,7 +111,8 @@ class Failovers:
                            f"{record.operation}); wait for that operation to end: "
                            f"tandem ops {record.operation}")
         source, behind = record.primary, record.behind
-        target = next(iter(record.secondaries), None)
+        # The geo-secondary, in the pair: a local one (docs/ha.md) stays in the region.
+        target = next((r for r in record.secondaries if r.kind == ReplicaKind.GEO), None)
         if target is None and behind is not None:
             raise ApiError(409, "no_secondary", f"environment {name!r}: its replica in "
                            f"{behind.region} is fenced since a forced failover and holds "

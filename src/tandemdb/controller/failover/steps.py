@@ -76,9 +76,9 @@ class FailoverSteps(ABC):
         """The replicas whose nodes must be healthy, with what each is."""
         return [(source, "primary"), (target, "secondary")]
 
-    def held(self, replica: ReplicaRef) -> ReplicaRef:
-        """The old primary as the hold records it."""
-        return replica.as_role(Role.FENCED)
+    def held(self, replica: ReplicaRef, source: ReplicaRef) -> ReplicaRef:
+        """Each replica as the hold records it: the old primary (`source`) fenced."""
+        return replica.as_role(Role.FENCED) if replica.node == source.node else replica
 
     def watched(self, env: str, source: ReplicaRef) -> dict[str, Any]:
         """Parameters of this mode's own, recorded at the start."""
@@ -175,7 +175,8 @@ class FailoverSteps(ABC):
             record, version = await self.record(op)
             if record.epoch == epoch + 1:
                 return version  # decided already (a resumed step)
-            decided = record.with_(epoch=epoch + 1).with_roles({target.node: Role.PRIMARY})
+            decided = (record.with_(epoch=epoch + 1).with_roles({target.node: Role.PRIMARY})
+                       .unsynced_outside(target.region))
             written = await asyncio.to_thread(self.ctx.catalog.try_update, op.target, version,
                                               decided)
             if written is not None:
