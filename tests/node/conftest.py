@@ -70,11 +70,14 @@ class Cluster(LocalDeployment):
 
     def put_replica(self, node: str, env: str, role: str, *, primary: str | None = None,
                     secondaries: tuple[str, ...] = (), rpo: float = 900,
-                    epoch: int = 1) -> dict:
+                    epoch: int = 1, sync: str | None = None) -> dict:
+        """PUT a desired record; `sync` names the secondary a primary keeps synchronous."""
+        peers = [{**self.peer(s), "sync": True} if s == sync else self.peer(s)
+                 for s in secondaries]
         record = {"env": env, "role": role, "epoch": epoch, "type": "production",
                   "rpo_limit_seconds": rpo,
                   "primary": self.peer(primary) if primary else None,
-                  "secondaries": [self.peer(s) for s in secondaries]}
+                  "secondaries": peers}
         r = self.http.put(f"{self.url(node)}/internal/v1/replicas/{env}", json=record)
         assert r.status_code == 200, r.text
         return r.json()

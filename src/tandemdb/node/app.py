@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common.deployment import CONTROLLER, HOST, Deployment
 from tandemdb.common.http import (
     ApiError,
     BodyLimit,
@@ -40,6 +40,7 @@ from .lease import Lease
 from .puller import Puller
 from .replicas import ReplicaSet
 from .stream import Upkeep
+from .syncrule import SYNC_BOUND, SYNC_TIMEOUT, SyncRule, bounded
 
 log = logging.getLogger("tandem.node")
 
@@ -60,7 +61,12 @@ class Node:
         self.dir = Path(deployment.data) / "nodes" / name
         self.lease = Lease(deployment.lease_ttl)  # renewed by heartbeats (docs/leases.md)
         self.replicas = ReplicaSet(self.dir, name, self.region)
-        self.gate = WriteGate(self.region, self.lease)  # who may write, and every commit
+        # The sync rule's timeout: a deployment may set `sync_timeout` (seconds, bounded).
+        timeout = bounded(getattr(deployment, "sync_timeout", None), SYNC_TIMEOUT, 0.05, 10.0)
+        controller = deployment.link_url(name, CONTROLLER)  # as heartbeats reach it
+        self.sync = SyncRule(name, controller, deployment.secret, timeout,
+                             max(SYNC_BOUND, 2 * timeout))
+        self.gate = WriteGate(self.region, self.lease, self.sync)  # who may write, and how
         self._tasks: list[asyncio.Task] = []
         self.puller: Puller | None = None
         self.heartbeat: Heartbeat | None = None
@@ -101,6 +107,7 @@ class Node:
             await self.puller.close()
         if self.heartbeat is not None:
             await self.heartbeat.close()
+        await self.sync.close()
         await self.replicas.close()
 
 

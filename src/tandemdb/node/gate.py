@@ -29,6 +29,7 @@ from tandemdb.engine import Environment
 
 from .lease import Lease
 from .replicas import Replica, run_sync
+from .syncrule import SyncRule
 
 T = TypeVar("T")
 
@@ -36,9 +37,11 @@ T = TypeVar("T")
 class WriteGate:
     """Admission and commit of every write on one node's primaries."""
 
-    def __init__(self, region: str, lease: Lease | None = None) -> None:
+    def __init__(self, region: str, lease: Lease | None = None,
+                 sync: SyncRule | None = None) -> None:
         self.region = region
         self.lease = lease  # None: no lease required (in-process tests of the replica set)
+        self.sync = sync  # None: no sync rule (in-process tests of the replica set)
 
     # -- the rule -----------------------------------------------------------------------
     def may_write(self, replica: Replica) -> bool:
@@ -114,18 +117,24 @@ class WriteGate:
         The write enters the replica (`Replica.writing`: a fence drains it) and is checked
         there, then under the engine's lock, then by the engine right before COMMIT.
         `content` (a file's bytes) is made durable as a blob first, outside the lock (the
-        slow part), and pinned until its row commits."""
+        slow part), and pinned until its row commits.
+
+        Committed, the write is acknowledged only once the sync secondary has it (the sync
+        rule, syncrule.py): a group waits once, outside `writing` (a fence need not wait)."""
         if replica.dropped:
             raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
         env = replica.require_env()
         with replica.writing():
             self.check(replica)  # the role may have changed while it waited (queued)
-            result = await run_sync(self._locked, replica, env, write, args, content)
-        replica.notify()
+            before = env.last_lsn
+            result, lsn = await run_sync(self._locked, replica, env, write, args, content)
+        replica.notify()  # answers the long polls waiting for this entry at once
+        if self.sync is not None and lsn > before:
+            await self.sync.wait(replica, lsn)
         return result
 
     def _locked(self, replica: Replica, env: Environment, write: Callable[..., T],
-                args: tuple, content: bytes | None) -> T:
+                args: tuple, content: bytes | None) -> tuple[T, int]:
         """Worker thread: with nothing able to commit in between, a write never commits
         after the lease expired or a fence; the engine checks once more right before
         COMMIT, since statements may run longer than the lease's safety margin."""
@@ -135,7 +144,7 @@ class WriteGate:
         staged = env.staged_blob(content) if content is not None else contextlib.nullcontext()
         with staged, env.exclusive():
             check()
-            return write(env, *args, before_commit=check)
+            return write(env, *args, before_commit=check), env.last_lsn
 
     # -- the failsafe lease -------------------------------------------------------------
     def vouch(self, replica: Replica, consumer: str, epoch: int, token: object) -> bool:

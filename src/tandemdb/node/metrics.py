@@ -11,7 +11,7 @@ ASGI middleware of `tandemdb.common.metrics`, counts them by template.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.routing import Match, Route
@@ -26,6 +26,10 @@ REPLICATED_ENTRIES = Counter("tandem_replicated_entries", "Journal entries appli
                              ["env"])
 REPLICATED_BYTES = Counter("tandem_replicated_bytes", "Journal bytes applied from a peer",
                            ["env"])
+SYNC_WAIT = Histogram(
+    "tandem_sync_wait_seconds", "How long a primary's group commit waited for its sync "
+    "secondary's acknowledgement (docs/ha.md, the sync rule)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
 class ReplicaCollector(Collector):

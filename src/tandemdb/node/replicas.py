@@ -57,6 +57,9 @@ class Replica:
     # A primary's failsafe lease, on the node lease's clock: until then its geo-secondary's
     # pulls vouch for it, even with the controller unreachable (docs/leases.md; 0: never).
     failsafe_until: float = 0.0
+    # The controller recorded this primary's sync secondary `sync: false` at this catalog
+    # version (syncrule.py): records older than that no longer make it wait (0: never).
+    sync_lost_before: int = 0
     _waiters: set[asyncio.Future] = field(default_factory=set)
     _lag_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Serialises this replica's record changes (adopt, fence, promote, seed); replicas
@@ -71,6 +74,14 @@ class Replica:
     def writable(self) -> bool:
         """Only a primary writes (and only under its lease: gate.py)."""
         return self.record.role == Role.PRIMARY
+
+    @property
+    def sync_node(self) -> str | None:
+        """The secondary whose acknowledgement every write waits for (docs/ha.md), if any."""
+        peer = self.record.sync_peer
+        if peer is None or self.record.version < self.sync_lost_before:
+            return None
+        return peer.node
 
     def require_env(self) -> Environment:
         env = self.env
@@ -104,6 +115,18 @@ class Replica:
     def remove_waiter(self, fut: asyncio.Future) -> None:
         self._waiters.discard(fut)
 
+    async def changed(self, within: float) -> None:
+        """Wait until the next `notify` (a commit, an apply, an acknowledgement of the sync
+        secondary, a record change), or at most `within` seconds."""
+        fut = asyncio.get_running_loop().create_future()
+        self.add_waiter(fut)
+        try:
+            await asyncio.wait_for(fut, within)
+        except TimeoutError:
+            pass
+        finally:
+            self.remove_waiter(fut)
+
     async def wait_for_lsn(self, lsn: int, within: float) -> bool:
         """Wait until this replica's last lsn reaches `lsn`; False on timeout."""
         deadline = asyncio.get_running_loop().time() + within
@@ -114,15 +137,8 @@ class Replica:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return False
-            fut = asyncio.get_running_loop().create_future()
-            self.add_waiter(fut)
-            try:
-                # The seeding replica has no env to notify about; look again now and then.
-                await asyncio.wait_for(fut, min(remaining, 0.5))
-            except TimeoutError:
-                pass
-            finally:
-                self.remove_waiter(fut)
+            # The seeding replica has no env to notify about; look again now and then.
+            await self.changed(min(remaining, 0.5))
 
     # -- lag (computed from the journal and the acknowledgements, primary's clock) ---------
     def lag(self, node: str, now: float | None = None) -> tuple[int, float]:

@@ -83,20 +83,36 @@ def _parse_request(raw: bytes) -> StreamRequest:
     return StreamRequest(node, positions, wait, budget, vouch, body.get("token"))
 
 
-def _read(targets: list[tuple[Replica, Environment, int]], budget: int) -> dict:
-    """Worker thread: the entries after each position, within one shared byte budget.
+def servable(replica: Replica, env: Environment, consumer: str) -> int:
+    """The last lsn `consumer` may be sent. The geo rule (docs/ha.md): while a primary has a
+    sync secondary, every other consumer gets only what that one has acknowledged, so a
+    promoted sync secondary is never behind a geo-secondary."""
+    node = replica.sync_node
+    if node is None or node == consumer:
+        return env.last_lsn
+    sync = replica.consumers.get(node)
+    return min(env.last_lsn, sync.acked_lsn if sync is not None else 0)
+
+
+Target = tuple[Replica, Environment, int, int]  # replica, engine, position, servable upto
+
+
+def _read(targets: list[Target], budget: int) -> dict:
+    """Worker thread: the entries after each position (up to what is servable), within one
+    shared byte budget.
 
     Each answer part also carries, under "_first", the (lsn, committed_at) of its first
     entry; the caller takes it out (it dates the consumer's oldest unapplied commit)."""
     envs: dict[str, dict] = {}
-    for replica, env, pos in targets:
+    for replica, env, pos, upto in targets:
         if replica.dropped:
             continue
         entries: list = []
         snapshot = False
-        if budget > 0 and env.last_lsn > pos:
+        if budget > 0 and upto > pos:
             try:
-                entries = env.read_journal(pos, max_entries=MAX_ENTRIES, max_bytes=budget)
+                entries = env.read_journal(pos, max_entries=min(MAX_ENTRIES, upto - pos),
+                                           max_bytes=budget)
             except JournalTruncated:
                 snapshot = True
             budget -= sum(e.size for e in entries)
@@ -120,7 +136,7 @@ class StreamServer:
         if ask.vouch and self.lease.required:
             self._vouched(ask)
             wait = min(wait, (self.lease.ttl - self.lease.margin) / 3)
-        targets: list[tuple[Replica, Environment, int]] = []
+        found: list[tuple[Replica, Environment, int]] = []
         missing = []
         for name, pos in positions.items():
             replica = self.replicas.find(name) if NAME.fullmatch(name) else None
@@ -128,15 +144,17 @@ class StreamServer:
             if replica is None or env is None:
                 missing.append(name)
                 continue
-            targets.append((replica, env, pos))
+            found.append((replica, env, pos))
             tracked = replica.consumers.get(consumer)
             if tracked is not None:  # only listed secondaries are consumers
+                moved = pos > tracked.acked_lsn
                 tracked.advance(pos)
-        if wait > 0 and targets and not any(env.last_lsn > pos for _, env, pos in targets):
-            await self._wait_any([replica for replica, _, _ in targets], wait)
+                if moved and replica.sync_node == consumer:
+                    replica.notify()  # the writes waiting for it (syncrule.py), geo polls
+        targets = await self._await_entries(found, consumer, wait)
         random.shuffle(targets)  # no environment starves the others of the byte budget
         envs = await run_sync(_read, targets, budget)
-        for replica, _, pos in targets:
+        for replica, _, pos, _ in targets:
             if replica.name not in envs:
                 continue
             first = envs[replica.name].pop("_first")
@@ -155,6 +173,20 @@ class StreamServer:
             replica = self.replicas.find(name)
             if replica is not None:
                 self.gate.vouch(replica, ask.node, epoch, ask.token)
+
+    async def _await_entries(self, found: list[tuple[Replica, Environment, int]],
+                             consumer: str, wait: float) -> list[Target]:
+        """The long poll: wait up to `wait` until some entry may be sent to `consumer`;
+        answer each target with what is servable then (`servable`, the geo rule)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            targets = [(replica, env, pos, servable(replica, env, consumer))
+                       for replica, env, pos in found]
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not targets or any(upto > pos for _, _, pos, upto in targets):
+                return targets
+            await self._wait_any([replica for replica, _, _ in found], remaining)
 
     @staticmethod
     async def _wait_any(replicas: list[Replica], wait: float) -> None:
