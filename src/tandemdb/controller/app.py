@@ -44,6 +44,8 @@ from .reseed import install_routes as install_reseed
 from .routing import Routing
 from .status import LiveStatus
 from .store import Store, open_store
+from .sync import SyncRecords
+from .sync import install_routes as install_sync
 from .topology import Topology
 from .webhooks import Delivery, Webhooks
 
@@ -82,6 +84,7 @@ class Controller:
     rejoins: Rejoins
     outages: OutageWatch
     replayer: Replayer
+    sync: SyncRecords
     background: set = field(default_factory=set)  # tasks kept referenced until done
 
     @classmethod
@@ -109,7 +112,7 @@ class Controller:
                    LagWatch(topology, events),
                    Rejoins(catalog, topology, reconciler, nodes, operations, events),
                    OutageWatch(deployment, topology, catalog, status, regions, operations),
-                   Replayer(store, catalog, topology, nodes))
+                   Replayer(store, catalog, topology, nodes), SyncRecords(catalog, events))
 
     def start(self) -> list[Operation]:
         """Seed regions, finish orphaned records; answers the operations to resume."""
@@ -205,6 +208,7 @@ def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
     install_metrics(app, deployment.token, deployment.secret)
     install_routes(app, ctl)
     install_reseed(app, ctl)  # POST /v1/environments/{env}/replicas/{region}/reseed
+    install_sync(app, ctl)  # POST /internal/v1/environments/{env}/sync
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app
 

@@ -96,6 +96,18 @@ class EnvironmentFailover(Schema):
                           "has to reach the final lsn")
 
 
+class SyncChange(Schema):
+    """`POST /internal/v1/environments/{env}/sync`, from a primary (docs/ha.md)."""
+
+    WHAT: ClassVar[str] = "a sync change"
+    EXAMPLE: ClassVar[str] = ('{"node": "west-2", "sync": false, "epoch": 3, '
+                              '"primary": "west-1"}')
+    node: str = Field(min_length=1, max_length=63, description="the local replica's node")
+    sync: bool = Field(description="true: the primary waits for it again; false: no more")
+    epoch: int = Field(ge=1, le=MAX_ID, description="the primary's epoch")
+    primary: str = Field(min_length=1, max_length=63, description="the calling node")
+
+
 class RegionFailback(Schema):
     """`POST /v1/regions/{region}/failback`."""
 

@@ -45,6 +45,8 @@ class EventType(StrEnum):
     FAILBACK_COMPLETED = "failback.completed"
     FAILBACK_FAILED = "failback.failed"
     REPLICA_REJOINED = "replica.rejoined"
+    REPLICA_SYNC_LOST = "replica.sync_lost"  # sync.py: a primary stopped waiting for it
+    REPLICA_SYNC_RESTORED = "replica.sync_restored"  # ... and waits for it again
     REPLICATION_LAG_EXCEEDED = "replication.lag_exceeded"
     REPLICATION_LAG_RECOVERED = "replication.lag_recovered"
     REPLICATION_HALTED = "replication.halted"  # halts.py
