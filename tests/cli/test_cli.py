@@ -29,6 +29,7 @@ COMMANDS = [
     (["env", "list"], CONNECTION),
     (["env", "show"], CONNECTION),
     (["env", "delete"], CONNECTION),
+    (["node", "list"], CONNECTION),
     (["sql"], ["--read-region", "--min-lsn", *CONNECTION]),
     (["files", "put"], CONNECTION),
     (["files", "get"], ["--output", "--read-region", "--min-lsn", *CONNECTION]),

@@ -86,6 +86,17 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerP
         yield ctl.start()
 
 
+@pytest.fixture(scope="module")
+def ha_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
+    """A controller of a deployment with 2 nodes per region (local HA), each node heard from
+    once, so placement picks among all of them."""
+    with controller_process(tmp_path_factory.mktemp("ha"), nodes_per_region=2) as ctl:
+        ctl.start()
+        for node in ctl.deployment.nodes:
+            assert ctl.heartbeat(node).status_code == 200
+        yield ctl
+
+
 @pytest.fixture
 def own_controller(tmp_path: Path) -> Iterator[ControllerProcess]:
     """A controller of its own, for tests that kill it or depend on every heartbeat."""

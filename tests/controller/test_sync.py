@@ -3,23 +3,15 @@ on a real controller of a deployment with 2 nodes per region; the tests play the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from .conftest import ControllerProcess, controller_process
-
-NODES = ("west-1", "west-2", "east-1", "east-2")
+from .conftest import ControllerProcess
 
 
 @pytest.fixture(scope="module")
-def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
-    with controller_process(tmp_path_factory.mktemp("ha"), nodes_per_region=2) as ctl:
-        ctl.start()
-        for node in NODES:  # healthy, so placement picks among all of them
-            assert ctl.heartbeat(node).status_code == 200
-        yield ctl
+def ha(ha_controller: ControllerProcess) -> ControllerProcess:
+    return ha_controller
 
 
 def ask(ctl: ControllerProcess, env: str, **body: object) -> httpx.Response:

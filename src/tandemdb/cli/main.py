@@ -6,7 +6,7 @@ import typer
 
 from tandemdb import __version__
 
-from . import data, deploy, envs, failover, lost, ops, outage, status
+from . import data, deploy, envs, failover, lost, nodes, ops, outage, status
 from .base import Typer
 from .bench import bench_app
 
@@ -34,6 +34,8 @@ app.add_typer(failover.region_app, name="region")
 failover.region_app.command("outage")(outage.outage)
 failover.region_app.command("recover")(outage.recover)
 app.command("regions")(failover.region_list)
+# The nodes, their state and what they host (nodes.py).
+app.add_typer(nodes.app, name="node")
 
 
 @app.command()

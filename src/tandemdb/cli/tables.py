@@ -58,6 +58,26 @@ def regions_table(regions: list[dict]) -> Table:
     return table
 
 
+NODE_STATE_STYLE = {"healthy": "green", "down": "red"}
+
+
+def nodes_table(nodes: list[dict]) -> Table:
+    """One row per node: region, state, the replicas the catalog places on it."""
+    table = Table(title=f"{len(nodes)} node(s)", title_justify="left", box=box.SIMPLE_HEAD)
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("node", "left"), ("region", "left"), ("state", "left"), ("primaries", "right"),
+        ("secondaries", "right"), ("heartbeat", "left"))
+    for column, justify in columns:
+        table.add_column(column, justify=justify, no_wrap=True)
+    for node in nodes:
+        state = _value(node.get("state"))
+        table.add_row(_value(node.get("name")), _value(node.get("region")),
+                      Text(state, style=NODE_STATE_STYLE.get(state, "yellow")),
+                      _value(node.get("primaries")), _value(node.get("secondaries")),
+                      _age(node.get("last_heartbeat_age")))
+    return table
+
+
 def _lag(replica: dict) -> Text:
     if replica.get("state") == "halted":
         lsn, behind = (replica.get("error") or {}).get("lsn"), replica.get("lag_entries")
@@ -80,11 +100,22 @@ def _lag(replica: dict) -> Text:
 ROLE_STYLE = {"primary": "bold green", "secondary": "cyan", "fenced": "red"}
 
 
+def _role(replica: dict) -> Text:
+    """The replica's role; a local one (docs/ha.md) says so, and whether it is sync."""
+    role = replica.get("role", "")
+    text = Text(role, style=ROLE_STYLE.get(role, ""))
+    if replica.get("kind") == "local":
+        text.append(" local", style="dim")
+        if replica.get("sync"):
+            text.append(" sync", style="green")
+    return text
+
+
 def environments_table(views: list[dict], title: str = "environments") -> Table:
     """One row per replica; the environment's own fields on its first row.
 
     Compact enough for 80 columns: the state is shown only when it is not `active`, and
-    the home region carries a `*`.
+    the home region carries a `*`, a local replica's role says `local` (and `sync`).
     """
     table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD,
                   caption="* home region · lag: entries · seconds", caption_justify="left")
@@ -103,12 +134,11 @@ def environments_table(views: list[dict], title: str = "environments") -> Table:
             region = replica.get("region", "")
             if region and region == view.get("home_region"):
                 region += "*"
-            role = replica.get("role", "")
             table.add_row(name if i == 0 else "",
                           _value(view.get("type")) if i == 0 else "",
                           _value(view.get("epoch")) if i == 0 else "",
                           region, replica.get("node", ""),
-                          Text(role, style=ROLE_STYLE.get(role, "")),
+                          _role(replica),
                           _value(replica.get("applied_lsn")) if replica else "",
                           _lag(replica) if replica else Text(""))
     return table

@@ -149,6 +149,11 @@ class Api:
         """Regions with their pair, state and nodes (`name, url, healthy, …`)."""
         return self._call("GET", "/v1/regions", _key("regions"))
 
+    def nodes(self) -> list[dict]:
+        """Every node: `name, region, url, state` (healthy, down …), the `primaries` and
+        `secondaries` the catalog places on it, `last_heartbeat_age`."""
+        return self._call("GET", "/v1/nodes", _key("nodes"))
+
     def create_environment(self, name: str, type: str = "production",
                            region: str | None = None,
                            rpo_limit_seconds: float | None = None) -> dict:

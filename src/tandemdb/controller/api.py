@@ -1,6 +1,6 @@
 """The controller's HTTP routes (docs/architecture.md, "Controller").
 
-Public (forwarded by the gateway): `/v1/regions[/{region}/failover|failback]`,
+Public (forwarded by the gateway): `/v1/regions[/{region}/failover|failback]`, `/v1/nodes`,
 `/v1/environments[/{env}[/failover]]`, `/v1/operations[/{id}]`, `/v1/events`,
 `/v1/webhooks[/{id}]` (docs/operations.md, docs/failover.md).
 Internal: `/internal/v1/heartbeat` from nodes, `/internal/v1/routing` long poll from the
@@ -34,6 +34,7 @@ from .bodies import (
 )
 from .environments import OPERATION_HEADER
 from .failover import parse_request
+from .node_list import node_list
 from .operations import Operation
 from .operations import not_found as operation_not_found
 from .regions import REGION_FAILBACK, REGION_FAILOVER
@@ -58,6 +59,10 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
     @router.get("/v1/regions")
     async def regions() -> dict:
         return {"regions": await asyncio.to_thread(ctl.regions.views)}
+
+    @router.get("/v1/nodes")
+    async def nodes() -> dict:
+        return {"nodes": await asyncio.to_thread(node_list, ctl.topology, ctl.catalog)}
 
     async def started(op: Operation) -> JSONResponse:
         """202 with the operation just recorded; it runs on in the background."""
