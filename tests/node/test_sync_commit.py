@@ -4,7 +4,8 @@ secondary on west-2 (same region), its geo-secondary on east-1, records PUT by h
 (a) every acknowledged write is already applied on the sync secondary when its answer
 arrives; (b) with the sync secondary paused, writes wait for the controller to record it
 unsynced, and are acknowledged only after that, or fail with 503 `sync_unavailable` while
-it cannot be reached; (c) the geo rule: the geo-secondary never gets ahead of the sync one.
+it cannot be reached; (c) the geo rule: the geo-secondary never gets ahead of the sync one;
+(d) a secondary that lost sync regains it once caught up, asking the controller first.
 
 No controller runs here: `ControllerStandIn` is a test-only stand-in for the controller's
 `POST /internal/v1/environments/{env}/sync` endpoint (contract 3 of issue 11), an endpoint
@@ -36,6 +37,9 @@ class ControllerStandIn:
     """Plays the controller's sync endpoint: records (monotonic time, path, body) of each
     call and answers 200 with a new catalog version. Test-only (see the module docstring)."""
 
+    def syncs(self) -> list[bool]:
+        return [body["sync"] for _, _, body in self.calls]
+
     def __init__(self, port: int) -> None:
         self.calls: list[tuple[float, str, dict]] = []
         stand_in = self
@@ -46,8 +50,9 @@ class ControllerStandIn:
                 if not self.path.endswith("/sync"):
                     self._answer(404, {"error": {"code": "not_found", "message": "stand-in"}})
                     return
-                stand_in.calls.append((time.monotonic(), self.path, json.loads(body)))
-                self._answer(200, {"version": len(stand_in.calls), "sync": False})
+                asked = json.loads(body)
+                stand_in.calls.append((time.monotonic(), self.path, asked))
+                self._answer(200, {"version": len(stand_in.calls), "sync": asked["sync"]})
 
             def _answer(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
@@ -157,7 +162,7 @@ def test_paused_sync_secondary_is_dropped_only_once_recorded(
     nodes.pause("west-2")
     answers = write_all(nodes, env, range(1, 9), writers=4)
     assert [a.status_code for _, _, a in answers] == [200] * 8
-    assert len(stand_in.calls) >= 1
+    assert stand_in.syncs()[:1] == [False]
     called_at, path, body = stand_in.calls[0]
     assert path == f"/internal/v1/environments/{env}/sync"
     assert body == {"node": "west-2", "sync": False, "epoch": 1, "primary": "west-1"}
@@ -197,3 +202,26 @@ def test_unreachable_controller_fails_writes_and_holds_back_the_geo_secondary(
         answer = insert(client, nodes, env, 100)
     assert answer.status_code == 200, answer.text
     assert lsn(nodes, "west-2", env) >= answer.json()["lsn"]
+
+
+def test_a_caught_up_secondary_regains_sync(nodes: Cluster,
+                                            stand_in: ControllerStandIn) -> None:
+    env = unique("sync-regain")
+    place(nodes, env)
+    nodes.pause("west-2")
+    answers = write_all(nodes, env, range(1, 5), writers=2)
+    assert [a.status_code for _, _, a in answers] == [200] * 4
+    assert stand_in.syncs() == [False]
+    nodes.resume("west-2")
+    # Caught up, it is waited for again, then the primary asks to record it sync.
+    poll_until(lambda: stand_in.syncs() == [False, True], 20.0, 0.05,
+               "the primary to ask for sync: true")
+    assert stand_in.calls[1][2] == {"node": "west-2", "sync": True, "epoch": 1,
+                                    "primary": "west-1"}
+    assert lsn(nodes, "west-2", env) >= max(a.json()["lsn"] for _, _, a in answers)
+    # Sync again: a paused west-2 holds writes until it is recorded unsynced once more.
+    nodes.pause("west-2")
+    again = write_all(nodes, env, range(10, 14), writers=2)
+    assert [a.status_code for _, _, a in again] == [200] * 4
+    assert stand_in.syncs() == [False, True, False]
+    assert all(at > stand_in.calls[2][0] for _, at, _ in again)

@@ -64,7 +64,7 @@ class Node:
         # The sync rule's timeout: a deployment may set `sync_timeout` (seconds, bounded).
         timeout = bounded(getattr(deployment, "sync_timeout", None), SYNC_TIMEOUT, 0.05, 10.0)
         controller = deployment.link_url(name, CONTROLLER)  # as heartbeats reach it
-        self.sync = SyncRule(name, controller, deployment.secret, timeout,
+        self.sync = SyncRule(name, self.region, controller, deployment.secret, timeout,
                              max(SYNC_BOUND, 2 * timeout))
         self.gate = WriteGate(self.region, self.lease, self.sync)  # who may write, and how
         self._tasks: list[asyncio.Task] = []

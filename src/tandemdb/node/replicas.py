@@ -60,6 +60,9 @@ class Replica:
     # The controller recorded this primary's sync secondary `sync: false` at this catalog
     # version (syncrule.py): records older than that no longer make it wait (0: never).
     sync_lost_before: int = 0
+    # Regaining sync (syncrule.py): the local secondary every write waits for again while
+    # the controller's record does not (yet) name it sync (None: none).
+    regaining: str | None = None
     _waiters: set[asyncio.Future] = field(default_factory=set)
     _lag_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Serialises this replica's record changes (adopt, fence, promote, seed); replicas
@@ -82,6 +85,13 @@ class Replica:
         if peer is None or self.record.version < self.sync_lost_before:
             return None
         return peer.node
+
+    @property
+    def waits_for(self) -> str | None:
+        """The secondary each write waits for: the sync one, or the one regaining sync."""
+        if self.record.role is not Role.PRIMARY:
+            return None
+        return self.sync_node or self.regaining
 
     def require_env(self) -> Environment:
         env = self.env

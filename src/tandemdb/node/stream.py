@@ -85,9 +85,9 @@ def _parse_request(raw: bytes) -> StreamRequest:
 
 def servable(replica: Replica, env: Environment, consumer: str) -> int:
     """The last lsn `consumer` may be sent. The geo rule (docs/ha.md): while a primary has a
-    sync secondary, every other consumer gets only what that one has acknowledged, so a
-    promoted sync secondary is never behind a geo-secondary."""
-    node = replica.sync_node
+    sync secondary (or one regaining sync), every other consumer gets only what that one
+    has acknowledged, so a promoted sync secondary is never behind a geo-secondary."""
+    node = replica.waits_for
     if node is None or node == consumer:
         return env.last_lsn
     sync = replica.consumers.get(node)
@@ -149,8 +149,9 @@ class StreamServer:
             if tracked is not None:  # only listed secondaries are consumers
                 moved = pos > tracked.acked_lsn
                 tracked.advance(pos)
-                if moved and replica.sync_node == consumer:
+                if moved and replica.waits_for == consumer:
                     replica.notify()  # the writes waiting for it (syncrule.py), geo polls
+                self.node.sync.acknowledged(replica, consumer)
         targets = await self._await_entries(found, consumer, wait)
         random.shuffle(targets)  # no environment starves the others of the byte budget
         envs = await run_sync(_read, targets, budget)

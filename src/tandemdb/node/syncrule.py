@@ -11,6 +11,14 @@ the primary stop waiting for that replica (`Replica.sync_lost_before`): the cont
 record says false before any write the replica lacks is acknowledged. While the controller
 cannot be reached (or refuses), writes wait; past `bound` they fail with 503
 `sync_unavailable`, their outcome unknown: committed here, never acknowledged.
+
+**Regaining sync**, in the other order. A local secondary the record names without sync,
+once it has come close (`REGAIN_WITHIN` entries), is waited for again on every write
+(`Replica.regaining`; the geo rule follows it too). Once it has acknowledged the primary's
+last lsn of that moment (every write acknowledged without it is at or below), the primary
+asks the controller to record it `sync: true`. Should a write wait too long meanwhile, the
+primary gives up regaining by itself only if it never asked; once it asked, the catalog
+may say true, so it asks for `sync: false` as for a sync secondary.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from dataclasses import dataclass
 
 import httpx
 
@@ -32,6 +41,18 @@ log = logging.getLogger("tandem.node.syncrule")
 SYNC_TIMEOUT = 1.0  # the sync secondary's silence after which the primary asks to drop it
 SYNC_BOUND = 10.0  # a write waits at most this long, then fails (outcome unknown)
 RETRY_EVERY = 0.25  # while the controller cannot record the change, ask again this often
+REGAIN_WITHIN = 100  # a local secondary this close to the primary's lsn may regain sync
+REGAIN_BACKOFF = 5.0  # after giving up regaining, wait this long before trying again
+
+
+@dataclass
+class Regain:
+    """A local secondary regaining sync: what it must acknowledge before the primary asks
+    for `sync: true`, and whether it asked (the catalog may say true from then on)."""
+
+    node: str
+    from_lsn: int
+    asked: bool = False
 
 
 def bounded(value: object, default: float, low: float, high: float) -> float:
@@ -45,12 +66,15 @@ def bounded(value: object, default: float, low: float, high: float) -> float:
 class SyncRule:
     """The primaries' wait for their sync secondary, and the request that ends it."""
 
-    def __init__(self, node: str, controller_url: str, secret: str,
+    def __init__(self, node: str, region: str, controller_url: str, secret: str,
                  timeout: float = SYNC_TIMEOUT, bound: float = SYNC_BOUND) -> None:
-        self.node, self.controller_url, self.secret = node, controller_url, secret
+        self.node, self.region = node, region
+        self.controller_url, self.secret = controller_url, secret
         self.timeout = timeout
         self.bound = max(bound, timeout)
-        self._asking: dict[str, asyncio.Task] = {}  # env -> its request to drop sync
+        self._asking: dict[str, asyncio.Task] = {}  # env -> its request to the controller
+        self._regain: dict[str, Regain] = {}  # env -> its local secondary regaining sync
+        self._regain_after: dict[str, float] = {}  # env -> no regaining before (loop time)
         self._client: httpx.AsyncClient | None = None
 
     async def wait(self, replica: Replica, lsn: int) -> None:
@@ -58,7 +82,7 @@ class SyncRule:
         starts has acknowledged it, or the primary no longer waits for it (the controller
         recorded it `sync: false`, or a newer record names another). Raise 503
         `sync_unavailable` past the bound."""
-        node = replica.sync_node
+        node = replica.waits_for
         if node is None:
             return
         loop = asyncio.get_running_loop()
@@ -69,7 +93,7 @@ class SyncRule:
                 if waited >= self.bound:
                     raise self._unavailable(replica, node, lsn, waited)
                 if waited >= self.timeout:
-                    self._ask_to_drop(replica, node)
+                    self._timed_out(replica, node)
                     until = RETRY_EVERY
                 else:
                     until = self.timeout - waited
@@ -81,42 +105,97 @@ class SyncRule:
         if consumer is not None and consumer.acked_lsn >= lsn:
             return True
         # Only a primary's record can stop the wait: a fenced one keeps waiting for the ack.
-        return replica.record.role is Role.PRIMARY and replica.sync_node != node
+        return replica.record.role is Role.PRIMARY and replica.waits_for != node
 
-    def _ask_to_drop(self, replica: Replica, node: str) -> None:
-        """Start the request to record `node` as `sync: false`, unless one is under way."""
+    def _timed_out(self, replica: Replica, node: str) -> None:
+        """A write waited `timeout` for `node`: stop waiting for it, safely."""
+        regain = self._regain.get(replica.name)
+        if replica.sync_node is None and regain is not None and regain.node == node \
+                and not regain.asked and not self._busy(replica):
+            self._stop_regaining(replica, "it did not keep up")  # the catalog says false
+            return
+        self._ask(replica, node, False)
+
+    def _stop_regaining(self, replica: Replica, why: str) -> None:
+        if replica.regaining is not None:
+            log.info("%s: %s stops regaining sync: %s", replica.name, replica.regaining, why)
+        replica.regaining = None
+        self._regain.pop(replica.name, None)
+        self._regain_after[replica.name] = asyncio.get_running_loop().time() + REGAIN_BACKOFF
+        replica.notify()
+
+    # -- regaining ------------------------------------------------------------------------
+    def acknowledged(self, replica: Replica, node: str) -> None:
+        """A stream request of `node` acknowledged `replica` (event loop): regain sync,
+        step by step, if it is a local secondary the record names without sync."""
+        if replica.sync_node is not None or replica.record.role is not Role.PRIMARY:
+            if replica.regaining is not None or replica.name in self._regain:
+                replica.regaining = None  # the record names its sync secondary now
+                self._regain.pop(replica.name, None)
+            return
+        env, consumer = replica.env, replica.consumers.get(node)
+        if env is None or consumer is None or not any(
+                peer.node == node and peer.region == self.region
+                for peer in replica.record.secondaries):
+            return
+        regain = self._regain.get(replica.name)
+        if regain is None or replica.regaining != node:
+            loop = asyncio.get_running_loop()
+            if replica.regaining is None and env.last_lsn - consumer.acked_lsn <= REGAIN_WITHIN \
+                    and loop.time() >= self._regain_after.get(replica.name, 0.0):
+                replica.regaining = node  # every write waits for it from here on
+                self._regain[replica.name] = Regain(node, env.last_lsn)
+                log.info("%s: %s is regaining sync (waited for from lsn %d)", replica.name,
+                         node, env.last_lsn)
+        elif not regain.asked and consumer.acked_lsn >= regain.from_lsn \
+                and not self._busy(replica):
+            regain.asked = True  # from here on, the catalog may say true
+            self._ask(replica, node, True)
+
+    # -- the controller's record ----------------------------------------------------------
+    def _busy(self, replica: Replica) -> bool:
         task = self._asking.get(replica.name)
-        if task is None or task.done():
-            self._asking[replica.name] = asyncio.create_task(
-                self._drop(replica, node, replica.record.epoch), name=f"unsync {replica.name}")
+        return task is not None and not task.done()
 
-    async def _drop(self, replica: Replica, node: str, epoch: int) -> None:
-        """One request; only a 200 stops the waits (the next wait round asks again)."""
-        body = {"node": node, "sync": False, "epoch": epoch, "primary": self.node}
+    def _ask(self, replica: Replica, node: str, sync: bool) -> None:
+        """Ask the controller to record `node` with `sync`, unless a request is under way
+        (one at a time per environment: they land in the order asked)."""
+        if not self._busy(replica):
+            self._asking[replica.name] = asyncio.create_task(
+                self._record(replica, node, sync, replica.record.epoch),
+                name=f"sync {sync} {replica.name}")
+
+    async def _record(self, replica: Replica, node: str, sync: bool, epoch: int) -> None:
+        """One request; only a 200 changes what the primary waits for (a write still
+        waiting asks again)."""
+        body = {"node": node, "sync": sync, "epoch": epoch, "primary": self.node}
         url = f"{self.controller_url}/internal/v1/environments/{replica.name}/sync"
+        what = "sync" if sync else "unsynced"
         try:
             response = await self.client().post(url, json=body)
         except httpx.HTTPError as exc:
-            log.warning("%s: sync secondary %s has not acknowledged for %gs and the "
-                        "controller cannot be reached to record it unsynced (%s); writes "
-                        "wait", replica.name, node, self.timeout, type(exc).__name__)
+            log.warning("%s: the controller cannot be reached to record %s %s (%s)%s",
+                        replica.name, node, what, type(exc).__name__,
+                        "" if sync else "; writes wait")
             await asyncio.sleep(RETRY_EVERY)
             return
         answer = _json(response)
         version = answer.get("version")
         if response.status_code != 200 or type(version) is not int \
-                or answer.get("sync") is not False:
-            log.warning("%s: the controller did not record %s unsynced (HTTP %d: %s); "
-                        "writes wait", replica.name, node, response.status_code,
-                        response.text[:200])
+                or answer.get("sync") is not sync:
+            log.warning("%s: the controller did not record %s %s (HTTP %d: %s)",
+                        replica.name, node, what, response.status_code, response.text[:200])
             await asyncio.sleep(RETRY_EVERY)
             return
-        if replica.record.epoch == epoch and replica.sync_node == node:
+        if sync:
+            log.info("%s: sync restored: the controller recorded %s as sync: true (catalog "
+                     "version %d)", replica.name, node, version)
+        elif replica.record.epoch == epoch and replica.waits_for == node:
             replica.sync_lost_before = max(replica.sync_lost_before, version)
             log.warning("%s: sync lost: the controller recorded %s as sync: false (catalog "
                         "version %d); writes are acknowledged without it", replica.name, node,
                         version)
-            replica.notify()
+            self._stop_regaining(replica, "recorded unsynced")
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
