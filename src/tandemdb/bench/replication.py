@@ -8,7 +8,13 @@ drives it with an asyncio load generator in this process:
   from its acknowledgement until a reader polling the paired region sees its lsn. It is the
   lag a reader of the geo-secondary experiences, probe latency included;
 - `catchup_entries_per_s`: the secondary's node is paused (SIGSTOP) while writes pile up,
-  then resumed; entries applied per second until it has caught up.
+  then resumed; entries applied per second until it has caught up;
+- `write_p50_ms_at_500`: the median write latency (send to acknowledgement) at 500 tx/s.
+
+The same run measures it all twice: on a deployment of one node per region (no local
+replica), then on one of two nodes per region, where the environment has a sync local
+secondary (docs/ha.md): those figures are prefixed `sync_` (`sync_tx_per_s_max`, …), and
+`sync_throughput_cost` is the share of throughput synchronous commit costs.
 """
 
 from __future__ import annotations
@@ -70,16 +76,20 @@ async def max_throughput(load: Load, clients: int, seconds: float) -> float:
     return done / (time.monotonic() - start)
 
 
-async def lag_at_rate(load: Load, rate: float, seconds: float) -> list[float]:
-    """Offer `rate` writes/s (open loop); return per-write lag in ms as seen from east."""
+async def lag_at_rate(load: Load, rate: float, seconds: float,
+                      latencies: list[float]) -> list[float]:
+    """Offer `rate` writes/s (open loop); return per-write lag in ms as seen from east.
+    Each write's latency in ms (send to acknowledgement) is added to `latencies`."""
     acked: dict[int, float] = {}
     seen: list[tuple[float, int]] = []
     stop = time.monotonic() + seconds
     tasks: list[asyncio.Task] = []
 
     async def one() -> None:
+        sent = time.monotonic()
         answer = await load.sql(INSERT, ["x" * 100])
         acked[answer["lsn"]] = time.monotonic()
+        latencies.append((acked[answer["lsn"]] - sent) * 1000)
 
     async def probe() -> None:
         while time.monotonic() < stop + 2:
@@ -132,20 +142,24 @@ def _pct(values: list[float], q: float) -> float:
         else round(values[0], 1)
 
 
-async def _run(url: str, token: str, cluster: LocalDeployment, east: str, seconds: float,
-               say: Callable[[str], None]) -> dict:
+async def _run(url: str, token: str, cluster: LocalDeployment, seconds: float,
+               say: Callable[[str], None], sync: bool) -> dict:
     load = Load(url, token, 32)
     try:
         await load.post("/v1/environments", {"name": ENV, "type": "production"})
+        east = _geo_node(cluster, sync)
         await load.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
         say("max throughput, 32 clients")
         tx_max = await max_throughput(load, 32, seconds)
         result: dict = {"tx_per_s_max": round(tx_max, 1)}
         for rate in (500, 1000):
             say(f"lag at {rate} tx/s offered")
-            lags = await lag_at_rate(load, rate, seconds)
+            latencies: list[float] = []
+            lags = await lag_at_rate(load, rate, seconds, latencies)
             result[f"lag_p50_ms_at_{rate}"] = _pct(lags, 50)
             result[f"lag_p99_ms_at_{rate}"] = _pct(lags, 99)
+            if rate == 500:
+                result["write_p50_ms_at_500"] = _pct(latencies, 50)
         say("catch-up after pausing the secondary")
         result["catchup_entries_per_s"] = round(await catch_up(load, cluster, east, 5000), 1)
         return result
@@ -153,11 +167,32 @@ async def _run(url: str, token: str, cluster: LocalDeployment, east: str, second
         await load.close()
 
 
+def _geo_node(cluster: LocalDeployment, sync: bool) -> str:
+    """The node of the environment's geo-secondary; with `sync`, make sure the environment
+    has a sync local secondary (else the `sync_` figures would measure nothing)."""
+    replicas = cluster.client.environment(ENV)["replicas"]
+    local = [r for r in replicas if r.get("kind") == "local" and r.get("sync")]
+    if sync and not local:
+        raise RuntimeError(f"{ENV} has no sync local secondary: {replicas}")
+    return next(r["node"] for r in replicas if r["role"] == "secondary"
+                and r.get("kind", "geo") == "geo")
+
+
+def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda message: say(f"{prefix}{message}")
+
+
 def run(seconds: float = 5.0, progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda _m: None)
-    say("starting a deployment")
-    with LocalDeployment.temporary(prefix="tandem-bench-") as cluster:
-        east = cluster.deployment.nodes_in("east")[0]
-        result = asyncio.run(_run(cluster.deployment.gateway_url, cluster.deployment.token,
-                                  cluster, east, seconds, say))
+    result: dict = {}
+    for nodes_per_region, prefix in ((1, ""), (2, "sync_")):
+        say(f"starting a deployment of {nodes_per_region} node(s) per region")
+        with LocalDeployment.temporary(prefix="tandem-bench-",
+                                       nodes_per_region=nodes_per_region) as cluster:
+            figures = asyncio.run(_run(cluster.deployment.gateway_url,
+                                       cluster.deployment.token, cluster, seconds,
+                                       _prefixed(say, prefix), bool(prefix)))
+        result.update({prefix + key: value for key, value in figures.items()})
+    result["sync_throughput_cost"] = round(
+        1 - result["sync_tx_per_s_max"] / result["tx_per_s_max"], 3)
     return {"bench": "replication", "clients": 32, "seconds_per_phase": seconds, **result}
