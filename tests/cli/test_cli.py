@@ -75,6 +75,16 @@ def fails_cleanly(args: list[str], expected: str, env: dict | None = None) -> st
     return lines[0]
 
 
+@pytest.mark.parametrize("count", ["0", "-2"])
+def test_up_refuses_a_region_without_nodes_before_starting_anything(tmp_path: Path,
+                                                                    count: str):
+    data = tmp_path / "data"
+    line = fails_cleanly(["up", "--nodes-per-region", count, "--data", str(data), "--detach"],
+                         f"--nodes-per-region must be 1 or more, not {count}")
+    assert "every region needs a node" in line
+    assert not (data / "deployment.json").exists()
+
+
 @pytest.mark.parametrize("args", [
     ["status"], ["env", "list"], ["env", "show", "acme"], ["env", "delete", "acme"],
     ["env", "create", "acme"], ["sql", "acme", "SELECT 1"], ["files", "ls", "acme"],

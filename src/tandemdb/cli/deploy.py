@@ -33,10 +33,20 @@ def parse_grace(text: str | None) -> float | None:
     return value
 
 
+def check_nodes_per_region(count: int) -> None:
+    """`--nodes-per-region`: every region needs a node; ValueError saying so."""
+    if count < 1:
+        raise ValueError(f"--nodes-per-region must be 1 or more, not {count}: every region "
+                         "needs a node to host its replicas (2 or more adds a local "
+                         "synchronous secondary, docs/ha.md)")
+
+
 def up(
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Deployment data directory."),
     regions: str = typer.Option("west=east", help="Region pairs, e.g. west=east."),
-    nodes_per_region: int = typer.Option(1, min=1, help="Nodes per region."),
+    nodes_per_region: int = typer.Option(
+        1, help="Nodes per region; 2 or more gives every environment a local synchronous "
+                "secondary on another node of its home region (docs/ha.md)."),
     port: int = typer.Option(7070, min=1024, max=65000, help="Gateway port; the others follow."),
     detach: bool = typer.Option(False, "--detach", help="Return once every process is up."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -60,6 +70,7 @@ def up(
     try:
         pairs = local.parse_pairs(regions)
         grace = parse_grace(grace_seconds)
+        check_nodes_per_region(nodes_per_region)
     except ValueError as exc:
         _fail(str(exc))
     if local.running_pids(data):

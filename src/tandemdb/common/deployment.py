@@ -121,6 +121,8 @@ class Deployment:
     def plan(cls, data: Path, pairs: list[tuple[str, str]], nodes_per_region: int,
              port: int) -> Deployment:
         """Lay out ports from `port` upwards: gateway, controller, then each node."""
+        if nodes_per_region < 1:
+            raise ValueError(f"a region needs 1 node or more, not {nodes_per_region}")
         regions: dict[str, str] = {}
         for a, b in pairs:
             regions[a], regions[b] = b, a
