@@ -4,7 +4,9 @@ What ends a halted stream (halts.py): the node of the environment's secondary in
 drops that replica's data for a fresh snapshot of its primary, then streams on from the
 snapshot's lsn. It answers 202 at once; the environment's answer shows the replica
 `seeding`, then `streaming`, and `replication.resumed` tells that the halt ended. Any
-secondary may be re-seeded (it is only a copy); a primary may not, it is the source.
+secondary may be re-seeded (it is only a copy); a primary may not, it is the source. In a
+region with two replicas of the environment (a local secondary), the halted secondary is
+the one re-seeded.
 """
 
 from __future__ import annotations
@@ -18,10 +20,21 @@ from fastapi.responses import JSONResponse
 from tandemdb.common.http import ApiError, check_secret, read_json
 from tandemdb.common.roles import Role
 
-from .catalog import EnvState, not_found
+from .catalog import EnvRecord, EnvState, ReplicaRef, not_found
 
 if TYPE_CHECKING:
     from .app import Controller
+
+
+def _chosen(ctl: Controller, record: EnvRecord, region: str) -> ReplicaRef | None:
+    """The replica of `region` to re-seed: with local HA (docs/ha.md) a region may hold two
+    replicas of one environment, so a secondary whose stream is halted comes first, then
+    any secondary, then whatever is there (refused below)."""
+    here = [r for r in record.replicas if r.region == region]
+    secondaries = [r for r in here if r.role == Role.SECONDARY]
+    halted = [r for r in secondaries
+              if (ctl.status.report(r.node, record.name) or {}).get("halted")]
+    return next(iter(halted + secondaries + here), None)
 
 
 async def reseed(ctl: Controller, env: str, region: str) -> dict:
@@ -29,7 +42,7 @@ async def reseed(ctl: Controller, env: str, region: str) -> dict:
     record = await asyncio.to_thread(ctl.catalog.get, env)
     if record is None:
         raise not_found(env)
-    replica = record.in_region(region)
+    replica = _chosen(ctl, record, region)
     if replica is None:
         where = ", ".join(f"{r.role} in {r.region}" for r in record.replicas)
         raise ApiError(404, "no_replica", f"environment {env} has no replica in region "
