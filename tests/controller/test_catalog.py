@@ -94,3 +94,20 @@ def test_placement_picks_the_node_with_fewest_replicas(tmp_path):
         assert topology.newly_unhealthy() == []  # reported once
     finally:
         store.close()
+
+
+def test_placement_excludes_nodes_and_breaks_ties_by_fewer_primaries(tmp_path):
+    deployment = plan(tmp_path, nodes_per_region=3)
+    store = SqliteStore(tmp_path / "store.sqlite")
+    try:
+        topology = Topology(store, deployment)
+        counts = Counter({"west-1": 1, "west-2": 1, "west-3": 2})
+        assert topology.place("west", counts)[0] == "west-1"  # the first name
+        primaries = Counter({"west-1": 1})
+        assert topology.place("west", counts, tiebreak=primaries)[0] == "west-2"
+        # A local secondary never goes to a node of the environment's own replicas.
+        node, why = topology.place("west", counts, exclude=["west-1", "west-2"])
+        assert node == "west-3" and why == "the only other node of west"
+        assert topology.place("west", counts, exclude=["west-2"])[0] == "west-1"
+    finally:
+        store.close()

@@ -168,6 +168,10 @@ class Catalog:
         """Replicas per node over the whole catalog, for placement."""
         return Counter(node for record in self.list() for node in record.nodes)
 
+    def primary_counts(self) -> Counter[str]:
+        """Primaries per node, to break placement ties (docs/ha.md)."""
+        return Counter(record.primary.node for record in self.list() if record.primary)
+
 
 def stage(txn: Txn, record: EnvRecord, version: int | None) -> Txn:
     """Add to `txn` the write of `record`, expected at `version` (None: a new one)."""

@@ -218,7 +218,8 @@ class Environments:
     def _place(self, request: CreateRequest) -> list[tuple[ReplicaRef, str]]:
         """The replicas of a new environment, each with the reason for its node."""
         counts = self.catalog.replica_counts()
-        node, why = self.topology.place(request.region, counts)
+        node, why = self.topology.place(request.region, counts,
+                                        tiebreak=self.catalog.primary_counts())
         placed = [(ReplicaRef(request.region, node, Role.PRIMARY), f"home region; {why}")]
         if len(self.topology.nodes_in(request.region)) >= 2:
             local, why = self.topology.place(request.region, counts, exclude=[node])

@@ -210,14 +210,16 @@ class Topology:
 
     # -- placement -----------------------------------------------------------------------
 
-    def place(self, region: str, replica_counts: Counter[str],
-              exclude: Iterable[str] = ()) -> tuple[str, str]:
+    def place(self, region: str, replica_counts: Counter[str], exclude: Iterable[str] = (),
+              tiebreak: Counter[str] | None = None) -> tuple[str, str]:
         """The node of `region` for a new replica, and why: fewest replicas wins.
 
         Healthy nodes are preferred; when none of the region's nodes is healthy (e.g. just
         after a controller restart) the choice is made among all of them. Ties go to the
-        first name, so placement is deterministic. Nodes in `exclude` (those that already
-        hold a replica of the environment) are never chosen.
+        node with the fewest `tiebreak` (a primary goes where fewer primaries are, so a
+        lost node takes fewer of them), then to the first name, so placement is
+        deterministic. Nodes in `exclude` (those that already hold a replica of the
+        environment) are never chosen.
         """
         skipped = set(exclude)
         nodes = [n for n in self.nodes_in(region) if n not in skipped]
@@ -225,7 +227,8 @@ class Topology:
             raise LookupError(f"region {region} has no nodes in deployment.json")
         healthy = [n for n in nodes if self.healthy(n)]
         pool = healthy or nodes
-        node = min(pool, key=lambda n: (replica_counts[n], n))
+        ties = tiebreak or Counter()
+        node = min(pool, key=lambda n: (replica_counts[n], ties[n], n))
         if len(nodes) == 1:
             return node, f"the only {'other ' if skipped else ''}node of {region}"
         among = "its healthy nodes" if healthy else "its nodes (none is healthy yet)"
