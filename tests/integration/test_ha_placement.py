@@ -122,6 +122,37 @@ def test_planned_failover_to_the_pair_and_back_loses_nothing(ha: LocalDeployment
     all_equal(ha, env)
 
 
+def test_region_failover_and_failback_with_local_replicas(ha: LocalDeployment):
+    """Every production environment of west moves to east and home again; a basic one,
+    with only its local secondary, stays; nothing is lost."""
+    client = ha.client
+    client.create_environment("ha-region-a", region="west")
+    client.create_environment("ha-region-b", type="basic", region="west")
+    writer = IdWriter(client, ["ha-region-a", "ha-region-b"])
+    writer.create_table(keyed=False)
+    writer.start()
+    try:
+        poll_until(lambda: min(writer.acked_per_env().values(), default=0) > 5,
+                   what="writes to both environments")
+        over = client.wait_operation(client.region_failover("west")["id"], timeout=120)
+        assert over["state"] == "succeeded", over
+        assert client.environment("ha-region-a")["primary_region"] == "east"
+        assert client.environment("ha-region-b")["primary_region"] == "west"
+        back = client.wait_operation(client.region_failback("west")["id"], timeout=120)
+        assert back["state"] == "succeeded", back
+        count = len(writer.acked)
+        poll_until(lambda: len(writer.acked) > count + 10, what="writes after the failback")
+    finally:
+        writer.stop()
+    assert not writer.failed, writer.failed[:5]
+    for env in ("ha-region-a", "ha-region-b"):
+        view = client.environment(env)
+        assert view["primary_region"] == "west" and view["state"] == "active"
+        assert [r["kind"] for r in view["replicas"]].count("local") == 1
+        writer.check(client, env=env)
+        all_equal(ha, env)
+
+
 def test_delete_drops_every_replica(ha: LocalDeployment):
     client = ha.client
     view = client.create_environment("ha-gone", type="sandbox", region="east")
