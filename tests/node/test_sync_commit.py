@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -117,7 +117,7 @@ def insert(client: httpx.Client, nodes: Cluster, env: str, id_: int) -> httpx.Re
                                              "params": [id_]}]})
 
 
-def write_all(nodes: Cluster, env: str, ids: range, writers: int,
+def write_all(nodes: Cluster, env: str, ids: Sequence[int], writers: int,
               after_ack=None) -> list[tuple[int, float, httpx.Response]]:
     """Insert `ids` from `writers` concurrent clients: (id, monotonic answer time, answer).
     `after_ack(id, answer)` runs in the writer's thread right after each 200."""
@@ -180,18 +180,23 @@ def test_unreachable_controller_fails_writes_and_holds_back_the_geo_secondary(
         nodes: Cluster) -> None:
     env = unique("sync-stuck")
     place(nodes, env)
+    nodes.ok_sql("west-1", env, "INSERT INTO t VALUES (0)")
     held = lsn(nodes, "west-2", env)
     nodes.pause("west-2")
     seen: list[int] = []  # east-1's applied lsn, sampled while the writes wait
     with ThreadPoolExecutor(1) as pool:
-        writes = pool.submit(write_all, nodes, env, range(1, 5), 4)
+        # id 0 exists: that transaction fails on its own, in whichever group it is.
+        writes = pool.submit(write_all, nodes, env, [1, 2, 0, 3, 4], 5)
         while not writes.done():
             seen.append(lsn(nodes, "east-1", env))
             time.sleep(0.05)
-        answers = writes.result()
-    codes = {a.json()["error"]["code"] for _, _, a in answers if a.status_code != 200}
-    assert [a.status_code for _, _, a in answers] == [503] * 4 and codes == {"sync_unavailable"}
-    assert all("unknown" in a.json()["error"]["message"] for _, _, a in answers)
+        answers = {id_: answer for id_, _, answer in writes.result()}
+    duplicate = answers.pop(0)
+    assert duplicate.status_code == 400 and duplicate.json()["error"]["code"] == "sql_error"
+    codes = {a.json()["error"]["code"] for a in answers.values() if a.status_code != 200}
+    assert [a.status_code for a in answers.values()] == [503] * 4
+    assert codes == {"sync_unavailable"}
+    assert all("unknown" in a.json()["error"]["message"] for a in answers.values())
     assert len(seen) > 10 and max(seen) == held  # the geo rule held throughout
     assert lsn(nodes, "west-1", env) > held  # committed on the primary, never acknowledged
     nodes.resume("west-2")

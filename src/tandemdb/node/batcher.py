@@ -24,6 +24,7 @@ from tandemdb.engine import EngineError, Environment, TxResult
 
 from .gate import WriteGate
 from .replicas import Replica
+from .syncrule import SyncUnavailable
 
 log = logging.getLogger("tandem.node.batcher")
 
@@ -67,6 +68,13 @@ class Batcher:
         try:
             return await self.gate.commit(self.replica, Environment.execute_group,
                                           transactions)
+        except SyncUnavailable as unconfirmed:
+            # Committed, never confirmed: only the transactions that were written are
+            # unknown; a transaction's own error stands (it was not written).
+            outcomes = unconfirmed.result
+            if not isinstance(outcomes, list):
+                raise
+            return [o if isinstance(o, EngineError) else unconfirmed for o in outcomes]
         except (EngineError, ApiError):
             raise  # ApiError: refused at the commit (no lease, fenced); nothing was written
         except Exception as exc:  # not one transaction's fault: see below

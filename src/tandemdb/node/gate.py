@@ -29,7 +29,7 @@ from tandemdb.engine import Environment
 
 from .lease import Lease
 from .replicas import Replica, run_sync
-from .syncrule import SyncRule
+from .syncrule import SyncRule, SyncUnavailable
 
 T = TypeVar("T")
 
@@ -130,7 +130,11 @@ class WriteGate:
             result, lsn = await run_sync(self._locked, replica, env, write, args, content)
         replica.notify()  # answers the long polls waiting for this entry at once
         if self.sync is not None and lsn > before:
-            await self.sync.wait(replica, lsn)
+            try:
+                await self.sync.wait(replica, lsn)
+            except SyncUnavailable as unconfirmed:
+                unconfirmed.result = result
+                raise
         return result
 
     def _locked(self, replica: Replica, env: Environment, write: Callable[..., T],

@@ -45,6 +45,14 @@ REGAIN_WITHIN = 100  # a local secondary this close to the primary's lsn may reg
 REGAIN_BACKOFF = 5.0  # after giving up regaining, wait this long before trying again
 
 
+class SyncUnavailable(ApiError):
+    """503 `sync_unavailable`: a write committed here that its sync secondary never
+    confirmed. `result` is what the commit answered (a group's own per-transaction errors
+    stand: those transactions were not written)."""
+
+    result: object = None
+
+
 @dataclass
 class Regain:
     """A local secondary regaining sync: what it must acknowledge before the primary asks
@@ -211,8 +219,9 @@ class SyncRule:
         if self._client is not None:
             await self._client.aclose()
 
-    def _unavailable(self, replica: Replica, node: str, lsn: int, waited: float) -> ApiError:
-        return ApiError(503, "sync_unavailable", f"the write to {replica.name} committed on "
+    def _unavailable(self, replica: Replica, node: str, lsn: int,
+                     waited: float) -> SyncUnavailable:
+        return SyncUnavailable(503, "sync_unavailable", f"the write to {replica.name} committed on "
                         f"its primary (lsn {lsn}) but was not acknowledged: its sync "
                         f"secondary {node} has not confirmed it for {waited:.1f}s and the "
                         "controller has not recorded that replica as unsynced. The write's "
