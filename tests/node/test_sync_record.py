@@ -1,12 +1,18 @@
 """The sync secondary in a primary's record (docs/ha.md, "Records"): parsed defensively,
-at most one, and written back only when true, so records without one are unchanged."""
+at most one, and written back only when true, so records without one are unchanged; and
+what a primary's writes wait for (`Replica.waits_for`)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from tandemdb.common.http import ApiError
+from tandemdb.common.roles import Role
 from tandemdb.node.record import Record
+from tandemdb.node.replicas import Replica
 
 
 def peer(node: str, **extra: object) -> dict:
@@ -48,3 +54,23 @@ def test_bad_sync_values_are_refused(bad: dict) -> None:
     with pytest.raises(ApiError) as refused:
         Record.parse(bad)
     assert refused.value.status == 400 and "sync" in refused.value.message
+
+
+def test_what_a_primary_waits_for(tmp_path: Path) -> None:
+    """The record's sync secondary, unless the controller recorded it unsynced at a newer
+    version; else the one regaining sync, while the record still lists it."""
+    record = Record.parse({**primary(peer("west-2", sync=True), peer("east-1")),
+                           "version": 7})
+    replica = Replica("env", tmp_path, record, None)
+    assert replica.waits_for == "west-2"
+    replica.sync_lost_before = 8  # the controller's answer: recorded false at version 8
+    assert replica.sync_node is None and replica.waits_for is None
+    replica.regaining = "west-2"
+    assert replica.waits_for == "west-2"
+    replica.record = replace(record, secondaries=record.secondaries[1:], version=9)
+    assert replica.waits_for is None  # replaced meanwhile: nothing to wait for
+    replica.record = Record.parse({**record.to_dict(), "version": 9})
+    replica.regaining = None
+    assert replica.waits_for == "west-2"  # recorded sync again, at a newer version
+    replica.record = replace(replica.record, role=Role.FENCED)
+    assert replica.waits_for is None

@@ -91,7 +91,10 @@ class Replica:
         """The secondary each write waits for: the sync one, or the one regaining sync."""
         if self.record.role is not Role.PRIMARY:
             return None
-        return self.sync_node or self.regaining
+        regaining = self.regaining  # only while the record still lists it (else replaced)
+        if regaining is not None and all(p.node != regaining for p in self.record.secondaries):
+            regaining = None
+        return self.sync_node or regaining
 
     def require_env(self) -> Environment:
         env = self.env
