@@ -118,6 +118,10 @@ def test_planned_failover_to_the_pair_and_back_loses_nothing(ha: LocalDeployment
     assert writer.epochs == sorted(writer.epochs) and writer.epochs[-1] == 3
     final = replicas(client, env)
     assert final[home]["role"] == "primary" and final[local]["kind"] == "local"
+    # Home again, the primary regains sync with its local secondary (the node asks the
+    # controller once the replica holds everything acknowledged): true in the catalog.
+    poll_until(lambda: replicas(client, env)[local]["sync"] is True, timeout=30,
+               what="the local secondary recorded sync again after the failback")
     writer.check(client)
     all_equal(ha, env)
 
