@@ -13,8 +13,9 @@ drives it with an asyncio load generator in this process:
 
 The same run measures it all twice: on a deployment of one node per region (no local
 replica), then on one of two nodes per region, where the environment has a sync local
-secondary (docs/ha.md): those figures are prefixed `sync_` (`sync_tx_per_s_max`, …), and
-`sync_throughput_cost` is the share of throughput synchronous commit costs.
+secondary (docs/ha.md): those figures are prefixed `sync_` (`sync_tx_per_s_max`, …),
+`sync_waits` counts the group commits that waited for it (from the primary's metrics),
+and `sync_throughput_cost` is the share of throughput synchronous commit costs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import signal
 import statistics
 import time
 from collections.abc import Callable
+
+import httpx
 
 from tandemdb.testing import LocalDeployment
 
@@ -162,6 +165,8 @@ async def _run(url: str, token: str, cluster: LocalDeployment, seconds: float,
                 result["write_p50_ms_at_500"] = _pct(latencies, 50)
         say("catch-up after pausing the secondary")
         result["catchup_entries_per_s"] = round(await catch_up(load, cluster, east, 5000), 1)
+        if sync:
+            result["waits"] = _sync_waits(cluster)
         return result
     finally:
         await load.close()
@@ -180,6 +185,17 @@ def _geo_node(cluster: LocalDeployment, sync: bool) -> str:
 
 def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
     return lambda message: say(f"{prefix}{message}")
+
+
+def _sync_waits(cluster: LocalDeployment) -> int:
+    """How many group commits the primary waited for its sync secondary (its metrics): the
+    proof that the `sync_` figures measured synchronous commit."""
+    primary = next(r["node"] for r in cluster.client.environment(ENV)["replicas"]
+                   if r["role"] == "primary")
+    text = httpx.get(f"{cluster.deployment.node_url(primary)}/metrics", timeout=10,
+                     headers={"Authorization": f"Bearer {cluster.deployment.token}"}).text
+    return sum(int(float(line.split()[-1])) for line in text.splitlines()
+               if line.startswith("tandem_sync_wait_seconds_count"))
 
 
 def run(seconds: float = 5.0, progress: Callable[[str], None] | None = None) -> dict:
