@@ -6,8 +6,6 @@ so one fsync serves many clients. Each request gets its own result or its own er
 
 Each group commits through the write gate (gate.py): role, lease and epoch are checked
 when a group is taken from the queue, under the engine's lock, and right before COMMIT.
-With a sync secondary (docs/ha.md), a committed group is answered once that secondary has
-confirmed it, while the next groups commit: the commits and the confirmations overlap.
 
 A statement is never run twice. A group commit that fails with an error that is no one
 transaction's (the engine reports those in their own slots) was rolled back whole; each of
@@ -31,18 +29,6 @@ from .syncrule import SyncUnavailable
 log = logging.getLogger("tandem.node.batcher")
 
 MAX_GROUP = 256
-MAX_CONFIRMING = 8  # committed groups waiting for their sync secondary at once, at most
-
-
-def _answer(group: list[tuple[list, asyncio.Future]], outcomes: list) -> None:
-    """Each waiter its own outcome (a result or an error)."""
-    for (_, fut), outcome in zip(group, outcomes, strict=True):
-        if fut.done():  # the client went away; its write stands
-            continue
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
-        else:
-            fut.set_result(outcome)
 
 
 class Batcher:
@@ -50,7 +36,6 @@ class Batcher:
         self.gate, self.replica = gate, replica
         self._queue: list[tuple[list, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
-        self._confirming: set[asyncio.Task] = set()  # groups waiting for the sync secondary
 
     async def submit(self, statements: list) -> TxResult:
         fut = asyncio.get_running_loop().create_future()
@@ -60,45 +45,36 @@ class Batcher:
         return await fut
 
     async def _drain(self) -> None:
-        """Commit group after group. A group its sync secondary must confirm is answered by
-        its own task, so the next group commits meanwhile (at most MAX_CONFIRMING wait)."""
         try:
             while self._queue:
                 group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
                 try:
-                    outcomes, lsn = await self._commit([statements for statements, _ in group])
+                    outcomes = await self._commit([statements for statements, _ in group])
                 except Exception as exc:  # each waiter gets the error
-                    outcomes, lsn = [exc] * len(group), 0
-                if not lsn or self.replica.waits_for is None:
-                    _answer(group, outcomes)
-                    continue
-                task = asyncio.create_task(self._confirm(group, outcomes, lsn))
-                self._confirming.add(task)
-                task.add_done_callback(self._confirming.discard)
-                if len(self._confirming) >= MAX_CONFIRMING:
-                    await asyncio.wait(set(self._confirming),
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    outcomes = [exc] * len(group)
+                for (_, fut), outcome in zip(group, outcomes, strict=True):
+                    if fut.done():  # the client went away; its write stands
+                        continue
+                    if isinstance(outcome, BaseException):
+                        fut.set_exception(outcome)
+                    else:
+                        fut.set_result(outcome)
         finally:
             self._task = None
 
-    async def _confirm(self, group: list[tuple[list, asyncio.Future]], outcomes: list,
-                       lsn: int) -> None:
+    async def _commit(self, transactions: list[list]) -> list:
+        """Commit a group through the write gate (checked there again: the role or the
+        lease may have changed while the group was queued)."""
         try:
-            await self.gate.confirmed(self.replica, outcomes, lsn)
+            return await self.gate.commit(self.replica, Environment.execute_group,
+                                          transactions)
         except SyncUnavailable as unconfirmed:
             # Committed, never confirmed: only the transactions that were written are
             # unknown; a transaction's own error stands (it was not written).
-            outcomes = [o if isinstance(o, EngineError) else unconfirmed for o in outcomes]
-        _answer(group, outcomes)
-
-    async def _commit(self, transactions: list[list]) -> tuple[list, int]:
-        """Commit a group through the write gate (checked there again: the role or the
-        lease may have changed while the group was queued); its outcomes and the lsn to
-        confirm before answering (0: none)."""
-        try:
-            return await self.gate.commit_unconfirmed(self.replica,
-                                                      Environment.execute_group,
-                                                      transactions)
+            outcomes = unconfirmed.result
+            if not isinstance(outcomes, list):
+                raise
+            return [o if isinstance(o, EngineError) else unconfirmed for o in outcomes]
         except (EngineError, ApiError):
             raise  # ApiError: refused at the commit (no lease, fenced); nothing was written
         except Exception as exc:  # not one transaction's fault: see below

@@ -111,22 +111,16 @@ class WriteGate:
     # -- the commit -------------------------------------------------------------------
     async def commit(self, replica: Replica, write: Callable[..., T], *args: object,
                      content: bytes | None = None) -> T:
-        """Commit an admitted write (`commit_unconfirmed`), then wait until it may be
-        acknowledged (`confirmed`)."""
-        result, lsn = await self.commit_unconfirmed(replica, write, *args, content=content)
-        return await self.confirmed(replica, result, lsn)
-
-    async def commit_unconfirmed(self, replica: Replica, write: Callable[..., T],
-                                 *args: object, content: bytes | None = None,
-                                 ) -> tuple[T, int]:
         """Commit an admitted write: `write(env, *args, before_commit=check)`, an engine
-        method such as `Environment.execute_group`, in a worker thread. Answer its result
-        and the lsn to confirm before acknowledging it (0: it wrote nothing).
+        method such as `Environment.execute_group`, in a worker thread.
 
         The write enters the replica (`Replica.writing`: a fence drains it) and is checked
         there, then under the engine's lock, then by the engine right before COMMIT.
         `content` (a file's bytes) is made durable as a blob first, outside the lock (the
-        slow part), and pinned until its row commits."""
+        slow part), and pinned until its row commits.
+
+        Committed, the write is acknowledged only once the sync secondary has it (the sync
+        rule, syncrule.py): a group waits once, outside `writing` (a fence need not wait)."""
         if replica.dropped:
             raise ApiError(404, "not_found", f"replica {replica.name} was dropped")
         env = replica.require_env()
@@ -135,12 +129,7 @@ class WriteGate:
             before = env.last_lsn
             result, lsn = await run_sync(self._locked, replica, env, write, args, content)
         replica.notify()  # answers the long polls waiting for this entry at once
-        return result, lsn if lsn > before else 0
-
-    async def confirmed(self, replica: Replica, result: T, lsn: int) -> T:
-        """`result` once the write up to `lsn` may be acknowledged: the sync secondary has
-        it (the sync rule, syncrule.py). Outside `writing`: a fence need not wait for it."""
-        if self.sync is not None and lsn:
+        if self.sync is not None and lsn > before:
             try:
                 await self.sync.wait(replica, lsn)
             except SyncUnavailable as unconfirmed:
