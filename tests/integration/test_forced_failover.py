@@ -17,7 +17,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tandemdb.testing import IdWriter, LocalDeployment, poll_until
+from tandemdb.testing import IdWriter, LocalDeployment, caught_up, poll_until
 
 LEASE_TTL = 2.0
 
@@ -154,7 +154,10 @@ def test_controller_killed_during_a_forced_failover(lossy: LocalDeployment):
     client.sql(env, "CREATE TABLE events(id INTEGER, at REAL)")
     client.sql(env, "INSERT INTO events(id) VALUES (1)")
     west = lossy.node_of("west")
-    poll_until(lambda: (client.environment(env)["primary_lsn"] or 0) >= 2, what="reported")
+    # East must have applied row 1 before west dies: the forced failover may lose what it
+    # has not (the primary's reported lsn alone does not say east has it).
+    poll_until(lambda: (client.environment(env)["primary_lsn"] or 0) >= 2
+               and caught_up(client, env), what="row 1 applied in east")
     lossy.kill(west)
     point = "environment.failover/promote:end"
     log = lossy.log_file("controller")
@@ -176,8 +179,19 @@ def test_controller_killed_during_a_forced_failover(lossy: LocalDeployment):
     secret = {"X-Tandem-Secret": lossy.deployment.secret}
     write = {"statements": [{"sql": "DELETE FROM events WHERE id = -1"}]}
     east_url = lossy.deployment.node_url(lossy.node_of("east"))
-    assert httpx.post(f"{east_url}/v1/environments/{env}/sql", headers=secret,
-                      json=write).status_code == 200
+
+    def east_writes() -> bool:
+        """The new primary takes a write once the restarted controller has answered its
+        heartbeat with a lease; until then it refuses (503 no_lease) and writes nothing."""
+        answer = httpx.post(f"{east_url}/v1/environments/{env}/sql", headers=secret,
+                            json=write)
+        if answer.status_code == 200:
+            return True
+        assert (answer.status_code, answer.json()["error"]["code"]) == (503, "no_lease"), \
+            answer.text
+        return False
+
+    poll_until(east_writes, timeout=15, what="east's write under its lease")
     lossy.start(west)  # back: it rejoins as a secondary and never writes
     poll_until(lambda: not any(r.get("behind") for r in client.environment(env)["replicas"]),
                timeout=30, what="the rejoin")
