@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tandemdb.common.http import ApiError, read_json
-from tandemdb.common.retry import cas_attempts
+from tandemdb.common.retry import CAS_ATTEMPTS
 from tandemdb.common.roles import Role
 
 from .metrics import add_route
@@ -84,20 +84,18 @@ class Admin:
         replica = self.replicas.get(request.path_params["env"])
         env = replica.require_env()
 
-        def busy(_: str) -> ApiError:  # the answer as before the shared retry
-            return ApiError(503, "busy", f"{replica.name} kept changing during the checksum; "
-                            "retry", {"Retry-After": "1"})
-
         def compute() -> dict:
-            # The lsn must belong to the checksummed state: retry if a commit slipped in.
-            for _ in cas_attempts("its checksum", error=busy):
+            # The lsn must belong to the checksummed state: retry if a commit slipped in,
+            # as often as a compare-and-set is retried.
+            for _ in range(CAS_ATTEMPTS):
                 lsn = env.last_lsn
                 result = env.checksum().to_dict()
                 if env.last_lsn == lsn:
                     result["lsn"] = lsn
                     result["epoch"] = env.epoch
                     return result
-            raise AssertionError("unreachable: cas_attempts raises after the last attempt")
+            raise ApiError(503, "busy", f"{replica.name} kept changing during the checksum; "
+                           "retry", {"Retry-After": "1"})
 
         return JSONResponse(await run_sync(compute))
 

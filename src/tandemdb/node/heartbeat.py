@@ -325,12 +325,7 @@ class Heartbeat:
 
     def _peers(self) -> dict:
         puller = self.node.puller
-        if puller is None:
-            return {}
-        for _ in range(3):  # the node's loop may change the peer loops while we read them
-            with contextlib.suppress(RuntimeError):
-                return puller.peer_report()
-        return {}
+        return {} if puller is None else puller.peer_report()
 
     def renew(self, raw: object, sent_at: float) -> None:
         """Renew the lease from an answer to the heartbeat sent at `sent_at`."""

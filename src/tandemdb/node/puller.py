@@ -271,11 +271,14 @@ class Puller:
             await asyncio.wait_for(self._changed.wait(), within)
 
     def peer_report(self) -> dict[str, dict]:
-        """For each peer this node streams from: how long its stream has been failing."""
+        """For each peer this node streams from: how long its stream has been failing.
+
+        Called from the heartbeat thread while the event loop changes `loops`: it reads a
+        copy (`dict.copy` runs in C, holding the GIL), never the dict being changed."""
         now = time.monotonic()
         return {peer: {"failing_seconds": 0.0 if loop.failing_since is None
                        else round(now - loop.failing_since, 3)}
-                for (peer, _), loop in self.loops.items()}
+                for (peer, _), loop in self.loops.copy().items()}
 
     def address(self, primary: Peer) -> tuple[str, str]:
         """(node, URL) to pull from: through this node's fault-proxy link to the primary's
