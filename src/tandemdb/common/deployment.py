@@ -44,6 +44,14 @@ class Deployment:
     # A region is declared down, and its primaries force-failed-over, once the controller
     # and the paired region have both lost it for this long; None leaves it to the operator.
     grace_seconds: float | None = 30.0
+    # One node is declared down after this long without a heartbeat, and its primaries move
+    # to their sync local secondaries (docs/ha.md); None leaves it to the operator.
+    node_grace_seconds: float | None = 2.0
+    # A node down this long has its replicas re-created on other nodes of its region
+    # (self-healing, docs/ha.md); None never replaces them.
+    replace_after_seconds: float | None = 60.0
+    # A primary's sync secondary silent this long is recorded `sync: false` (docs/ha.md).
+    sync_timeout: float = 1.0
     # {"port": control port, "links": {"west-1>controller": port, …}}; None: no proxy.
     fault_proxy: dict | None = None
     # Webhooks may target loopback, private, link-local … addresses (controller/targets.py):
@@ -56,6 +64,16 @@ class Deployment:
                                   or grace <= 0):
             raise ValueError(f"grace_seconds in {FILE} must be a number of seconds above 0, "
                              f"or null for off, not {grace!r}")
+        for key, low, high in (("node_grace_seconds", 0.1, 3600.0),
+                               ("replace_after_seconds", 1.0, 86400.0)):
+            value = getattr(self, key)
+            if value is not None and (type(value) not in (int, float)
+                                      or not low <= value <= high):
+                raise ValueError(f"{key} in {FILE} must be a number of seconds from {low:g} "
+                                 f"to {high:g}, or null for off, not {value!r}")
+        if type(self.sync_timeout) not in (int, float) or not 0.05 <= self.sync_timeout <= 10:
+            raise ValueError(f"sync_timeout in {FILE} must be a number of seconds from 0.05 "
+                             f"to 10, not {self.sync_timeout!r}")
         if type(self.allow_private_webhooks) is not bool:
             raise ValueError(f"allow_private_webhooks in {FILE} must be true or false, not "
                              f"{self.allow_private_webhooks!r}")
@@ -197,6 +215,11 @@ SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "heartbeat_interval": (_number, "a number of seconds"),
     "max_body_bytes": (_integer, "an integer"),
     "grace_seconds": (lambda v: v is None or _number(v), "a number of seconds, or null"),
+    "node_grace_seconds": (lambda v: v is None or _number(v),
+                           "a number of seconds, or null"),
+    "replace_after_seconds": (lambda v: v is None or _number(v),
+                              "a number of seconds, or null"),
+    "sync_timeout": (_number, "a number of seconds"),
     "fault_proxy": (_fault_proxy,
                     'null or {"port": integer, "links": {link: integer}}'),
     "allow_private_webhooks": (lambda v: isinstance(v, bool), "true or false"),

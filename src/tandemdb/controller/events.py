@@ -45,6 +45,11 @@ class EventType(StrEnum):
     FAILBACK_COMPLETED = "failback.completed"
     FAILBACK_FAILED = "failback.failed"
     REPLICA_REJOINED = "replica.rejoined"
+    REPLICA_REPLACED = "replica.replaced"  # self-healing and drain: re-created elsewhere
+    NODE_DOWN = "node.down"  # node_failover.py: missed heartbeats for node_grace_seconds
+    NODE_FAILOVER_STARTED = "node.failover.started"  # one environment moves in its region
+    NODE_FAILOVER_COMPLETED = "node.failover.completed"
+    NODE_FAILOVER_FAILED = "node.failover.failed"
     REPLICA_SYNC_LOST = "replica.sync_lost"  # sync.py: a primary stopped waiting for it
     REPLICA_SYNC_RESTORED = "replica.sync_restored"  # ... and waits for it again
     REPLICATION_LAG_EXCEEDED = "replication.lag_exceeded"

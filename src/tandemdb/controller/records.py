@@ -5,15 +5,18 @@ A stored record (docs/architecture.md, "The catalog"):
 
     {"name", "type", "home_region", "primary_region", "epoch", "state",
      "rpo_limit_seconds", "created_at", "operation",
-     "replicas": [{"region", "node", "role", "behind"?, "fork_lsn"?, "kind"?, "sync"?}]}
+     "replicas": [{"region", "node", "role", "behind"?, "fork_lsn"?, "unacknowledged"?,
+                   "kind"?, "sync"?}]}
 
 `behind` (with `fork_lsn` once the new primary's history forked off) marks the old primary
 of a forced failover: its writes past the fork point are not the new history, so it must
-rewind before it may stream again (rejoin.py). `kind` is `geo` (the secondary in the paired
-region) unless stored otherwise; it is written only when it is not `geo`, so the records of
-today keep their shape. A `local` replica (another node of the home region, docs/ha.md)
-also stores `sync`: true while the catalog records it as synchronous (its primary
-acknowledges no write it lacks). A geo replica is never sync and stores no `sync`.
+rewind before it may stream again (rejoin.py); `unacknowledged` says a sync promotion left
+it there (docs/ha.md), so none of those writes was acknowledged. `kind` is `geo` (the
+secondary in the paired region) unless stored otherwise; it is written only when it is not
+`geo`, so the records of today keep their shape. A `local` replica (another node of the
+home region, docs/ha.md) also stores `sync`: true while the catalog records it as
+synchronous (its primary acknowledges no write it lacks). A geo replica is never sync and
+stores no `sync`.
 
 Each record keeps the JSON it was read from (`raw`): `to_json()` writes the typed fields
 into it, so unknown fields survive a round trip and keys keep their places, exactly as the
@@ -66,13 +69,17 @@ class ReplicaRef:
     sync: bool = False  # recorded synchronous (docs/ha.md, the sync rule): local only
     behind: bool = False  # a forced failover's old primary: writes past the fork point
     fork_lsn: int | None = None  # where the new history forked off (set with `behind`)
+    # Left behind by a sync promotion (docs/ha.md): its entries past the fork point were
+    # never acknowledged (stored as `unacknowledged`, with `behind`)
+    unacked: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> ReplicaRef:
         return cls(value["region"], value["node"], Role(value["role"]),
                    Kind(value.get("kind", Kind.GEO)), bool(value.get("sync", False)),
-                   bool(value.get("behind", False)), value.get("fork_lsn"), value)
+                   bool(value.get("behind", False)), value.get("fork_lsn"),
+                   bool(value.get("unacknowledged", False)), value)
 
     def to_json(self) -> dict:
         out = _merged(self.raw, {"region": self.region, "node": self.node,
@@ -81,7 +88,8 @@ class ReplicaRef:
             out["kind"] = self.kind.value
         for key, value in (("sync", self.sync if self.kind == Kind.LOCAL else None),
                            ("behind", True if self.behind else None),
-                           ("fork_lsn", self.fork_lsn)):
+                           ("fork_lsn", self.fork_lsn),
+                           ("unacknowledged", True if self.unacked else None)):
             if value is None:
                 out.pop(key, None)
             else:

@@ -10,11 +10,7 @@ moves a region takes in):
 `region.failback R` moves every production environment whose home is R and whose primary is
 elsewhere back home. Steps: `mark` (the new state, with its `region.state_changed` event, in
 the transaction that records the operation), `move-environments` (one `environment.failover`
-child per environment, at most `parallelism` at a time; one environment's failure does not
-stop the others), `settle` (the final state and its event). A resumed `move-environments`
-finds the children it already started (`params.parent`) and waits for them instead of
-starting them again. An environment another operation holds is waited for, then moved if it
-still has to be.
+child per environment, moves.py), `settle` (the final state and its event).
 
 A region operation succeeds only if every environment it had to move moved: otherwise
 `settle` records the region's state as it is (`partially-failed-over` when environments
@@ -33,8 +29,9 @@ from tandemdb.common.http import ApiError
 from .bodies import RegionFailback, RegionFailover, parse
 from .catalog import Catalog, EnvType, iso_now
 from .events import Events, EventType
-from .failover import FAILOVER, FailoverParams, Failovers
-from .operations import LIVE, Draft, Kind, Operation, Operations, OpState, Outcome, Steps
+from .failover import FAILOVER, Failovers
+from .moves import Moves
+from .operations import Draft, Kind, Operation, Operations, Outcome, Steps
 from .region_rules import (
     MOVING,
     RegionState,
@@ -50,8 +47,6 @@ log = logging.getLogger("tandem.controller.regions")
 
 REGION_FAILOVER = "region.failover"
 REGION_FAILBACK = "region.failback"
-BUSY_ATTEMPTS = 3  # an environment another operation holds: wait for it, this many times
-BUSY_WAIT = 60.0  # seconds, at most, for that operation to end
 NAMED = 10  # environments named in a failed region operation's error
 
 __all__ = ["REGION_FAILBACK", "REGION_FAILOVER", "RegionState", "Regions",
@@ -73,6 +68,7 @@ class Regions:
         self.catalog, self.topology, self.failovers = catalog, topology, failovers
         self.operations, self.events = operations, events
         self.store = catalog.store
+        self.moves = Moves(catalog, failovers, operations)
         operations.register(Kind(REGION_FAILOVER, self.steps))
         operations.register(Kind(REGION_FAILBACK, self.steps))
 
@@ -141,7 +137,8 @@ class Regions:
 
     async def _move_environments(self, op: Operation) -> Outcome:
         started = time.monotonic()
-        result = await self._move_all(op)
+        result = await self.moves.move_all(op, lambda: self._eligible(op),
+                                           op.params["mode"], op.params["parallelism"])
         seconds = time.monotonic() - started
         verb = "moved to" if op.kind == REGION_FAILOVER else "moved home from"
         return Outcome(f"region {op.target}: {result['succeeded']} environment(s) {verb} "
@@ -162,50 +159,6 @@ class Regions:
                     and record.primary_region != region):
                 names.append(record.name)
         return names
-
-    async def _move_all(self, op: Operation) -> dict:
-        children = await asyncio.to_thread(self.operations.children, op.id)
-        started = {child["target"]: child["id"] for child in children}
-        names = sorted(set(await asyncio.to_thread(self._eligible, op)) | started.keys())
-        gate = asyncio.Semaphore(op.params["parallelism"])
-
-        async def move(name: str) -> dict:
-            async with gate:
-                child_id = started.get(name)
-                if child_id is None:
-                    return await self._start_child(op, name)
-                return summary(await self.operations.finish(child_id))
-
-        lines = await asyncio.gather(*(move(name) for name in names))
-        failed = sum(line["state"] != "succeeded" for line in lines)
-        return {"environments": list(lines), "succeeded": len(lines) - failed, "failed": failed}
-
-    async def _start_child(self, op: Operation, name: str) -> dict:
-        """Move one environment (a child operation) and answer its line of the result. An
-        environment another operation holds is waited for, then moved if still needed."""
-        for _ in range(BUSY_ATTEMPTS):
-            try:
-                child = await asyncio.to_thread(self.failovers.start, name, op.params["mode"],
-                                                op.id)
-            except ApiError as exc:
-                holder = await self._holder(name) if exc.code == "busy" else None
-                if holder is None:
-                    return failed_line(name, exc.message)
-                await asyncio.to_thread(self.operations.wait_ended, holder, BUSY_WAIT)
-                if name not in await asyncio.to_thread(self._eligible, op):
-                    return {"environment": name, "state": "succeeded", "operation": holder,
-                            "data_loss": 0, "note": f"moved by operation {holder}"}
-                continue
-            return summary(await self.operations.finish(child.id))
-        return failed_line(name, f"environment {name!r} stayed held by other operations; "
-                                 f"move it with 'tandem failover {name}'")
-
-    async def _holder(self, name: str) -> str | None:
-        """The live operation that holds environment `name`, if any."""
-        read = await asyncio.to_thread(self.catalog.read, name)
-        op_id = read[0].operation if read else None
-        held = await asyncio.to_thread(self.operations.get, op_id) if op_id else None
-        return op_id if held is not None and held["state"] in LIVE else None
 
     async def _settle_state(self, op: Operation) -> Outcome:
         region = op.target
@@ -228,22 +181,6 @@ class Regions:
         if not left and not failed:
             return Outcome(detail, stage)
         return Outcome(detail, stage, warn=True, error=not_all_moved(op, left, failed, state))
-
-
-def summary(op: Operation) -> dict:
-    """One environment's line in a region operation's result, from its failover."""
-    if op.state == OpState.SUCCEEDED and op.result and op.result.get("environments"):
-        return op.result["environments"][0]
-    p = FailoverParams.from_json(op.params)
-    return {"environment": op.target, "from_region": p.source.region,
-            "to_region": p.target.region, "state": op.state.value, "operation": op.id,
-            "data_loss": 0, "epoch": p.epoch, "error": (op.error or {}).get("message")}
-
-
-def failed_line(name: str, error: str) -> dict:
-    """A result line for an environment whose child operation never started."""
-    return {"environment": name, "state": "failed", "operation": None, "data_loss": 0,
-            "error": error}
 
 
 def not_all_moved(op: Operation, left: list[str], failed: list[dict],

@@ -101,7 +101,7 @@ class Rejoins:
             stage(txn, record.with_(operation=op_id), version)
             return Draft({"environment": name, "node": node, "region": behind.region,
                           "fork_lsn": behind.fork_lsn, "epoch": record.epoch,
-                          "kind": behind.kind.value})
+                          "kind": behind.kind.value, "acknowledged": not behind.unacked})
 
         return self.operations.create(REJOIN, name, build)
 
@@ -109,7 +109,7 @@ class Rejoins:
         p, name = op.params, op.target
         node, fork, epoch = p["node"], p["fork_lsn"], p["epoch"]
         where = f"environment {name} (epoch {epoch})"
-        if p.get("kind") == ReplicaKind.LOCAL:
+        if p.get("kind") == ReplicaKind.LOCAL and p.get("acknowledged", True):
             return Outcome(f"{where}: {node} holds the old primary's local secondary; its "
                            "entries past the fork point are a prefix of the old primary's, "
                            "which keeps them as its lost writes, so it is re-seeded instead",
@@ -126,6 +126,10 @@ class Rejoins:
             raise StepFailed("rewind_failed", f"{where}: {reply.problem}")
         bundle = {**reply.body, "environment": name, "node": node,
                   "region": p["region"], "recorded_at": iso_now(), "operation": op.id}
+        if not p.get("acknowledged", True):  # left by a sync promotion (docs/ha.md)
+            bundle["acknowledged"] = False
+            bundle["entries"] = [{**entry, "acknowledged": False}
+                                 for entry in bundle["entries"]]
         lost = len(bundle["entries"])
 
         def keep(txn: Txn) -> None:
@@ -145,7 +149,8 @@ class Rejoins:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
         record, read_version = read
         joined = record.with_roles({node: Role.SECONDARY}).with_replicas(
-            lambda r: replace(r, behind=False, fork_lsn=None) if r.node == node else r)
+            lambda r: replace(r, behind=False, fork_lsn=None, unacked=False)
+            if r.node == node else r)
         version = await asyncio.to_thread(self.catalog.try_update, name, read_version, joined)
         if version is None:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")

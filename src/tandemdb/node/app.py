@@ -40,7 +40,7 @@ from .lease import Lease
 from .puller import Puller
 from .replicas import ReplicaSet
 from .stream import Upkeep
-from .syncrule import SYNC_BOUND, SYNC_TIMEOUT, SyncRule, bounded
+from .syncrule import SYNC_BOUND, SyncRule
 
 log = logging.getLogger("tandem.node")
 
@@ -61,8 +61,7 @@ class Node:
         self.dir = Path(deployment.data) / "nodes" / name
         self.lease = Lease(deployment.lease_ttl)  # renewed by heartbeats (docs/leases.md)
         self.replicas = ReplicaSet(self.dir, name, self.region)
-        # The sync rule's timeout: a deployment may set `sync_timeout` (seconds, bounded).
-        timeout = bounded(getattr(deployment, "sync_timeout", None), SYNC_TIMEOUT, 0.05, 10.0)
+        timeout = deployment.sync_timeout  # (bounded where deployment.json is read)
         controller = deployment.link_url(name, CONTROLLER)  # as heartbeats reach it
         self.sync = SyncRule(name, self.region, controller, deployment.secret, timeout,
                              max(SYNC_BOUND, 2 * timeout))

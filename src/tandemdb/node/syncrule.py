@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass
 
 import httpx
@@ -61,14 +60,6 @@ class Regain:
     node: str
     from_lsn: int
     asked: bool = False
-
-
-def bounded(value: object, default: float, low: float, high: float) -> float:
-    """A node setting in seconds, kept within [low, high] (the default if it is no number)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value):
-        return default
-    return min(max(float(value), low), high)
 
 
 class SyncRule:

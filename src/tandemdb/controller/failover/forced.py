@@ -17,7 +17,6 @@ from dataclasses import replace
 from typing import Any
 
 from tandemdb.common.http import ApiError
-from tandemdb.common.retry import cas_attempts
 from tandemdb.common.roles import Kind, Role
 
 from ..catalog import EnvRecord, ReplicaRef
@@ -26,7 +25,7 @@ from ..operations import Operation, Outcome, StepFailed, StepRun
 from ..store import Txn
 from .params import FailoverParams, parse_time
 from .planned import PROMOTE_DEADLINE, RETRY_PAUSE
-from .steps import FailoverSteps
+from .steps import FailoverSteps, mark_fork
 
 LEASE_SLACK = 0.5  # waited past the lease ttl, on top of the node's own margin
 
@@ -121,27 +120,10 @@ class Forced(FailoverSteps):
     async def promote(self, op: Operation) -> Outcome:
         """Promote the secondary at whatever it has applied: that lsn is the fork point."""
         p, name = FailoverParams.from_json(op.params), op.target
-        version = await self.decide(op)
-        body = {"epoch": p.epoch + 1, "version": version, "secondaries": []}
-        # Asked again while the secondary still applies (the promote then finds another lsn).
-        for _ in cas_attempts(f"environment {name}: the promotion", error=lambda _: StepFailed(
-                "promote_failed", f"environment {name}: the secondary kept applying; no "
-                "stable fork point")):
-            seen = await self.call(p.target, name, "wait", {"lsn": 0, "timeout": 0}, 5.0)
-            if not seen.ok:
-                raise StepFailed("promote_failed", f"environment {name}: cannot read the "
-                                                   f"secondary's position: {seen.problem}")
-            fork = int(seen.body["applied_lsn"])
-            reply = await self.call(p.target, name, "promote",
-                                    {**body, "expected_lsn": fork}, 5.0)
-            if reply.ok:
-                break
-            if reply.code != "lsn_mismatch":  # (a mismatch: it was still applying)
-                raise StepFailed("promote_failed", f"environment {name} (epoch "
-                                                   f"{p.epoch + 1}): {reply.problem}")
+        fork, seen = await self.promote_at_applied(op, p, [])
         last_seen = p.primary_last_seen_lsn
         lost = max(0, last_seen - fork) if isinstance(last_seen, int) else None
-        committed_at = seen.body.get("last_committed_at")
+        committed_at = seen.get("last_committed_at")
         window = (round(max(0.0, parse_time(op.started_at) - committed_at), 3)
                   if isinstance(committed_at, int | float) else None)
         known = ("unknown (the old primary never reported)" if lost is None
@@ -161,8 +143,7 @@ class Forced(FailoverSteps):
                 f"{p.target.node} at epoch {p.epoch + 1}; {p.source.node} stays fenced")
 
     def routed(self, record: EnvRecord, final: int) -> EnvRecord:
-        """Where the old primary's history forked off, on the replica left behind."""
-        return record.with_replicas(lambda r: replace(r, fork_lsn=final) if r.behind else r)
+        return mark_fork(record, final)
 
     def loss(self, op: Operation, p: FailoverParams,
              line: dict) -> tuple[Callable[[Txn], None] | None, str]:

@@ -21,6 +21,9 @@ EVENTS = {
                  EventType.FAILOVER_FAILED),
     "failback": (EventType.FAILBACK_STARTED, EventType.FAILBACK_COMPLETED,
                  EventType.FAILBACK_FAILED),
+    # a move to another node of the same region (node loss, drain: docs/ha.md)
+    "node": (EventType.NODE_FAILOVER_STARTED, EventType.NODE_FAILOVER_COMPLETED,
+             EventType.NODE_FAILOVER_FAILED),
 }
 
 
@@ -51,8 +54,8 @@ class FailoverParams:
     """What an `environment.failover` operation moves, from where to where, and how."""
 
     environment: str
-    mode: str  # planned | forced
-    reason: str  # failover | failback (back to the home region)
+    mode: str  # planned | forced | sync (promote the sync local secondary, docs/ha.md)
+    reason: str  # failover | failback (back to the home region) | node (within the region)
     epoch: int  # E, the epoch before the move
     source: Side  # "from": the old primary
     target: Side  # "to": the secondary to promote
@@ -80,7 +83,7 @@ class FailoverParams:
                "epoch": self.epoch, "from": self.source.to_json(),
                "to": self.target.to_json(), "catch_up_timeout": self.catch_up_timeout,
                "parent": self.parent}
-        if self.forced:
+        if self.mode != "planned":  # forced, sync
             out.update(lease_ttl=self.lease_ttl,
                        primary_last_seen_lsn=self.primary_last_seen_lsn)
         return out

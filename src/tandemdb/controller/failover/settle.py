@@ -67,7 +67,7 @@ async def _record_settled(mode: FailoverSteps, op: Operation, p: FailoverParams,
             outcome = "moved"
         else:  # not decided: the old primary takes writes again at its old epoch
             settled = record.with_(state=EnvState.ACTIVE).with_replicas(
-                lambda r: replace(r, role=Role.PRIMARY, behind=False)
+                lambda r: replace(r, role=Role.PRIMARY, behind=False, unacked=False)
                 if r.node == source.node else replace(r, behind=False, role=_unheld(r.role)))
             outcome = "rolled back"
 

@@ -11,9 +11,8 @@ import time
 from collections.abc import Mapping
 
 from tandemdb.common.http import ApiError
-from tandemdb.common.roles import Kind as ReplicaKind
 
-from ..catalog import Catalog, EnvRecord, EnvState, EnvType, ReplicaRef, not_found, stage
+from ..catalog import Catalog, EnvRecord, EnvState, ReplicaRef, not_found, stage
 from ..events import Events
 from ..nodes import NodeClient
 from ..operations import Draft, Kind, Operation, Operations, StepRun
@@ -23,6 +22,7 @@ from ..status import LiveStatus
 from ..store import Txn
 from ..topology import Topology
 from .forced import Forced
+from .node import SyncPromotion
 from .params import CATCH_UP_TIMEOUT, FAILOVER, FailoverParams, Side
 from .planned import Planned
 from .settle import settle
@@ -38,7 +38,8 @@ class Failovers:
         ctx = Context(catalog, topology, reconciler, nodes, events, status, lease_ttl)
         self.catalog, self.topology, self.operations = catalog, topology, operations
         self.events, self.store = events, catalog.store
-        self.modes: dict[str, FailoverSteps] = {m.mode: m for m in (Planned(ctx), Forced(ctx))}
+        self.modes: dict[str, FailoverSteps] = {
+            m.mode: m for m in (Planned(ctx), Forced(ctx), SyncPromotion(ctx))}
         operations.register(Kind(FAILOVER, self.steps, self.settle))
 
     def steps(self, params: dict) -> Mapping[str, StepRun]:
@@ -49,9 +50,12 @@ class Failovers:
         return await settle(self.modes[op.params["mode"]], op, step, message)
 
     def start(self, name: str, mode: str = "planned", parent: str | None = None,
-              catch_up_timeout: float = CATCH_UP_TIMEOUT) -> Operation:
+              catch_up_timeout: float = CATCH_UP_TIMEOUT, to: str | None = None) -> Operation:
         """Record the operation and hold the environment (step 1). Blocking; raises
         `ApiError` (and changes nothing) when the environment cannot fail over now.
+
+        `to` names the node of the secondary to promote (a drain's local secondary); by
+        default it is the mode's own target (`FailoverSteps.target`).
 
         Just after a controller start it first waits (a few heartbeat intervals at most)
         until the health of the environment's nodes is known."""
@@ -63,8 +67,9 @@ class Failovers:
             if read is None:
                 raise not_found(name)
             record, version = read
-            source, target = self._check(record, how)
-            reason = "failback" if target.region == record.home_region else "failover"
+            source, target = self._check(record, how, to)
+            reason = ("node" if target.region == source.region
+                      else "failback" if target.region == record.home_region else "failover")
             into, state = read_region(self.store, target.region)
             refusal = refuse_move(name, target.region, state, failback=reason == "failback",
                                   forced=mode == "forced")
@@ -103,7 +108,8 @@ class Failovers:
                      "controller started before checking them (%s)", name, waited,
                      ", ".join(f"{node} {health.value}" for node, health in healths.items()))
 
-    def _check(self, record: EnvRecord, how: FailoverSteps) -> tuple[ReplicaRef, ReplicaRef]:
+    def _check(self, record: EnvRecord, how: FailoverSteps,
+               to: str | None) -> tuple[ReplicaRef, ReplicaRef]:
         """The primary and the replica to promote; 409 when a failover cannot start."""
         name = record.name
         if record.state != EnvState.ACTIVE:
@@ -111,17 +117,17 @@ class Failovers:
                            f"{record.operation}); wait for that operation to end: "
                            f"tandem ops {record.operation}")
         source, behind = record.primary, record.behind
-        # The geo-secondary, in the pair: a local one (docs/ha.md) stays in the region.
-        target = next((r for r in record.secondaries if r.kind == ReplicaKind.GEO), None)
+        target = how.target(record, to)
+        if target is None and to is not None:
+            raise ApiError(409, "no_secondary", f"environment {name!r} has no secondary on "
+                           f"node {to!r} to promote")
         if target is None and behind is not None:
             raise ApiError(409, "no_secondary", f"environment {name!r}: its replica in "
-                           f"{behind.region} is fenced since a forced failover and holds "
-                           "writes past the fork point; it rejoins as a secondary (rewound, "
-                           "its lost writes kept) once its node is back")
-        if record.type != EnvType.PRODUCTION or source is None or target is None:
-            raise ApiError(409, "no_secondary", f"environment {name!r} is {record.type} and "
-                           "has no geo-secondary to fail over to; only production environments "
-                           "can fail over")
+                           f"{behind.region} is fenced since a failover and holds writes past "
+                           "the fork point; it rejoins as a secondary (rewound, its lost writes "
+                           "kept) once its node is back")
+        if source is None or target is None:
+            raise ApiError(409, "no_secondary", how.no_target(record))
         refusal = how.refusal(name)
         if refusal is not None:
             raise refusal

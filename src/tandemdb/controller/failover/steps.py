@@ -12,12 +12,12 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tandemdb.common.http import ApiError
 from tandemdb.common.retry import cas_attempts
-from tandemdb.common.roles import Role
+from tandemdb.common.roles import Kind, Role
 
 from ..catalog import Catalog, EnvRecord, EnvState, ReplicaRef, iso_now, stage
 from ..events import Events
@@ -66,6 +66,19 @@ class FailoverSteps(ABC):
         """The mode's steps, in order: step name -> method."""
 
     # -- at the start (hooks) ------------------------------------------------------------
+
+    def target(self, record: EnvRecord, to: str | None) -> ReplicaRef | None:
+        """The secondary to promote (hook): the one on node `to` if named, else the
+        geo-secondary in the pair (a local one stays in the region, docs/ha.md)."""
+        if to is not None:
+            named = record.on(to)
+            return named if named is not None and named.role == Role.SECONDARY else None
+        return next((r for r in record.secondaries if r.kind == Kind.GEO), None)
+
+    def no_target(self, record: EnvRecord) -> str:
+        """Why there is nothing to promote (hook), for the 409."""
+        return (f"environment {record.name!r} is {record.type} and has no geo-secondary to "
+                "fail over to; only production environments can fail over to the pair")
 
     def refusal(self, name: str) -> ApiError | None:
         """Why this mode cannot start in this deployment, if it cannot."""
@@ -169,21 +182,56 @@ class FailoverSteps(ABC):
         """Record target-primary-at-E+1 in the catalog: the point of no return. Answers
         the record's version."""
         p = FailoverParams.from_json(op.params)
-        epoch, target = p.epoch, p.target
         for _ in cas_attempts(f"environment {op.target!r}: the decision",
                               error=conflict):
             record, version = await self.record(op)
-            if record.epoch == epoch + 1:
+            if record.epoch == p.epoch + 1:
                 return version  # decided already (a resumed step)
-            decided = (record.with_(epoch=epoch + 1).with_roles({target.node: Role.PRIMARY})
-                       .unsynced_outside(target.region))
             written = await asyncio.to_thread(self.ctx.catalog.try_update, op.target, version,
-                                              decided)
+                                              self.decided(record, p))
             if written is not None:
                 log.info("environment %s (epoch %d): decided, %s becomes primary at epoch %d; "
                          "from here the failover only goes forward (%s)", op.target,
-                         epoch + 1, target.node, epoch + 1, op.id)
+                         p.epoch + 1, p.target.node, p.epoch + 1, op.id)
                 return written
+        raise AssertionError("unreachable: cas_attempts raises after its last attempt")
+
+    def decided(self, record: EnvRecord, p: FailoverParams) -> EnvRecord:
+        """The record the decision writes (hook; it may refuse with StepFailed, before the
+        point of no return): the target primary at E+1, and no replica sync outside its
+        region. A move within the region (docs/ha.md) swaps the two replicas' kinds: the
+        new primary takes the old one's place, the old primary becomes the local replica,
+        not sync until the new primary regains sync with it."""
+        decided = record.with_(epoch=p.epoch + 1).with_roles({p.target.node: Role.PRIMARY})
+        if p.target.region == p.source.region:
+            kinds = {p.source.node: Kind.LOCAL, p.target.node: Kind.GEO}
+            decided = decided.with_replicas(
+                lambda r: replace(r, kind=kinds[r.node], sync=False) if r.node in kinds else r)
+        return decided.unsynced_outside(p.target.region)
+
+    async def promote_at_applied(self, op: Operation, p: FailoverParams,
+                                 secondaries: list[dict]) -> tuple[int, dict]:
+        """Decide, then promote the target at whatever it has applied (the fork point),
+        asking again while it still applies. Answers that lsn and the target's position
+        as it read it (`applied_lsn`, `last_committed_at`)."""
+        name = op.target
+        version = await self.decide(op)
+        body = {"epoch": p.epoch + 1, "version": version, "secondaries": secondaries}
+        for _ in cas_attempts(f"environment {name}: the promotion", error=lambda _: StepFailed(
+                "promote_failed", f"environment {name}: the secondary kept applying; no "
+                "stable fork point")):
+            seen = await self.call(p.target, name, "wait", {"lsn": 0, "timeout": 0}, 5.0)
+            if not seen.ok:
+                raise StepFailed("promote_failed", f"environment {name}: cannot read the "
+                                                   f"secondary's position: {seen.problem}")
+            fork = int(seen.body["applied_lsn"])
+            reply = await self.call(p.target, name, "promote",
+                                    {**body, "expected_lsn": fork}, 5.0)
+            if reply.ok:
+                return fork, seen.body
+            if reply.code != "lsn_mismatch":  # (a mismatch: it was still applying)
+                raise StepFailed("promote_failed", f"environment {name} (epoch "
+                                                   f"{p.epoch + 1}): {reply.problem}")
         raise AssertionError("unreachable: cas_attempts raises after its last attempt")
 
     async def put_desired(self, record: EnvRecord, node: str, version: int) -> str | None:
@@ -194,3 +242,10 @@ class FailoverSteps(ABC):
             node, self.ctx.topology.call_url(node),
             self.ctx.reconciler.desired(record, replica, version))
         return reply.problem
+
+
+def mark_fork(record: EnvRecord, final: int) -> EnvRecord:
+    """Where the old primary's history forked off, on the replica left `behind` (one left
+    by an earlier move keeps its own fork point)."""
+    return record.with_replicas(
+        lambda r: replace(r, fork_lsn=final) if r.behind and r.fork_lsn is None else r)
