@@ -33,6 +33,7 @@ from .environments import Environments
 from .events import Events
 from .failover import Failovers
 from .lag import LagWatch
+from .node_failover import NodeFailovers
 from .nodes import NodeClient
 from .operations import Operation, Operations
 from .outage import OutageWatch
@@ -83,6 +84,7 @@ class Controller:
     lag: LagWatch
     rejoins: Rejoins
     outages: OutageWatch
+    node_failovers: NodeFailovers
     replayer: Replayer
     sync: SyncRecords
     background: set = field(default_factory=set)  # tasks kept referenced until done
@@ -112,6 +114,7 @@ class Controller:
                    LagWatch(topology, events),
                    Rejoins(catalog, topology, reconciler, nodes, operations, events),
                    OutageWatch(deployment, topology, catalog, status, regions, operations),
+                   NodeFailovers(deployment, topology, catalog, failovers, operations, events),
                    Replayer(store, catalog, topology, nodes), SyncRecords(catalog, events))
 
     def start(self) -> list[Operation]:
@@ -161,6 +164,7 @@ class Controller:
             await asyncio.sleep(self.deployment.heartbeat_interval / 2)
             beats += 1
             await self.outages.check()
+            await self.node_failovers.check()
             if beats % REJOIN_CHECK_BEATS == 0:
                 for node in self.deployment.nodes:
                     if self.topology.healthy(node):

@@ -85,6 +85,12 @@ class SyncPromotion(FailoverSteps):
 
     async def promote(self, op: Operation) -> Outcome:
         p, name = FailoverParams.from_json(op.params), op.target
+        # Reachable before the point of no return: a dead target is a rollback, not a
+        # decided move with no primary to take writes.
+        seen = await self.call(p.target, name, "wait", {"lsn": 0, "timeout": 0}, 5.0)
+        if not seen.ok:
+            raise StepFailed("promote_failed", f"environment {name}: the sync secondary on "
+                             f"{p.target.node} cannot be reached: {seen.problem}")
         record, _ = await self.record(op)
         others = [self.ctx.topology.node_ref(r.node) for r in record.secondaries
                   if r.node != p.target.node]
