@@ -1,6 +1,7 @@
 """The controller's HTTP routes (docs/architecture.md, "Controller").
 
-Public (forwarded by the gateway): `/v1/regions[/{region}/failover|failback]`, `/v1/nodes`,
+Public (forwarded by the gateway): `/v1/regions[/{region}/failover|failback]`,
+`/v1/nodes[/{node}/drain|uncordon]`,
 `/v1/environments[/{env}[/failover]]`, `/v1/operations[/{id}]`, `/v1/events`,
 `/v1/webhooks[/{id}]` (docs/operations.md, docs/failover.md).
 Internal: `/internal/v1/heartbeat` from nodes, `/internal/v1/routing` long poll from the
@@ -23,6 +24,7 @@ from .bodies import (
     CreateEnvironment,
     EnvironmentFailover,
     EventsQuery,
+    NodeDrain,
     OperationsQuery,
     OperationWait,
     RegionFailback,
@@ -68,6 +70,15 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
         """202 with the operation just recorded; it runs on in the background."""
         ctl.operations.launch(op.id)
         return JSONResponse(op.to_dict(), status_code=202, headers={OPERATION_HEADER: op.id})
+
+    @router.post("/v1/nodes/{node}/drain", openapi_extra=documented(NodeDrain))
+    async def drain(node: str, request: Request) -> JSONResponse:
+        body = await read_json(request, allow_empty=True)
+        return await started(await asyncio.to_thread(ctl.drains.start, node, body))
+
+    @router.post("/v1/nodes/{node}/uncordon")
+    async def uncordon(node: str) -> dict:
+        return await asyncio.to_thread(ctl.drains.uncordon, node)
 
     @router.post("/v1/regions/{region}/failover", openapi_extra=documented(RegionFailover))
     async def region_failover(region: str, request: Request) -> JSONResponse:

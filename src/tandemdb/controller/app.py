@@ -29,9 +29,12 @@ from tandemdb.common.shutdown import serve
 
 from .api import install_routes
 from .catalog import Catalog
+from .cordon import Cordons
+from .drain import Drains
 from .environments import Environments
 from .events import Events
 from .failover import Failovers
+from .healing import Healing
 from .lag import LagWatch
 from .node_failover import NodeFailovers
 from .nodes import NodeClient
@@ -40,6 +43,7 @@ from .outage import OutageWatch
 from .reconcile import Reconciler
 from .regions import Regions
 from .rejoin import Rejoins
+from .replace import Replacer
 from .replay import Replayer
 from .reseed import install_routes as install_reseed
 from .routing import Routing
@@ -87,6 +91,8 @@ class Controller:
     node_failovers: NodeFailovers
     replayer: Replayer
     sync: SyncRecords
+    drains: Drains
+    healing: Healing
     background: set = field(default_factory=set)  # tasks kept referenced until done
 
     @classmethod
@@ -107,6 +113,7 @@ class Controller:
         failovers = Failovers(catalog, topology, reconciler, nodes, operations, events,
                               status, deployment.lease_ttl)
         regions = Regions(catalog, topology, failovers, operations, events)
+        replacer = Replacer(catalog, topology, reconciler, nodes, operations, events)
         return cls(deployment, store, topology, catalog, status, reconciler,
                    Routing(catalog, topology), environments, nodes,
                    ThreadPoolExecutor(ROUTING_WATCHERS, thread_name_prefix="routing-watch"),
@@ -115,7 +122,10 @@ class Controller:
                    Rejoins(catalog, topology, reconciler, nodes, operations, events),
                    OutageWatch(deployment, topology, catalog, status, regions, operations),
                    NodeFailovers(deployment, topology, catalog, failovers, operations, events),
-                   Replayer(store, catalog, topology, nodes), SyncRecords(catalog, events))
+                   Replayer(store, catalog, topology, nodes), SyncRecords(catalog, events),
+                   Drains(catalog, topology, failovers, operations,
+                          Cordons(store, operations), replacer),
+                   Healing(deployment, topology, catalog, operations, replacer))
 
     def start(self) -> list[Operation]:
         """Seed regions, finish orphaned records; answers the operations to resume."""
@@ -164,6 +174,7 @@ class Controller:
             await asyncio.sleep(self.deployment.heartbeat_interval / 2)
             beats += 1
             await self.outages.check()
+            await self.healing.check()
             await self.node_failovers.check()
             if beats % REJOIN_CHECK_BEATS == 0:
                 for node in self.deployment.nodes:

@@ -126,6 +126,16 @@ class RegionFailover(RegionFailback):
     mode: Mode = Field("planned", description=MODE_DOC)
 
 
+class NodeDrain(Schema):
+    """`POST /v1/nodes/{node}/drain`."""
+
+    WHAT: ClassVar[str] = "a node drain"
+    EXAMPLE: ClassVar[str] = '{"parallelism": 8}'
+    EMPTY_OK: ClassVar[bool] = True
+    parallelism: int = Field(8, ge=1, le=MAX_PARALLELISM, description=(
+        f"how many primaries move at a time, from 1 to {MAX_PARALLELISM}"))
+
+
 class RegisterWebhook(Schema):
     """`POST /v1/webhooks`."""
 

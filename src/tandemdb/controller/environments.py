@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import Counter
 from typing import Any
 
 from tandemdb.common.http import ApiError
@@ -218,19 +219,33 @@ class Environments:
     def _place(self, request: CreateRequest) -> list[tuple[ReplicaRef, str]]:
         """The replicas of a new environment, each with the reason for its node."""
         counts = self.catalog.replica_counts()
-        node, why = self.topology.place(request.region, counts,
-                                        tiebreak=self.catalog.primary_counts())
+        node, why = self._place_in(request.region, counts,
+                                   tiebreak=self.catalog.primary_counts())
         placed = [(ReplicaRef(request.region, node, Role.PRIMARY), f"home region; {why}")]
         if len(self.topology.nodes_in(request.region)) >= 2:
-            local, why = self.topology.place(request.region, counts, exclude=[node])
-            placed.append((ReplicaRef(request.region, local, Role.SECONDARY, ReplicaKind.LOCAL,
-                                      sync=True), f"local secondary, sync; {why}"))
+            try:
+                local, why = self.topology.place(request.region, counts, exclude=[node])
+            except LookupError as exc:  # the others are cordoned: no local secondary
+                log.info("environment %s: no local secondary, %s", request.name, exc)
+            else:
+                placed.append((ReplicaRef(request.region, local, Role.SECONDARY,
+                                          ReplicaKind.LOCAL, sync=True),
+                               f"local secondary, sync; {why}"))
         if request.type == EnvType.PRODUCTION:
             pair = self.topology.pair_of(request.region)
-            node, why = self.topology.place(pair, counts)
+            node, why = self._place_in(pair, counts)
             placed.append((ReplicaRef(pair, node, Role.SECONDARY),
                            f"pair of {request.region}; {why}"))
         return placed
+
+    def _place_in(self, region: str, counts: Counter[str],
+                  tiebreak: Counter[str] | None = None) -> tuple[str, str]:
+        """`Topology.place`, with 409 `no_room` when every node of the region is cordoned."""
+        try:
+            return self.topology.place(region, counts, tiebreak=tiebreak)
+        except LookupError as exc:
+            raise ApiError(409, "no_room", f"{exc}; no environment can be created there "
+                                           "now") from None
 
     # -- delete --------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ such replica:
 2. `rejoin`: the catalog makes the replica a `secondary` of the new primary again. If it
    rewound, it streams from the fork point on; if it could not (schema changes after the
    fork), it is dropped and created again empty, so it is seeded from a snapshot. The event
-   `replica.rejoined` says which, and how many writes were lost.
+   `replica.rejoined` says which, and how many writes were lost. If self-healing added a
+   stand-in for it while its node was away (replace.py, `replaced_meanwhile`), it is
+   deleted from the catalog and its node instead (`deleted: true` in the event).
 
 A local secondary the forced failover fenced with the old primary (docs/ha.md) skips the
 rewind: its entries past the fork are a prefix of the old primary's, kept by that one's
@@ -32,11 +34,12 @@ from tandemdb.common.http import ApiError
 from tandemdb.common.roles import Kind as ReplicaKind
 from tandemdb.common.roles import Role
 
-from .catalog import Catalog, EnvState, iso_now, not_found, stage
+from .catalog import Catalog, EnvRecord, EnvState, iso_now, not_found, stage
 from .events import Events, EventType
 from .nodes import NodeClient
 from .operations import Draft, Kind, Operation, Operations, Outcome, StepFailed, Steps
 from .reconcile import Reconciler
+from .replace import replaced_meanwhile
 from .store import Txn
 from .topology import Topology
 
@@ -148,6 +151,8 @@ class Rejoins:
         if read is None or read[0].operation != op.id:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
         record, read_version = read
+        if replaced_meanwhile(record, node):
+            return await self._drop_replaced(op, record, read_version)
         joined = record.with_roles({node: Role.SECONDARY}).with_replicas(
             lambda r: replace(r, behind=False, fork_lsn=None, unacked=False)
             if r.node == node else r)
@@ -176,3 +181,27 @@ class Rejoins:
         if outcome.problem:
             detail += f" ({outcome.problem}; its heartbeat answer tells it)"
         return Outcome(detail, announce, warn=bool(outcome.problem))
+
+    async def _drop_replaced(self, op: Operation, record: EnvRecord, version: int) -> Outcome:
+        """Self-healing added a stand-in while the node was away (replace.py): with its lost
+        writes kept, the replica is deleted from the catalog and its node."""
+        p, name, node = op.params, op.target, op.params["node"]
+        kept = record.with_(replicas=tuple(r for r in record.replicas if r.node != node))
+        if await asyncio.to_thread(self.catalog.try_update, name, version, kept) is None:
+            raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
+        dropped = await self.nodes.delete_replica(node, self.topology.call_url(node), name)
+        lost = (op.result or {}).get("lost_entries", 0)
+
+        def announce(txn: Txn) -> None:
+            self.events.stage(txn, EventType.REPLICA_REJOINED, environment=name,
+                              region=p["region"], operation=op.id,
+                              data={"node": node, "fork_lsn": p["fork_lsn"],
+                                    "epoch": p["epoch"], "lost_entries": lost,
+                                    "rewound": (op.result or {}).get("rewound", False),
+                                    "reseeded": False, "deleted": True})
+
+        detail = (f"environment {name} (epoch {p['epoch']}): {node} was replaced while it "
+                  f"was away, so it is deleted; {lost} lost write(s) kept (tandem lost {name})")
+        if dropped.problem:
+            detail += f" ({dropped.problem}; its heartbeat answer no longer lists it)"
+        return Outcome(detail, announce, {"deleted": True}, warn=bool(dropped.problem))

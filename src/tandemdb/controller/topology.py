@@ -23,6 +23,7 @@ from enum import StrEnum
 
 from tandemdb.common.deployment import CONTROLLER, Deployment
 
+from .cordon import marks
 from .store import Store
 
 log = logging.getLogger("tandem.controller.topology")
@@ -219,17 +220,24 @@ class Topology:
         node with the fewest `tiebreak` (a primary goes where fewer primaries are, so a
         lost node takes fewer of them), then to the first name, so placement is
         deterministic. Nodes in `exclude` (those that already hold a replica of the
-        environment) are never chosen.
+        environment) and nodes a drain marked (`draining`, `cordoned`: cordon.py) are never
+        chosen; LookupError when no node is left.
         """
         skipped = set(exclude)
-        nodes = [n for n in self.nodes_in(region) if n not in skipped]
+        marked = marks(self.store)
+        nodes = [n for n in self.nodes_in(region) if n not in skipped and n not in marked]
         if not nodes:
-            raise LookupError(f"region {region} has no nodes in deployment.json")
+            cordoned = sorted(set(self.nodes_in(region)) & marked.keys())
+            raise LookupError(f"region {region} has no node for a new replica"
+                              + (f" ({', '.join(cordoned)} drained or draining: 'tandem "
+                                 "node uncordon NODE' makes one placeable again)"
+                                 if cordoned else ""))
         healthy = [n for n in nodes if self.healthy(n)]
         pool = healthy or nodes
         ties = tiebreak or Counter()
         node = min(pool, key=lambda n: (replica_counts[n], ties[n], n))
         if len(nodes) == 1:
-            return node, f"the only {'other ' if skipped else ''}node of {region}"
+            placeable = "placeable " if marked.keys() & set(self.nodes_in(region)) else ""
+            return node, f"the only {'other ' if skipped else ''}{placeable}node of {region}"
         among = "its healthy nodes" if healthy else "its nodes (none is healthy yet)"
         return node, f"the fewest replicas ({replica_counts[node]}) among {among}"
