@@ -2,8 +2,9 @@
 
 The controller declares a node **down** once it has had no heartbeat from it for
 `node_grace_seconds` (deployment setting, default 2; null leaves it to the operator), counted
-from when it started listening, so a restart cannot make a node look lost. Once per outage it
-records the operation `node.failover` (docs/ha.md, "Node loss"):
+from when it started listening, so a restart cannot make a node look lost (and, for a node
+not heard from since, at least `UNHEARD_GRACE`: nodes start after the controller). Once
+per outage it records the operation `node.failover` (docs/ha.md, "Node loss"):
 
 1. `declare`: the event `node.down`, in the transaction that records the operation;
 2. `move-primaries`: one `environment.failover` child of mode `sync` for each environment
@@ -35,6 +36,10 @@ log = logging.getLogger("tandem.controller.node_failover")
 
 NODE_FAILOVER = "node.failover"
 PARALLELISM = 16  # environments moved at a time
+# A node not heard from since this controller started is declared down only after this
+# long (or node_grace_seconds if longer): at `tandem up` the nodes start after the
+# controller, one by one, and a loaded machine may take seconds for each.
+UNHEARD_GRACE = 15.0
 NAMED = 10  # environments named in the operation's error
 
 
@@ -57,7 +62,9 @@ class NodeFailovers:
             return
         for node in self.deployment.nodes:
             silent = self.topology.silent_for(node)
-            if silent < grace:
+            limit = grace if self.topology.heartbeat_age(node) is not None else max(
+                grace, UNHEARD_GRACE)
+            if silent < limit:
                 self.declared.discard(node)  # heard from again: a later loss is a new outage
                 continue
             if node in self.declared:

@@ -1,0 +1,96 @@
+"""Node loss (docs/ha.md, "Node loss"): SIGKILL the node of a primary under load.
+
+The controller declares the node down after `node_grace_seconds`, promotes the sync local
+secondary and routes to it: no acknowledged write is lost (invariant 1), the region is not
+failed over, and at most one node acknowledges writes in any epoch (invariant 2). When the
+node comes back its replica rewinds what it committed past the fork point, never
+acknowledged, into a lost-writes bundle marked `acknowledged: false`, and rejoins as the
+local secondary, which the new primary makes sync again; every replica is then equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tandemdb.testing import IdWriter, LocalDeployment, lost_writes, poll_until
+
+from .test_ha_placement import all_equal, replicas
+
+
+@pytest.fixture(scope="module")
+def ha(start_deployment: Callable[..., LocalDeployment]) -> LocalDeployment:
+    return start_deployment("node-loss", nodes_per_region=2, node_grace_seconds=2.0)
+
+
+def node_ops(cluster: LocalDeployment, kind: str, target: str) -> list[dict]:
+    """The operations of `kind` on `target`, newest first."""
+    return [o for o in cluster.client.operations(limit=100)
+            if o["kind"] == kind and o["target"] == target]
+
+
+def one_primary_per_epoch(writer: IdWriter) -> None:
+    """Two writable primaries in one epoch would hand out the same lsn twice."""
+    seen: dict[tuple[str, int, int], int] = {}
+    for ack in writer.acks:
+        other = seen.setdefault((ack.env, ack.epoch, ack.lsn), ack.id)
+        assert other == ack.id, f"{ack.env}: lsn {ack.lsn} of epoch {ack.epoch} acknowledged twice"
+
+
+def test_losing_a_primary_node_loses_no_acknowledged_write(ha: LocalDeployment):
+    client = ha.client
+    lost_env, other_env = "node-loss-a", "node-loss-b"
+    view = client.create_environment(lost_env, region="west")
+    home = view["replicas"][0]["node"]
+    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    assert replicas(client, lost_env)[local]["sync"] is True
+    client.create_environment(other_env, region="west")
+    writer = IdWriter(client, [lost_env, other_env])
+    writer.create_table(keyed=False)
+    writer.start()
+    try:
+        poll_until(lambda: len(writer.acked) > 40, what="writes before the node is lost")
+        assert not node_ops(ha, "node.failover", home)
+        ha.kill(home)
+        done = poll_until(lambda: next((o for o in node_ops(ha, "node.failover", home)
+                                        if o["state"] != "running"), None),
+                          timeout=30, what=f"the node failover of {home}")
+        assert done["state"] == "succeeded", done
+        line = next(x for x in done["result"]["environments"] if x["environment"] == lost_env)
+        assert (line["state"], line["data_loss"], line["to_node"], line["epoch"]) == (
+            "succeeded", 0, local, 2), line
+        acked = len(writer.acked)
+        poll_until(lambda: len(writer.acked) > acked + 20, what="writes after the node loss")
+    finally:
+        writer.stop()
+
+    after = replicas(client, lost_env)
+    assert (after[local]["role"], after[local]["kind"]) == ("primary", "geo"), after
+    assert (after[home]["role"], after[home]["behind"], after[home]["unacknowledged"]) == (
+        "fenced", True, True), after
+    assert client.environment(lost_env)["primary_region"] == "west"
+    assert {r["name"]: r["state"] for r in client.regions()}["west"] == "healthy"
+    types = [e["type"] for e in client.events()["events"]]
+    assert "node.down" in types and "node.failover.completed" in types
+    for env in (lost_env, other_env):
+        writer.check(client, env)  # every acknowledged id present exactly once
+    one_primary_per_epoch(writer)
+
+    ha.start(home)
+    poll_until(lambda: any(o["state"] == "succeeded"
+                           for o in node_ops(ha, "environment.rejoin", lost_env)),
+               timeout=60, what=f"{home} rejoined")
+    bundles = client.lost(lost_env)["bundles"]
+    assert [b["node"] for b in bundles] == [home], bundles
+    print("node failover:", line, "bundle entries:", len(bundles[0]["entries"]),
+          "longest pause:", writer.longest_pause())
+    assert all(b["acknowledged"] is False for b in bundles), bundles
+    assert all(e["acknowledged"] is False for b in bundles for e in b["entries"])
+    _, ids = lost_writes(client.lost(lost_env), "events")
+    assert not ids & writer.acked_ids(lost_env), "an acknowledged write was rewound"
+    poll_until(lambda: replicas(client, lost_env)[home]["sync"] is True, timeout=30,
+               what=f"{home} sync again, the new primary's local secondary")
+    assert replicas(client, lost_env)[home]["role"] == "secondary"
+    all_equal(ha, lost_env)
+    writer.check(client, lost_env)
