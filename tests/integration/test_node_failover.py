@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tandemdb.client import TandemError
 from tandemdb.testing import IdWriter, LocalDeployment, lost_writes, poll_until
 
 from .test_ha_placement import all_equal, replicas
@@ -94,3 +95,40 @@ def test_losing_a_primary_node_loses_no_acknowledged_write(ha: LocalDeployment):
     assert replicas(client, lost_env)[home]["role"] == "secondary"
     all_equal(ha, lost_env)
     writer.check(client, lost_env)
+
+
+def test_a_switchover_to_the_local_secondary_loses_nothing(ha: LocalDeployment):
+    """`failover ENV --to NODE`: the planned switchover within the region (a drain's first
+    step); the kinds swap, and the new primary makes the old one its sync secondary."""
+    client, env = ha.client, "node-switch"
+    view = client.create_environment(env, region="west")
+    home = view["replicas"][0]["node"]
+    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    with pytest.raises(TandemError) as bad:
+        client.failover(env, mode="forced", to=local)
+    assert bad.value.status == 400
+    with pytest.raises(TandemError) as unknown:
+        client.failover(env, to="west-9")
+    assert (unknown.value.status, unknown.value.code) == (409, "no_secondary")
+    writer = IdWriter(client, env)
+    writer.create_table()
+    writer.start()
+    try:
+        poll_until(lambda: len(writer.acked) > 20, what="writes before the switchover")
+        done = client.wait_operation(client.failover(env, to=local)["id"], timeout=60)
+        assert done["state"] == "succeeded", done
+        line = done["result"]["environments"][0]
+        assert (line["data_loss"], line["to_region"], line["epoch"]) == (0, "west", 2)
+        acked = len(writer.acked)
+        poll_until(lambda: len(writer.acked) > acked + 20, what="writes after it")
+    finally:
+        writer.stop()
+    writer.check(client, env)
+    one_primary_per_epoch(writer)
+    poll_until(lambda: replicas(client, env)[home]["sync"] is True, timeout=30,
+               what=f"{home}, the old primary, sync again")
+    now = replicas(client, env)
+    assert (now[local]["role"], now[local]["kind"]) == ("primary", "geo")
+    assert (now[home]["role"], now[home]["kind"]) == ("secondary", "local")
+    assert client.environment(env)["primary_region"] == "west"
+    all_equal(ha, env)

@@ -62,6 +62,9 @@ ModeOption = Annotated[Mode, typer.Option(
                    "region is lost; promote the secondary at what it has (the loss is "
                    "reported).")]
 Forced = Annotated[bool, typer.Option("--forced", help="The same as --mode forced.")]
+To = Annotated[str | None, typer.Option(
+    "--to", metavar="NODE", help="Promote the secondary on NODE (planned only), e.g. the local "
+    "secondary, to switch over within the region. Default: the geo-secondary.")]
 
 
 # --- following an operation ----------------------------------------------------------
@@ -98,15 +101,16 @@ def _stopped_following(op_id: str) -> typer.Exit:
 
 def failover(
     env: EnvName,
-    mode: ModeOption = Mode.planned, forced: Forced = False,
+    mode: ModeOption = Mode.planned, forced: Forced = False, to: To = None,
     no_wait: NoWait = False,
     as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
 ) -> None:
-    """Move an environment's primary to its paired region (zero loss when planned)."""
+    """Move an environment's primary to its paired region (zero loss when planned), or with
+    --to to another replica."""
     from .views import StepPrinter
 
     with reported(), connect(url, token, data) as client:
-        op = client.failover(env, Mode.forced.value if forced else mode.value)
+        op = client.failover(env, Mode.forced.value if forced else mode.value, to=to)
         if no_wait:
             _print_started(op, as_json)
             return

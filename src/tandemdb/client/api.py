@@ -154,6 +154,19 @@ class Api:
         `secondaries` the catalog places on it, `last_heartbeat_age`."""
         return self._call("GET", "/v1/nodes", _key("nodes"))
 
+    def drain_node(self, node: str, parallelism: int | None = None) -> dict:
+        """Drain a node for maintenance (docs/ha.md, "Drain"); answers the operation
+        (`node.drain`). Its primaries move to their local secondaries (zero loss), its
+        secondaries to other nodes of its region, and it is left `cordoned`."""
+        body: dict[str, Any] = {}
+        if parallelism is not None:
+            body["parallelism"] = parallelism
+        return self._call("POST", f"/v1/nodes/{_segment(node)}/drain", json=body)
+
+    def uncordon_node(self, node: str) -> dict:
+        """Make a drained node placeable again: `{"node", "was"}` (its state before)."""
+        return self._call("POST", f"/v1/nodes/{_segment(node)}/uncordon")
+
     def create_environment(self, name: str, type: str = "production",
                            region: str | None = None,
                            rpo_limit_seconds: float | None = None) -> dict:
@@ -212,14 +225,18 @@ class Api:
     # --- failover (docs/failover.md): each answers the operation at once (202)
 
     def failover(self, env: str, mode: str = "planned",
-                 catch_up_timeout: float | None = None) -> dict:
+                 catch_up_timeout: float | None = None, to: str | None = None) -> dict:
         """Move the environment's primary to its other region; answers the operation.
 
         `catch_up_timeout`: seconds the secondary has to reach the final lsn (default 10);
-        past it the failover fails and the old primary takes writes again."""
+        past it the failover fails and the old primary takes writes again. `to`: the node
+        of the secondary to promote (planned only; e.g. its local secondary, to switch
+        over within the region)."""
         body: dict[str, Any] = {"mode": mode}
         if catch_up_timeout is not None:
             body["catch_up_timeout"] = catch_up_timeout
+        if to is not None:
+            body["to"] = to
         return self._call("POST", _env(env) + "/failover", json=body)
 
     def region_failover(self, region: str, mode: str = "planned",

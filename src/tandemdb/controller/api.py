@@ -95,9 +95,9 @@ def install_routes(app: FastAPI, ctl: Controller) -> None:
     @router.post("/v1/environments/{env}/failover",
                  openapi_extra=documented(EnvironmentFailover))
     async def failover(env: str, request: Request) -> JSONResponse:
-        mode, catch_up = parse_request(await read_json(request, allow_empty=True))
+        mode, catch_up, to = parse_request(await read_json(request, allow_empty=True))
         return await started(await asyncio.to_thread(ctl.failovers.start, env, mode, None,
-                                                     catch_up))
+                                                     catch_up, to))
 
     @router.post("/v1/environments", openapi_extra=documented(CreateEnvironment))
     async def create_environment(request: Request) -> JSONResponse:

@@ -94,6 +94,9 @@ class EnvironmentFailover(Schema):
     catch_up_timeout: CatchUpSeconds = Field(
         10.0, description=f"the seconds (above 0, at most {MAX_CATCH_UP:g}) the secondary "
                           "has to reach the final lsn")
+    to: Name | None = Field(None, description=(
+        "the node of the secondary to promote (planned only), e.g. the local secondary for a "
+        "switchover within the region; default: the geo-secondary in the pair"))
 
 
 class SyncChange(Schema):

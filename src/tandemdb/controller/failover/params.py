@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..bodies import EnvironmentFailover, parse
+from ..bodies import EnvironmentFailover, bad, parse
 from ..events import EventType
 from ..records import ReplicaRef
 
@@ -27,11 +27,14 @@ EVENTS = {
 }
 
 
-def parse_request(raw: Any) -> tuple[str, float]:
-    """`mode` and `catch_up_timeout` of a failover request body (`bodies.EnvironmentFailover`,
-    {} when empty); 400 with what to fix."""
+def parse_request(raw: Any) -> tuple[str, float, str | None]:
+    """`mode`, `catch_up_timeout` and `to` of a failover request body
+    (`bodies.EnvironmentFailover`, {} when empty); 400 with what to fix."""
     body = parse(EnvironmentFailover, raw)
-    return body.mode, float(body.catch_up_timeout)
+    if body.to is not None and body.mode != "planned":
+        raise bad(f"invalid to {body.to!r} with mode {body.mode}: 'to' names the secondary of "
+                  "a planned failover only; a forced failover promotes the geo-secondary")
+    return body.mode, float(body.catch_up_timeout), body.to
 
 
 @dataclass(frozen=True)
