@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -191,57 +192,100 @@ class LocalDeployment:
                                                      indent=2))
 
     def staged_out(self) -> set[str]:
-        """Nodes of regions SIGKILLed by `tandem region outage` (not to be restarted)."""
-        killed = {r for r, kind in staged_outages(self.data).items() if kind == KILL}
-        return {n for n, spec in self.deployment.nodes.items() if spec["region"] in killed}
+        """Nodes SIGKILLed by `tandem region|node outage` (not to be restarted)."""
+        return {node for name, kind in staged_outages(self.data).items() if kind == KILL
+                for node in target(self.deployment, name).nodes}
 
 
-# -- staged outages (tandem region outage | recover) ----------------------------------------
+# -- staged outages (tandem region|node outage | recover) -----------------------------------
 
-def stage_outage(data: Path, region: str, partition: bool = False) -> list[str]:
-    """Take `region` out of a running local deployment; answers what was hit.
+REGION, NODE = "region", "node"  # what a staged outage takes out
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a staged outage takes out: a whole region, or one node. `outage.json` is keyed
+    by its name (a region's or a node's)."""
+
+    what: str  # REGION or NODE
+    name: str
+    nodes: tuple[str, ...]
+    links: tuple[str, ...]  # the fault proxy's links with one of `nodes` at an end
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.name}"
+
+
+def target(deployment: Deployment, name: str, what: str | None = None) -> Target:
+    """`name` as a region or a node of `deployment` (`what` insists on one); a StartError
+    naming the known ones when there is none."""
+    if what != NODE and name in deployment.regions:
+        what, nodes = REGION, tuple(deployment.nodes_in(name))
+    elif what != REGION and name in deployment.nodes:
+        what, nodes = NODE, (name,)
+    else:
+        known = {REGION: [*deployment.regions], NODE: [*deployment.nodes]}
+        kinds = [what] if what else [REGION, NODE]
+        raise StartError(f"unknown {' or '.join(kinds)} {name!r}: " + "; ".join(
+            f"the {k}s are {', '.join(known[k])}" for k in kinds))
+    links = tuple(sorted(link for link in deployment.links()
+                         if any(end in nodes for end in link.split(">"))))
+    return Target(what, name, nodes, links)
+
+
+def stage_outage(data: Path, name: str, partition: bool = False,
+                 what: str = REGION) -> list[str]:
+    """Take a region, or one node, out of a running local deployment; answers what was hit.
 
     Without `partition`: SIGKILL its nodes (names answered), and a foreground `tandem up`
     does not restart them until `recover`. With it: its nodes keep running and serving
     clients, but the fault proxy cuts their links to the controller and to the paired
-    region (link names answered)."""
+    region (link names answered). A region and one of its nodes are never out at once."""
     deployment = Deployment.load(data)
-    if region not in deployment.regions:
-        raise StartError(f"unknown region {region!r}: the regions are "
-                         f"{', '.join(deployment.regions)}")
+    hit = target(deployment, name, what)
     pids = running_pids(data)
     if not pids:
         raise StartError(f"no deployment is running from {data}; 'tandem up' starts one")
     out = staged_outages(data)
-    if region in out:
-        raise StartError(f"region {region} is already out ({out[region]}); 'tandem region "
-                         f"recover {region}' brings it back first")
+    for key, kind in out.items():
+        other = target(deployment, key)
+        if other == hit:
+            raise StartError(f"{hit} is already out ({kind}); 'tandem {what} recover {name}' "
+                             "brings it back first")
+        if set(other.nodes) & set(hit.nodes):
+            raise StartError(f"{other} is out ({kind}), which {hit} is part of or holds; "
+                             f"'tandem {other.what} recover {key}' brings it back first")
     if partition:
-        links = set_links(deployment, {"region": region, "mode": "cut"})
-        write_outages(data, {**out, region: PARTITION})
+        links = set_links(deployment, {"links": list(hit.links), "mode": "cut"})
+        write_outages(data, {**out, name: PARTITION})
         return links
-    write_outages(data, {**out, region: KILL})
+    write_outages(data, {**out, name: KILL})
     killed = []
-    for name in deployment.nodes_in(region):
-        pid = pids.get(name)
+    for node in hit.nodes:
+        pid = pids.get(node)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            killed.append(name)
+            killed.append(node)
     return killed
 
 
-def recover(data: Path, region: str) -> tuple[str, list[str]]:
+def recover(data: Path, name: str, what: str = REGION) -> tuple[str, list[str]]:
     """End a staged outage; answers its kind and the links healed or the nodes started
-    (none when a foreground `up` restarts killed nodes itself)."""
+    (none when a foreground `up` restarts killed nodes itself). A link that another staged
+    partition also cuts (a node's link to a partitioned pair) stays cut."""
     deployment = Deployment.load(data)
+    hit = target(deployment, name, what)
     out = staged_outages(data)
-    if region not in out:
-        raise StartError(f"region {region!r} is not staged out; 'tandem region outage "
-                         f"{region}' takes it out")
-    kind = out.pop(region)
+    if name not in out:
+        raise StartError(f"{hit} is not staged out; 'tandem {what} outage {name}' takes it "
+                         "out")
+    kind = out.pop(name)
     if kind == PARTITION:
-        healed = set_links(deployment, {"region": region, "mode": "ok"})
+        still = {link for key, other in out.items() if other == PARTITION
+                 for link in target(deployment, key).links}
+        healed = set_links(deployment, {"links": [link for link in hit.links
+                                                  if link not in still], "mode": "ok"})
         write_outages(data, out)
         return kind, healed
     write_outages(data, out)
@@ -250,10 +294,10 @@ def recover(data: Path, region: str) -> tuple[str, list[str]]:
         return kind, []  # the foreground supervisor starts them within half a second
     cluster = LocalDeployment(deployment)
     started = []
-    for name in deployment.nodes_in(region):
-        if name not in running_pids(data):
-            run["pids"][name] = cluster.start(name).pid
-            started.append(name)
+    for node in hit.nodes:
+        if node not in running_pids(data):
+            run["pids"][node] = cluster.start(node).pid
+            started.append(node)
     (Path(data) / RUN_FILE).write_text(json.dumps(run, indent=2))
     return kind, started
 

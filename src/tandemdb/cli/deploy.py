@@ -1,6 +1,7 @@
 """`tandem up | down | demo`: run a local deployment (see tandemdb.local)."""
 
 import json
+import math
 import signal
 import time
 from pathlib import Path
@@ -19,18 +20,29 @@ DEFAULT_DATA = Path("tandem-data")
 err = LazyConsole(stderr=True)
 
 
-def parse_grace(text: str | None) -> float | None:
-    """`--grace-seconds`: a number of seconds above 0, or `off` (None)."""
+def parse_seconds(text: str | None, flag: str,
+                  bounds: tuple[float, float] | None = None) -> float | None:
+    """A `SECONDS|off` flag: None for `off` (or not given), else a number of seconds above
+    0 (within `bounds`, both included, if given); a ValueError naming the flag otherwise."""
     if text is None or text.strip().lower() == "off":
         return None
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 < value < float("inf"):
-        raise ValueError(f"--grace-seconds must be a number of seconds above 0, or off; not "
-                         f"{text!r}")
+    if not (math.isfinite(value) and value > 0
+            and (bounds is None or bounds[0] <= value <= bounds[1])):
+        within = "above 0" if bounds is None else f"from {bounds[0]:g} to {bounds[1]:g}"
+        raise ValueError(f"{flag} must be a number of seconds {within}, or off; not {text!r}")
     return value
+
+
+# `tandem up`'s SECONDS|off flags: deployment.json's key, and the bounds it accepts
+# (common/deployment.py checks the same). Given, each is saved for the next `up` too.
+SECONDS_FLAGS: dict[str, tuple[str, tuple[float, float] | None]] = {
+    "--grace-seconds": ("grace_seconds", None),
+    "--node-grace-seconds": ("node_grace_seconds", (0.1, 3600.0)),
+    "--replace-after": ("replace_after_seconds", (1.0, 86400.0))}
 
 
 def check_nodes_per_region(count: int) -> None:
@@ -45,8 +57,9 @@ def up(
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Deployment data directory."),
     regions: str = typer.Option("west=east", help="Region pairs, e.g. west=east."),
     nodes_per_region: int = typer.Option(
-        1, help="Nodes per region; 2 or more gives every environment a local synchronous "
-                "secondary on another node of its home region (docs/ha.md)."),
+        2, help="Nodes per region; 2 or more gives every environment a local synchronous "
+                "secondary on another node of its home region (docs/ha.md); 1 turns that "
+                "off. Used when the data directory has no deployment yet."),
     port: int = typer.Option(7070, min=1024, max=65000, help="Gateway port; the others follow."),
     detach: bool = typer.Option(False, "--detach", help="Return once every process is up."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -54,6 +67,15 @@ def up(
         None, "--grace-seconds", show_default=False,
         help="Seconds a region must be lost, to the controller and to its pair, before its "
              "primaries are force-failed-over (default 30); 'off' leaves it to the operator."),
+    node_grace_seconds: str | None = typer.Option(
+        None, "--node-grace-seconds", show_default=False,
+        help="Seconds a node may miss heartbeats before it is declared down and its "
+             "primaries move to their sync local secondaries (default 2); 'off' leaves it "
+             "to the operator."),
+    replace_after: str | None = typer.Option(
+        None, "--replace-after", show_default=False,
+        help="Seconds a node may stay down before its replicas are re-created on other "
+             "nodes of its region (default 60); 'off' never replaces them."),
     lease_ttl: float | None = typer.Option(
         None, "--lease-ttl", min=0.5, show_default=False,
         help="Seconds of a primary's lease from the controller (default 5)."),
@@ -69,7 +91,10 @@ def up(
 
     try:
         pairs = local.parse_pairs(regions)
-        grace = parse_grace(grace_seconds)
+        given = {"--grace-seconds": grace_seconds, "--replace-after": replace_after,
+                 "--node-grace-seconds": node_grace_seconds}
+        seconds = {SECONDS_FLAGS[flag][0]: parse_seconds(text, flag, SECONDS_FLAGS[flag][1])
+                   for flag, text in given.items() if text is not None}
         check_nodes_per_region(nodes_per_region)
     except ValueError as exc:
         _fail(str(exc))
@@ -81,10 +106,9 @@ def up(
     except DeploymentError as exc:  # a deployment.json that does not fit its schema
         _fail(str(exc))
     (Path(data) / OUTAGE_FILE).unlink(missing_ok=True)  # `up` brings every region up
-    if grace_seconds is not None or lease_ttl is not None \
-            or fault_proxy != bool(deployment.fault_proxy):
-        if grace_seconds is not None:  # both kept for the next `up` too
-            deployment.grace_seconds = grace
+    if seconds or lease_ttl is not None or fault_proxy != bool(deployment.fault_proxy):
+        for key, value in seconds.items():  # kept for the next `up` too, like the lease
+            setattr(deployment, key, value)
         if lease_ttl is not None:
             deployment.lease_ttl = lease_ttl
         if fault_proxy and not deployment.fault_proxy:

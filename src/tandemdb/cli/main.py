@@ -34,8 +34,10 @@ app.add_typer(failover.region_app, name="region")
 failover.region_app.command("outage")(outage.outage)
 failover.region_app.command("recover")(outage.recover)
 app.command("regions")(failover.region_list)
-# The nodes, their state and what they host (nodes.py).
+# The nodes, their state and what they host (nodes.py); a node's staged loss (outage.py).
 app.add_typer(nodes.app, name="node")
+nodes.app.command("outage")(outage.node_outage)
+nodes.app.command("recover")(outage.node_recover)
 
 
 @app.command()

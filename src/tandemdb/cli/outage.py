@@ -1,14 +1,17 @@
-"""`tandem region outage R [--partition]` and `tandem region recover R`: rehearse losing a
-region.
+"""`tandem region outage R [--partition]` / `tandem region recover R`, and the same for one
+node, `tandem node outage NODE [--partition]` / `tandem node recover NODE`: rehearse
+losing a region, or a single machine of one.
 
-An outage SIGKILLs every node process of region R in the local deployment (the controller
-and the gateway stay up, as they would outside the lost region). `--partition` instead
-leaves R's nodes running, and reachable by clients directly, but has the fault proxy
-(`tandem up --fault-proxy`) cut their links to the controller and to the paired region.
+An outage SIGKILLs every node process of region R (or the one process of NODE) in the local
+deployment (the controller and the gateway stay up, as they would outside what was lost).
+`--partition` instead leaves them running, and reachable by clients directly, but has the
+fault proxy (`tandem up --fault-proxy`) cut their links to the controller and to the paired
+region (a node's link to the other nodes of its own region does not go through the proxy).
 With `grace_seconds` set, the controller then declares R down and forces its primaries over
-to the pair (docs/failover.md). `recover` starts R's nodes again, or heals its links: their
-replicas come back fenced, rejoin with their lost writes kept, and `tandem region failback
-R` brings them home.
+to the pair (docs/failover.md); with `node_grace_seconds` set, it declares NODE down and
+promotes the sync local secondaries of its primaries (docs/ha.md). `recover` starts the
+processes again, or heals the links: their replicas come back, rejoin as secondaries with
+their lost writes kept, and `tandem region failback R` brings a region's environments home.
 """
 
 import json
@@ -22,8 +25,17 @@ from tandemdb.common.outages import PARTITION
 from .connection import DEFAULT_DATA, Data, Json, LazyConsole
 
 Region = Annotated[str, typer.Argument(help="Region name, e.g. west.", show_default=False)]
+Node = Annotated[str, typer.Argument(help="Node name, e.g. west-1 ('tandem node list').",
+                                     show_default=False)]
 T = TypeVar("T")
 err = LazyConsole(stderr=True, soft_wrap=True)  # whole lines: commands and paths stay intact
+# What a region and a node outage each say after the facts: who still serves clients, and
+# what comes after `recover`.
+STILL_SERVES = {"region": "its nodes still serve", "node": "it still serves"}
+AFTER_RECOVER = {"region": "its replicas rejoin as secondaries, then 'tandem region failback "
+                           "{name}' brings its environments home",
+                 "node": "its replicas rejoin, as secondaries where others were promoted "
+                         "meanwhile"}
 
 
 def outage(region: Region, partition: bool = typer.Option(
@@ -32,36 +44,57 @@ def outage(region: Region, partition: bool = typer.Option(
         "--fault-proxy)."), as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
     """Stage an outage: SIGKILL every node of REGION (nothing is shut down cleanly), or
     partition it from the controller and its pair."""
-    from tandemdb import local
+    _outage("region", region, partition, as_json, data)
 
-    hit = _run(lambda: local.stage_outage(data, region, partition))
-    if as_json:
-        key = "cut" if partition else "killed"
-        print(json.dumps({"region": region, "kind": "partition" if partition else "kill",
-                          key: hit}))
-    elif partition:
-        err.print(f"region {region} is partitioned: cut {len(hit)} link(s) ({', '.join(hit)}); "
-                  f"its nodes still serve clients directly; 'tandem region recover {region}' "
-                  "heals them")
-    else:
-        err.print(f"region {region} is out: SIGKILLed "
-                  f"{', '.join(hit) or 'nothing (not running)'}; 'tandem region recover "
-                  f"{region}' brings it back")
+
+def node_outage(node: Node, partition: bool = typer.Option(
+        False, "--partition", help="Keep NODE running and reachable by clients, but cut its "
+        "links to the controller and the paired region (needs tandem up --fault-proxy)."),
+        as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
+    """Stage the loss of one node: SIGKILL its process (nothing is shut down cleanly), or
+    partition it from the controller and the paired region."""
+    _outage("node", node, partition, as_json, data)
 
 
 def recover(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
     """End a staged outage: start REGION's nodes again, or heal its links."""
+    _recover("region", region, as_json, data)
+
+
+def node_recover(node: Node, as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
+    """End a staged node outage: start NODE again, or heal its links."""
+    _recover("node", node, as_json, data)
+
+
+def _outage(what: str, name: str, partition: bool, as_json: bool, data: Data) -> None:
     from tandemdb import local
 
-    kind, done = _run(lambda: local.recover(data, region))
+    hit = _run(lambda: local.stage_outage(data, name, partition, what))
+    if as_json:
+        key = "cut" if partition else "killed"
+        print(json.dumps({what: name, "kind": "partition" if partition else "kill",
+                          key: hit}))
+    elif partition:
+        err.print(f"{what} {name} is partitioned: cut {len(hit)} link(s) ({', '.join(hit)}); "
+                  f"{STILL_SERVES[what]} clients directly; 'tandem {what} recover {name}' "
+                  "heals them")
+    else:
+        err.print(f"{what} {name} is out: SIGKILLed "
+                  f"{', '.join(hit) or 'nothing (not running)'}; 'tandem {what} recover "
+                  f"{name}' brings it back")
+
+
+def _recover(what: str, name: str, as_json: bool, data: Data) -> None:
+    from tandemdb import local
+
+    kind, done = _run(lambda: local.recover(data, name, what))
     if as_json:
         key = "healed" if kind == PARTITION else "started"
-        print(json.dumps({"region": region, key: done}))
+        print(json.dumps({what: name, key: done}))
         return
-    what = (f"healed {len(done)} link(s)" if kind == PARTITION
-            else f"started {', '.join(done) or 'by tandem up'}")
-    err.print(f"region {region} is back: {what}; its replicas rejoin as secondaries, then "
-              f"'tandem region failback {region}' brings its environments home")
+    did = (f"healed {len(done)} link(s)" if kind == PARTITION
+           else f"started {', '.join(done) or 'by tandem up'}")
+    err.print(f"{what} {name} is back: {did}; {AFTER_RECOVER[what].format(name=name)}")
 
 
 def _run(action: Callable[[], T]) -> T:

@@ -8,8 +8,9 @@
 - `POST /v1/links` `{"links": [names] | "region": R, "mode": "ok"|"cut"|"drop",
   "delay": s}`: set the fault of those links (all of them when neither is given).
 
-Both `/v1` paths need the cluster secret. A restarted proxy cuts again the regions that
-`tandem region outage R --partition` staged (`outage.json`), so a partition outlives it.
+Both `/v1` paths need the cluster secret. A restarted proxy cuts again the regions and
+nodes that `tandem region|node outage NAME --partition` staged (`outage.json`), so a
+partition outlives it.
 """
 
 from __future__ import annotations
@@ -51,15 +52,22 @@ class FaultProxy:
     async def start(self) -> None:
         for link in self.links.values():
             await link.start()
-        for region, kind in staged_outages(Path(self.deployment.data)).items():
+        for name, kind in staged_outages(Path(self.deployment.data)).items():
             if kind == PARTITION:
-                self.apply(self.deployment.region_links(region), Fault(Mode.CUT))
+                self.apply(self.staged_links(name), Fault(Mode.CUT))
         log.info("fault proxy on %d link(s): %s", len(self.links), ", ".join(
             f"{name} ({link.port} -> {link.target_port})" for name, link in self.links.items()))
 
     async def stop(self) -> None:
         for link in self.links.values():
             await link.stop()
+
+    def staged_links(self, name: str) -> list[str]:
+        """The links a staged partition cuts: a region's (`tandem region outage`), or one
+        node's (`tandem node outage`), all those with the node at one end."""
+        if name in self.deployment.regions:
+            return self.deployment.region_links(name)
+        return sorted(link for link in self.links if name in link.split(">"))
 
     def apply(self, names: list[str], fault: Fault) -> None:
         for name in names:
