@@ -107,8 +107,8 @@ class HaltWatch:
 
     async def _halted(self, env: str, node: str, region: str | None, halt: dict) -> None:
         fix = reseed_hint(env, region)
-        log.warning("environment %s: replication to %s (%s) halted at lsn %s (%s: %s); the "
-                    "geo-secondary is not being updated; fix: %s", env, node, region,
+        log.warning("environment %s: replication to %s (%s) halted at lsn %s (%s: %s); that "
+                    "secondary is not being updated; fix: %s", env, node, region,
                     halt["lsn"], halt["code"], halt["message"], fix)
         data = {"node": node, "lsn": halt["lsn"], "applied_lsn": halt["applied_lsn"],
                 "error": {"code": halt["code"], "message": halt["message"]},

@@ -76,7 +76,8 @@ def replica_state(env: str, replica: ReplicaRef, own: dict) -> dict:
     return {"state": "halted", "error": {
         "code": "replication_halted",
         "message": f"replication of {env} to {region} halted at lsn {halt['lsn']}: "
-                   f"{halt['code']}: {halt['message']}. The geo-secondary is not being "
+                   f"{halt['code']}: {halt['message']}. The {replica.kind.value} "
+                   f"secondary on {replica.node} is not being "
                    "updated, and will not retry by itself; re-seed it from a snapshot of "
                    f"the primary: {reseed_hint(env, region)}",
         "lsn": halt["lsn"], "applied_lsn": halt["applied_lsn"], "cause": halt["code"],
