@@ -1,14 +1,15 @@
 """`tandem demo`: a whole deployment in a temporary directory, in under a minute.
 
-It starts the processes, creates a production environment, writes rows and files through
-the gateway, watches the geo-secondary's lag fall to zero, reads back from the paired
-region and compares both regions' logical checksums. Then, while a writer thread keeps
-writing unique ids through the gateway into five production environments, it fails one
-environment over, the whole home region over, and back; after each operation it compares
-the writes acknowledged with the rows found. Last, the home region is lost without
-warning (demo_outage.py): forced over by the controller, brought back, its lost writes
-listed, compared with what the writer lacks, replayed, and failed back. It prints a report
-and stops everything.
+It starts the processes (2 nodes per region by default), creates a production environment
+(with a local sync secondary on the other west node, and a geo-secondary in east), writes
+rows and files through the gateway, watches every secondary's lag fall to zero, reads back
+from the paired region and compares the logical checksums of all three replicas. Then,
+while a writer thread keeps writing unique ids through the gateway into five production
+environments, it fails one environment over, the whole home region over, and back; after
+each operation it compares the writes acknowledged with the rows found. Last, the home
+region is lost without warning (demo_outage.py): forced over by the controller, brought
+back, its lost writes listed, compared with what the writer lacks, replayed, and failed
+back. It prints a report and stops everything.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -25,8 +27,9 @@ from tandemdb.bench.switchover import TABLE, id_writer, wait_replicated
 from tandemdb.client import Client, TandemError
 from tandemdb.client.operations import environment_results, max_rto_seconds
 from tandemdb.common.deployment import Deployment
+from tandemdb.common.http import SECRET_HEADER
 from tandemdb.demo_outage import GRACE_SECONDS, LEASE_TTL, run_outage
-from tandemdb.testing import IdWriter, LocalDeployment
+from tandemdb.testing import IdWriter, LocalDeployment, caught_up
 
 ENV = "acme"
 WRITERS = 8
@@ -36,7 +39,10 @@ OPERATION_TIMEOUT = 120.0
 WRITE_BEFORE_SECONDS = 0.5  # the writer runs this long before each operation starts
 
 
-def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
+def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False,
+             nodes_per_region: int = 2) -> dict:
+    """With 2+ nodes per region every environment also has a local sync secondary, which
+    the checks read too (docs/ha.md)."""
     console = Console(stderr=True, quiet=quiet)
     started = time.monotonic()
     # A short grace period and lease, so that the lost region is failed over in seconds.
@@ -44,12 +50,13 @@ def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
     # (and removes the directory) however the demo ends.
     with console.status("starting") as status, LocalDeployment.temporary(
             prefix="tandem-demo-", healthy=False, progress=status.update,
-            grace_seconds=GRACE_SECONDS, lease_ttl=LEASE_TTL) as cluster:
+            nodes_per_region=nodes_per_region, grace_seconds=GRACE_SECONDS,
+            lease_ttl=LEASE_TTL) as cluster:
         status.stop()  # every process is up: from here on the demo prints its own lines
         deployment, client = cluster.deployment, cluster.client
         console.print(f"deployment up at {deployment.gateway_url}: controller, gateway, "
                       f"nodes {', '.join(sorted(deployment.nodes))}")
-        report = _scenario(client, console, rows, files)
+        report = _scenario(client, deployment, console, rows, files)
         switched = _failovers(client, deployment, console)
         report.update(switched, ok=report["ok"] and switched["failovers_ok"])
         if switched["failovers_ok"]:
@@ -64,11 +71,18 @@ def run_demo(rows: int = 1000, files: int = 20, quiet: bool = False) -> dict:
     return report
 
 
-def _scenario(client: Client, console: Console, rows: int, files: int) -> dict:
-    client.create_environment(ENV, type="production", region="west")
+def _scenario(client: Client, deployment: Deployment, console: Console, rows: int,
+              files: int) -> dict:
+    view = client.create_environment(ENV, type="production", region="west")
     client.sql(ENV, "CREATE TABLE orders(id INTEGER PRIMARY KEY, item TEXT, qty INTEGER)")
-    console.print(f"created production environment [bold]{ENV}[/bold]: primary in west, "
-                  "geo-secondary in east")
+    local = [r for r in view["replicas"] if r.get("kind") == "local"]
+    # With 2+ nodes in west, one local secondary, recorded sync; with one node, none.
+    local_ok = len(local) == min(1, len(deployment.nodes_in(HOME)) - 1) \
+        and all(r.get("sync") for r in local)
+    primary = next(r["node"] for r in view["replicas"] if r["role"] == "primary")
+    console.print(f"created production environment [bold]{ENV}[/bold]: primary on {primary}"
+                  + "".join(f", local {'sync ' if r.get('sync') else ''}secondary on "
+                            f"{r['node']}" for r in local) + f", geo-secondary in {PAIR}")
 
     acked: list[int] = []
     last_lsn = 0
@@ -102,9 +116,11 @@ def _scenario(client: Client, console: Console, rows: int, files: int) -> dict:
     sample = next(iter(contents), None)
     file_ok = sample is None or client.get_file(ENV, sample, read_region="east") == contents[sample]
     west, east = client.checksum(ENV, "west"), client.checksum(ENV, "east")
+    local_sums = [_node_checksum(deployment, r["node"]) for r in local]
+    equal = all(s == west["total"] for s in [east["total"], *local_sums])
     expected_qty = sum(i % 7 for i in range(1, rows + 1))
     ok = (east_rows == rows == len(acked) and east_qty == expected_qty and file_ok
-          and west["total"] == east["total"])
+          and equal and local_ok)
     return {
         "ok": ok,
         "environment": ENV,
@@ -118,8 +134,21 @@ def _scenario(client: Client, console: Console, rows: int, files: int) -> dict:
         "lag_entries_seen": lag_samples,
         "checksum_west": west["total"],
         "checksum_east": east["total"],
-        "checksums_equal": west["total"] == east["total"],
+        "local_secondaries": [r["node"] for r in local],
+        "local_secondaries_ok": local_ok,
+        "checksum_local": local_sums,
+        "checksums_equal": equal,
     }
+
+
+def _node_checksum(deployment: Deployment, node: str) -> str:
+    """The logical checksum of ENV's replica on `node`, asked of the node itself: the
+    gateway reads one replica per region, and a local secondary shares its region with
+    the primary."""
+    answer = httpx.get(f"{deployment.node_url(node)}/internal/v1/replicas/{ENV}/checksum",
+                       headers={SECRET_HEADER: deployment.secret}, timeout=30.0)
+    answer.raise_for_status()
+    return str(answer.json()["total"])
 
 
 def _failovers(client: Client, deployment: Deployment, console: Console) -> dict:
@@ -231,26 +260,22 @@ def _print_failovers(console: Console, rows: list[dict], errors: list[str]) -> N
 
 
 def _watch_lag(client: Client, console: Console, timeout: float = 20.0) -> list[int]:
-    """Poll the environment until the secondary's lag is zero; return the lags seen."""
+    """Poll the environment until every secondary (the geo one, and the local one with 2+
+    nodes per region) has applied the primary's lsn; return the largest lags seen."""
     seen: list[int] = []
     deadline = time.monotonic() + timeout
-    with console.status("waiting for the geo-secondary to catch up") as status:
+    with console.status("waiting for the secondaries to catch up") as status:
         while time.monotonic() < deadline:
             view = client.environment(ENV)
             lag = max((r.get("lag_entries") or 0) for r in view["replicas"]
                       if r["role"] == "secondary")
             seen.append(lag)
-            status.update(f"geo-secondary lag: {lag} entries")
-            if lag == 0 and _caught_up(view):
+            status.update(f"secondaries' lag: {lag} entries")
+            if lag == 0 and caught_up(client, ENV):
                 break
             time.sleep(0.2)
-    console.print(f"geo-secondary lag went {' → '.join(str(x) for x in _squeeze(seen))}")
+    console.print(f"secondaries' lag went {' → '.join(str(x) for x in _squeeze(seen))}")
     return seen
-
-
-def _caught_up(view: dict) -> bool:
-    lsns = {r["role"]: r.get("applied_lsn") for r in view["replicas"]}
-    return lsns.get("secondary") is not None and lsns.get("secondary") == view.get("primary_lsn")
 
 
 def _squeeze(values: list[int]) -> list[int]:
@@ -264,9 +289,10 @@ def _print_report(console: Console, report: dict) -> None:
     table.add_column("value", justify="right")
     for key in ("rows_acknowledged", "rows_in_east", "files_written",
                 "file_read_from_east_matches", "writes_per_second", "last_lsn",
-                "checksums_equal", "failover_writes_acknowledged", "failover_rows_found",
-                "failover_writer_errors", "failover_rto_max_ms", "outage_declared_down_seconds",
-                "outage_writable_seconds", "outage_lost_entries", "outage_acked_missing",
+                "local_secondaries", "checksums_equal", "failover_writes_acknowledged",
+                "failover_rows_found", "failover_writer_errors", "failover_rto_max_ms",
+                "outage_declared_down_seconds", "outage_writable_seconds",
+                "outage_lost_entries", "outage_acked_missing",
                 "outage_lost_equals_acked_missing", "outage_replayed",
                 "outage_replay_conflicts", "outage_failback_state", "outage_rows_found",
                 "elapsed_seconds"):

@@ -47,9 +47,15 @@ def test_seconds_or_off():
             parse_seconds(bad, "--node-grace-seconds", bounds)
 
 
+def test_demo_refuses_a_region_without_nodes():
+    fails_cleanly(["demo", "--nodes-per-region", "0"],
+                  "--nodes-per-region must be 1 or more, not 0")
+
+
 @pytest.mark.parametrize("command,options", [
     (["up"], ["--nodes-per-region", "--node-grace-seconds", "--replace-after",
               "--grace-seconds", "default 2", "default 60"]),
+    (["demo"], ["--nodes-per-region", "--json"]),
     (["node", "outage"], ["NODE", "--partition", "--json", "--data"]),
     (["node", "recover"], ["NODE", "--json", "--data"]),
 ])

@@ -185,13 +185,21 @@ def down(
 def demo(
     rows: int = typer.Option(1000, min=10, help="Rows to write."),
     files: int = typer.Option(20, min=0, help="Files to write."),
+    nodes_per_region: int = typer.Option(
+        2, help="Nodes per region; with 2 or more every environment also has a local sync "
+                "secondary, which the demo checks too."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Start a deployment, replicate rows and files, fail over and back (planned), then lose
     a region (forced failover, lost writes, replay, failback), compare, stop."""
     from tandemdb.demo import run_demo
 
-    report = run_demo(rows=rows, files=files, quiet=as_json)
+    try:
+        check_nodes_per_region(nodes_per_region)
+    except ValueError as exc:
+        _fail(str(exc))
+    report = run_demo(rows=rows, files=files, quiet=as_json,
+                      nodes_per_region=nodes_per_region)
     if as_json:
         print(json.dumps(report))
     if not report["ok"]:
