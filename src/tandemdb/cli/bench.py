@@ -157,17 +157,50 @@ def _isolation_details(result: dict) -> None:
     console().print(table)
 
 
-def _failover_details(result: dict) -> None:
-    """One row per environment: the figures the main table sums or takes the largest of."""
-    from rich.table import Table
+def _per_env(columns: dict[str, str]) -> Callable[[dict], None]:
+    """A `details` printer: one row per environment, one column per `{title: key}` of a
+    per-environment figure (the main table sums those, or takes the largest)."""
 
-    table = Table(title="per environment")
-    columns = {"lag": "lag_at_outage_per_env", "writable s": "detect_to_writable_per_env",
-               "lost (known)": "lost_entries_known_per_env", "lost": "lost_entries_per_env",
-               "acked missing": "acked_missing_per_env"}
-    table.add_column("env")
-    for name in columns:
-        table.add_column(name, justify="right")
-    for env in result.get("detect_to_writable_per_env", {}):
-        table.add_row(env, *(str(result.get(key, {}).get(env)) for key in columns.values()))
-    console().print(table)
+    def details(result: dict) -> None:
+        from rich.table import Table
+
+        table = Table(title="per environment")
+        table.add_column("env")
+        for name in columns:
+            table.add_column(name, justify="right")
+        for env in result.get("detect_to_writable_per_env", {}):
+            table.add_row(env, *(str(result.get(key, {}).get(env))
+                                 for key in columns.values()))
+        console().print(table)
+
+    return details
+
+
+_failover_details = _per_env({
+    "lag": "lag_at_outage_per_env", "writable s": "detect_to_writable_per_env",
+    "lost (known)": "lost_entries_known_per_env", "lost": "lost_entries_per_env",
+    "acked missing": "acked_missing_per_env"})
+
+
+@bench_app.command("node-failure")
+def bench_node_failure(
+    envs: int = typer.Option(10, min=1, help="Production environments in west, their "
+                                             "primaries all on one node, one writer each."),
+    as_json: JsonOnly = False,
+) -> None:
+    """The loss of one node (2 per region): detection to writable, nothing acknowledged
+    lost, no region failover, re-replication after its restart."""
+    from tandemdb.bench import node_failure
+    from tandemdb.client import TandemError
+
+    try:
+        _report(node_failure.run, "node failure benchmark (SIGKILL of one west node)",
+                as_json, details=_node_failure_details, envs=envs)
+    except (TandemError, RuntimeError) as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+_node_failure_details = _per_env({
+    "writable s": "detect_to_writable_per_env", "failover RTO s": "node_failover_rto_per_env",
+    "acked lost": "acked_lost_per_env"})
