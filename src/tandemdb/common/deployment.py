@@ -5,7 +5,8 @@ chosen once (by `tandem up`) and survive restarts.
 
 With a fault proxy (`tandem up --fault-proxy`), the links a region's outage would cut run
 through it: each node's heartbeats to the controller, the controller's calls to each node,
-and each node's pulls from the nodes of the paired region. `link_url(src, dst)` is how one
+each node's pulls from the nodes of the paired region, and from the other nodes of its own
+region (its local replicas' streams, docs/ha.md). `link_url(src, dst)` is how one
 process reaches another; clients and the gateway always reach nodes directly.
 
 `Deployment.load` checks the file against `SCHEMA` before using it: an unknown key (a typo,
@@ -119,10 +120,10 @@ class Deployment:
         return f"http://{HOST}:{self.fault_proxy['port']}" if self.fault_proxy else None
 
     def region_links(self, region: str) -> list[str]:
-        """The links that losing `region` from the network cuts: all with a node of it."""
+        """The links that losing `region` from the network cuts: all with one end in it
+        (those between two of its own nodes stay: the region is cut off, not shattered)."""
         ours = set(self.nodes_in(region))
-        return sorted(name for name in self.links()
-                      if any(end in ours for end in name.split(">")))
+        return sorted(name for name in self.links() if len(ours & set(name.split(">"))) == 1)
 
     def add_fault_proxy(self) -> None:
         """Put a fault proxy on every link an outage can cut; ports after the used ones."""
@@ -132,6 +133,7 @@ class Deployment:
         for node, spec in sorted(self.nodes.items()):
             names += [f"{node}>{CONTROLLER}", f"{CONTROLLER}>{node}"]
             names += [f"{node}>{peer}" for peer in self.nodes_in(self.regions[spec["region"]])]
+            names += [f"{node}>{peer}" for peer in self.nodes_in(spec["region"]) if peer != node]
         self.fault_proxy = {"port": port,
                             "links": {name: port + 1 + i for i, name in enumerate(names)}}
 
