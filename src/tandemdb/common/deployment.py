@@ -53,6 +53,9 @@ class Deployment:
     replace_after_seconds: float | None = 60.0
     # A primary's sync secondary silent this long is recorded `sync: false` (docs/ha.md).
     sync_timeout: float = 1.0
+    # False: local secondaries are asynchronous (never recorded sync, so a node loss waits
+    # for the operator); the benchmark's baseline for what synchronous commit costs.
+    sync_commit: bool = True
     # {"port": control port, "links": {"west-1>controller": port, …}}; None: no proxy.
     fault_proxy: dict | None = None
     # Webhooks may target loopback, private, link-local … addresses (controller/targets.py):
@@ -75,6 +78,9 @@ class Deployment:
         if type(self.sync_timeout) not in (int, float) or not 0.05 <= self.sync_timeout <= 10:
             raise ValueError(f"sync_timeout in {FILE} must be a number of seconds from 0.05 "
                              f"to 10, not {self.sync_timeout!r}")
+        if type(self.sync_commit) is not bool:
+            raise ValueError(f"sync_commit in {FILE} must be true or false, not "
+                             f"{self.sync_commit!r}")
         if type(self.allow_private_webhooks) is not bool:
             raise ValueError(f"allow_private_webhooks in {FILE} must be true or false, not "
                              f"{self.allow_private_webhooks!r}")
@@ -222,6 +228,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "replace_after_seconds": (lambda v: v is None or _number(v),
                               "a number of seconds, or null"),
     "sync_timeout": (_number, "a number of seconds"),
+    "sync_commit": (lambda v: isinstance(v, bool), "true or false"),
     "fault_proxy": (_fault_proxy,
                     'null or {"port": integer, "links": {link: integer}}'),
     "allow_private_webhooks": (lambda v: isinstance(v, bool), "true or false"),

@@ -228,9 +228,10 @@ class Environments:
             except LookupError as exc:  # the others are cordoned: no local secondary
                 log.info("environment %s: no local secondary, %s", request.name, exc)
             else:
+                sync = self.topology.deployment.sync_commit  # (false: asynchronous)
                 placed.append((ReplicaRef(request.region, local, Role.SECONDARY,
-                                          ReplicaKind.LOCAL, sync=True),
-                               f"local secondary, sync; {why}"))
+                                          ReplicaKind.LOCAL, sync=sync),
+                               f"local secondary, {'sync' if sync else 'async'}; {why}"))
         if request.type == EnvType.PRODUCTION:
             pair = self.topology.pair_of(request.region)
             node, why = self._place_in(pair, counts)

@@ -64,7 +64,7 @@ class Node:
         timeout = deployment.sync_timeout  # (bounded where deployment.json is read)
         controller = deployment.link_url(name, CONTROLLER)  # as heartbeats reach it
         self.sync = SyncRule(name, self.region, controller, deployment.secret, timeout,
-                             max(SYNC_BOUND, 2 * timeout))
+                             max(SYNC_BOUND, 2 * timeout), regain=deployment.sync_commit)
         self.gate = WriteGate(self.region, self.lease, self.sync)  # who may write, and how
         self._tasks: list[asyncio.Task] = []
         self.puller: Puller | None = None

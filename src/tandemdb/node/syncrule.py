@@ -66,8 +66,10 @@ class SyncRule:
     """The primaries' wait for their sync secondary, and the request that ends it."""
 
     def __init__(self, node: str, region: str, controller_url: str, secret: str,
-                 timeout: float = SYNC_TIMEOUT, bound: float = SYNC_BOUND) -> None:
+                 timeout: float = SYNC_TIMEOUT, bound: float = SYNC_BOUND,
+                 regain: bool = True) -> None:
         self.node, self.region = node, region
+        self.regain = regain  # False (deployment `sync_commit: false`): never regain sync
         self.controller_url, self.secret = controller_url, secret
         self.timeout = timeout
         self.bound = max(bound, timeout)
@@ -127,6 +129,8 @@ class SyncRule:
     def acknowledged(self, replica: Replica, node: str) -> None:
         """A stream request of `node` acknowledged `replica` (event loop): regain sync,
         step by step, if it is a local secondary the record names without sync."""
+        if not self.regain:
+            return
         if replica.sync_node is not None or replica.record.role is not Role.PRIMARY:
             if replica.regaining is not None or replica.name in self._regain:
                 replica.regaining = None  # the record names its sync secondary now
