@@ -9,7 +9,10 @@ elsewhere, one environment at a time (at most `PARALLELISM` at once):
   `replica.replaced {from_node, to_node, kind}` in the same transaction; then C is sent its
   desired record (a new secondary seeds from a snapshot while writes go on), the primary
   its own (it now streams to C, and regains sync with it by itself), and D a DELETE. A call
-  that fails is left to the heartbeats: C's answer lists the replica, D's no longer does;
+  that fails is left to the heartbeats: C's answer lists the replica, D's no longer does.
+  A local replica on a live node that its primary may be regaining sync with (a drained
+  node's old primary, just switched over) is first given `REGAIN_WAIT` to be recorded sync,
+  and its primary that record (`regaining`, `SETTLE`);
 - a fenced **`behind`** replica (an old primary a node failover left behind, holding writes
   its rejoin must list) is never removed here. When healing (`heal`), and the primary is in
   its region with no other replica of its kind there, a new secondary of that kind is
@@ -31,7 +34,7 @@ import asyncio
 import functools
 import logging
 
-from tandemdb.common.roles import Role
+from tandemdb.common.roles import Kind, Role
 
 from .catalog import Catalog, EnvRecord, EnvState, ReplicaRef, record_key, stage
 from .events import Events, EventType
@@ -46,6 +49,12 @@ log = logging.getLogger("tandem.controller.replace")
 PARALLELISM = 8  # environments whose replica is re-created at a time
 BUSY_ATTEMPTS = 3  # an environment another operation holds: waited for this many times
 BUSY_WAIT = 60.0  # seconds, at most, each time
+REGAIN_WAIT = 15.0  # seconds a drain lets a primary regain sync with a replica it then moves
+# Seconds for a primary's consumers to ask once it holds the record that says its regaining
+# replica sync: nodes ask at least every second (their long poll), and that request ends
+# the regain on the node, which would otherwise outlive the replica's removal (see report
+# in docs/ha.md, "Drain").
+SETTLE = 2.5
 
 
 def replaced_meanwhile(record: EnvRecord, node: str) -> bool:
@@ -55,6 +64,17 @@ def replaced_meanwhile(record: EnvRecord, node: str) -> bool:
     return mine is not None and any(
         r.node != node and r.region == mine.region and r.kind == mine.kind and not r.behind
         for r in record.replicas)
+
+
+def regaining(record: EnvRecord, replica: ReplicaRef, up: bool) -> bool:
+    """True if the primary may be regaining sync with this replica now: a local secondary
+    of its region recorded not sync, on a node that is up (after a switchover within the
+    region, the old primary). Swapping it out in the middle would leave the primary waiting
+    on a regain the controller then refuses (node/syncrule.py keeps a regain it asked for),
+    so `_replace` first lets it finish."""
+    primary = record.primary
+    return (up and replica.kind == Kind.LOCAL and replica.role == Role.SECONDARY
+            and not replica.sync and primary is not None and primary.region == replica.region)
 
 
 def line(record: EnvRecord, replica: ReplicaRef, state: str, note: str,
@@ -95,7 +115,8 @@ class Replacer:
 
     async def _replace(self, op: Operation, name: str, node: str, heal: bool) -> dict | None:
         held: dict | None = None  # the line of an environment other operations kept busy
-        for _ in range(BUSY_ATTEMPTS):
+        waited = False
+        for _ in range(BUSY_ATTEMPTS + 1):
             read = await asyncio.to_thread(self.catalog.read, name)
             mine = read[0].on(node) if read else None
             if read is None or mine is None or mine.role == Role.PRIMARY:
@@ -105,6 +126,10 @@ class Replacer:
                 held = line(record, mine, "stayed", f"{record.state} throughout (operation "
                                                     f"{record.operation})")
                 await self._wait_for(record)
+                continue
+            if regaining(record, mine, self.topology.healthy(node)) and not waited:
+                waited = True  # (once: a replica that never regains sync moves anyway)
+                await self._await_sync(name, node)
                 continue
             why = self._stays(record, mine, heal)
             if why is not None:
@@ -170,22 +195,44 @@ class Replacer:
         """PUT the new replica and the primary's record; DELETE the old one unless it
         stays (behind). Failures are left to the heartbeats."""
         primary = record.primary
-        tell = [new] + ([primary.node] if primary is not None else [])
-        for node in tell:
-            replica = record.on(node)
-            assert replica is not None  # (just written)
-            outcome = await self.nodes.put_replica(node, self.topology.call_url(node),
-                                                   self.reconciler.desired(record, replica,
-                                                                           version))
-            if outcome.problem:
-                log.info("environment %s: %s; its heartbeat answer tells it", record.name,
-                         outcome.problem)
+        for node in [new] + ([primary.node] if primary is not None else []):
+            await self._put(record, version, node)
         if not added:
             outcome = await self.nodes.delete_replica(old, self.topology.call_url(old),
                                                       record.name)
             if outcome.problem:
                 log.info("environment %s: %s; %s drops the replica when its heartbeat "
                          "answer no longer lists it", record.name, outcome.problem, old)
+
+    async def _await_sync(self, name: str, node: str) -> None:
+        """Wait (bounded) until the replica on `node` is recorded sync, or is gone; then
+        tell the primary its record (the sync one) and give its consumers `SETTLE` s to
+        ask for entries: the first request after that ends its regain on the node."""
+        deadline = asyncio.get_running_loop().time() + REGAIN_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            read = await asyncio.to_thread(self.catalog.read, name)
+            mine = read[0].on(node) if read is not None else None
+            if read is None or mine is None:
+                return
+            record, version = read
+            if mine.sync and record.primary is not None:
+                await self._put(record, version, record.primary.node)
+                await asyncio.sleep(SETTLE)
+                return
+            await asyncio.sleep(0.1)
+        log.info("environment %s: its local replica on %s was not recorded sync within %g s; "
+                 "it is re-created elsewhere all the same", name, node, REGAIN_WAIT)
+
+    async def _put(self, record: EnvRecord, version: int, node: str) -> None:
+        """Send `node` its replica as the record has it; a failure is the heartbeat's."""
+        replica = record.on(node)
+        assert replica is not None  # (read or just written with it)
+        outcome = await self.nodes.put_replica(node, self.topology.call_url(node),
+                                               self.reconciler.desired(record, replica,
+                                                                       version))
+        if outcome.problem:
+            log.info("environment %s: %s; its heartbeat answer tells it", record.name,
+                     outcome.problem)
 
     async def _wait_for(self, record: EnvRecord) -> None:
         """Wait (bounded) for the operation that holds the environment to end."""
