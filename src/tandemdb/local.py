@@ -210,7 +210,9 @@ class Target:
     what: str  # REGION or NODE
     name: str
     nodes: tuple[str, ...]
-    links: tuple[str, ...]  # the fault proxy's links with one of `nodes` at an end
+    # The fault proxy's links its partition cuts: a region's with one end in it (it is cut
+    # off, its nodes still reach each other), a node's with it at either end.
+    links: tuple[str, ...]
 
     def __str__(self) -> str:
         return f"{self.what} {self.name}"
@@ -220,17 +222,15 @@ def target(deployment: Deployment, name: str, what: str | None = None) -> Target
     """`name` as a region or a node of `deployment` (`what` insists on one); a StartError
     naming the known ones when there is none."""
     if what != NODE and name in deployment.regions:
-        what, nodes = REGION, tuple(deployment.nodes_in(name))
-    elif what != REGION and name in deployment.nodes:
-        what, nodes = NODE, (name,)
-    else:
-        known = {REGION: [*deployment.regions], NODE: [*deployment.nodes]}
-        kinds = [what] if what else [REGION, NODE]
-        raise StartError(f"unknown {' or '.join(kinds)} {name!r}: " + "; ".join(
-            f"the {k}s are {', '.join(known[k])}" for k in kinds))
-    links = tuple(sorted(link for link in deployment.links()
-                         if any(end in nodes for end in link.split(">"))))
-    return Target(what, name, nodes, links)
+        return Target(REGION, name, tuple(deployment.nodes_in(name)),
+                      tuple(deployment.region_links(name)))
+    if what != REGION and name in deployment.nodes:
+        return Target(NODE, name, (name,), tuple(sorted(
+            link for link in deployment.links() if name in link.split(">"))))
+    known = {REGION: [*deployment.regions], NODE: [*deployment.nodes]}
+    kinds = [what] if what else [REGION, NODE]
+    raise StartError(f"unknown {' or '.join(kinds)} {name!r}: " + "; ".join(
+        f"the {k}s are {', '.join(known[k])}" for k in kinds))
 
 
 def stage_outage(data: Path, name: str, partition: bool = False,
@@ -240,7 +240,8 @@ def stage_outage(data: Path, name: str, partition: bool = False,
     Without `partition`: SIGKILL its nodes (names answered), and a foreground `tandem up`
     does not restart them until `recover`. With it: its nodes keep running and serving
     clients, but the fault proxy cuts their links to the controller and to the paired
-    region (link names answered). A region and one of its nodes are never out at once."""
+    region, and a node's to the other nodes of its region too (link names answered). A
+    region and one of its nodes are never out at once."""
     deployment = Deployment.load(data)
     hit = target(deployment, name, what)
     pids = running_pids(data)
@@ -253,7 +254,8 @@ def stage_outage(data: Path, name: str, partition: bool = False,
             raise StartError(f"{hit} is already out ({kind}); 'tandem {what} recover {name}' "
                              "brings it back first")
         if set(other.nodes) & set(hit.nodes):
-            raise StartError(f"{other} is out ({kind}), which {hit} is part of or holds; "
+            part, whole = (other, hit) if hit.what == REGION else (hit, other)
+            raise StartError(f"{other} is out ({kind}), and {part} is part of {whole}; "
                              f"'tandem {other.what} recover {key}' brings it back first")
     if partition:
         links = set_links(deployment, {"links": list(hit.links), "mode": "cut"})

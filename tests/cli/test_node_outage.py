@@ -25,8 +25,9 @@ from tandemdb.testing import LocalDeployment as Harness
 from tandemdb.testing import poll_until
 
 TANDEM = [sys.executable, "-m", "tandemdb.cli.main"]
-# gateway, controller, 4 nodes, the proxy's control port, 4 links per node
-PORTS = 6 + 1 + 16
+# gateway, controller, 4 nodes, the proxy's control port, and per node 5 links: 4 from it (to
+# the controller, to its local peer, to the 2 nodes of the pair), 1 to it from the controller
+PORTS = 6 + 1 + 4 * 5
 
 
 def tandem(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -123,7 +124,8 @@ def test_kill_then_recover_one_node(data: str):
 def test_partition_then_recover_one_node(data: str):
     pids = running_pids(Path(data))
     cut = with_end(data, "west-1")
-    assert len(cut) == 6  # to and from the controller, to and from east-1 and east-2
+    # to and from the controller, west-2 (its local peer), east-1 and east-2
+    assert len(cut) == 8 and "west-1>west-2" in cut and "west-2>west-1" in cut
     out = json.loads(tandem("node", "outage", "west-1", "--partition", "--data", data,
                             "--json").stdout)
     assert out == {"node": "west-1", "kind": "partition", "cut": cut}
@@ -150,7 +152,8 @@ def test_a_link_another_partition_cuts_stays_cut(data: str):
     shared = sorted(set(with_end(data, "west-1")) & set(east))
     assert shared == ["east-1>west-1", "east-2>west-1", "west-1>east-1", "west-1>east-2"]
     healed = json.loads(tandem("node", "recover", "west-1", "--data", data, "--json").stdout)
-    assert healed["healed"] == ["controller>west-1", "west-1>controller"]
+    assert healed["healed"] == ["controller>west-1", "west-1>controller", "west-1>west-2",
+                                "west-2>west-1"]
     assert {n for n, mode in links(data).items() if mode == "cut"} == set(east)
     tandem("region", "recover", "east", "--data", data)
     assert set(links(data).values()) == {"ok"}

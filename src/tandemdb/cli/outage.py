@@ -6,7 +6,7 @@ An outage SIGKILLs every node process of region R (or the one process of NODE) i
 deployment (the controller and the gateway stay up, as they would outside what was lost).
 `--partition` instead leaves them running, and reachable by clients directly, but has the
 fault proxy (`tandem up --fault-proxy`) cut their links to the controller and to the paired
-region (a node's link to the other nodes of its own region does not go through the proxy).
+region; a node's also to the other nodes of its own region (its local replicas' streams).
 With `grace_seconds` set, the controller then declares R down and forces its primaries over
 to the pair (docs/failover.md); with `node_grace_seconds` set, it declares NODE down and
 promotes the sync local secondaries of its primaries (docs/ha.md). `recover` starts the
@@ -49,10 +49,10 @@ def outage(region: Region, partition: bool = typer.Option(
 
 def node_outage(node: Node, partition: bool = typer.Option(
         False, "--partition", help="Keep NODE running and reachable by clients, but cut its "
-        "links to the controller and the paired region (needs tandem up --fault-proxy)."),
+        "links to the controller and to every other node (needs tandem up --fault-proxy)."),
         as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
     """Stage the loss of one node: SIGKILL its process (nothing is shut down cleanly), or
-    partition it from the controller and the paired region."""
+    partition it from the controller and the other nodes."""
     _outage("node", node, partition, as_json, data)
 
 

@@ -64,7 +64,8 @@ class FaultProxy:
 
     def staged_links(self, name: str) -> list[str]:
         """The links a staged partition cuts: a region's (`tandem region outage`), or one
-        node's (`tandem node outage`), all those with the node at one end."""
+        node's (`tandem node outage`): all those with the node at either end, its local
+        peers' included."""
         if name in self.deployment.regions:
             return self.deployment.region_links(name)
         return sorted(link for link in self.links if name in link.split(">"))
