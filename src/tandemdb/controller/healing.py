@@ -4,7 +4,8 @@ elsewhere in its region (docs/ha.md, "Self-healing").
 `Healing.check` runs with the controller's health watch. A node without a heartbeat for
 `replace_after_seconds` (deployment setting, default 60; null turns healing off; counted
 from when this controller started listening, so a restart cannot make a node look long
-lost) gets one `node.heal` operation per outage, if it holds anything but primaries. Its
+lost; a node not heard from since, at least `UNHEARD_GRACE`, as for node failover) gets
+one `node.heal` operation per outage, if it holds anything but primaries. Its
 step `replace-replicas` (replace.py, `heal`) re-creates each secondary on a healthy,
 uncordoned node of the region with no replica of the environment, and adds a new secondary
 beside a fenced `behind` replica (it keeps writes its rejoin must list, so it stays until
@@ -27,6 +28,7 @@ from tandemdb.common.http import ApiError
 from tandemdb.common.roles import Role
 
 from .catalog import Catalog
+from .node_failover import UNHEARD_GRACE
 from .operations import LIVE, Draft, Kind, Operation, Operations, Outcome, Steps
 from .replace import Replacer
 from .store import Txn
@@ -55,7 +57,8 @@ class Healing:
             return
         for node in self.deployment.nodes:
             silent = self.topology.silent_for(node)
-            if silent < after:
+            heard = self.topology.heartbeat_age(node) is not None
+            if silent < (after if heard else max(after, UNHEARD_GRACE)):
                 self.healed.discard(node)  # heard from again: a later loss is a new outage
                 continue
             if node in self.healed:
