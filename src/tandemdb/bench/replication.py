@@ -11,20 +11,27 @@ drives it with an asyncio load generator in this process:
   then resumed; entries applied per second until it has caught up;
 - `write_p50_ms_at_500`: the median write latency (send to acknowledgement) at 500 tx/s.
 
-The same run measures it all twice: on a deployment of one node per region (no local
-replica), then on one of two nodes per region, where the environment has a sync local
-secondary (docs/ha.md): those figures are prefixed `sync_` (`sync_tx_per_s_max`, …),
-`sync_waits` counts the group commits that waited for it (from the primary's metrics),
-and `sync_throughput_cost` is the share of throughput synchronous commit costs.
+The same run measures it all three times: on a deployment of one node per region (no local
+replica); on one of two nodes per region whose local secondary is asynchronous
+(`sync_commit: false`, figures prefixed `async_`); and on one of two nodes per region whose
+local secondary is sync (docs/ha.md, prefixed `sync_`). `sync_waits` counts the group
+commits that waited for it (from the primary's metrics). `sync_throughput_cost` is the share
+of throughput synchronous commit costs against the same deployment without it (async), and
+`sync_throughput_cost_vs_one_node` against one node per region (that also counts the local
+secondary's own work on this host's cores). `sync_write_p50_added_ms` is the median write
+latency synchronous commit adds; its floor is one fsync on the secondary plus a round trip,
+so the run also measures this disk's `fsync_p50_ms`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -173,12 +180,14 @@ async def _run(url: str, token: str, cluster: LocalDeployment, seconds: float,
 
 
 def _geo_node(cluster: LocalDeployment, sync: bool) -> str:
-    """The node of the environment's geo-secondary; with `sync`, make sure the environment
-    has a sync local secondary (else the `sync_` figures would measure nothing)."""
+    """The node of the environment's geo-secondary; make sure its local secondary, if the
+    deployment has one, is sync exactly when `sync` (else the figures would measure the
+    wrong thing)."""
     replicas = cluster.client.environment(ENV)["replicas"]
-    local = [r for r in replicas if r.get("kind") == "local" and r.get("sync")]
-    if sync and not local:
-        raise RuntimeError(f"{ENV} has no sync local secondary: {replicas}")
+    local = [r for r in replicas if r.get("kind") == "local"]
+    if any(r.get("sync") is not sync for r in local) or (sync and not local):
+        raise RuntimeError(f"{ENV}'s local secondary is not {'sync' if sync else 'async'}: "
+                           f"{replicas}")
     return next(r["node"] for r in replicas if r["role"] == "secondary"
                 and r.get("kind", "geo") == "geo")
 
@@ -198,17 +207,45 @@ def _sync_waits(cluster: LocalDeployment) -> int:
                if line.startswith("tandem_sync_wait_seconds_count"))
 
 
+def fsync_p50_ms(directory: Path, rounds: int = 50) -> float:
+    """The median time of one fsync after a 4 KiB append, in `directory`: the floor of
+    what a durable acknowledgement costs on this disk."""
+    path = directory / "fsync-probe"
+    times = []
+    with path.open("ab") as f:
+        for _ in range(rounds):
+            f.write(b"x" * 4096)
+            f.flush()
+            start = time.perf_counter()
+            os.fsync(f.fileno())
+            times.append((time.perf_counter() - start) * 1000)
+    path.unlink()
+    return round(statistics.median(times), 2)
+
+
+# (nodes per region, sync_commit, prefix of the figures)
+SHAPES = ((1, True, ""), (2, False, "async_"), (2, True, "sync_"))
+
+
 def run(seconds: float = 5.0, progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda _m: None)
     result: dict = {}
-    for nodes_per_region, prefix in ((1, ""), (2, "sync_")):
-        say(f"starting a deployment of {nodes_per_region} node(s) per region")
-        with LocalDeployment.temporary(prefix="tandem-bench-",
+    for nodes_per_region, sync_commit, prefix in SHAPES:
+        say(f"starting a deployment of {nodes_per_region} node(s) per region"
+            + (f" ({'sync' if sync_commit else 'async'} local secondary)"
+               if nodes_per_region > 1 else ""))
+        with LocalDeployment.temporary(prefix="tandem-bench-", sync_commit=sync_commit,
                                        nodes_per_region=nodes_per_region) as cluster:
             figures = asyncio.run(_run(cluster.deployment.gateway_url,
                                        cluster.deployment.token, cluster, seconds,
-                                       _prefixed(say, prefix), bool(prefix)))
+                                       _prefixed(say, prefix), prefix == "sync_"))
+            if prefix == "sync_":
+                result["fsync_p50_ms"] = fsync_p50_ms(Path(cluster.deployment.data))
         result.update({prefix + key: value for key, value in figures.items()})
     result["sync_throughput_cost"] = round(
+        1 - result["sync_tx_per_s_max"] / result["async_tx_per_s_max"], 3)
+    result["sync_throughput_cost_vs_one_node"] = round(
         1 - result["sync_tx_per_s_max"] / result["tx_per_s_max"], 3)
+    result["sync_write_p50_added_ms"] = round(
+        result["sync_write_p50_ms_at_500"] - result["async_write_p50_ms_at_500"], 1)
     return {"bench": "replication", "clients": 32, "seconds_per_phase": seconds, **result}
