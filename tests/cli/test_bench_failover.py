@@ -79,13 +79,19 @@ def test_demo_folds_ids_into_ranges():
 
 
 def test_demo_with_its_unplanned_outage(tmp_path: Path):
-    """The main job end to end, small: its outage part must pass every check."""
+    """The main job end to end, small, with its default of 2 nodes per region: the
+    environment it writes into has a local sync secondary, which its catch-up and checksum
+    checks read too (every secondary, not one per role); its outage part must pass every
+    check."""
     done = subprocess.run([sys.executable, "-m", "tandemdb.cli.main", "demo", "--rows", "10",
                            "--files", "1", "--json"],
                           capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["ok"] and report["outage_ok"], report
+    assert report["local_secondaries"] == ["west-2"] and report["local_secondaries_ok"]
+    assert report["checksum_local"] == [report["checksum_west"]] == [report["checksum_east"]]
+    assert report["checksums_equal"] and report["rows_in_east"] == 10
     assert report["outage_lost_equals_acked_missing"] and report["outage_final_ok"]
     assert report["outage_replay_conflicts"] == 1  # the orders row changed again in east
     assert report["outage_lost_entries"] >= report["outage_acked_missing"] > 0
