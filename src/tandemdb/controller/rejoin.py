@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from tandemdb.common.http import ApiError
@@ -167,14 +168,7 @@ class Rejoins:
         outcome = await self.nodes.put_replica(node, url, self.reconciler.desired(
             joined, replica, version))
         lost = (op.result or {}).get("lost_entries", 0)
-
-        def announce(txn: Txn) -> None:
-            self.events.stage(txn, EventType.REPLICA_REJOINED, environment=name,
-                              region=p["region"], operation=op.id,
-                              data={"node": node, "fork_lsn": p["fork_lsn"],
-                                    "epoch": p["epoch"], "lost_entries": lost,
-                                    "rewound": rewound, "reseeded": not rewound})
-
+        announce = self._announce(op, rewound=rewound, reseeded=not rewound)
         how = "streams from the fork point" if rewound else "is seeded from a snapshot"
         detail = (f"environment {name} (epoch {p['epoch']}): {node} is a secondary again and "
                   f"{how}; {lost} lost write(s) kept (tandem lost {name})")
@@ -191,17 +185,24 @@ class Rejoins:
             raise StepFailed("conflict", f"environment {name!r} changed during its rejoin")
         dropped = await self.nodes.delete_replica(node, self.topology.call_url(node), name)
         lost = (op.result or {}).get("lost_entries", 0)
-
-        def announce(txn: Txn) -> None:
-            self.events.stage(txn, EventType.REPLICA_REJOINED, environment=name,
-                              region=p["region"], operation=op.id,
-                              data={"node": node, "fork_lsn": p["fork_lsn"],
-                                    "epoch": p["epoch"], "lost_entries": lost,
-                                    "rewound": (op.result or {}).get("rewound", False),
-                                    "reseeded": False, "deleted": True})
-
+        announce = self._announce(op, rewound=(op.result or {}).get("rewound", False),
+                                  reseeded=False, deleted=True)
         detail = (f"environment {name} (epoch {p['epoch']}): {node} was replaced while it "
                   f"was away, so it is deleted; {lost} lost write(s) kept (tandem lost {name})")
         if dropped.problem:
             detail += f" ({dropped.problem}; its heartbeat answer no longer lists it)"
         return Outcome(detail, announce, {"deleted": True}, warn=bool(dropped.problem))
+
+    def _announce(self, op: Operation, **how: bool) -> Callable[[Txn], None]:
+        """The staging of the rejoin's `replica.rejoined` event; `how` it rejoined."""
+        p = op.params
+
+        def announce(txn: Txn) -> None:
+            self.events.stage(txn, EventType.REPLICA_REJOINED, environment=op.target,
+                              region=p["region"], operation=op.id,
+                              data={"node": p["node"], "fork_lsn": p["fork_lsn"],
+                                    "epoch": p["epoch"],
+                                    "lost_entries": (op.result or {}).get("lost_entries", 0),
+                                    **how})
+
+        return announce
