@@ -209,8 +209,11 @@ def test_with_two_nodes_per_region_a_secondary_stays_and_the_result_says_so(two)
     assert nodes(ctl)[local]["state"] == "cordoned"
 
 
-def test_while_a_drain_runs_the_node_is_draining_and_busy(paused):
+def test_while_a_drain_runs_the_node_is_draining_and_busy_and_a_restart_finishes_it(
+        paused):
     ctl = paused
+    assert ctl.create(name="dr-resume", type="basic", region="west").status_code == 201
+    assert "west-2" in replicas_of(ctl, "dr-resume")
     answer = ctl.http.post("/v1/nodes/west-2/drain", json={"parallelism": 2})
     assert answer.status_code == 202, answer.text
     op_id = answer.json()["id"]
@@ -223,3 +226,13 @@ def test_while_a_drain_runs_the_node_is_draining_and_busy(paused):
     assert "west-2 draining" in refused(ctl, "west-1", 409, "no_room")
     assert ctl.http.post("/v1/nodes/west-2/drain",
                          json={"parallelism": 0}).status_code == 400
+    ctl.kill()  # parked before move-secondaries; the next controller resumes it there
+    ctl.local.start("controller", wait=False)
+    ctl.local.wait_healthy("controller", START_TIMEOUT)
+    wait_for(lambda: operation(ctl, op_id)["state"] == "succeeded", timeout=30,
+             what=f"drain {op_id} resumed to its end")
+    done = operation(ctl, op_id)
+    assert [s["attempts"] for s in done["steps"]] == [1, 1, 2, 1], done["steps"]
+    assert [(x["environment"], x["state"]) for x in done["result"]["secondaries"]] == [
+        ("dr-resume", "stayed")]  # 2 nodes per region: no room for it
+    assert nodes(ctl)["west-2"]["state"] == "cordoned"
