@@ -127,10 +127,6 @@ class Replacer:
                                                     f"{record.operation})")
                 await self._wait_for(record)
                 continue
-            if regaining(record, mine, self.topology.healthy(node)) and not waited:
-                waited = True  # (once: a replica that never regains sync moves anyway)
-                await self._await_sync(name, node)
-                continue
             why = self._stays(record, mine, heal)
             if why is not None:
                 return line(record, mine, "stayed", why)
@@ -141,6 +137,10 @@ class Replacer:
                             name, mine.kind, node, mine.region, op.id)
                 return line(record, mine, "stayed", f"no other healthy, uncordoned node of "
                                                     f"{mine.region} holds no replica of it")
+            if regaining(record, mine, self.topology.healthy(node)) and not waited:
+                waited = True  # (once: a replica that never regains sync moves anyway)
+                await self._await_sync(name, node)
+                continue
             added = mine.behind
             new = ReplicaRef(mine.region, target, Role.SECONDARY, mine.kind)
             changed = with_new(record, new, None if added else node).with_(operation=op.id)
