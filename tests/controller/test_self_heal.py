@@ -1,0 +1,88 @@
+"""Self-healing on a real controller (docs/ha.md, "Self-healing"): a node silent past
+`replace_after_seconds` gets one `node.heal`, which moves its secondaries to a healthy,
+uncordoned node of the region with room, or says why one stays. The tests play the nodes
+(heartbeats in a thread; silencing one is taking it out of the thread's list); node
+failover is off, so nothing else moves.
+
+Real nodes, seeding and sync: tests/integration/test_self_heal.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .beats import Beater
+from .conftest import ControllerProcess, controller_process
+from .test_drain import replicas_of
+from .waiting import wait_for
+
+AFTER = 1.0  # replace_after_seconds
+
+
+@pytest.fixture(scope="module")
+def healing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerProcess,
+                                                                         Beater]]:
+    with controller_process(tmp_path_factory.mktemp("heal"), nodes_per_region=3,
+                            node_grace_seconds=None, replace_after_seconds=AFTER) as ctl:
+        ctl.start()
+        with Beater(ctl, list(ctl.deployment.nodes)) as beats:
+            wait_for(lambda: all(n["healthy"] for r in ctl.http.get("/v1/regions").json()[
+                "regions"] for n in r["nodes"]), what="every node healthy")
+            yield ctl, beats
+
+
+def heals_of(ctl: ControllerProcess, node: str) -> list[dict]:
+    ops = ctl.http.get("/v1/operations", params={"limit": 200}).json()["operations"]
+    return [o for o in ops if o["kind"] == "node.heal" and o["target"] == node]
+
+
+def healed(ctl: ControllerProcess, node: str) -> dict:
+    """The node's heal operation once it has ended."""
+    return wait_for(lambda: next((o for o in heals_of(ctl, node)
+                                  if o["state"] in ("succeeded", "failed")), None),
+                    what=f"the healing of {node}")
+
+
+def test_a_silent_node_s_secondary_moves_to_the_node_with_room(healing):
+    ctl, beats = healing
+    assert ctl.create(name="sh-move", type="basic", region="west").status_code == 201
+    placed = replicas_of(ctl, "sh-move")
+    local = next(n for n, r in placed.items() if r["kind"] == "local")
+    free = next(n for n in ctl.deployment.nodes_in("west") if n not in placed)
+    beats.nodes.remove(local)
+    try:
+        op = healed(ctl, local)
+        assert op["state"] == "succeeded", op
+        [line] = [x for x in op["result"]["replicas"] if x["environment"] == "sh-move"]
+        assert (line["state"], line["from_node"], line["to_node"]) == ("replaced", local, free)
+        now = replicas_of(ctl, "sh-move")
+        assert local not in now
+        assert (now[free]["role"], now[free]["kind"], now[free]["sync"]) == (
+            "secondary", "local", False)
+        events = ctl.http.get("/v1/events", params={"after": 0}).json()["events"]
+        assert [(e["data"]["from_node"], e["data"]["to_node"], e["data"]["beside"])
+                for e in events if e["type"] == "replica.replaced"
+                and e["environment"] == "sh-move"] == [(local, free, False)]
+    finally:
+        beats.nodes.append(local)
+    assert len(heals_of(ctl, local)) == 1  # once per outage
+
+
+def test_with_no_room_the_secondary_stays_and_the_result_says_why(healing):
+    ctl, beats = healing
+    assert ctl.create(name="sh-stay", type="basic", region="east").status_code == 201
+    placed = replicas_of(ctl, "sh-stay")
+    local = next(n for n, r in placed.items() if r["kind"] == "local")
+    free = next(n for n in ctl.deployment.nodes_in("east") if n not in placed)
+    beats.nodes.remove(free)  # the only node with room is silent too
+    beats.nodes.remove(local)
+    try:
+        op = healed(ctl, local)
+        [line] = [x for x in op["result"]["replicas"] if x["environment"] == "sh-stay"]
+        assert (line["state"], line["to_node"]) == ("stayed", None), line
+        assert "no other healthy, uncordoned node of east" in line["note"]
+        assert op["result"]["stayed"] >= 1 and replicas_of(ctl, "sh-stay") == placed
+    finally:
+        beats.nodes.extend([free, local])
