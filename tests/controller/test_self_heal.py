@@ -38,10 +38,17 @@ def heals_of(ctl: ControllerProcess, node: str) -> list[dict]:
     return [o for o in ops if o["kind"] == "node.heal" and o["target"] == node]
 
 
-def healed(ctl: ControllerProcess, node: str) -> dict:
-    """The node's heal operation once it has ended."""
-    return wait_for(lambda: next((o for o in heals_of(ctl, node)
-                                  if o["state"] in ("succeeded", "failed")), None),
+def silence(ctl: ControllerProcess, beats: Beater, *nodes: str) -> set[str]:
+    """Stop the nodes' heartbeats; the ids of their heal operations so far."""
+    for node in nodes:
+        beats.nodes.remove(node)
+    return {o["id"] for node in nodes for o in heals_of(ctl, node)}
+
+
+def healed(ctl: ControllerProcess, node: str, before: set[str]) -> dict:
+    """The node's new heal operation (not in `before`) once it has ended."""
+    return wait_for(lambda: next((o for o in heals_of(ctl, node) if o["id"] not in before
+                                  and o["state"] in ("succeeded", "failed")), None),
                     what=f"the healing of {node}")
 
 
@@ -51,9 +58,9 @@ def test_a_silent_node_s_secondary_moves_to_the_node_with_room(healing):
     placed = replicas_of(ctl, "sh-move")
     local = next(n for n, r in placed.items() if r["kind"] == "local")
     free = next(n for n in ctl.deployment.nodes_in("west") if n not in placed)
-    beats.nodes.remove(local)
+    before = silence(ctl, beats, local)
     try:
-        op = healed(ctl, local)
+        op = healed(ctl, local, before)
         assert op["state"] == "succeeded", op
         [line] = [x for x in op["result"]["replicas"] if x["environment"] == "sh-move"]
         assert (line["state"], line["from_node"], line["to_node"]) == ("replaced", local, free)
@@ -67,7 +74,7 @@ def test_a_silent_node_s_secondary_moves_to_the_node_with_room(healing):
                 and e["environment"] == "sh-move"] == [(local, free, False)]
     finally:
         beats.nodes.append(local)
-    assert len(heals_of(ctl, local)) == 1  # once per outage
+    assert len(heals_of(ctl, local)) == len(before) + 1  # once per outage
 
 
 def test_with_no_room_the_secondary_stays_and_the_result_says_why(healing):
@@ -76,13 +83,30 @@ def test_with_no_room_the_secondary_stays_and_the_result_says_why(healing):
     placed = replicas_of(ctl, "sh-stay")
     local = next(n for n, r in placed.items() if r["kind"] == "local")
     free = next(n for n in ctl.deployment.nodes_in("east") if n not in placed)
-    beats.nodes.remove(free)  # the only node with room is silent too
-    beats.nodes.remove(local)
+    before = silence(ctl, beats, free, local)  # the only node with room is silent too
     try:
-        op = healed(ctl, local)
+        op = healed(ctl, local, before)
         [line] = [x for x in op["result"]["replicas"] if x["environment"] == "sh-stay"]
         assert (line["state"], line["to_node"]) == ("stayed", None), line
         assert "no other healthy, uncordoned node of east" in line["note"]
         assert op["result"]["stayed"] >= 1 and replicas_of(ctl, "sh-stay") == placed
     finally:
         beats.nodes.extend([free, local])
+
+
+def test_a_geo_secondary_is_re_created_in_the_pair_as_geo(healing):
+    ctl, beats = healing
+    assert ctl.create(name="sh-geo", type="production", region="west").status_code == 201
+    placed = replicas_of(ctl, "sh-geo")
+    geo = next(n for n, r in placed.items() if r["region"] == "east")
+    before = silence(ctl, beats, geo)
+    try:
+        op = healed(ctl, geo, before)
+        [line] = [x for x in op["result"]["replicas"] if x["environment"] == "sh-geo"]
+        assert (line["state"], line["kind"]) == ("replaced", "geo"), line
+        moved = replicas_of(ctl, "sh-geo")[line["to_node"]]
+        assert (moved["region"], moved["role"], moved["kind"], moved["sync"]) == (
+            "east", "secondary", "geo", False)
+        assert geo not in replicas_of(ctl, "sh-geo")
+    finally:
+        beats.nodes.append(geo)
