@@ -1,6 +1,7 @@
 """The node fault campaign (issue 11, docs/ha.md): a seeded random sequence of node faults
-over one deployment with local HA (2 nodes per region, a fault proxy on every link, the node
-to node ones included), under a writer of unique ids per environment that runs throughout.
+over one deployment with local HA (2 nodes per region unless told 3, a fault proxy on every
+link, the node to node ones included), under a writer of unique ids per environment that
+runs throughout.
 
 Scenario kinds, each on a node holding primaries:
 
@@ -24,7 +25,8 @@ rewound id listed `acknowledged: false`, never an acknowledged id and never pres
 id neither acknowledged nor present among the unknown-outcome writes; the region never
 failed over. A violation fails the test naming the seed and the scenario; `TANDEM_SEED=S`
 replays a sequence. The normal suite runs 10 scenarios (each kind twice); the soak form
-runs N times as many:
+runs N times as many, and `TANDEM_NODES_PER_REGION=3` runs it over 3 nodes per region
+(a drain then re-creates the node's secondaries on the third node):
 
     TANDEM_SOAK=N TANDEM_SEED=S .venv/bin/python -m pytest -m soak -s \
         tests/integration/test_node_campaign.py
@@ -34,7 +36,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -66,6 +70,7 @@ HOLD_LOCAL_CUT = 2.5  # a local partition lasts this long (sync_timeout is 1 s)
 # its outcome is unknown and counted as such).
 WHY = ("switching", "no_lease", "unavailable", "outcome_unknown", "sync_unavailable",
        "fenced", "timed out", "not_primary")
+ERROR_CODE = re.compile(r"error \d+ (\w+)")  # in the SDK's message: "error 503 no_lease: …"
 
 
 @dataclass
@@ -199,7 +204,8 @@ class Campaign:
             raise Violation(f"{s} did not recover: {exc}") from None
         if s.drain is not None:
             op = self.client.operation(s.drain)
-            s.notes.append(f"drain {op['state']}: {op.get('error') or op.get('detail') or ''}")
+            error = op.get("error") or {}
+            s.notes.append(f"drain {op['state']}" + (f" ({error.get('code')})" if error else ""))
         regions = {r["name"]: r["state"] for r in self.client.regions()}
         homes = {e["name"]: e["primary_region"] for e in self.client.environments()
                  if e["name"] in HOMES}
@@ -263,13 +269,15 @@ class Campaign:
             "kill-during-drain": self.kill_during_drain}
         for number, kind in enumerate(self.plan(count), 1):
             s = Scenario(number, kind, self.node_with_primaries())
-            started = time.monotonic()
+            started, failed = time.monotonic(), {e: len(w.failed) for e, w in self.writers.items()}
             try:
                 actions[kind](s)
                 self.restore(s)
                 broken = self.check(s)
             except Violation as exc:
                 broken = [str(exc)]
+            s.notes.append(unknown_outcomes([m for e, w in self.writers.items()
+                                             for _, m in w.failed[failed[e]:]]))
             self.scenarios += 1
             self.faults += FAULTS.get(kind, 1)
             print(f"{s}: {round(time.monotonic() - started, 1)} s "
@@ -283,6 +291,14 @@ class Campaign:
         return (f"node campaign seed={self.seed}: scenarios={self.scenarios} "
                 f"faults={self.faults} acknowledged={acked} lost={len(self.lost)} "
                 f"violations={len(self.violations)}")
+
+
+def unknown_outcomes(messages: list[str]) -> str:
+    """`N unknown (code: n, …)`: the writes of a scenario whose outcome is unknown."""
+    codes = Counter(match[1] if (match := ERROR_CODE.search(m)) else "other"
+                    for m in messages)
+    by_code = ", ".join(f"{c}: {n}" for c, n in codes.items())
+    return f"{len(messages)} unknown" + (f" ({by_code})" if by_code else "")
 
 
 def poll_until_ok(check: Callable[[], object], timeout: float = SETTLE) -> bool:
@@ -304,7 +320,8 @@ def test_the_fault_proxy_cuts_a_node_from_its_local_peers_not_a_region_from_itse
 
 @pytest.fixture(scope="module")
 def campaign_cluster(start_deployment: Callable[..., LocalDeployment]) -> LocalDeployment:
-    return start_deployment("node-campaign", nodes_per_region=2, fault_proxy=True)
+    nodes = int(os.environ.get("TANDEM_NODES_PER_REGION") or 2)
+    return start_deployment("node-campaign", nodes_per_region=nodes, fault_proxy=True)
 
 
 @pytest.mark.soak
