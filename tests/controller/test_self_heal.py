@@ -110,3 +110,19 @@ def test_a_geo_secondary_is_re_created_in_the_pair_as_geo(healing):
         assert geo not in replicas_of(ctl, "sh-geo")
     finally:
         beats.nodes.append(geo)
+
+
+def test_with_one_node_per_region_nothing_is_recorded(tmp_path):
+    """As before local HA: a lone node's replicas have nowhere to go, so no operation."""
+    with controller_process(tmp_path / "one", node_grace_seconds=None,
+                            replace_after_seconds=AFTER) as ctl:
+        ctl.start()
+        with Beater(ctl, list(ctl.deployment.nodes)) as beats:
+            wait_for(lambda: ctl.create(name="sh-one", region="west").status_code == 201,
+                     what="sh-one created")
+            geo = next(n for n in replicas_of(ctl, "sh-one") if n.startswith("east"))
+            silence(ctl, beats, geo)
+            wait_for(lambda: f"node {geo}: silent for" in ctl.log()
+                     and "no other node of east is healthy" in ctl.log(),
+                     what="the log saying why nothing is healed")
+            assert heals_of(ctl, geo) == []

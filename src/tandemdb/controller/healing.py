@@ -11,7 +11,9 @@ uncordoned node of the region with no replica of the environment, and adds a new
 beside a fenced `behind` replica (it keeps writes its rejoin must list, so it stays until
 then). Primaries are left to the node failover, or to the operator. Where no node has room
 the replica stays, and the operation's result and the log say so; it is not tried again in
-this outage (the node coming back ends the outage).
+this outage (the node coming back ends the outage). When no other node of the region is
+healthy and uncordoned (one node per region, a region outage) no operation is recorded at
+all: the log says why.
 
 When the node comes back, its heartbeat answer no longer lists the replicas that were
 moved, so it drops them; a behind one rejoins, and is deleted since it was replaced
@@ -28,6 +30,7 @@ from tandemdb.common.http import ApiError
 from tandemdb.common.roles import Role
 
 from .catalog import Catalog
+from .cordon import marks
 from .node_failover import UNHEARD_GRACE
 from .operations import LIVE, Draft, Kind, Operation, Operations, Outcome, Steps
 from .replace import Replacer
@@ -67,8 +70,9 @@ class Healing:
             try:
                 op = await asyncio.to_thread(self.start, node, silent)
             except ApiError as exc:
-                log.info("node %s: silent for %.1f s, no healing: %s", node, silent,
-                         exc.message)
+                log.log(logging.WARNING if exc.code == "no_room" else logging.INFO,
+                        "node %s: silent for %.1f s, no healing: %s", node, silent,
+                        exc.message)
                 continue
             log.warning("node %s: no heartbeat for %.1f s, over replace_after_seconds %g; "
                         "its replicas are re-created on other nodes of %s (%s)", node, silent,
@@ -81,13 +85,19 @@ class Healing:
                 if (mine := r.on(node)) is not None and mine.role != Role.PRIMARY]
         if not held:
             raise ApiError(409, "nothing", "it holds no secondary or fenced replica")
+        region = self.topology.region_of(node) or ""
+        marked = marks(self.catalog.store)
+        if not any(self.topology.healthy(n) and n not in marked
+                   for n in self.topology.nodes_in(region) if n != node):
+            raise ApiError(409, "no_room", f"no other node of {region} is healthy and "
+                           f"uncordoned, so its {len(held)} replica(s) stay on it")
         running = [op for op in self.operations.live()
                    if op.kind == NODE_HEAL and op.target == node and op.state in LIVE]
         if running:
             raise ApiError(409, "busy", f"operation {running[0].id} heals it already")
 
         def build(txn: Txn, op_id: str) -> Draft:
-            return Draft({"node": node, "region": self.topology.region_of(node),
+            return Draft({"node": node, "region": region,
                           "silent_seconds": round(silent, 3),
                           "replace_after_seconds": self.deployment.replace_after_seconds})
 
