@@ -114,7 +114,7 @@ class Replacer:
                 if found is not None]
 
     async def _replace(self, op: Operation, name: str, node: str, heal: bool) -> dict | None:
-        held: dict | None = None  # the line of an environment other operations kept busy
+        held: dict | None = None  # its line if the attempts run out (busy, or contended)
         waited = False
         for _ in range(BUSY_ATTEMPTS + 1):
             read = await asyncio.to_thread(self.catalog.read, name)
@@ -146,11 +146,13 @@ class Replacer:
             changed = with_new(record, new, None if added else node).with_(operation=op.id)
             done = await asyncio.to_thread(self.events.transact, functools.partial(
                 self._stage, record=changed, version=version, op=op, old=mine, new=new))
-            if done is None:
-                continue  # the record changed in between: read it again
+            if done is None:  # the record changed in between: read it again
+                held = line(record, mine, "stayed", "its record kept changing meanwhile; a "
+                                                    "later drain or heal moves it")
+                continue
             await self._tell(changed, done[1][record_key(name)], node, target, added)
             how = "added beside it (it rejoins, then is deleted)" if added else "moved"
-            log.info("environment %s (epoch %d): %s replica on %s %s to %s, seeded from a "
+            log.info("environment %s (epoch %d): %s replica on %s %s on %s, seeded from a "
                      "snapshot (%s)", name, record.epoch, mine.kind, node,
                      "stood in for by a new one" if added else "re-created", target, op.id)
             return line(record, mine, "added" if added else "replaced", how, target)
