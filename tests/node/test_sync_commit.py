@@ -5,7 +5,9 @@ secondary on west-2 (same region), its geo-secondary on east-1, records PUT by h
 arrives; (b) with the sync secondary paused, writes wait for the controller to record it
 unsynced, and are acknowledged only after that, or fail with 503 `sync_unavailable` while
 it cannot be reached; (c) the geo rule: the geo-secondary never gets ahead of the sync one;
-(d) a secondary that lost sync regains it once caught up, asking the controller first.
+(d) a secondary that lost sync regains it once caught up, asking the controller first; a
+refused request is asked again, and a regaining secondary re-created on another node
+(west-3) is dropped for the new one.
 
 No controller runs here: `ControllerStandIn` is a test-only stand-in for the controller's
 `POST /internal/v1/environments/{env}/sync` endpoint (contract 3 of issue 11), an endpoint
@@ -30,18 +32,23 @@ from tandemdb.testing import poll_until
 
 from .conftest import MAX_BODY, Cluster, unique
 
-NODES = ("west-1", "west-2", "east-1")
+NODES = ("west-1", "west-2", "west-3", "east-1")
 
 
 class ControllerStandIn:
     """Plays the controller's sync endpoint: records (monotonic time, path, body) of each
     call and answers 200 with a new catalog version. Test-only (see the module docstring)."""
 
-    def syncs(self) -> list[bool]:
-        return [body["sync"] for _, _, body in self.calls]
+    def syncs(self, env: str) -> list[bool]:
+        return [body["sync"] for _, _, body in self.of(env)]
+
+    def of(self, env: str) -> list[tuple[float, str, dict]]:
+        """The calls about `env` (a primary of an earlier test may still be asking)."""
+        return [call for call in self.calls if f"/environments/{env}/" in call[1]]
 
     def __init__(self, port: int) -> None:
         self.calls: list[tuple[float, str, dict]] = []
+        self.refuse_sync = 0  # answer this many `sync: true` requests 409 stale
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +59,10 @@ class ControllerStandIn:
                     return
                 asked = json.loads(body)
                 stand_in.calls.append((time.monotonic(), self.path, asked))
+                if asked["sync"] and stand_in.refuse_sync > 0:
+                    stand_in.refuse_sync -= 1
+                    self._answer(409, {"error": {"code": "stale", "message": "stand-in"}})
+                    return
                 self._answer(200, {"version": len(stand_in.calls), "sync": asked["sync"]})
 
             def _answer(self, status: int, body: dict) -> None:
@@ -77,7 +88,7 @@ class ControllerStandIn:
 
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster.temporary(tmp_path_factory.mktemp("sync"), start=NODES, nodes_per_region=2,
+    with Cluster.temporary(tmp_path_factory.mktemp("sync"), start=NODES, nodes_per_region=3,
                            max_body_bytes=MAX_BODY, lease_ttl=0) as running:
         yield running
 
@@ -162,8 +173,8 @@ def test_paused_sync_secondary_is_dropped_only_once_recorded(
     nodes.pause("west-2")
     answers = write_all(nodes, env, range(1, 9), writers=4)
     assert [a.status_code for _, _, a in answers] == [200] * 8
-    assert stand_in.syncs()[:1] == [False]
-    called_at, path, body = stand_in.calls[0]
+    assert stand_in.syncs(env)[:1] == [False]
+    called_at, path, body = stand_in.of(env)[0]
     assert path == f"/internal/v1/environments/{env}/sync"
     assert body == {"node": "west-2", "sync": False, "epoch": 1, "primary": "west-1"}
     # Every write west-2 lacks was acknowledged after the controller recorded it unsynced.
@@ -216,17 +227,40 @@ def test_a_caught_up_secondary_regains_sync(nodes: Cluster,
     nodes.pause("west-2")
     answers = write_all(nodes, env, range(1, 5), writers=2)
     assert [a.status_code for _, _, a in answers] == [200] * 4
-    assert stand_in.syncs() == [False]
+    assert stand_in.syncs(env) == [False]
     nodes.resume("west-2")
     # Caught up, it is waited for again, then the primary asks to record it sync.
-    poll_until(lambda: stand_in.syncs() == [False, True], 20.0, 0.05,
+    poll_until(lambda: stand_in.syncs(env) == [False, True], 20.0, 0.05,
                "the primary to ask for sync: true")
-    assert stand_in.calls[1][2] == {"node": "west-2", "sync": True, "epoch": 1,
+    assert stand_in.of(env)[1][2] == {"node": "west-2", "sync": True, "epoch": 1,
                                     "primary": "west-1"}
     assert lsn(nodes, "west-2", env) >= max(a.json()["lsn"] for _, _, a in answers)
     # Sync again: a paused west-2 holds writes until it is recorded unsynced once more.
     nodes.pause("west-2")
     again = write_all(nodes, env, range(10, 14), writers=2)
     assert [a.status_code for _, _, a in again] == [200] * 4
-    assert stand_in.syncs() == [False, True, False]
-    assert all(at > stand_in.calls[2][0] for _, at, _ in again)
+    assert stand_in.syncs(env) == [False, True, False]
+    assert all(at > stand_in.of(env)[2][0] for _, at, _ in again)
+
+
+def test_a_refused_regain_is_asked_again_and_follows_a_replaced_replica(
+        nodes: Cluster, stand_in: ControllerStandIn) -> None:
+    env = unique("sync-replaced")
+    stand_in.refuse_sync = 1
+    # west-2 is listed without sync: the primary regains it once it has caught up.
+    nodes.put_replica("west-1", env, "primary", secondaries=("west-2", "east-1"))
+    for secondary in ("west-2", "east-1"):
+        nodes.put_replica(secondary, env, "secondary", primary="west-1")
+    nodes.ok_sql("west-1", env, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    poll_until(lambda: stand_in.syncs(env) == [True, True], 20.0, 0.05,
+               "a refused sync: true asked again")
+    # The stand-in's 200 does not reach the record: west-2 is not sync in it, and is still
+    # regaining. Now west-2's replica is re-created on west-3 (a drain, self-healing).
+    nodes.put_replica("west-3", env, "secondary", primary="west-1")
+    nodes.put_replica("west-1", env, "primary", secondaries=("west-3", "east-1"))
+    nodes.ok_sql("west-1", env, "INSERT INTO t VALUES (1)")
+    poll_until(lambda: any(body["node"] == "west-3" and body["sync"]
+                           for _, _, body in stand_in.of(env)), 20.0, 0.05,
+               "the primary to regain sync with west-3")
+    answer = nodes.ok_sql("west-1", env, "INSERT INTO t VALUES (2)")
+    assert lsn(nodes, "west-3", env) >= answer["lsn"]  # waited for: west-3 is regaining

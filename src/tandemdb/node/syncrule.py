@@ -142,6 +142,14 @@ class SyncRule:
                 for peer in replica.record.secondaries):
             return
         regain = self._regain.get(replica.name)
+        if regain is not None and all(p.node != regain.node
+                                      for p in replica.record.secondaries):
+            # Its replica was re-created elsewhere (a drain, self-healing): regain with the
+            # new one, at once (a request of ours for the old one is refused, not_local).
+            log.info("%s: %s, which was regaining sync, is no longer its secondary",
+                     replica.name, regain.node)
+            replica.regaining, regain = None, None
+            self._regain.pop(replica.name, None)
         if regain is None or replica.regaining != node:
             loop = asyncio.get_running_loop()
             if replica.regaining is None and env.last_lsn - consumer.acked_lsn <= REGAIN_WITHIN \
@@ -180,7 +188,7 @@ class SyncRule:
             log.warning("%s: the controller cannot be reached to record %s %s (%s)%s",
                         replica.name, node, what, type(exc).__name__,
                         "" if sync else "; writes wait")
-            await asyncio.sleep(RETRY_EVERY)
+            await self._not_recorded(replica, node, sync)
             return
         answer = _json(response)
         version = answer.get("version")
@@ -188,7 +196,7 @@ class SyncRule:
                 or answer.get("sync") is not sync:
             log.warning("%s: the controller did not record %s %s (HTTP %d: %s)",
                         replica.name, node, what, response.status_code, response.text[:200])
-            await asyncio.sleep(RETRY_EVERY)
+            await self._not_recorded(replica, node, sync)
             return
         if sync:
             log.info("%s: sync restored: the controller recorded %s as sync: true (catalog "
@@ -199,6 +207,15 @@ class SyncRule:
                         "version %d); writes are acknowledged without it", replica.name, node,
                         version)
             self._stop_regaining(replica, "recorded unsynced")
+
+    async def _not_recorded(self, replica: Replica, node: str, sync: bool) -> None:
+        """After a pause, let the change be asked again: a write still waiting asks again
+        for `sync: false`; a regain asks again for `sync: true` at its replica's next
+        acknowledgement (else it would stay pending, and never be recorded)."""
+        await asyncio.sleep(RETRY_EVERY)
+        regain = self._regain.get(replica.name)
+        if sync and regain is not None and regain.node == node:
+            regain.asked = False
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
