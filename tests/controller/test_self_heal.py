@@ -13,8 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tandemdb.controller.operations import PAUSE_ENV
+
 from .beats import Beater
-from .conftest import ControllerProcess, controller_process
+from .conftest import START_TIMEOUT, ControllerProcess, controller_process
 from .test_drain import replicas_of
 from .waiting import wait_for
 
@@ -126,3 +128,31 @@ def test_with_one_node_per_region_nothing_is_recorded(tmp_path):
                      and "no other node of east is healthy" in ctl.log(),
                      what="the log saying why nothing is healed")
             assert heals_of(ctl, geo) == []
+
+
+def test_a_heal_cut_off_by_a_controller_restart_says_what_it_did(tmp_path):
+    """The step ran (the replica moved) but its end was never written: the next controller
+    runs it again, which moves nothing twice and still reports the move."""
+    with controller_process(tmp_path / "resume", nodes_per_region=3, node_grace_seconds=None,
+                            replace_after_seconds=AFTER) as ctl:
+        ctl.local.start("controller", wait=False,
+                        env={PAUSE_ENV: "node.heal/replace-replicas:end"})
+        ctl.local.wait_healthy("controller", START_TIMEOUT)
+        with Beater(ctl, list(ctl.deployment.nodes)) as beats:
+            wait_for(lambda: ctl.create(name="sh-resume", type="basic",
+                                        region="west").status_code == 201, what="created")
+            placed = replicas_of(ctl, "sh-resume")
+            local = next(n for n, r in placed.items() if r["kind"] == "local")
+            free = next(n for n in ctl.deployment.nodes_in("west") if n not in placed)
+            silence(ctl, beats, local)
+            wait_for(lambda: free in replicas_of(ctl, "sh-resume"), what="the move")
+            [parked] = heals_of(ctl, local)
+            ctl.kill()
+            ctl.local.start("controller", wait=False)
+            ctl.local.wait_healthy("controller", START_TIMEOUT)
+            op = healed(ctl, local, set())
+            assert op["id"] == parked["id"] and op["state"] == "succeeded", op
+            [line] = op["result"]["replicas"]
+            assert (line["environment"], line["state"]) == ("sh-resume", "replaced"), line
+            assert heals_of(ctl, local) == [op]  # the new controller started no other
+            assert set(replicas_of(ctl, "sh-resume")) == set(placed) - {local} | {free}

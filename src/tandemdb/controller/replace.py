@@ -104,14 +104,19 @@ class Replacer:
         records = await asyncio.to_thread(self.catalog.list)
         names = sorted(r.name for r in records
                        if (mine := r.on(node)) is not None and mine.role != Role.PRIMARY)
+        # A resumed step: what this operation moved before the controller restarted.
+        done = [{"environment": r.name, "from_node": node, "to_node": None, "kind": None,
+                 "role": None, "state": "replaced", "note": "re-created before the "
+                 "controller restarted (its replica.replaced event says where)"}
+                for r in records if r.operation == op.id and r.on(node) is None]
         gate = asyncio.Semaphore(PARALLELISM)
 
         async def one(name: str) -> dict | None:
             async with gate:
                 return await self._replace(op, name, node, heal)
 
-        return [found for found in await asyncio.gather(*(one(name) for name in names))
-                if found is not None]
+        return done + [found for found in await asyncio.gather(*(one(name) for name in names))
+                       if found is not None]
 
     async def _replace(self, op: Operation, name: str, node: str, heal: bool) -> dict | None:
         held: dict | None = None  # its line if the attempts run out (busy, or contended)
