@@ -10,9 +10,10 @@ elsewhere, one environment at a time (at most `PARALLELISM` at once):
   desired record (a new secondary seeds from a snapshot while writes go on), the primary
   its own (it now streams to C, and regains sync with it by itself), and D a DELETE. A call
   that fails is left to the heartbeats: C's answer lists the replica, D's no longer does.
-  A local replica on a live node that its primary may be regaining sync with (a drained
-  node's old primary, just switched over) is first given `REGAIN_WAIT` to be recorded sync,
-  and its primary that record (`regaining`, `SETTLE`);
+  A local replica on a live node, which its primary may be regaining sync with (a drained
+  node's old primary, just switched over), is first given `REGAIN_WAIT` to be recorded
+  sync, then its primary is sent that record and given `SETTLE` before the swap
+  (`may_regain`; also when it was recorded sync already: the node may not know yet);
 - a fenced **`behind`** replica (an old primary a node failover left behind, holding writes
   its rejoin must list) is never removed here. When healing (`heal`), and the primary is in
   its region with no other replica of its kind there, a new secondary of that kind is
@@ -66,15 +67,16 @@ def replaced_meanwhile(record: EnvRecord, node: str) -> bool:
         for r in record.replicas)
 
 
-def regaining(record: EnvRecord, replica: ReplicaRef, up: bool) -> bool:
-    """True if the primary may be regaining sync with this replica now: a local secondary
-    of its region recorded not sync, on a node that is up (after a switchover within the
-    region, the old primary). Swapping it out in the middle would leave the primary waiting
-    on a regain the controller then refuses (node/syncrule.py keeps a regain it asked for),
-    so `_replace` first lets it finish."""
+def may_regain(record: EnvRecord, replica: ReplicaRef, up: bool) -> bool:
+    """True if the primary may hold a regain of sync with this replica: a local secondary
+    of its region on a node that is up (after a switchover within the region, the old
+    primary), recorded sync or not (the primary may not have the sync record yet).
+    Swapping it out then would leave the primary's regain pending for good (node/syncrule.py
+    keeps a regain while it is pending, even of a replica its record no longer lists, and
+    starts no other), so `_replace` first lets it end."""
     primary = record.primary
     return (up and replica.kind == Kind.LOCAL and replica.role == Role.SECONDARY
-            and not replica.sync and primary is not None and primary.region == replica.region)
+            and primary is not None and primary.region == replica.region)
 
 
 def line(record: EnvRecord, replica: ReplicaRef, state: str, note: str,
@@ -142,7 +144,7 @@ class Replacer:
                             name, mine.kind, node, mine.region, op.id)
                 return line(record, mine, "stayed", f"no other healthy, uncordoned node of "
                                                     f"{mine.region} holds no replica of it")
-            if regaining(record, mine, self.topology.healthy(node)) and not waited:
+            if may_regain(record, mine, self.topology.healthy(node)) and not waited:
                 waited = True  # (once: a replica that never regains sync moves anyway)
                 await self._await_sync(name, node)
                 continue
