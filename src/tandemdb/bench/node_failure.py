@@ -36,13 +36,12 @@ from collections.abc import Callable, Collection, Iterable
 
 import httpx
 
-from tandemdb.client import Client
+from tandemdb.client import Client, TandemError
 from tandemdb.common.http import SECRET_HEADER
 from tandemdb.testing import (
     Ack,
     IdWriter,
     LocalDeployment,
-    caught_up,
     holds_within,
     ids_in,
     lost_writes,
@@ -114,11 +113,18 @@ def replica_checksums(cluster: LocalDeployment, env: str) -> dict[str, dict]:
 
 
 def checksums_equal(cluster: LocalDeployment, env: str, timeout: float = 30.0) -> bool:
-    """Once every secondary has applied the primary's lsn: one (lsn, total) for all."""
-    if not holds_within(lambda: caught_up(cluster.client, env), timeout, 0.1):
+    """Once every replica is at one lsn (writes stopped, the last ones replicated): one
+    checksum for all. False if they never reach one lsn within `timeout`."""
+    sums: dict[str, dict] = {}
+
+    def one_lsn() -> bool:
+        sums.clear()
+        sums.update(replica_checksums(cluster, env))
+        return len({s["lsn"] for s in sums.values()}) == 1
+
+    if not holds_within(one_lsn, timeout, 0.1, ignore=(TandemError, httpx.HTTPError)):
         return False
-    sums = replica_checksums(cluster, env)
-    return len({(s["lsn"], s["total"]) for s in sums.values()}) == 1
+    return len({s["total"] for s in sums.values()}) == 1
 
 
 def acknowledged_twice(acks: Iterable[Ack]) -> list[str]:
