@@ -10,10 +10,8 @@ elsewhere, one environment at a time (at most `PARALLELISM` at once):
   desired record (a new secondary seeds from a snapshot while writes go on), the primary
   its own (it now streams to C, and regains sync with it by itself), and D a DELETE. A call
   that fails is left to the heartbeats: C's answer lists the replica, D's no longer does.
-  A local replica on a live node, which its primary may be regaining sync with (a drained
-  node's old primary, just switched over), is first given `REGAIN_WAIT` to be recorded
-  sync, then its primary is sent that record and given `SETTLE` before the swap
-  (`may_regain`; also when it was recorded sync already: the node may not know yet);
+  A primary that was regaining sync with the old replica (a drained node's old primary,
+  just switched over) drops that regain for the new one (node/syncrule.py, 461b4b5);
 - a fenced **`behind`** replica (an old primary a node failover left behind, holding writes
   its rejoin must list) is never removed here. When healing (`heal`), and the primary is in
   its region with no other replica of its kind there, a new secondary of that kind is
@@ -35,7 +33,7 @@ import asyncio
 import functools
 import logging
 
-from tandemdb.common.roles import Kind, Role
+from tandemdb.common.roles import Role
 
 from .catalog import Catalog, EnvRecord, EnvState, ReplicaRef, record_key, stage
 from .events import Events, EventType
@@ -50,12 +48,6 @@ log = logging.getLogger("tandem.controller.replace")
 PARALLELISM = 8  # environments whose replica is re-created at a time
 BUSY_ATTEMPTS = 3  # an environment another operation holds: waited for this many times
 BUSY_WAIT = 60.0  # seconds, at most, each time
-REGAIN_WAIT = 15.0  # seconds a drain lets a primary regain sync with a replica it then moves
-# Seconds for a primary's consumers to ask once it holds the record that says its regaining
-# replica sync: nodes ask at least every second (their long poll), and that request ends
-# the regain on the node, which would otherwise outlive the replica's removal (see report
-# in docs/ha.md, "Drain").
-SETTLE = 2.5
 
 
 def replaced_meanwhile(record: EnvRecord, node: str) -> bool:
@@ -65,18 +57,6 @@ def replaced_meanwhile(record: EnvRecord, node: str) -> bool:
     return mine is not None and any(
         r.node != node and r.region == mine.region and r.kind == mine.kind and not r.behind
         for r in record.replicas)
-
-
-def may_regain(record: EnvRecord, replica: ReplicaRef, up: bool) -> bool:
-    """True if the primary may hold a regain of sync with this replica: a local secondary
-    of its region on a node that is up (after a switchover within the region, the old
-    primary), recorded sync or not (the primary may not have the sync record yet).
-    Swapping it out then would leave the primary's regain pending for good (node/syncrule.py
-    keeps a regain while it is pending, even of a replica its record no longer lists, and
-    starts no other), so `_replace` first lets it end."""
-    primary = record.primary
-    return (up and replica.kind == Kind.LOCAL and replica.role == Role.SECONDARY
-            and primary is not None and primary.region == replica.region)
 
 
 def line(record: EnvRecord, replica: ReplicaRef, state: str, note: str,
@@ -122,8 +102,7 @@ class Replacer:
 
     async def _replace(self, op: Operation, name: str, node: str, heal: bool) -> dict | None:
         held: dict | None = None  # its line if the attempts run out (busy, or contended)
-        waited = False
-        for _ in range(BUSY_ATTEMPTS + 1):
+        for _ in range(BUSY_ATTEMPTS):
             read = await asyncio.to_thread(self.catalog.read, name)
             mine = read[0].on(node) if read else None
             if read is None or mine is None or mine.role == Role.PRIMARY:
@@ -144,10 +123,6 @@ class Replacer:
                             name, mine.kind, node, mine.region, op.id)
                 return line(record, mine, "stayed", f"no other healthy, uncordoned node of "
                                                     f"{mine.region} holds no replica of it")
-            if may_regain(record, mine, self.topology.healthy(node)) and not waited:
-                waited = True  # (once: a replica that never regains sync moves anyway)
-                await self._await_sync(name, node)
-                continue
             added = mine.behind
             new = ReplicaRef(mine.region, target, Role.SECONDARY, mine.kind)
             changed = with_new(record, new, None if added else node).with_(operation=op.id)
@@ -212,25 +187,6 @@ class Replacer:
             if outcome.problem:
                 log.info("environment %s: %s; %s drops the replica when its heartbeat "
                          "answer no longer lists it", record.name, outcome.problem, old)
-
-    async def _await_sync(self, name: str, node: str) -> None:
-        """Wait (bounded) until the replica on `node` is recorded sync, or is gone; then
-        tell the primary its record (the sync one) and give its consumers `SETTLE` s to
-        ask for entries: the first request after that ends its regain on the node."""
-        deadline = asyncio.get_running_loop().time() + REGAIN_WAIT
-        while asyncio.get_running_loop().time() < deadline:
-            read = await asyncio.to_thread(self.catalog.read, name)
-            mine = read[0].on(node) if read is not None else None
-            if read is None or mine is None:
-                return
-            record, version = read
-            if mine.sync and record.primary is not None:
-                await self._put(record, version, record.primary.node)
-                await asyncio.sleep(SETTLE)
-                return
-            await asyncio.sleep(0.1)
-        log.info("environment %s: its local replica on %s was not recorded sync within %g s; "
-                 "it is re-created elsewhere all the same", name, node, REGAIN_WAIT)
 
     async def _put(self, record: EnvRecord, version: int, node: str) -> None:
         """Send `node` its replica as the record has it; a failure is the heartbeat's."""
