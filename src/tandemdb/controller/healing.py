@@ -31,11 +31,10 @@ from tandemdb.common.roles import Role
 
 from .catalog import Catalog
 from .cordon import marks
-from .node_failover import UNHEARD_GRACE
 from .operations import LIVE, Draft, Kind, Operation, Operations, Outcome, Steps
 from .replace import Replacer
 from .store import Txn
-from .topology import Topology
+from .topology import Silences, Topology
 
 log = logging.getLogger("tandem.controller.healing")
 
@@ -47,7 +46,7 @@ class Healing:
                  operations: Operations, replacer: Replacer) -> None:
         self.deployment, self.topology, self.catalog = deployment, topology, catalog
         self.operations, self.replacer = operations, replacer
-        self.healed: set[str] = set()  # nodes healed in this outage (this process)
+        self.silences = Silences(topology)  # nodes healed, once per outage
         operations.register(Kind(NODE_HEAL, self.steps))
 
     def steps(self, params: dict) -> Steps:
@@ -58,15 +57,7 @@ class Healing:
         after = self.deployment.replace_after_seconds
         if after is None:
             return
-        for node in self.deployment.nodes:
-            silent = self.topology.silent_for(node)
-            heard = self.topology.heartbeat_age(node) is not None
-            if silent < (after if heard else max(after, UNHEARD_GRACE)):
-                self.healed.discard(node)  # heard from again: a later loss is a new outage
-                continue
-            if node in self.healed:
-                continue
-            self.healed.add(node)
+        for node, silent in self.silences.newly_past(after):
             try:
                 op = await asyncio.to_thread(self.start, node, silent)
             except ApiError as exc:

@@ -30,16 +30,12 @@ from .failover import Failovers
 from .moves import Moves
 from .operations import Draft, Kind, Operation, Operations, Outcome, Steps
 from .store import Txn
-from .topology import Topology
+from .topology import Silences, Topology
 
 log = logging.getLogger("tandem.controller.node_failover")
 
 NODE_FAILOVER = "node.failover"
 PARALLELISM = 16  # environments moved at a time
-# A node not heard from since this controller started is declared down only after this
-# long (or node_grace_seconds if longer): at `tandem up` the nodes start after the
-# controller, one by one, and a loaded machine may take seconds for each.
-UNHEARD_GRACE = 15.0
 NAMED = 10  # environments named in the operation's error
 
 
@@ -49,7 +45,7 @@ class NodeFailovers:
         self.deployment, self.topology, self.catalog = deployment, topology, catalog
         self.operations, self.events = operations, events
         self.moves = Moves(catalog, failovers, operations)
-        self.declared: set[str] = set()  # nodes declared down in this outage (this process)
+        self.silences = Silences(topology)  # nodes declared down, once per outage
         operations.register(Kind(NODE_FAILOVER, self.steps))
 
     def steps(self, params: dict) -> Steps:
@@ -60,16 +56,7 @@ class NodeFailovers:
         grace = self.deployment.node_grace_seconds
         if grace is None:
             return
-        for node in self.deployment.nodes:
-            silent = self.topology.silent_for(node)
-            limit = grace if self.topology.heartbeat_age(node) is not None else max(
-                grace, UNHEARD_GRACE)
-            if silent < limit:
-                self.declared.discard(node)  # heard from again: a later loss is a new outage
-                continue
-            if node in self.declared:
-                continue
-            self.declared.add(node)
+        for node, silent in self.silences.newly_past(grace):
             try:
                 op = await asyncio.to_thread(self.start, node, silent)
             except ApiError as exc:

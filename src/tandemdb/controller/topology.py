@@ -241,3 +241,33 @@ class Topology:
             return node, f"the only {'other ' if skipped else ''}{placeable}node of {region}"
         among = "its healthy nodes" if healthy else "its nodes (none is healthy yet)"
         return node, f"the fewest replicas ({replica_counts[node]}) among {among}"
+
+
+# A node not heard from since this controller started is taken as lost only after this long
+# (or the caller's limit if longer): at `tandem up` the nodes start after the controller,
+# one by one, and a loaded machine may take seconds for each.
+UNHEARD_GRACE = 15.0
+
+
+class Silences:
+    """Nodes silent past a limit, each answered once per outage: a node heard from again
+    within the limit ends its outage, so a later loss is a new one. In this process only
+    (a restarted controller counts silence from its own start, `Topology.silent_for`)."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self.seen: set[str] = set()
+
+    def newly_past(self, limit: float) -> list[tuple[str, float]]:
+        """(node, seconds silent) for each node silent past `limit` (at least
+        `UNHEARD_GRACE` for a node never heard from) not answered yet in this outage."""
+        out = []
+        for node in self.topology.deployment.nodes:
+            silent = self.topology.silent_for(node)
+            heard = self.topology.heartbeat_age(node) is not None
+            if silent < (limit if heard else max(limit, UNHEARD_GRACE)):
+                self.seen.discard(node)
+            elif node not in self.seen:
+                self.seen.add(node)
+                out.append((node, silent))
+        return out
