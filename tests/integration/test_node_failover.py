@@ -132,3 +132,47 @@ def test_a_switchover_to_the_local_secondary_loses_nothing(ha: LocalDeployment):
     assert (now[home]["role"], now[home]["kind"]) == ("secondary", "local")
     assert client.environment(env)["primary_region"] == "west"
     all_equal(ha, env)
+
+
+def test_a_primary_not_moved_at_first_is_moved_while_its_node_stays_down(ha: LocalDeployment):
+    """The sync secondary's node is frozen when the primary's node dies: the first node
+    failover cannot move the environment (its target does not answer); once the target is
+    back, a retry within the same outage moves it, losing nothing."""
+    client, env = ha.client, "node-retry"
+    view = client.create_environment(env, region="west")
+    home = view["replicas"][0]["node"]
+    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    writer = IdWriter(client, env)
+    writer.create_table()
+    writer.start()
+    try:
+        poll_until(lambda: len(writer.acked) > 20, what="writes before the faults")
+        before = {o["id"] for o in node_ops(ha, "node.failover", home)}
+        ha.pause(local)
+        ha.kill(home)
+        first = poll_until(lambda: next((o for o in node_ops(ha, "node.failover", home)
+                                         if o["id"] not in before
+                                         and o["state"] != "running"), None),
+                           timeout=30, what=f"the first node failover of {home}")
+        assert first["state"] == "failed", first
+        assert replicas(client, env)[home]["role"] == "primary"  # rolled back, not moved
+        ha.resume(local)
+        moved = poll_until(lambda: replicas(client, env)[local]["role"] == "primary",
+                           timeout=30, what=f"a retry moving {env} to {local}")
+        assert moved
+        again = [o for o in node_ops(ha, "node.failover", home)
+                 if o["id"] not in before and o["params"].get("again")]
+        assert again and again[0]["state"] == "succeeded", again
+        acked = len(writer.acked)
+        poll_until(lambda: len(writer.acked) > acked + 10, what="writes after the move")
+    finally:
+        writer.stop()
+        ha.resume(local)
+    writer.check(client, env)
+    one_primary_per_epoch(writer)
+    downs = [e for e in client.events()["events"] if e["type"] == "node.down"
+             and e["data"]["node"] == home and e["operation"] not in before]
+    assert len(downs) == 1  # one for the outage, none for the retry
+    ha.start(home)
+    poll_until(lambda: replicas(client, env)[home]["role"] == "secondary", timeout=60,
+               what=f"{home} rejoined")

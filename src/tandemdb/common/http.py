@@ -26,6 +26,10 @@ from tandemdb.common import values
 from tandemdb.common.errors import CodedError
 
 SECRET_HEADER = "x-tandem-secret"
+# How long a client keeps an idle connection: below uvicorn's 5 s keep-alive timeout, so no
+# request is written onto a connection the server is closing (httpx's default is also 5 s:
+# the two race, and the request fails with RemoteProtocolError).
+KEEPALIVE_SECONDS = 2.0
 # Arrays and objects inside each other. Tandem's bodies nest under 8 deep; Python's parser
 # recurses once per level, and a body 5,000 deep would end in RecursionError (a 500).
 MAX_JSON_DEPTH = 32

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tandemdb.common.http import SECRET_HEADER
+from tandemdb.common.http import KEEPALIVE_SECONDS, SECRET_HEADER
 
 TIMEOUT_SECONDS = 2.0
 
@@ -49,8 +49,9 @@ class Reply:
 
 class NodeClient:
     def __init__(self, secret: str, timeout: float = TIMEOUT_SECONDS) -> None:
-        self._client = httpx.AsyncClient(headers={SECRET_HEADER: secret},
-                                         timeout=httpx.Timeout(timeout))
+        self._client = httpx.AsyncClient(
+            headers={SECRET_HEADER: secret}, timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS))
 
     async def put_replica(self, node: str, url: str, desired: dict) -> Outcome:
         """PUT the desired record; the answer's body is the replica as the node has it."""

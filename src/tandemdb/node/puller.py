@@ -31,7 +31,7 @@ import anyio
 import httpx
 import msgpack
 
-from tandemdb.common.http import SECRET_HEADER
+from tandemdb.common.http import KEEPALIVE_SECONDS, SECRET_HEADER
 from tandemdb.common.roles import Role
 from tandemdb.engine import EngineError, JournalEntry, MissingBlobs
 
@@ -257,7 +257,8 @@ class Puller:
         headers = {SECRET_HEADER: node.deployment.secret}
         self.client = httpx.AsyncClient(
             headers=headers, timeout=httpx.Timeout(10.0, connect=2.0, read=WAIT + 10.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16,
+                                keepalive_expiry=KEEPALIVE_SECONDS))
         self.loops: dict[tuple[str, str], PeerLoop] = {}
         self.seeding: dict[str, asyncio.Task] = {}
         self.closed = False

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tandemdb.common.http import SECRET_HEADER, ApiError
+from tandemdb.common.http import KEEPALIVE_SECONDS, SECRET_HEADER, ApiError
 from tandemdb.common.roles import Role
 
 from .metrics import SYNC_WAIT
@@ -221,7 +221,8 @@ class SyncRule:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 headers={SECRET_HEADER: self.secret},
-                timeout=httpx.Timeout(max(self.timeout, 1.0), connect=0.5))
+                timeout=httpx.Timeout(max(self.timeout, 1.0), connect=0.5),
+                limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS))
         return self._client
 
     async def close(self) -> None:

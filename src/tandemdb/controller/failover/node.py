@@ -28,7 +28,10 @@ from ..catalog import EnvRecord, ReplicaRef
 from ..operations import Operation, Outcome, StepFailed, StepRun
 from ..store import Txn
 from .params import FailoverParams
+from .planned import RETRY_PAUSE
 from .steps import FailoverSteps, mark_fork
+
+READ_TRIES = 3  # the target's position is asked this many times when no answer comes
 
 
 class SyncPromotion(FailoverSteps):
@@ -87,7 +90,11 @@ class SyncPromotion(FailoverSteps):
         p, name = FailoverParams.from_json(op.params), op.target
         # Reachable before the point of no return: a dead target is a rollback, not a
         # decided move with no primary to take writes.
-        seen = await self.call(p.target, name, "wait", {"lsn": 0, "timeout": 0}, 5.0)
+        for _ in range(READ_TRIES):  # a connection lost in passing is tried again
+            seen = await self.call(p.target, name, "wait", {"lsn": 0, "timeout": 0}, 5.0)
+            if seen.ok or seen.status != 0:
+                break
+            await asyncio.sleep(RETRY_PAUSE)
         if not seen.ok:
             raise StepFailed("promote_failed", f"environment {name}: the sync secondary on "
                              f"{p.target.node} cannot be reached: {seen.problem}")
