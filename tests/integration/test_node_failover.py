@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from tandemdb.client import TandemError
-from tandemdb.testing import IdWriter, LocalDeployment, lost_writes, poll_until
+from tandemdb.testing import IdWriter, LocalDeployment, ids_in, lost_writes, poll_until
 
 from .test_ha_placement import all_equal, replicas
 
@@ -110,21 +110,34 @@ def test_a_switchover_to_the_local_secondary_loses_nothing(ha: LocalDeployment):
     with pytest.raises(TandemError) as unknown:
         client.failover(env, to="west-9")
     assert (unknown.value.status, unknown.value.code) == (409, "no_secondary")
-    writer = IdWriter(client, env)
-    writer.create_table()
-    writer.start()
+    # Four writers, so that groups are in flight (committed, waiting for the sync
+    # secondary's acknowledgement) when the old primary is fenced.
+    writers = [IdWriter(client, env, first_id=k, step=4) for k in range(1, 5)]
+    writers[0].create_table()
+    for writer in writers:
+        writer.start()
     try:
-        poll_until(lambda: len(writer.acked) > 20, what="writes before the switchover")
+        poll_until(lambda: len(writers[0].acked) > 20, what="writes before the switchover")
         done = client.wait_operation(client.failover(env, to=local)["id"], timeout=60)
         assert done["state"] == "succeeded", done
         line = done["result"]["environments"][0]
         assert (line["data_loss"], line["to_region"], line["epoch"]) == (0, "west", 2)
-        acked = len(writer.acked)
-        poll_until(lambda: len(writer.acked) > acked + 20, what="writes after it")
+        acked = len(writers[0].acked)
+        poll_until(lambda: len(writers[0].acked) > acked + 20, what="writes after it")
     finally:
-        writer.stop()
-    writer.check(client, env)
-    one_primary_per_epoch(writer)
+        for writer in writers:
+            writer.stop()
+    ids = ids_in(client, env, "events")
+    assert len(ids) == len(set(ids)), "an id is present twice"
+    acked = set().union(*(w.acked_ids(env) for w in writers))
+    unknown = set().union(*(w.unknown_ids(env) for w in writers))
+    assert acked <= set(ids), sorted(acked - set(ids))[:20]  # invariant 1: nothing lost
+    assert not set(ids) - acked - unknown, "ids nobody wrote"
+    for writer in writers:
+        one_primary_per_epoch(writer)
+        # A write the old primary committed before the fence was confirmed by the
+        # switchover itself (the new primary's history holds it), not failed as unknown.
+        assert not [m for _, m in writer.failed if "sync_unavailable" in m], writer.failed
     poll_until(lambda: replicas(client, env)[home]["sync"] is True, timeout=30,
                what=f"{home}, the old primary, sync again")
     now = replicas(client, env)
@@ -160,9 +173,13 @@ def test_a_primary_not_moved_at_first_is_moved_while_its_node_stays_down(ha: Loc
         moved = poll_until(lambda: replicas(client, env)[local]["role"] == "primary",
                            timeout=30, what=f"a retry moving {env} to {local}")
         assert moved
-        again = [o for o in node_ops(ha, "node.failover", home)
-                 if o["id"] not in before and o["params"].get("again")]
-        assert again and again[0]["state"] == "succeeded", again
+        again = poll_until(lambda: [
+            o for o in node_ops(ha, "node.failover", home)
+            if o["id"] not in before and o["params"].get("again") and any(
+                line["environment"] == env and line["state"] == "succeeded"
+                for line in (o["result"] or {}).get("environments", []))],
+            what="the retry's result")
+        assert again
         acked = len(writer.acked)
         poll_until(lambda: len(writer.acked) > acked + 10, what="writes after the move")
     finally:

@@ -127,18 +127,19 @@ class WriteGate:
         with replica.writing():
             self.check(replica)  # the role may have changed while it waited (queued)
             before = env.last_lsn
-            result, lsn = await run_sync(self._locked, replica, env, write, args, content)
+            result, lsn, epoch = await run_sync(self._locked, replica, env, write, args,
+                                                content)
         replica.notify()  # answers the long polls waiting for this entry at once
         if self.sync is not None and lsn > before:
             try:
-                await self.sync.wait(replica, lsn)
+                await self.sync.wait(replica, lsn, epoch)
             except SyncUnavailable as unconfirmed:
                 unconfirmed.result = result
                 raise
         return result
 
     def _locked(self, replica: Replica, env: Environment, write: Callable[..., T],
-                args: tuple, content: bytes | None) -> tuple[T, int]:
+                args: tuple, content: bytes | None) -> tuple[T, int, int]:
         """Worker thread: with nothing able to commit in between, a write never commits
         after the lease expired or a fence; the engine checks once more right before
         COMMIT, since statements may run longer than the lease's safety margin."""
@@ -148,7 +149,7 @@ class WriteGate:
         staged = env.staged_blob(content) if content is not None else contextlib.nullcontext()
         with staged, env.exclusive():
             check()
-            return write(env, *args, before_commit=check), env.last_lsn
+            return write(env, *args, before_commit=check), env.last_lsn, env.epoch
 
     # -- the failsafe lease -------------------------------------------------------------
     def vouch(self, replica: Replica, consumer: str, epoch: int, token: object) -> bool:

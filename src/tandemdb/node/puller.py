@@ -162,6 +162,10 @@ class PeerLoop:
         if part.get("snapshot"):
             self.puller.seed(replica, self.url)
             return
+        epochs = epoch_pairs(part.get("epochs"))
+        if epochs != replica.upstream_epochs:
+            replica.upstream_epochs = epochs
+            replica.notify()  # may confirm writes it waits for as an old primary
         wire = part.get("entries") or []
         if not wire:
             return
@@ -246,6 +250,15 @@ class PeerLoop:
             if got != digest:
                 await run_sync(env.blobs.delete, got)
                 raise MissingBlobs([digest])
+
+
+def epoch_pairs(value: object) -> tuple[tuple[int, int], ...]:
+    """A stream answer's `epochs` ([[epoch, start lsn], …]); () when malformed."""
+    if not isinstance(value, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(type(v) is int for v in p)
+            for p in value):
+        return ()
+    return tuple((p[0], p[1]) for p in value)
 
 
 class Puller:

@@ -63,6 +63,9 @@ class Replica:
     # Regaining sync (syncrule.py): the local secondary every write waits for again while
     # the controller's record does not (yet) name it sync (None: none).
     regaining: str | None = None
+    # The epoch history (epoch, start lsn) its primary last sent with a stream answer, as a
+    # secondary: it may confirm writes it acknowledged nothing for yet (syncrule.py).
+    upstream_epochs: tuple[tuple[int, int], ...] = ()
     _waiters: set[asyncio.Future] = field(default_factory=set)
     _lag_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Serialises this replica's record changes (adopt, fence, promote, seed); replicas

@@ -97,6 +97,9 @@ def servable(replica: Replica, env: Environment, consumer: str) -> int:
 Target = tuple[Replica, Environment, int, int]  # replica, engine, position, servable upto
 
 
+HISTORY = 8  # the newest (epoch, start lsn) pairs each answer part carries
+
+
 def _read(targets: list[Target], budget: int) -> dict:
     """Worker thread: the entries after each position (up to what is servable), within one
     shared byte budget.
@@ -118,6 +121,7 @@ def _read(targets: list[Target], budget: int) -> dict:
             budget -= sum(e.size for e in entries)
         envs[replica.name] = {
             "epoch": env.epoch, "last_lsn": env.last_lsn,
+            "epochs": env.epoch_history[-HISTORY:],
             "entries": [e.to_wire() for e in entries], "snapshot": snapshot,
             "_first": (entries[0].lsn, entries[0].committed_at) if entries else None}
     return envs

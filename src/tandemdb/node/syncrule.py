@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -62,6 +63,16 @@ class Regain:
     asked: bool = False
 
 
+def holds(history: Sequence[tuple[int, int]], lsn: int, epoch: int) -> bool:
+    """Whether a replica with this epoch history ((epoch, start lsn), oldest first) holds
+    the entry at `lsn` written in `epoch` and a newer epoch began at or after it: then that
+    entry is in every later history. Epoch `epoch` had one primary (invariant 2), which
+    numbered its entries, so an entry of `epoch` at `lsn` in this history is that one."""
+    in_force = [e for e, start in history if start < lsn]
+    return bool(in_force) and max(in_force) == epoch and any(
+        e > epoch and start >= lsn for e, start in history)
+
+
 class SyncRule:
     """The primaries' wait for their sync secondary, and the request that ends it."""
 
@@ -78,10 +89,11 @@ class SyncRule:
         self._regain_after: dict[str, float] = {}  # env -> no regaining before (loop time)
         self._client: httpx.AsyncClient | None = None
 
-    async def wait(self, replica: Replica, lsn: int) -> None:
-        """Return once `lsn` may be acknowledged: the sync secondary named when the wait
-        starts has acknowledged it, or the primary no longer waits for it (the controller
-        recorded it `sync: false`, or a newer record names another). Raise 503
+    async def wait(self, replica: Replica, lsn: int, epoch: int) -> None:
+        """Return once `lsn` (committed in `epoch`) may be acknowledged: the sync secondary
+        named when the wait starts has acknowledged it, or the primary no longer waits for
+        it (the controller recorded it `sync: false`, or a newer record names another), or
+        this replica now follows a newer primary whose history holds it. Raise 503
         `sync_unavailable` past the bound."""
         node = replica.waits_for
         if node is None:
@@ -89,7 +101,7 @@ class SyncRule:
         loop = asyncio.get_running_loop()
         start = loop.time()
         with SYNC_WAIT.time():
-            while not self._done(replica, node, lsn):
+            while not self._done(replica, node, lsn, epoch):
                 waited = loop.time() - start
                 if waited >= self.bound:
                     raise self._unavailable(replica, node, lsn, waited)
@@ -101,12 +113,19 @@ class SyncRule:
                 await replica.changed(min(until, self.bound - waited))
 
     @staticmethod
-    def _done(replica: Replica, node: str, lsn: int) -> bool:
+    def _done(replica: Replica, node: str, lsn: int, epoch: int) -> bool:
         consumer = replica.consumers.get(node)
         if consumer is not None and consumer.acked_lsn >= lsn:
             return True
         # Only a primary's record can stop the wait: a fenced one keeps waiting for the ack.
-        return replica.record.role is Role.PRIMARY and replica.waits_for != node
+        if replica.record.role is Role.PRIMARY and replica.waits_for != node:
+            return True
+        # A switchover within the region: the sync secondary was promoted at this entry or
+        # past it before its acknowledgement came. This replica, now its secondary, learns
+        # it from the new primary's epoch history (stream answers) or its own.
+        env = replica.env
+        return env is not None and (holds(replica.upstream_epochs, lsn, epoch)
+                                    or holds(env.epoch_history, lsn, epoch))
 
     def _timed_out(self, replica: Replica, node: str) -> None:
         """A write waited `timeout` for `node`: stop waiting for it, safely."""
