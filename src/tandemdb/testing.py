@@ -37,7 +37,6 @@ from tandemdb.local import free_base_port
 
 T = TypeVar("T")
 PAIRS = (("west", "east"),)
-PORTS = 16  # enough for the fault proxy's links too
 ERROR_PAUSE = 0.02  # a writer's pause after a failed write, so an outage is not a busy loop
 
 
@@ -110,7 +109,11 @@ def plan(data: Path, pairs: Sequence[tuple[str, str]] = PAIRS, nodes_per_region:
     """Plan a deployment in `data` and save its deployment.json. `settings` override its
     fields (lease_ttl, grace_seconds, …): every process reads them from there."""
     data.mkdir(parents=True, exist_ok=True)
-    deployment = Deployment.plan(data, list(pairs), nodes_per_region, free_base_port(PORTS))
+    layout = Deployment.plan(data, list(pairs), nodes_per_region, 0)  # to count its ports
+    if fault_proxy:
+        layout.add_fault_proxy()
+    deployment = Deployment.plan(data, list(pairs), nodes_per_region,
+                                 free_base_port(max(layout.ports()) + 1))
     if fault_proxy:
         deployment.add_fault_proxy()
     for key, value in settings.items():

@@ -131,6 +131,13 @@ class Deployment:
         ours = set(self.nodes_in(region))
         return sorted(name for name in self.links() if len(ours & set(name.split(">"))) == 1)
 
+    def ports(self) -> list[int]:
+        """Every port the deployment listens on, the fault proxy's included."""
+        proxy = self.fault_proxy or {}
+        return [self.gateway_port, self.controller_port,
+                *(spec["port"] for spec in self.nodes.values()),
+                *([proxy["port"]] if proxy else []), *proxy.get("links", {}).values()]
+
     def add_fault_proxy(self) -> None:
         """Put a fault proxy on every link an outage can cut; ports after the used ones."""
         port = max([self.gateway_port, self.controller_port,
