@@ -44,9 +44,12 @@ def lost(env: EnvName, replay: Replay = False, as_json: Json = False, url: Url =
         return
     for bundle in answer["bundles"]:
         how = "rewound" if bundle.get("rewound") else "re-seeded"
+        # A node failover's bundle: none of it was ever acknowledged (docs/ha.md).
+        acked = ("; none was acknowledged (a node failover)"
+                 if bundle.get("acknowledged") is False else "")
         out.print(f"[bold]{env}[/]: {len(bundle['entries'])} write(s) after fork lsn "
                   f"{bundle['fork_lsn']} (epoch {bundle['epoch']}) on {bundle['node']} "
-                  f"in {bundle['region']}, {how}; recorded {bundle['recorded_at']}")
+                  f"in {bundle['region']}, {how}; recorded {bundle['recorded_at']}{acked}")
         table = Table("lsn", "committed", "table", "op", "before", "after")
         for entry in bundle["entries"]:
             when = datetime.fromtimestamp(entry["committed_at"], UTC).strftime("%H:%M:%S.%f")

@@ -121,8 +121,8 @@ class Replacer:
                 log.warning("environment %s: its %s replica on %s stays there: no other "
                             "healthy, uncordoned node of %s without a replica of it (%s)",
                             name, mine.kind, node, mine.region, op.id)
-                return line(record, mine, "stayed", f"no other healthy, uncordoned node of "
-                                                    f"{mine.region} holds no replica of it")
+                return line(record, mine, "stayed", f"every other healthy, uncordoned node "
+                                                    f"of {mine.region} holds a replica of it")
             added = mine.behind
             new = ReplicaRef(mine.region, target, Role.SECONDARY, mine.kind)
             changed = with_new(record, new, None if added else node).with_(operation=op.id)
