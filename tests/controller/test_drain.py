@@ -204,7 +204,7 @@ def test_with_two_nodes_per_region_a_secondary_stays_and_the_result_says_so(two)
     assert op["state"] == "succeeded", op  # the node is cordoned; the replica stays on it
     line = next(s for s in op["result"]["secondaries"] if s["environment"] == "dr-full")
     assert (line["state"], line["from_node"], line["to_node"]) == ("stayed", local, None)
-    assert "no other healthy, uncordoned node of west" in line["note"]
+    assert "every other healthy, uncordoned node of west holds a replica" in line["note"]
     assert replicas_of(ctl, "dr-full") == placed
     assert nodes(ctl)[local]["state"] == "cordoned"
 

@@ -90,7 +90,7 @@ def test_with_no_room_the_secondary_stays_and_the_result_says_why(healing):
         op = healed(ctl, local, before)
         [line] = [x for x in op["result"]["replicas"] if x["environment"] == "sh-stay"]
         assert (line["state"], line["to_node"]) == ("stayed", None), line
-        assert "no other healthy, uncordoned node of east" in line["note"]
+        assert "every other healthy, uncordoned node of east holds a replica" in line["note"]
         assert op["result"]["stayed"] >= 1 and replicas_of(ctl, "sh-stay") == placed
     finally:
         beats.nodes.extend([free, local])
