@@ -97,6 +97,8 @@ def test_a_fenced_old_primary_gets_a_stand_in_and_is_deleted_at_its_rejoin(
     writer.start()
     try:
         poll_until(lambda: len(writer.acked) > 40, what="writes before the node is lost")
+        # (a loaded machine may have let sync lapse; only a sync replica is promoted)
+        poll_until(lambda: sync_local(ha, env) == local, timeout=30, what="sync before the kill")
         ha.kill(home)
         poll_until(lambda: replicas(client, env)[local]["role"] == "primary", timeout=30,
                    what=f"{local} promoted by the node failover")
