@@ -17,6 +17,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from tandemdb.client import TandemError
 from tandemdb.testing import IdWriter, LocalDeployment, caught_up, poll_until
 
 LEASE_TTL = 2.0
@@ -121,8 +122,11 @@ def test_forced_failover_after_the_primary_is_killed(lossy: LocalDeployment):
         return west_lsn == view["primary_lsn"] and west_lsn is not None
 
     poll_until(equal, timeout=30, what="the rejoined replica to catch up")
-    assert client.checksum(env, region="west")["total"] == \
-        client.checksum(env, region="east")["total"]
+    # Equal checksums; west may be re-seeded meanwhile (east's journal may have been
+    # truncated past the fork point while west was away), answering 503 until it is done.
+    poll_until(lambda: client.checksum(env, region="west")["total"]
+               == client.checksum(env, region="east")["total"], timeout=30,
+               what="equal checksums in west and east", ignore=(TandemError,))
     # Replay: what conflicts with nothing since the fork is applied, the rest is listed;
     # a second replay applies nothing twice.
     replay = client.replay_lost(env)

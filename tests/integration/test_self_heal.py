@@ -118,7 +118,9 @@ def test_a_fenced_old_primary_gets_a_stand_in_and_is_deleted_at_its_rejoin(
     ha.start(home)
     poll_until(lambda: home not in replicas(client, env), timeout=60,
                what=f"{home} deleted from the catalog at its rejoin")
-    [rejoined] = [e["data"] for e in events(ha, "replica.rejoined", env)]
+    # (the catalog changes first; the event lands when the rejoin's step ends)
+    [rejoined] = poll_until(lambda: [e["data"] for e in events(ha, "replica.rejoined", env)],
+                            what="the replica.rejoined event")
     assert rejoined["node"] == home and rejoined["deleted"] is True, rejoined
     bundles = client.lost(env)["bundles"]
     assert [b["node"] for b in bundles] == [home] and bundles[0]["acknowledged"] is False
