@@ -91,7 +91,7 @@ def follow(client: "Client", op_id: str, on_update: Callable[[dict], None],
         time.sleep(max(0.0, poll - (time.monotonic() - asked)))
 
 
-def _stopped_following(op_id: str) -> typer.Exit:
+def stopped_following(op_id: str) -> typer.Exit:
     typer.echo(f"stopped following {op_id}; it goes on: 'tandem ops {op_id}' shows it",
                err=True)
     return typer.Exit(130)
@@ -112,7 +112,7 @@ def failover(
     with reported(), connect(url, token, data) as client:
         op = client.failover(env, Mode.forced.value if forced else mode.value, to=to)
         if no_wait:
-            _print_started(op, as_json)
+            print_started(op, as_json)
             return
         err = console(stderr=True, quiet=as_json)
         title = f"failover {env} ({op['id']})"
@@ -120,7 +120,7 @@ def failover(
             with err.status(title) as status:
                 op = follow(client, op["id"], StepPrinter(err, status, title))
         except KeyboardInterrupt:
-            raise _stopped_following(op["id"]) from None
+            raise stopped_following(op["id"]) from None
     _finish(op, as_json)
 
 
@@ -172,7 +172,7 @@ def _region_follow(client: "Client", op: dict, no_wait: bool, as_json: bool,
     from tandemdb.client.operations import child_counts, environment_results
 
     if no_wait:
-        _print_started(op, as_json)
+        print_started(op, as_json)
         return
     op_id = op["id"]
     children: list[dict] = []
@@ -196,14 +196,14 @@ def _region_follow(client: "Client", op: dict, no_wait: bool, as_json: bool,
 
             op = follow(client, op_id, update)
     except KeyboardInterrupt:
-        raise _stopped_following(op_id) from None
+        raise stopped_following(op_id) from None
     except TandemError as exc:
         raise CliError(f"{exc}; the operation goes on: 'tandem ops {op_id}' shows it") \
             from None
     _finish(op, as_json, children)
 
 
-def _print_started(op: dict, as_json: bool) -> None:
+def print_started(op: dict, as_json: bool) -> None:
     if as_json:
         print_json(op)
     else:
@@ -215,7 +215,6 @@ def _finish(op: dict, as_json: bool, children: list[dict] | None = None) -> None
     """Print the outcome, then exit 1 if the operation or any environment failed."""
     from tandemdb.client.operations import (
         environment_results,
-        error_text,
         failed_environments,
         merged_results,
     )
@@ -234,6 +233,13 @@ def _finish(op: dict, as_json: bool, children: list[dict] | None = None) -> None
             out.print(environment_line(entries[0]))
         elif entries:
             out.print(results_table(entries))
+    exit_if_failed(op, failed)
+
+
+def exit_if_failed(op: dict, failed: list[str]) -> None:
+    """Exit 1 naming why, if the operation failed or any of its environments (`failed`)."""
+    from tandemdb.client.operations import error_text
+
     if op.get("state") == "failed":
         fail(f"error: {op['id']} failed: {error_text(op.get('error') or 'no error given')}")
     if failed:

@@ -20,7 +20,6 @@ from .connection import (
     Url,
     connect,
     console,
-    fail,
     print_json,
     reported,
 )
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from tandemdb.client import Client
-
-CHILDREN_LIMIT = 500  # the API's largest page of operations
 
 app = Typer(help="Nodes: list them; drain one for maintenance, and uncordon it after.",
             no_args_is_help=True)
@@ -64,14 +61,12 @@ def drain(
     as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
 ) -> None:
     """Move everything off NODE (primaries with zero loss) and leave it cordoned."""
+    from .failover import print_started
+
     with reported(), connect(url, token, data) as client:
         op = client.drain_node(node, parallelism)
         if no_wait:
-            if as_json:
-                print_json(op)
-            else:
-                console().print(f"started {op['id']} (node.drain {node}); 'tandem ops "
-                                f"{op['id']}' follows it")
+            print_started(op, as_json)
             return
         op, children = _follow(client, op, as_json)
     _report(op, children, as_json)
@@ -95,7 +90,7 @@ def _follow(client: "Client", op: dict, as_json: bool) -> tuple[dict, list[dict]
     """Follow the drain to its end, showing its step and the primaries moved so far."""
     from tandemdb.client.operations import child_counts
 
-    from .failover import follow
+    from .failover import CHILDREN_LIMIT, follow, stopped_following
 
     op_id, title = op["id"], f"drain {op['target']} ({op['id']})"
     children: list[dict] = []
@@ -113,16 +108,15 @@ def _follow(client: "Client", op: dict, as_json: bool) -> tuple[dict, list[dict]
 
             op = follow(client, op_id, update)
     except KeyboardInterrupt:
-        typer.echo(f"stopped following {op_id}; it goes on: 'tandem ops {op_id}' shows it",
-                   err=True)
-        raise typer.Exit(130) from None
+        raise stopped_following(op_id) from None
     return op, children
 
 
 def _report(op: dict, children: list[dict], as_json: bool) -> None:
     """The outcome, each primary's RTO, each secondary's fate; exit 1 on a failure."""
-    from tandemdb.client.operations import error_text, failed_environments, merged_results
+    from tandemdb.client.operations import failed_environments, merged_results
 
+    from .failover import exit_if_failed
     from .views import outcome_line, results_table
 
     entries = merged_results(op, children)
@@ -138,11 +132,7 @@ def _report(op: dict, children: list[dict], as_json: bool) -> None:
         secondaries = (op.get("result") or {}).get("secondaries") or []
         if secondaries:
             out.print(secondaries_table(secondaries))
-    if op.get("state") == "failed":
-        fail(f"error: {op['id']} failed: {error_text(op.get('error') or 'no error given')}")
-    if failed:
-        fail(f"error: {op['id']}: failed for {', '.join(failed)} (see 'tandem ops "
-             f"{op['id']}')")
+    exit_if_failed(op, failed)
 
 
 def secondaries_table(lines: list[dict[str, Any]]) -> "Table":
