@@ -14,7 +14,7 @@ import pytest
 from tandemdb.testing import IdWriter, LocalDeployment, poll_until
 
 from .test_drain import tandem
-from .test_ha_placement import all_equal, replicas
+from .test_ha_placement import all_equal, create_in_west, replicas
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,7 @@ def ha(start_deployment: Callable[..., LocalDeployment]) -> LocalDeployment:
 
 def test_with_two_nodes_the_old_primaries_stay_as_sync_local_secondaries(ha: LocalDeployment):
     client, env = ha.client, "drain-two"
-    view = client.create_environment(env, region="west")
-    node = view["replicas"][0]["node"]
-    other = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    node, other = create_in_west(client, env)
     writer = IdWriter(client, env)
     writer.create_table()
     writer.start()

@@ -15,7 +15,7 @@ import pytest
 
 from tandemdb.testing import IdWriter, LocalDeployment, poll_until
 
-from .test_ha_placement import all_equal, replicas
+from .test_ha_placement import all_equal, create_in_west, replicas
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,7 @@ def rejoins(lossy: LocalDeployment, env: str) -> list[dict]:
 
 def test_forced_failover_fences_the_local_secondary_and_it_rejoins(lossy: LocalDeployment):
     client, env = lossy.client, "ha-forced"
-    view = client.create_environment(env, region="west")
-    home = view["replicas"][0]["node"]
-    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    home, local = create_in_west(client, env)
     writer = IdWriter(client, env)
     writer.create_table(keyed=False)
     writer.start()

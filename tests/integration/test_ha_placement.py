@@ -49,6 +49,14 @@ def all_equal(cluster: LocalDeployment, env: str) -> None:
     assert len({(s["lsn"], s["total"]) for s in sums.values()}) == 1, sums
 
 
+def create_in_west(client: Client, env: str) -> tuple[str, str]:
+    """Create a production environment in west; (its primary's node, its local
+    secondary's node)."""
+    view = client.create_environment(env, region="west")
+    return (view["replicas"][0]["node"],
+            next(r["node"] for r in view["replicas"] if r["kind"] == "local"))
+
+
 def move(client: Client, env: str) -> dict:
     done = client.wait_operation(client.failover(env)["id"], timeout=60)
     assert done["state"] == "succeeded", done
@@ -89,9 +97,7 @@ def test_every_environment_gets_a_sync_local_secondary(ha: LocalDeployment):
 def test_planned_failover_to_the_pair_and_back_loses_nothing(ha: LocalDeployment):
     client = ha.client
     env = "ha-move"
-    view = client.create_environment(env, region="west")
-    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
-    home = view["replicas"][0]["node"]
+    home, local = create_in_west(client, env)
     writer = IdWriter(client, env)
     writer.create_table(keyed=False)
     writer.start()

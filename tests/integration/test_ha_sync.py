@@ -13,7 +13,7 @@ import pytest
 
 from tandemdb.testing import IdWriter, LocalDeployment, poll_until
 
-from .test_ha_placement import all_equal, replicas
+from .test_ha_placement import all_equal, create_in_west, replicas
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,7 @@ def sync_events(ha: LocalDeployment, env: str) -> list[dict]:
 
 def test_a_frozen_local_secondary_loses_sync_and_regains_it(ha: LocalDeployment):
     client, env = ha.client, "ha-sync"
-    view = client.create_environment(env, region="west")
-    primary = view["replicas"][0]["node"]
-    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    primary, local = create_in_west(client, env)
     writer = IdWriter(client, env)
     writer.create_table(keyed=False)
     writer.start()

@@ -17,7 +17,7 @@ import pytest
 from tandemdb.client import TandemError
 from tandemdb.testing import IdWriter, LocalDeployment, ids_in, lost_writes, poll_until
 
-from .test_ha_placement import all_equal, replicas
+from .test_ha_placement import all_equal, create_in_west, replicas
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +109,7 @@ def test_a_switchover_to_the_local_secondary_loses_nothing(ha: LocalDeployment):
     """`failover ENV --to NODE`: the planned switchover within the region (a drain's first
     step); the kinds swap, and the new primary makes the old one its sync secondary."""
     client, env = ha.client, "node-switch"
-    view = client.create_environment(env, region="west")
-    home = view["replicas"][0]["node"]
-    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    home, local = create_in_west(client, env)
     with pytest.raises(TandemError) as bad:
         client.failover(env, mode="forced", to=local)
     assert bad.value.status == 400
@@ -160,9 +158,7 @@ def test_a_primary_not_moved_at_first_is_moved_while_its_node_stays_down(ha: Loc
     failover cannot move the environment (its target does not answer); once the target is
     back, a retry within the same outage moves it, losing nothing."""
     client, env = ha.client, "node-retry"
-    view = client.create_environment(env, region="west")
-    home = view["replicas"][0]["node"]
-    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    home, local = create_in_west(client, env)
     writer = IdWriter(client, env)
     writer.create_table()
     writer.start()

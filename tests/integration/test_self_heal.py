@@ -19,7 +19,7 @@ import pytest
 
 from tandemdb.testing import IdWriter, LocalDeployment, poll_until
 
-from .test_ha_placement import all_equal, ask_checksum, replicas
+from .test_ha_placement import all_equal, ask_checksum, create_in_west, replicas
 
 AFTER = 3.0  # replace_after_seconds
 
@@ -89,9 +89,7 @@ def test_a_lost_node_s_secondaries_are_re_created_elsewhere(ha: LocalDeployment)
 def test_a_fenced_old_primary_gets_a_stand_in_and_is_deleted_at_its_rejoin(
         ha: LocalDeployment):
     client, env = ha.client, "heal-c"
-    view = client.create_environment(env, region="west")
-    home = view["replicas"][0]["node"]
-    local = next(r["node"] for r in view["replicas"] if r["kind"] == "local")
+    home, local = create_in_west(client, env)
     writer = IdWriter(client, env)
     writer.create_table(keyed=False)
     writer.start()
