@@ -109,11 +109,8 @@ def plan(data: Path, pairs: Sequence[tuple[str, str]] = PAIRS, nodes_per_region:
     """Plan a deployment in `data` and save its deployment.json. `settings` override its
     fields (lease_ttl, grace_seconds, …): every process reads them from there."""
     data.mkdir(parents=True, exist_ok=True)
-    layout = Deployment.plan(data, list(pairs), nodes_per_region, 0)  # to count its ports
-    if fault_proxy:
-        layout.add_fault_proxy()
-    deployment = Deployment.plan(data, list(pairs), nodes_per_region,
-                                 free_base_port(max(layout.ports()) + 1))
+    count = Deployment.ports_needed(list(pairs), nodes_per_region, fault_proxy)
+    deployment = Deployment.plan(data, list(pairs), nodes_per_region, free_base_port(count))
     if fault_proxy:
         deployment.add_fault_proxy()
     for key, value in settings.items():

@@ -131,6 +131,16 @@ class Deployment:
         ours = set(self.nodes_in(region))
         return sorted(name for name in self.links() if len(ours & set(name.split(">"))) == 1)
 
+    @classmethod
+    def ports_needed(cls, pairs: list[tuple[str, str]], nodes_per_region: int,
+                     fault_proxy: bool) -> int:
+        """How many consecutive ports a deployment of this shape listens on (`plan`'s
+        layout, the fault proxy's links included)."""
+        layout = cls.plan(Path("."), pairs, nodes_per_region, 0)
+        if fault_proxy:
+            layout.add_fault_proxy()
+        return max(layout.ports()) + 1
+
     def ports(self) -> list[int]:
         """Every port the deployment listens on, the fault proxy's included."""
         proxy = self.fault_proxy or {}
