@@ -25,9 +25,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .layout import Shape
+
 FILE = "deployment.json"
 HOST = "127.0.0.1"
 CONTROLLER = "controller"
+GATEWAY = "gateway"
 
 
 @dataclass
@@ -61,6 +64,17 @@ class Deployment:
     # Webhooks may target loopback, private, link-local … addresses (controller/targets.py):
     # only for receivers on the deployment's own network, and tests with a local receiver.
     allow_private_webhooks: bool = False
+    # The control plane (docs/deploy.md). None: one controller named "controller" on
+    # `controller_port`, one gateway named "gateway" on `gateway_port`, as before.
+    controllers: dict[str, dict] | None = None  # name -> {"site", "host", "port"}
+    gateways: dict[str, dict] | None = None  # name -> {"region", "host", "port"}
+    # Where the controllers keep their state: {"kind": "sqlite"} (in the controller's data
+    # dir), or {"kind": "etcd", "endpoints": [url, …], "prefix": "tandem/", "members": {name:
+    # {"site", "host", "client_port", "peer_port"}}} ("members": etcd that `tandem up` runs).
+    store: dict = field(default_factory=lambda: {"kind": "sqlite"})
+    witness: str | None = None  # the third site, beside the regions of the pair (etcd only)
+    # Seconds of the controllers' leader lease in etcd (whole seconds: etcd's unit).
+    controller_lease_ttl: int = 2
 
     def __post_init__(self) -> None:
         grace = self.grace_seconds
@@ -81,6 +95,9 @@ class Deployment:
         if type(self.sync_commit) is not bool:
             raise ValueError(f"sync_commit in {FILE} must be true or false, not "
                              f"{self.sync_commit!r}")
+        if type(self.controller_lease_ttl) is not int or not 1 <= self.controller_lease_ttl <= 60:
+            raise ValueError(f"controller_lease_ttl in {FILE} must be whole seconds from 1 to "
+                             f"60, not {self.controller_lease_ttl!r}")
         if type(self.allow_private_webhooks) is not bool:
             raise ValueError(f"allow_private_webhooks in {FILE} must be true or false, not "
                              f"{self.allow_private_webhooks!r}")
@@ -90,16 +107,73 @@ class Deployment:
                              f"leases off, which only node tests without a controller use), "
                              f"not {ttl!r}")
 
+    # -- the processes and where they listen (each binds the host of its own entry) --------
+    def controller_specs(self) -> dict[str, dict]:
+        """Controller name -> {"site", "host", "port"}: one "controller" unless planned."""
+        return self.controllers or {CONTROLLER: {"site": None, "host": HOST,
+                                                 "port": self.controller_port}}
+
+    def gateway_specs(self) -> dict[str, dict]:
+        """Gateway name -> {"region", "host", "port"}: one "gateway" unless planned."""
+        return self.gateways or {GATEWAY: {"region": None, "host": HOST,
+                                           "port": self.gateway_port}}
+
+    def etcd_members(self) -> dict[str, dict]:
+        """The etcd members `tandem up` runs (none with sqlite, or an external etcd)."""
+        return self.store.get("members", {}) if self.store.get("kind") == "etcd" else {}
+
+    def address(self, name: str) -> tuple[str, int]:
+        """The host and port process `name` listens on (an etcd member: its client port)."""
+        for specs in (self.controller_specs(), self.gateway_specs(), self.nodes):
+            if name in specs:
+                return specs[name].get("host", HOST), specs[name]["port"]
+        member = self.etcd_members()[name]
+        return member["host"], member["client_port"]
+
+    def url(self, name: str) -> str:
+        host, port = self.address(name)
+        return f"http://{host}:{port}"
+
+    def controller_urls(self) -> list[str]:
+        return [self.url(name) for name in self.controller_specs()]
+
+    def gateway_urls(self) -> list[str]:
+        """Every gateway's URL; the first is `gateway_url`."""
+        return [self.url(name) for name in self.gateway_specs()]
+
+    def store_endpoints(self) -> list[str]:
+        """The etcd client URLs the controllers use (empty with sqlite)."""
+        if self.store.get("kind") != "etcd":
+            return []
+        members = self.etcd_members()
+        return list(self.store.get("endpoints") or [
+            f"http://{m['host']}:{m['client_port']}" for m in members.values()])
+
+    def sites(self) -> list[str]:
+        """Where the control plane runs: each region, then the witness (if any)."""
+        return [*self.regions, *([self.witness] if self.witness else [])]
+
+    def site_of(self, name: str) -> str | None:
+        """The site of a process: a node's or gateway's region, a controller's or etcd
+        member's site; None for the single controller and gateway of a one-site layout."""
+        if name in self.nodes:
+            return self.nodes[name]["region"]
+        for specs, key in ((self.controller_specs(), "site"),
+                           (self.gateway_specs(), "region"), (self.etcd_members(), "site")):
+            if name in specs:
+                return specs[name].get(key)
+        return None
+
     @property
     def gateway_url(self) -> str:
-        return f"http://{HOST}:{self.gateway_port}"
+        return self.gateway_urls()[0]
 
     @property
     def controller_url(self) -> str:
-        return f"http://{HOST}:{self.controller_port}"
+        return self.controller_urls()[0]
 
     def node_url(self, name: str) -> str:
-        return f"http://{HOST}:{self.nodes[name]['port']}"
+        return self.url(name)
 
     def nodes_in(self, region: str) -> list[str]:
         return sorted(n for n, spec in self.nodes.items() if spec["region"] == region)
@@ -112,6 +186,15 @@ class Deployment:
     def link_url(self, src: str, dst: str) -> str:
         """How `src` reaches `dst`: through the fault proxy's link when there is one."""
         return self.proxied_url(src, dst) or self.direct_url(dst)
+
+    def controller_links(self, src: str) -> list[str]:
+        """How `src` (a node or gateway) reaches the controllers, its own site's first: any
+        of them serves, as the others forward to the one that leads (docs/deploy.md)."""
+        if self.controllers is None:
+            return [self.link_url(src, CONTROLLER)]
+        site = self.site_of(src)
+        names = sorted(self.controllers, key=lambda c: self.controllers[c]["site"] != site)
+        return [self.url(name) for name in names]
 
     def proxied_url(self, src: str, dst: str) -> str | None:
         """The fault proxy's end of the link from `src` to `dst`, if it has that link."""
@@ -133,10 +216,10 @@ class Deployment:
 
     @classmethod
     def ports_needed(cls, pairs: list[tuple[str, str]], nodes_per_region: int,
-                     fault_proxy: bool) -> int:
+                     fault_proxy: bool, shape: Shape | None = None) -> int:
         """How many consecutive ports a deployment of this shape listens on (`plan`'s
         layout, the fault proxy's links included)."""
-        layout = cls.plan(Path("."), pairs, nodes_per_region, 0)
+        layout = cls.plan(Path("."), pairs, nodes_per_region, 0, shape)
         if fault_proxy:
             layout.add_fault_proxy()
         return max(layout.ports()) + 1
@@ -144,14 +227,19 @@ class Deployment:
     def ports(self) -> list[int]:
         """Every port the deployment listens on, the fault proxy's included."""
         proxy = self.fault_proxy or {}
-        return [self.gateway_port, self.controller_port,
+        members = self.etcd_members().values()
+        return [*(spec["port"] for spec in self.gateway_specs().values()),
+                *(spec["port"] for spec in self.controller_specs().values()),
                 *(spec["port"] for spec in self.nodes.values()),
+                *(port for m in members for port in (m["client_port"], m["peer_port"])),
                 *([proxy["port"]] if proxy else []), *proxy.get("links", {}).values()]
 
     def add_fault_proxy(self) -> None:
         """Put a fault proxy on every link an outage can cut; ports after the used ones."""
-        port = max([self.gateway_port, self.controller_port,
-                    *(spec["port"] for spec in self.nodes.values())]) + 1
+        if len(self.controller_specs()) > 1:
+            raise ValueError("a fault proxy cuts the links of one controller; partitions "
+                             "cannot be staged with several controllers yet")
+        port = max(self.ports()) + 1
         names = []
         for node, spec in sorted(self.nodes.items()):
             names += [f"{node}>{CONTROLLER}", f"{CONTROLLER}>{node}"]
@@ -162,8 +250,9 @@ class Deployment:
 
     @classmethod
     def plan(cls, data: Path, pairs: list[tuple[str, str]], nodes_per_region: int,
-             port: int) -> Deployment:
-        """Lay out ports from `port` upwards: gateway, controller, then each node."""
+             port: int, shape: Shape | None = None) -> Deployment:
+        """Lay out ports from `port` upwards: gateway, controller, each node, then what the
+        control plane's `shape` adds (more controllers and gateways, etcd members)."""
         if nodes_per_region < 1:
             raise ValueError(f"a region needs 1 node or more, not {nodes_per_region}")
         regions: dict[str, str] = {}
@@ -175,7 +264,9 @@ class Deployment:
             for i in range(1, nodes_per_region + 1):
                 nodes[f"{region}-{i}"] = {"region": region, "port": next_port}
                 next_port += 1
-        return cls(str(data), regions, nodes, port, port + 1)
+        deployment = cls(str(data), regions, nodes, port, port + 1)
+        (shape or Shape()).apply(deployment, next_port)
+        return deployment
 
     def save(self) -> None:
         path = Path(self.data) / FILE
@@ -200,6 +291,38 @@ class Deployment:
             raise DeploymentError(f"{exc} ({path})") from None
 
 
+    # -- one process's config file (`tandem serve KIND --config FILE`) --------------------
+    def config_for(self, name: str, data: Path | str | None = None) -> dict:
+        """What process `name` needs to run on a host of its own: the deployment's shared
+        description, its own name and its own data dir (`data`, else the deployment's)."""
+        return {"name": name, **asdict(self), "data": str(data or self.data)}
+
+    @classmethod
+    def from_config(cls, path: Path) -> tuple[Deployment, str]:
+        """Read a process's config file: the deployment it is part of, and its name."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DeploymentError(f"no config file {path}") from None
+        except ValueError as exc:
+            raise DeploymentError(f"{path} is not valid JSON: {exc}") from None
+        name = raw.pop("name", None) if isinstance(raw, dict) else None
+        if not isinstance(name, str) or not name:
+            raise DeploymentError(f"{path} must name its process: add \"name\": "
+                                  "\"west-1\" (a node, controller or gateway of the deployment)")
+        check(raw, path)
+        try:
+            deployment = cls(**raw)
+        except ValueError as exc:
+            raise DeploymentError(f"{exc} ({path})") from None
+        known = [*deployment.nodes, *deployment.controller_specs(), *deployment.gateway_specs()]
+        if name not in known:
+            raise DeploymentError(f"{path} names process {name!r}, which the deployment does "
+                                  f"not have (it has {', '.join(known)})")
+        return deployment, name
+
+
 class DeploymentError(ValueError):
     """deployment.json does not fit SCHEMA; the message names the key and the file."""
 
@@ -219,7 +342,29 @@ def _mapping(values: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 def _node(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("region"), str) \
-        and _integer(value.get("port"))
+        and _integer(value.get("port")) and isinstance(value.get("host", HOST), str)
+
+
+def _process(where: str) -> Callable[[Any], bool]:
+    """A controller's or gateway's entry: its site or region, host and port."""
+    return lambda v: v is None or _mapping(lambda spec: isinstance(spec, dict) and isinstance(
+        spec.get(where), str) and isinstance(spec.get("host"), str)
+        and _integer(spec.get("port")))(v)
+
+
+def _store(value: Any) -> bool:
+    if not isinstance(value, dict) or value.get("kind") not in ("sqlite", "etcd"):
+        return False
+    if value["kind"] == "sqlite":
+        return set(value) == {"kind"}
+    endpoints, members = value.get("endpoints", []), value.get("members", {})
+    return set(value) <= {"kind", "prefix", "endpoints", "members"} \
+        and isinstance(value.get("prefix", ""), str) \
+        and isinstance(endpoints, list) and all(isinstance(e, str) for e in endpoints) \
+        and _mapping(lambda m: isinstance(m, dict) and isinstance(m.get("site"), str)
+                     and isinstance(m.get("host"), str) and _integer(m.get("client_port"))
+                     and _integer(m.get("peer_port")))(members) \
+        and bool(endpoints or members)
 
 
 def _fault_proxy(value: Any) -> bool:
@@ -249,6 +394,14 @@ SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fault_proxy": (_fault_proxy,
                     'null or {"port": integer, "links": {link: integer}}'),
     "allow_private_webhooks": (lambda v: isinstance(v, bool), "true or false"),
+    "controllers": (_process("site"),
+                    'null or an object of name: {"site": s, "host": h, "port": p}'),
+    "gateways": (_process("region"),
+                 'null or an object of name: {"region": r, "host": h, "port": p}'),
+    "store": (_store, '{"kind": "sqlite"} or {"kind": "etcd", "endpoints": [url, …] or '
+                      '"members": {…}, "prefix": string}'),
+    "witness": (lambda v: v is None or isinstance(v, str), "null or a site name"),
+    "controller_lease_ttl": (_integer, "an integer number of seconds"),
 }
 assert set(SCHEMA) == {f.name for f in fields(Deployment)}, "SCHEMA must cover Deployment"
 REQUIRED = ("data", "regions", "nodes", "gateway_port", "controller_port")

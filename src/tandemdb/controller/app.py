@@ -22,7 +22,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge
 
-from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common import process
+from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import BodyLimit, install_error_handlers
 from tandemdb.common.metrics import install_metrics
 from tandemdb.common.shutdown import serve
@@ -231,19 +232,15 @@ def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tandemdb.controller",
                                      description="Run the Tandem controller of a deployment.")
-    parser.add_argument("--data", type=Path, default=Path("tandem-data"),
-                        help="deployment data directory (holds deployment.json)")
+    process.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # else one line per node call or delivery
-    try:
-        deployment = Deployment.load(args.data)
-    except FileNotFoundError as exc:
-        log.error("controller: %s", exc)
-        raise SystemExit(2) from None
+    deployment, name = process.identify(parser, args, "controller")
+    host, port = deployment.address(name)
     # Long polls (routing, events, an operation's end) get 503 as soon as the stop begins;
     # other calls finish within a short grace.
-    serve(build_app(deployment), "controller", host=HOST, port=deployment.controller_port,
+    serve(build_app(deployment), name, host=host, port=port,
           workers=1, log_config=None, access_log=False,
           timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)

@@ -22,13 +22,13 @@ import logging
 import re
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
-from tandemdb.common.deployment import HOST, Deployment
+from tandemdb.common import process
+from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import (
     ApiError,
     BodyLimit,
@@ -312,17 +312,17 @@ def create_app(deployment: Deployment, table: RoutingTable | None = None,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tandemdb.gateway",
                                      description="Tandem gateway: the public endpoint.")
-    parser.add_argument("--data", type=Path, default=Path("tandem-data"),
-                        help="deployment data directory (holds deployment.json)")
+    process.add_arguments(parser)
     parser.add_argument("--log-level", default="info", help="debug, info, warning …")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # else one line per forward
-    deployment = Deployment.load(args.data)
-    log.info("gateway on %s:%d, controller %s, %d nodes", HOST, deployment.gateway_port,
-             deployment.controller_url, len(deployment.nodes))
+    deployment, name = process.identify(parser, args, "gateway")
+    host, port = deployment.address(name)
+    log.info("%s on %s:%d, controllers %s, %d nodes", name, host, port,
+             ", ".join(deployment.controller_urls()), len(deployment.nodes))
     # Forwarded long polls (events, an operation's end) get 503 as soon as the stop begins.
-    serve(create_app(deployment), "gateway", host=HOST, port=deployment.gateway_port,
+    serve(create_app(deployment), name, host=host, port=port,
           workers=1, log_config=None, access_log=args.access_log, server_header=False)

@@ -1,7 +1,7 @@
 """The node process: its HTTP app, its background loops, and `main`.
 
-`python -m tandemdb.node --data DIR --name NODE` loads `Deployment.load(DIR)` and serves on
-127.0.0.1 at the node's port: the data API, the admin API, the replication stream, blobs,
+`python -m tandemdb.node --config FILE` (or `--data DIR --name NODE`) serves on the node's
+own host and port: the data API, the admin API, the replication stream, blobs,
 snapshots, `/healthz` and `/metrics`. Every other path needs the cluster secret; `/metrics`
 takes the admin token or the secret (`tandemdb.common.metrics`).
 Replicas live in `DIR/nodes/NODE/envs/<env>/`.
@@ -22,7 +22,8 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tandemdb.common.deployment import CONTROLLER, HOST, Deployment
+from tandemdb.common import process
+from tandemdb.common.deployment import CONTROLLER, Deployment
 from tandemdb.common.http import (
     ApiError,
     BodyLimit,
@@ -56,7 +57,7 @@ class Node:
                              f"{', '.join(sorted(deployment.nodes))})")
         self.deployment, self.name = deployment, name
         self.region: str = deployment.nodes[name]["region"]
-        self.port: int = deployment.nodes[name]["port"]
+        self.host, self.port = deployment.address(name)
         self.url = deployment.node_url(name)
         self.dir = Path(deployment.data) / "nodes" / name
         self.lease = Lease(deployment.lease_ttl)  # renewed by heartbeats (docs/leases.md)
@@ -165,19 +166,15 @@ def build_app(node: Node) -> ASGIApp:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tandemdb.node",
                                      description="Run one Tandem node.")
-    parser.add_argument("--data", required=True, type=Path, help="deployment data directory")
-    parser.add_argument("--name", required=True, help="node name, e.g. west-1")
+    process.add_arguments(parser)
     args = parser.parse_args(argv)
+    deployment, name = process.identify(parser, args, "node")
     logging.basicConfig(
         level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s {args.name} %(name)s: %(message)s")
+        format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    try:
-        deployment = Deployment.load(args.data)
-        node = Node(deployment, args.name)
-    except (FileNotFoundError, ValueError) as exc:
-        parser.error(str(exc))
-    config = uvicorn.Config(build_app(node), host=HOST, port=node.port, log_level="warning",
+    node = Node(deployment, name)
+    config = uvicorn.Config(build_app(node), host=node.host, port=node.port, log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):
