@@ -190,10 +190,11 @@ class Deployment:
     def controller_links(self, src: str) -> list[str]:
         """How `src` (a node or gateway) reaches the controllers, its own site's first: any
         of them serves, as the others forward to the one that leads (docs/deploy.md)."""
-        if self.controllers is None:
+        controllers = self.controllers
+        if controllers is None:
             return [self.link_url(src, CONTROLLER)]
         site = self.site_of(src)
-        names = sorted(self.controllers, key=lambda c: self.controllers[c]["site"] != site)
+        names = sorted(controllers, key=lambda c: controllers[c]["site"] != site)
         return [self.url(name) for name in names]
 
     def proxied_url(self, src: str, dst: str) -> str | None:
