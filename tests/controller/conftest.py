@@ -15,8 +15,10 @@ import httpx
 import pytest
 
 from tandemdb.common.http import SECRET_HEADER
+from tandemdb.controller.store.etcd import EtcdStore
 from tandemdb.controller.store.sqlite import SqliteStore
 from tandemdb.testing import LocalDeployment
+from tests.etcd_fixture import shared_etcd, unique_prefix
 
 HEARTBEAT_INTERVAL = 0.2  # health limit = 3 x 0.2 s, so health tests stay short
 START_TIMEOUT = 15.0
@@ -104,9 +106,13 @@ def own_controller(tmp_path: Path) -> Iterator[ControllerProcess]:
         yield ctl
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    """A fresh SQLite coordination store, closed after the test."""
-    s = SqliteStore(tmp_path / "store.sqlite")
+@pytest.fixture(params=["sqlite", "etcd"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh coordination store of each backend, closed after the test: SQLite in a new
+    file, or etcd under a prefix of its own in the session's shared etcd."""
+    if request.param == "sqlite":
+        s = SqliteStore(tmp_path / "store.sqlite")
+    else:
+        s = EtcdStore(shared_etcd(request).endpoints, prefix=unique_prefix())
     yield s
     s.close()

@@ -1,4 +1,6 @@
-"""The SQLite Store: compare-and-set, listing, revisions, watches and durability."""
+"""The Store, on both backends (the `store` fixture: SQLite and etcd): compare-and-set,
+listing, revisions, watches and durability. Revisions are counted from the store's revision
+at the start of the test (`base`): an etcd shared by several tests has moved on already."""
 
 from __future__ import annotations
 
@@ -9,30 +11,35 @@ import pytest
 
 from tandemdb.controller.store import Change, Compacted, Item, StoreError, open_store
 from tandemdb.controller.store import sqlite as sqlite_backend
+from tandemdb.controller.store.etcd import EtcdStore
 from tandemdb.controller.store.sqlite import SqliteStore
 
 
 def test_empty_store(store):
-    assert store.revision() == 0
+    base = store.revision()
+    if isinstance(store, SqliteStore):
+        assert base == 0
     assert store.get("a") is None
     assert store.list("") == {}
     assert store.delete("a") is False
-    assert store.revision() == 0  # a delete of nothing is not a write
+    assert store.revision() == base  # a delete of nothing is not a write
 
 
 def test_put_get_versions_and_revision(store):
+    base = store.revision()
     v1 = store.put("regions/west", {"name": "west", "pair": "east"})
-    assert v1 == 1 and store.revision() == 1
+    assert v1 == base + 1 and store.revision() == base + 1
     value, version = store.get("regions/west")
-    assert value == {"name": "west", "pair": "east"} and version == 1
+    assert value == {"name": "west", "pair": "east"} and version == base + 1
     v2 = store.put("regions/east", {"name": "east"})
     v3 = store.put("regions/west", {"name": "west", "pair": "south"})
-    assert (v2, v3) == (2, 3)
-    assert store.get("regions/west") == Item({"name": "west", "pair": "south"}, 3)
-    assert store.get("regions/east").version == 2  # untouched keys keep their version
+    assert (v2, v3) == (base + 2, base + 3)
+    assert store.get("regions/west") == Item({"name": "west", "pair": "south"}, base + 3)
+    assert store.get("regions/east").version == base + 2  # untouched keys keep theirs
 
 
 def test_compare_and_set(store):
+    base = store.revision()
     # None means "must not exist".
     assert store.compare_and_set("environments/acme", None, {"epoch": 1}) is True
     assert store.compare_and_set("environments/acme", None, {"epoch": 99}) is False
@@ -47,7 +54,7 @@ def test_compare_and_set(store):
     assert store.compare_and_set("environments/none", 1, {}) is False
     assert store.get("environments/none") is None
     # Failed CAS writes nothing.
-    assert store.revision() == 2
+    assert store.revision() == base + 2
 
 
 def test_compare_and_set_race_has_one_winner(store):
@@ -71,12 +78,13 @@ def test_compare_and_set_race_has_one_winner(store):
 
 
 def test_delete_and_recreate(store):
+    base = store.revision()
     store.put("environments/acme", {"epoch": 1})
     assert store.delete("environments/acme") is True
     assert store.get("environments/acme") is None
     assert store.delete("environments/acme") is False
     assert store.compare_and_set("environments/acme", None, {"epoch": 1}) is True
-    assert store.revision() == 3
+    assert store.revision() == base + 3
 
 
 def test_list_by_prefix_in_key_order(store):
@@ -91,39 +99,58 @@ def test_list_by_prefix_in_key_order(store):
 
 
 def test_watch_answers_at_once_with_newer_changes(store):
+    base = store.revision()
     store.put("environments/a", 1)
     store.put("regions/west", 2)
     store.delete("environments/a")
     start = time.monotonic()
-    changes = store.watch("environments/", 0, timeout=5)
+    changes = store.watch("environments/", base, timeout=5)
     assert time.monotonic() - start < 1
-    assert changes == [Change(1, "environments/a", 1), Change(3, "environments/a", None)]
-    assert store.watch("", 1, timeout=0) == [Change(2, "regions/west", 2),
-                                             Change(3, "environments/a", None)]
+    assert changes == [Change(base + 1, "environments/a", 1),
+                       Change(base + 3, "environments/a", None)]
+    assert store.watch("", base + 1, timeout=0) == [Change(base + 2, "regions/west", 2),
+                                                    Change(base + 3, "environments/a", None)]
 
 
 def test_watch_times_out_without_a_write(store):
     store.put("environments/a", 1)
+    base = store.revision()
     start = time.monotonic()
-    assert store.watch("environments/", 1, timeout=0.4) == []
+    assert store.watch("environments/", base, timeout=0.4) == []
     assert time.monotonic() - start >= 0.35
     # A write under another prefix does not answer a watch of this one.
     store.put("regions/west", 1)
-    assert store.watch("environments/", 1, timeout=0.2) == []
+    assert store.watch("environments/", base, timeout=0.2) == []
 
 
 def test_watch_wakes_on_a_write_from_another_thread(store):
+    base = store.revision()
     writer = threading.Timer(0.3, store.put, args=("environments/acme", {"epoch": 1}))
     start = time.monotonic()
     writer.start()
-    changes = store.watch("environments/", 0, timeout=10)
+    changes = store.watch("environments/", base, timeout=10)
     elapsed = time.monotonic() - start
     writer.join()
-    assert changes == [Change(1, "environments/acme", {"epoch": 1})]
+    assert changes == [Change(base + 1, "environments/acme", {"epoch": 1})]
     assert 0.25 <= elapsed < 2, elapsed
 
 
-def test_watch_sees_a_write_from_another_process(tmp_path):
+def test_watch_sees_a_write_from_another_store_object(store):
+    """Another controller's write (its own store object, its own connections) wakes a
+    watch at once: etcd pushes it; SQLite's watch finds it by polling the file."""
+    other = (SqliteStore(store.path) if isinstance(store, SqliteStore)
+             else EtcdStore(store.endpoints, prefix=store.prefix))
+    base = store.revision()
+    try:
+        threading.Timer(0.2, other.put, args=("k", 1)).start()
+        start = time.monotonic()
+        assert store.watch("", base, timeout=10) == [Change(base + 1, "k", 1)]
+        assert time.monotonic() - start < sqlite_backend.POLL_SECONDS + 1.0
+    finally:
+        other.close()
+
+
+def test_sqlite_watch_sees_a_write_from_another_process(tmp_path):
     """A second connection (as another process would have) wakes the watch by polling."""
     path = tmp_path / "store.sqlite"
     watcher, writer = SqliteStore(path), SqliteStore(path)
@@ -139,7 +166,8 @@ def test_watch_sees_a_write_from_another_process(tmp_path):
 
 def test_close_wakes_a_blocked_watch(store):
     result = []
-    t = threading.Thread(target=lambda: result.append(store.watch("", 0, timeout=30)))
+    base = store.revision()
+    t = threading.Thread(target=lambda: result.append(store.watch("", base, timeout=30)))
     t.start()
     time.sleep(0.2)
     store.close()
@@ -149,7 +177,7 @@ def test_close_wakes_a_blocked_watch(store):
         store.get("a")
 
 
-def test_watch_behind_the_trimmed_log_is_compacted(tmp_path, monkeypatch):
+def test_sqlite_watch_behind_the_trimmed_log_is_compacted(tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite_backend, "KEEP_CHANGES", 5)
     monkeypatch.setattr(sqlite_backend, "TRIM_EVERY", 10)
     s = SqliteStore(tmp_path / "store.sqlite")
@@ -163,7 +191,7 @@ def test_watch_behind_the_trimmed_log_is_compacted(tmp_path, monkeypatch):
         s.close()
 
 
-def test_state_survives_reopen(tmp_path):
+def test_sqlite_state_survives_reopen(tmp_path):
     s = open_store(tmp_path / "controller")
     s.put("regions/west", {"name": "west"})
     assert s.compare_and_set("environments/acme", None, {"epoch": 1})
@@ -183,9 +211,10 @@ def test_state_survives_reopen(tmp_path):
         again.close()
 
 
-def test_group_commit_keeps_each_writer_apart(store, monkeypatch):
+def test_sqlite_group_commit_keeps_each_writer_apart(tmp_path, monkeypatch):
     """Concurrent writers share commits; each still gets its own result, its own failure,
     and a revision of its own, and a failing step does not undo the others."""
+    store = SqliteStore(tmp_path / "store.sqlite")
     commits = 0
     real = sqlite_backend.SqliteStore._commit_queued
 
@@ -218,3 +247,4 @@ def test_group_commit_keeps_each_writer_apart(store, monkeypatch):
                                                                  "j": key % 100}, revision)
     assert store.revision() == max(results.values())
     assert commits <= 208  # never more commits than writes (usually far fewer)
+    store.close()

@@ -1,18 +1,25 @@
 """The coordination store: the one seam between the controller and where its state lives.
 
 Like Patroni's `dcs/`, the controller's logic talks only to `Store`; one module per backend
-implements it (`sqlite.py` now, `etcd.py` later). Keys are strings such as
-`environments/acme`; values are JSON-able objects.
+implements it: `sqlite.py` (the embedded default, one machine) and `etcd.py` (a cluster, no
+single point of failure). Keys are strings such as `environments/acme`; values are JSON-able
+objects. `open_store` picks the backend from a store spec.
 
-Every write moves one global **revision** counter forward by one. A key's **version** is the
+Every write moves one global **revision** counter forward. A key's **version** is the
 revision of its last write (etcd's `mod_revision`), so `compare_and_set(key, version, …)`
 succeeds only if nobody wrote the key since it was read, and `watch` can answer "what changed
 after revision R" without missing a write.
 
 A `Txn` groups writes to several keys that must land together or not at all (etcd's
 transactions): an event and its webhook outbox entries, an operation's step and the catalog
-change it made. It moves the revision forward by one per key it writes, all in one commit, so
-a watcher never sees half of it.
+change it made. All its writes land in one commit, so a watcher never sees half of it. The
+keys of one `Txn` may share a revision (etcd gives them one; SQLite one each), and a watch
+answer always holds every change of a revision it returns, so a watcher may take the last
+change's revision as its next position.
+
+A backend shared by several controllers is **fenced**: after `fence(key, value)` every write
+checks that `key` still holds `value` (this controller's claim on the leader key) and raises
+`NotLeader` otherwise, changing nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from typing import Any, NamedTuple
 
 class StoreError(Exception):
     """The store cannot do what was asked (closed, corrupt, or unreachable)."""
+
+
+class NotLeader(StoreError):
+    """A fenced write found the leader key held by someone else: nothing was written."""
 
 
 class Compacted(StoreError):
@@ -132,6 +143,12 @@ class Store(ABC):
         no longer kept. Blocking: call it from a worker thread in async code.
         """
 
+    def fence(self, key: str, value: str | None) -> None:  # noqa: B027 (a no-op by default)
+        """Make every later write check that `key` holds `value` (None: stop checking).
+
+        A write whose check fails changes nothing and raises `NotLeader`. Backends with a
+        single writer (SQLite) need no fence, so by default this does nothing."""
+
     @abstractmethod
     def close(self) -> None:
         """Release the backend; blocked watches return at once."""
@@ -153,12 +170,27 @@ def increment(store: Store, txn: Txn, key: str) -> int:
     return number
 
 
-def open_store(controller_dir: Path) -> Store:
-    """The default backend: SQLite in `<controller_dir>/store.sqlite`."""
-    from .sqlite import SqliteStore
+def open_store(controller_dir: Path, spec: dict | None = None) -> Store:
+    """The store a spec names: `{"kind": "sqlite"}` (the default, without a spec) is
+    `<controller_dir>/store.sqlite`; `{"kind": "etcd", "endpoints": [...], "prefix": ...,
+    "timeout": ...}` an etcd cluster (prefix and timeout optional)."""
+    kind = (spec or {}).get("kind", "sqlite")
+    if kind == "sqlite":
+        from .sqlite import SqliteStore
 
-    return SqliteStore(Path(controller_dir) / "store.sqlite")
+        return SqliteStore(Path(controller_dir) / "store.sqlite")
+    if kind == "etcd":
+        from .etcd import DEFAULT_PREFIX, EtcdStore
+        from .etcdclient import DEFAULT_TIMEOUT
+
+        assert spec is not None
+        endpoints = spec.get("endpoints") or []
+        if not endpoints:
+            raise ValueError("an etcd store spec needs at least one endpoint")
+        return EtcdStore(list(endpoints), prefix=spec.get("prefix", DEFAULT_PREFIX),
+                         timeout=float(spec.get("timeout", DEFAULT_TIMEOUT)))
+    raise ValueError(f"unknown store kind {kind!r}: use 'sqlite' or 'etcd'")
 
 
-__all__ = ["DELETE", "Change", "Compacted", "Item", "Store", "StoreError", "Txn", "increment",
-           "open_store"]
+__all__ = ["DELETE", "Change", "Compacted", "Item", "NotLeader", "Store", "StoreError", "Txn",
+           "increment", "open_store"]
