@@ -20,12 +20,15 @@ from pathlib import Path
 
 import httpx
 
+from tandemdb import etcd_local
 from tandemdb.common.deployment import HOST, Deployment
 from tandemdb.common.http import SECRET_HEADER
+from tandemdb.common.layout import Shape
 from tandemdb.common.outages import KILL, PARTITION, staged_outages, write_outages
 
 RUN_FILE = "run.json"
 FAULT_PROXY = "faultproxy"
+ETCD_TOKEN_PREFIX = "tandem-"
 START_TIMEOUT = 30.0
 
 
@@ -83,19 +86,26 @@ class LocalDeployment:
 
     # -- naming -------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Start order: the fault proxy (if any), the controller, nodes, the gateway."""
-        proxy = [FAULT_PROXY] if self.deployment.fault_proxy else []
-        return [*proxy, "controller", *sorted(self.deployment.nodes), "gateway"]
+        """Start order: the fault proxy (if any), etcd members, controllers, nodes, then
+        gateways (each process by its name in the deployment: `controller-west`, …)."""
+        d = self.deployment
+        proxy = [FAULT_PROXY] if d.fault_proxy else []
+        return [*proxy, *d.etcd_members(), *d.controller_specs(), *sorted(d.nodes),
+                *d.gateway_specs()]
+
+    def kind(self, name: str) -> str:
+        """What process `name` is: controller, gateway, node, etcd or the fault proxy."""
+        d = self.deployment
+        for kind, names in (("controller", d.controller_specs()), ("gateway", d.gateway_specs()),
+                            ("etcd", d.etcd_members()), (FAULT_PROXY, [FAULT_PROXY])):
+            if name in names:
+                return kind
+        return "node"
 
     def url(self, name: str) -> str:
-        d = self.deployment
         if name == FAULT_PROXY:
-            return d.fault_proxy_url or ""
-        if name == "controller":
-            return d.controller_url
-        if name == "gateway":
-            return d.gateway_url
-        return d.node_url(name)
+            return self.deployment.fault_proxy_url or ""
+        return self.deployment.url(name)
 
     def port(self, name: str) -> int:
         return int(self.url(name).rsplit(":", 1)[1])
@@ -103,10 +113,38 @@ class LocalDeployment:
     def log_file(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
+    def config_file(self, name: str) -> Path:
+        return self.data / "config" / f"{name}.json"
+
     def command(self, name: str) -> list[str]:
-        component = name if name in ("controller", "gateway", FAULT_PROXY) else "node"
-        cmd = [sys.executable, "-m", f"tandemdb.{component}", "--data", str(self.data)]
-        return cmd + (["--name", name] if component == "node" else [])
+        """The process's command line. Tandem's own processes read a config file of their
+        own, written here, as on a host of their own (`tandem serve`, docs/deploy.md)."""
+        kind = self.kind(name)
+        if kind == "etcd":
+            return etcd_local.command(self.etcd_member(name), self.etcd_cluster(),
+                                      self.etcd_token())
+        if kind == FAULT_PROXY:
+            return [sys.executable, "-m", "tandemdb.faultproxy", "--data", str(self.data)]
+        config = self.config_file(name)
+        config.parent.mkdir(parents=True, exist_ok=True)
+        tmp = config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.deployment.config_for(name), indent=2))
+        os.chmod(tmp, 0o600)  # it holds the secret and the token
+        os.replace(tmp, config)
+        return [sys.executable, "-m", f"tandemdb.{kind}", "--config", str(config)]
+
+    def etcd_member(self, name: str) -> etcd_local.EtcdMember:
+        spec = self.deployment.etcd_members()[name]
+        return etcd_local.EtcdMember(name, self.data / "etcd" / name, spec["host"],
+                                     spec["client_port"], spec["peer_port"])
+
+    def etcd_cluster(self) -> list[etcd_local.EtcdMember]:
+        return [self.etcd_member(name) for name in self.deployment.etcd_members()]
+
+    def etcd_token(self) -> str:
+        """The etcd cluster's token: unique per deployment, and how `_is_tandem` knows the
+        member processes as this launcher's."""
+        return f"{ETCD_TOKEN_PREFIX}{self.deployment.secret[:12]}"
 
     # -- starting and stopping ------------------------------------------------------------
     def start(self, name: str, wait: bool = True,
@@ -130,21 +168,28 @@ class LocalDeployment:
         return proc
 
     def start_all(self, progress: Callable[[str], None] | None = None) -> None:
+        """Start every process in order; the etcd members all at once (a member is ready
+        only once a majority of them runs)."""
+        members = list(self.deployment.etcd_members())
         for name in self.names():
             if progress:
                 progress(f"starting {name}")
-            self.start(name)
+            self.start(name, wait=name not in members)
+            if members and name == members[-1]:
+                for member in members:
+                    self.wait_healthy(member)
 
     def wait_healthy(self, name: str, timeout: float = START_TIMEOUT) -> None:
         proc = self.processes[name]
         deadline = time.monotonic() + timeout
-        url = self.url(name) + "/healthz"
+        url = self.url(name) + ("/health" if self.kind(name) == "etcd" else "/healthz")
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise StartError(f"{name} exited with code {proc.returncode} during start-up; "
                                  f"see {self.log_file(name)}:\n{self.tail(name)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=1.0).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                answer = httpx.get(url, timeout=1.0)
+                if answer.status_code == 200 and answer.json().get("health", "true") == "true":
                     return
             time.sleep(0.05)
         raise StartError(f"{name} did not answer {url} within {timeout:.0f}s; see "
@@ -193,8 +238,8 @@ class LocalDeployment:
 
     def staged_out(self) -> set[str]:
         """Nodes SIGKILLed by `tandem region|node outage` (not to be restarted)."""
-        return {node for name, kind in staged_outages(self.data).items() if kind == KILL
-                for node in target(self.deployment, name).nodes}
+        return {process for name, kind in staged_outages(self.data).items() if kind == KILL
+                for process in target(self.deployment, name).processes}
 
 
 # -- staged outages (tandem region|node outage | recover) -----------------------------------
@@ -213,6 +258,9 @@ class Target:
     # The fault proxy's links its partition cuts: a region's with one end in it (it is cut
     # off, its nodes still reach each other), a node's with it at either end.
     links: tuple[str, ...]
+    # What a kill takes down: a node; or a region's whole site, its nodes, the controller,
+    # gateway and etcd member that run there.
+    processes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.what} {self.name}"
@@ -222,11 +270,12 @@ def target(deployment: Deployment, name: str, what: str | None = None) -> Target
     """`name` as a region or a node of `deployment` (`what` insists on one); a StartError
     naming the known ones when there is none."""
     if what != NODE and name in deployment.regions:
-        return Target(REGION, name, tuple(deployment.nodes_in(name)),
-                      tuple(deployment.region_links(name)))
+        nodes = tuple(deployment.nodes_in(name))
+        return Target(REGION, name, nodes, tuple(deployment.region_links(name)), tuple(
+            p for p in LocalDeployment(deployment).names() if deployment.site_of(p) == name))
     if what != REGION and name in deployment.nodes:
         return Target(NODE, name, (name,), tuple(sorted(
-            link for link in deployment.links() if name in link.split(">"))))
+            link for link in deployment.links() if name in link.split(">"))), (name,))
     known = {REGION: [*deployment.regions], NODE: [*deployment.nodes]}
     kinds = [what] if what else [REGION, NODE]
     raise StartError(f"unknown {' or '.join(kinds)} {name!r}: " + "; ".join(
@@ -237,8 +286,9 @@ def stage_outage(data: Path, name: str, partition: bool = False,
                  what: str = REGION) -> list[str]:
     """Take a region, or one node, out of a running local deployment; answers what was hit.
 
-    Without `partition`: SIGKILL its nodes (names answered), and a foreground `tandem up`
-    does not restart them until `recover`. With it: its nodes keep running and serving
+    Without `partition`: SIGKILL its nodes, and for a region also the controller, gateway and
+    etcd member of its site (names answered); a foreground `tandem up` does not restart
+    them until `recover`. With it: its nodes keep running and serving
     clients, but the fault proxy cuts their links to the controller and to the paired
     region, and a node's to the other nodes of its region too (link names answered). A
     region and one of its nodes are never out at once."""
@@ -263,12 +313,12 @@ def stage_outage(data: Path, name: str, partition: bool = False,
         return links
     write_outages(data, {**out, name: KILL})
     killed = []
-    for node in hit.nodes:
-        pid = pids.get(node)
+    for name in hit.processes:
+        pid = pids.get(name)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            killed.append(node)
+            killed.append(name)
     return killed
 
 
@@ -296,10 +346,10 @@ def recover(data: Path, name: str, what: str = REGION) -> tuple[str, list[str]]:
         return kind, []  # the foreground supervisor starts them within half a second
     cluster = LocalDeployment(deployment)
     started = []
-    for node in hit.nodes:
-        if node not in running_pids(data):
-            run["pids"][node] = cluster.start(node).pid
-            started.append(node)
+    for name in hit.processes:  # etcd first, then the controller, nodes, the gateway
+        if name not in running_pids(data):
+            run["pids"][name] = cluster.start(name).pid
+            started.append(name)
     (Path(data) / RUN_FILE).write_text(json.dumps(run, indent=2))
     return kind, started
 
@@ -336,7 +386,7 @@ def _is_tandem(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"tandemdb." in cmdline
+    return b"tandemdb." in cmdline or b"\x00" + ETCD_TOKEN_PREFIX.encode() in cmdline
 
 
 def stop_detached(data: Path, timeout: float = 5.0) -> list[str]:
@@ -357,13 +407,13 @@ def stop_detached(data: Path, timeout: float = 5.0) -> list[str]:
 
 
 def open_or_plan(data: Path, pairs: list[tuple[str, str]], nodes_per_region: int,
-                 port: int) -> Deployment:
+                 port: int, shape: Shape | None = None) -> Deployment:
     """Reuse the deployment in `data` (same ports, secret, token), or plan a new one."""
     data = Path(data)
     if (data / "deployment.json").exists():
         return Deployment.load(data)
+    deployment = Deployment.plan(data.resolve(), pairs, nodes_per_region, port, shape)
     data.mkdir(parents=True, exist_ok=True)
-    deployment = Deployment.plan(data.resolve(), pairs, nodes_per_region, port)
     deployment.save()
     return deployment
 

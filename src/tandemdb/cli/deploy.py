@@ -79,17 +79,36 @@ def up(
     lease_ttl: float | None = typer.Option(
         None, "--lease-ttl", min=0.5, show_default=False,
         help="Seconds of a primary's lease from the controller (default 5)."),
+    store: str | None = typer.Option(
+        None, "--store", show_default=False,
+        help="Where the controllers keep their state: sqlite (default; one controller), "
+             "etcd (a 3-member etcd cluster this command runs, one member per site), or "
+             "etcd://HOST:PORT[,HOST:PORT…] (a cluster that already runs). Used when the "
+             "data directory has no deployment yet."),
+    controllers: int | None = typer.Option(
+        None, "--controllers", show_default=False,
+        help="Controllers, one per site (odd; default 1 with sqlite, 3 with etcd). They "
+             "elect a leader through an etcd lease."),
+    witness: str = typer.Option(
+        "witness", "--witness",
+        help="The third site beside the regions (etcd member and controller), so that "
+             "losing a region leaves a majority."),
+    gateways: str | None = typer.Option(
+        None, "--gateways", show_default=False,
+        help="single, or per-region (one gateway in each region; the default with etcd)."),
     fault_proxy: bool = typer.Option(
         False, "--fault-proxy",
         help="Run the links to the controller and between paired regions through a "
              "fault-injecting proxy, so that 'tandem region outage R --partition' can cut "
              "them (for this up only)."),
 ) -> None:
-    """Start a local deployment: controller, gateway and nodes as separate processes."""
+    """Start a local deployment: controllers, gateways, nodes (and etcd) as processes."""
     from tandemdb import local
     from tandemdb.common.deployment import DeploymentError
+    from tandemdb.common.layout import Shape
 
     try:
+        shape = Shape.parse(store or "sqlite", controllers, gateways, witness)
         pairs = local.parse_pairs(regions)
         given = {"--grace-seconds": grace_seconds, "--replace-after": replace_after,
                  "--node-grace-seconds": node_grace_seconds}
@@ -102,9 +121,13 @@ def up(
         _fail(f"a deployment is already running from {data}; 'tandem down --data {data}' "
               "stops it")
     try:
-        deployment = local.open_or_plan(data, pairs, nodes_per_region, port)
-    except DeploymentError as exc:  # a deployment.json that does not fit its schema
+        deployment = local.open_or_plan(data, pairs, nodes_per_region, port, shape)
+    except (DeploymentError, ValueError) as exc:  # a deployment.json or shape that cannot be
         _fail(str(exc))
+    planned = deployment.store.get("kind", "sqlite")
+    if store is not None and (planned == "sqlite") != (shape.store == "sqlite"):
+        _fail(f"the deployment in {data} keeps its state in {planned}, not {store}; a new "
+              "--data directory plans a new deployment")
     (Path(data) / OUTAGE_FILE).unlink(missing_ok=True)  # `up` brings every region up
     if seconds or lease_ttl is not None or fault_proxy != bool(deployment.fault_proxy):
         for key, value in seconds.items():  # kept for the next `up` too, like the lease
@@ -124,13 +147,13 @@ def up(
         cluster.stop_all()
         _fail(str(exc))
     cluster.write_run_file(supervised=not detach)
-    info = {"url": deployment.gateway_url, "token": deployment.token,
-            "data": str(Path(deployment.data))}
+    info = {"url": deployment.gateway_url, "urls": deployment.gateway_urls(),
+            "token": deployment.token, "data": str(Path(deployment.data))}
     if as_json:
         print(json.dumps(info))
     else:
-        err.print(f"[green]Tandem is up[/green] at {info['url']} (data {info['data']}, "
-                  f"logs in {cluster.logs})")
+        err.print(f"[green]Tandem is up[/green] at {', '.join(info['urls'])} (data "
+                  f"{info['data']}, logs in {cluster.logs})")
         err.print(f"token: {info['token']}")
     if detach:
         return

@@ -6,7 +6,7 @@ import typer
 
 from tandemdb import __version__
 
-from . import data, deploy, envs, failover, lost, nodes, ops, outage, status
+from . import data, deploy, envs, failover, lost, nodes, ops, outage, serve, status
 from .base import Typer
 from .bench import bench_app
 
@@ -19,6 +19,7 @@ app.add_typer(bench_app, name="bench")
 app.command("up")(deploy.up)
 app.command("down")(deploy.down)
 app.command("demo")(deploy.demo)
+app.command("serve")(serve.serve)  # one process on a host of its own (docs/deploy.md)
 # The API, through the gateway (status.py, envs.py, data.py; all built on tandemdb.client).
 app.command("status")(status.status)
 app.add_typer(envs.app, name="env")

@@ -49,10 +49,6 @@ log = logging.getLogger("tandem.controller.api")
 
 
 def install_routes(app: FastAPI, ctl: Controller) -> None:
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"ok": True, "component": "controller", "name": "controller"}
-
     def require_secret(request: Request) -> None:
         check_secret(request, ctl.deployment.secret)
 

@@ -30,13 +30,16 @@ from tandemdb.common.shutdown import serve
 
 from .api import install_routes
 from .catalog import Catalog
+from .control_plane import install_routes as install_control_plane
 from .cordon import Cordons
 from .drain import Drains
 from .environments import Environments
 from .events import Events
 from .failover import Failovers
+from .forward import FollowerForward
 from .healing import Healing
 from .lag import LagWatch
+from .leader import Leadership
 from .node_failover import NodeFailovers
 from .nodes import NodeClient
 from .operations import Operation, Operations
@@ -193,8 +196,24 @@ class Controller:
             HEALTHY_NODES.labels(region).set(self.topology.healthy_count(region))
 
 
-def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
+def build_app(deployment: Deployment, store: Store | None = None,
+              name: str | None = None) -> FastAPI:
+    """The controller `name` (the deployment's first by default). It serves once elected
+    leader (at once with SQLite); until then it forwards every call to the leader."""
+    name = name or next(iter(deployment.controller_specs()))
+    store = store or open_store(Path(deployment.data) / "controller",
+                                {**deployment.store, "endpoints": deployment.store_endpoints()})
     ctl = Controller.open(deployment, store)
+    leadership = Leadership(store, name, deployment.url(name), deployment.controller_lease_ttl)
+    tasks: list[asyncio.Task] = []
+
+    async def start_term() -> None:
+        """Elected: take over what the last leader left (invariant 7), then decide."""
+        live = await asyncio.to_thread(ctl.start)
+        ctl.topology.listening()  # node health is unknown for the next heartbeat intervals
+        ctl.operations.resume(live)
+        tasks.extend([asyncio.create_task(ctl.watch_health()),
+                      asyncio.create_task(ctl.delivery.run())])
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -203,29 +222,30 @@ def build_app(deployment: Deployment, store: Store | None = None) -> FastAPI:
         # and those waiting writers are exactly what a group commit can merge.
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store"))
-        live = await asyncio.to_thread(ctl.start)
-        ctl.topology.listening()  # node health is unknown for the next heartbeat intervals
-        ctl.operations.resume(live)
-        health = asyncio.create_task(ctl.watch_health())
-        delivery = asyncio.create_task(ctl.delivery.run())
+        campaign = asyncio.create_task(leadership.run(start_term))
         try:
             yield
         finally:
-            health.cancel()
-            delivery.cancel()
-            await asyncio.gather(delivery, return_exceptions=True)
+            for task in (campaign, *tasks):
+                task.cancel()
+            await asyncio.gather(campaign, *tasks, return_exceptions=True)
+            await ctl.operations.stop()
+            await asyncio.to_thread(leadership.resign)  # a follower need not wait the ttl
             await ctl.stop()
-            log.info("controller: stopped")
+            log.info("%s: stopped", name)
 
     app = FastAPI(title="Tandem controller", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.controller = ctl
     install_error_handlers(app)
     install_metrics(app, deployment.token, deployment.secret)
+    install_control_plane(app, deployment, store, leadership)  # /healthz, /v1/control-plane
     install_routes(app, ctl)
     install_reseed(app, ctl)  # POST /v1/environments/{env}/replicas/{region}/reseed
     install_sync(app, ctl)  # POST /internal/v1/environments/{env}/sync
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # Outermost: a controller that does not lead passes calls on before doing anything.
+    app.add_middleware(FollowerForward, leadership=leadership, max_body_bytes=MAX_BODY_BYTES)
     return app
 
 
@@ -241,6 +261,6 @@ def main(argv: list[str] | None = None) -> None:
     host, port = deployment.address(name)
     # Long polls (routing, events, an operation's end) get 503 as soon as the stop begins;
     # other calls finish within a short grace.
-    serve(build_app(deployment), name, host=host, port=port,
+    serve(build_app(deployment, name=name), name, host=host, port=port,
           workers=1, log_config=None, access_log=False,
           timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)

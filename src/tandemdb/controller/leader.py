@@ -1,0 +1,135 @@
+"""Which controller leads: the one whose etcd lease holds the leader key (docs/deploy.md).
+
+Several controllers (one per site) share one etcd. Each campaigns for `control/leader`: it
+creates the key under a lease of its own only if nobody holds it (Patroni's leader key).
+The holder keeps its lease alive every `ttl / 4`; if it dies, is paused or loses etcd, the
+lease runs out after `ttl` seconds, the key goes, and a follower that polls every
+`POLL_SECONDS` takes it.
+
+Safety does not rest on timing: once elected, every write of the leader's store checks in
+the same etcd transaction that the leader key still holds this term's value (the store's
+`fence`), so a deposed leader, even one paused and resumed long after, changes nothing.
+Timing only keeps a deposed leader from acting on nodes: it steps down on its own once a
+keepalive has not succeeded for `STEP_DOWN` of the ttl, before a follower can be elected.
+
+Stepping down restarts the process in place (`os.execv`, same pid, same command line):
+the controller's in-memory state belongs to one term, and a fresh process starts the next
+one as a follower. With SQLite (one controller) this controller always leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from .store import Store, StoreError
+from .store.etcd import EtcdStore, LeaseLost
+
+log = logging.getLogger("tandem.controller.leader")
+
+LEADER_KEY = "control/leader"
+POLL_SECONDS = 0.2  # how often a follower looks for a vacant leader key
+STEP_DOWN = 0.75  # a leader without a successful keepalive for this share of ttl resigns
+
+
+class Leadership:
+    """This controller's view of who leads; `run` campaigns and keeps the lease."""
+
+    def __init__(self, store: Store, name: str, url: str, ttl: int) -> None:
+        self.store, self.name, self.url, self.ttl = store, name, url, ttl
+        self.etcd = store if isinstance(store, EtcdStore) else None
+        self.elected = self.etcd is None  # SQLite: the only controller leads
+        self.leading = self.elected  # elected, and its term has started
+        self.leader: dict | None = self._value(time.time()) if self.elected else None
+        self.lease: int | None = None
+        self.renewed = time.monotonic()  # when the last keepalive was sent that succeeded
+        self.problem: str | None = None  # why nobody can lead now (etcd unreachable …)
+
+    def _value(self, since: float) -> dict:
+        return {"name": self.name, "url": self.url, "since": round(since, 3)}
+
+    async def run(self, start_term: Callable[[], Awaitable[None]]) -> None:
+        """Campaign until elected, start the term (`start_term`, while the lease is kept),
+        then keep the lease until it is lost, and then restart the process. With nothing to
+        elect (SQLite), just start the term."""
+        if self.etcd is None:
+            await start_term()
+            return
+        term: asyncio.Task | None = None
+        while True:
+            try:
+                if not self.elected:
+                    await asyncio.to_thread(self._campaign, self.etcd)
+                    if not self.elected:
+                        await asyncio.sleep(POLL_SECONDS)
+                        continue
+                    log.info("%s is elected leader (lease %x, ttl %d s)", self.name,
+                             self.lease or 0, self.ttl)
+                    term = asyncio.create_task(self._start(start_term))
+                await self._keepalive(self.etcd)
+                await asyncio.sleep(self.ttl / 4)
+            except (StoreError, TimeoutError) as exc:
+                self.problem = f"{type(exc).__name__}: {exc}" if str(exc) else \
+                    "etcd did not answer in time"
+                if self.elected and (isinstance(exc, LeaseLost) or
+                                     time.monotonic() - self.renewed > STEP_DOWN * self.ttl):
+                    self.step_down(self.problem)
+                log.warning("%s: %s", self.name, self.problem)
+                await asyncio.sleep(POLL_SECONDS)
+            if term is not None and term.done() and term.exception() is not None:
+                self.step_down(f"its term failed to start: {term.exception()!r}")
+
+    async def _start(self, start_term: Callable[[], Awaitable[None]]) -> None:
+        await start_term()
+        self.leading = True
+        log.info("%s leads the controllers", self.name)
+
+    async def _keepalive(self, etcd: EtcdStore) -> None:
+        """Renew the lease; a keepalive that has not answered by the step-down time is
+        as good as lost (TimeoutError)."""
+        sent = time.monotonic()
+        budget = max(0.05, STEP_DOWN * self.ttl - (sent - self.renewed))
+        await asyncio.wait_for(asyncio.to_thread(etcd.keepalive, self.lease or 0), budget)
+        self.renewed, self.problem = sent, None
+
+    def _campaign(self, store: EtcdStore) -> None:
+        """One try: learn the holder; if there is none, take the key under a new lease."""
+        holder = store.holder(LEADER_KEY)
+        if holder is not None:
+            self.leader, self.problem = holder.value, None
+            return
+        lease = store.grant(self.ttl)
+        value = self._value(time.time())
+        if store.acquire(LEADER_KEY, value, lease):
+            store.fence(LEADER_KEY, value)  # type: ignore[arg-type]  # every write checks it
+            self.lease, self.leader, self.elected = lease, value, True
+            self.renewed, self.problem = time.monotonic(), None
+        else:
+            store.revoke(lease)
+
+    def remaining(self) -> float | None:
+        """Seconds left on this leader's lease, as last renewed (None: not leading)."""
+        if self.lease is None:
+            return None
+        return max(0.0, self.ttl - (time.monotonic() - self.renewed))
+
+    def resign(self) -> None:
+        """On a clean stop: give the key up now, so a follower need not wait out the ttl."""
+        if self.etcd is not None and self.lease is not None:
+            try:
+                self.etcd.revoke(self.lease)
+            except StoreError as exc:
+                log.warning("%s: could not give up the leader key (%s); it goes when the "
+                            "lease runs out", self.name, exc)
+
+    def step_down(self, why: str) -> None:
+        """Lost the lease, or may have: restart as a follower with a clean slate."""
+        log.error("%s steps down as leader: %s; restarting as a follower", self.name, why)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # as it was started
