@@ -171,6 +171,7 @@ class LocalDeployment:
         """Start every process in order; the etcd members all at once (a member is ready
         only once a majority of them runs)."""
         members = list(self.deployment.etcd_members())
+        controllers = list(self.deployment.controller_specs())
         for name in self.names():
             if progress:
                 progress(f"starting {name}")
@@ -178,6 +179,23 @@ class LocalDeployment:
             if members and name == members[-1]:
                 for member in members:
                     self.wait_healthy(member)
+            if name == controllers[-1]:
+                if progress:
+                    progress("waiting for a controller to lead")
+                self.wait_leader()
+
+    def wait_leader(self, timeout: float = START_TIMEOUT) -> str:
+        """Until a controller has been elected and has started its term; its name."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name in self.deployment.controller_specs():
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    if httpx.get(self.url(name) + "/healthz", timeout=1.0).json()["leading"]:
+                        return name
+            time.sleep(0.05)
+        raise StartError(f"no controller leads {timeout:.0f} s after start-up; see "
+                         + ", ".join(str(self.log_file(n))
+                                     for n in self.deployment.controller_specs()))
 
     def wait_healthy(self, name: str, timeout: float = START_TIMEOUT) -> None:
         proc = self.processes[name]

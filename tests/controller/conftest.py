@@ -37,6 +37,7 @@ class ControllerProcess:
     def start(self) -> ControllerProcess:
         self.local.start("controller", wait=False)
         self.local.wait_healthy("controller", START_TIMEOUT)
+        self.local.wait_leader(START_TIMEOUT)  # on etcd: elected, and its term started
         return self
 
     def kill(self) -> None:
@@ -81,28 +82,43 @@ def controller_process(data: Path, **settings: object) -> Iterator[ControllerPro
             ctl.http.close()
 
 
-@pytest.fixture(scope="module")
-def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
+BACKENDS = ["sqlite", "etcd"]  # every controller test runs on both stores
+
+
+def backend(request: pytest.FixtureRequest) -> dict:
+    """The deployment settings of the store `request.param` names: SQLite in the
+    controller's data dir, or the session's shared etcd under a prefix of its own."""
+    if request.param == "sqlite":
+        return {}
+    return {"store": {"kind": "etcd", "endpoints": shared_etcd(request).endpoints,
+                      "prefix": unique_prefix()}}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def controller(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
     """One controller shared by a module's tests (each test uses its own env names)."""
-    with controller_process(tmp_path_factory.mktemp("deployment")) as ctl:
+    with controller_process(tmp_path_factory.mktemp("deployment"), **backend(request)) as ctl:
         yield ctl.start()
 
 
-@pytest.fixture(scope="module")
-def ha_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def ha_controller(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
     """A controller of a deployment with 2 nodes per region (local HA), each node heard from
     once, so placement picks among all of them."""
-    with controller_process(tmp_path_factory.mktemp("ha"), nodes_per_region=2) as ctl:
+    with controller_process(tmp_path_factory.mktemp("ha"), nodes_per_region=2,
+                            **backend(request)) as ctl:
         ctl.start()
         for node in ctl.deployment.nodes:
             assert ctl.heartbeat(node).status_code == 200
         yield ctl
 
 
-@pytest.fixture
-def own_controller(tmp_path: Path) -> Iterator[ControllerProcess]:
+@pytest.fixture(params=BACKENDS)
+def own_controller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ControllerProcess]:
     """A controller of its own, for tests that kill it or depend on every heartbeat."""
-    with controller_process(tmp_path / "deployment") as ctl:
+    with controller_process(tmp_path / "deployment", **backend(request)) as ctl:
         yield ctl
 
 
