@@ -32,6 +32,7 @@ import httpx
 from tandemdb.client import Client, TandemError
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import SECRET_HEADER
+from tandemdb.common.layout import Shape
 from tandemdb.local import LocalDeployment as Processes
 from tandemdb.local import free_base_port
 
@@ -105,12 +106,15 @@ def nodes_healthy(client: Client) -> bool:
 # -- a deployment ----------------------------------------------------------------------------
 
 def plan(data: Path, pairs: Sequence[tuple[str, str]] = PAIRS, nodes_per_region: int = 1,
-         fault_proxy: bool = False, **settings: Any) -> Deployment:
-    """Plan a deployment in `data` and save its deployment.json. `settings` override its
-    fields (lease_ttl, grace_seconds, …): every process reads them from there."""
+         fault_proxy: bool = False, shape: Shape | None = None,
+         **settings: Any) -> Deployment:
+    """Plan a deployment in `data` (its control plane as `shape` says: etcd, controllers,
+    gateways) and save its deployment.json. `settings` override its fields (lease_ttl,
+    grace_seconds, …): every process reads them from there."""
     data.mkdir(parents=True, exist_ok=True)
-    count = Deployment.ports_needed(list(pairs), nodes_per_region, fault_proxy)
-    deployment = Deployment.plan(data, list(pairs), nodes_per_region, free_base_port(count))
+    count = Deployment.ports_needed(list(pairs), nodes_per_region, fault_proxy, shape)
+    deployment = Deployment.plan(data, list(pairs), nodes_per_region, free_base_port(count),
+                                 shape)
     if fault_proxy:
         deployment.add_fault_proxy()
     for key, value in settings.items():

@@ -120,10 +120,14 @@ def up(
     if local.running_pids(data):
         _fail(f"a deployment is already running from {data}; 'tandem down --data {data}' "
               "stops it")
+    if shape.endpoints:  # before a deployment that could not run is planned
+        _check_etcd(shape.endpoints)
     try:
         deployment = local.open_or_plan(data, pairs, nodes_per_region, port, shape)
     except (DeploymentError, ValueError) as exc:  # a deployment.json or shape that cannot be
         _fail(str(exc))
+    if deployment.store.get("endpoints") and not shape.endpoints:
+        _check_etcd(deployment.store_endpoints())
     planned = deployment.store.get("kind", "sqlite")
     if store is not None and (planned == "sqlite") != (shape.store == "sqlite"):
         _fail(f"the deployment in {data} keeps its state in {planned}, not {store}; a new "
@@ -158,6 +162,21 @@ def up(
     if detach:
         return
     _supervise(cluster)
+
+
+def _check_etcd(endpoints: list[str]) -> None:
+    """An etcd cluster that runs already must answer before anything starts (within a few
+    seconds), else one line naming its endpoints."""
+    from tandemdb.controller.store import StoreError
+    from tandemdb.controller.store.etcd import EtcdStore
+
+    store = EtcdStore(endpoints, timeout=3.0)
+    try:
+        store.revision()
+    except StoreError as exc:
+        _fail(f"the etcd cluster at {', '.join(endpoints)} does not answer: {exc}")
+    finally:
+        store.close()
 
 
 def _supervise(cluster: "LocalDeployment") -> None:
