@@ -1,8 +1,10 @@
 """What every API command shares: the connection options, the client, and error reporting.
 
-A command finds the gateway from `--url`/`TANDEM_URL` and `--token`/`TANDEM_TOKEN`, and
-whatever of the two is missing from the local deployment in `--data` (default
-`./tandem-data`). Failures are one line on stderr and exit code 1, never a traceback.
+A command finds the gateways from `--url`/`TANDEM_URL` (one URL, or several separated by
+commas: a call moves on to the next when one cannot be reached, see client/gateways.py) and
+`--token`/`TANDEM_TOKEN`, and whatever of the two is missing from the local deployment in
+`--data` (default `./tandem-data`, every gateway it has). Failures are one line on stderr
+and exit code 1, never a traceback.
 
 Start-up: every command module is imported for any `tandem …` (Typer builds the whole
 command tree), so modules import only typer and the standard library at the top. The SDK
@@ -33,7 +35,8 @@ DEFAULT_DATA = Path("tandem-data")
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object) for scripts.")]
 Url = Annotated[str | None, typer.Option(
     "--url", envvar="TANDEM_URL", show_default=False,
-    help="Gateway URL. Default: the gateway of the local deployment in --data.")]
+    help="Gateway URL, or several separated by commas (http://a:7070,http://b:7070). "
+         "Default: the gateways of the local deployment in --data.")]
 Token = Annotated[str | None, typer.Option(
     "--token", envvar="TANDEM_TOKEN", show_default=False,
     help="Admin token. Default: the token of the local deployment in --data.")]
@@ -74,7 +77,8 @@ def connect(url: str | None, token: str | None, data: Path) -> Client:
     from tandemdb.common.deployment import Deployment
 
     url, token = url or None, token or None  # an empty TANDEM_URL counts as unset
-    if url is None or token is None:
+    urls: str | list[str] | None = url
+    if urls is None or token is None:
         try:
             deployment = Deployment.load(data)
         except FileNotFoundError as exc:
@@ -82,9 +86,13 @@ def connect(url: str | None, token: str | None, data: Path) -> Client:
                            "(or set TANDEM_URL and TANDEM_TOKEN)") from None
         except (OSError, ValueError, TypeError) as exc:
             raise CliError(f"cannot read the deployment in {data}: {exc}") from None
-        url = url or deployment.gateway_url
+        urls = urls or getattr(deployment, "gateway_urls", lambda: [deployment.gateway_url])()
         token = token or deployment.token
-    return Client(url, token)
+    try:
+        return Client(urls, token)
+    except ValueError as exc:
+        source = "--url (or TANDEM_URL)" if url else f"the deployment in {data}"
+        raise CliError(f"bad gateway URL from {source}: {exc}") from None
 
 
 def print_json(value: Any) -> None:

@@ -1,5 +1,6 @@
 """Tandem's Python SDK. `Client` (blocking) and `AsyncClient` share every method (api.py)."""
 
-from .api import AsyncClient, Client, TandemError
+from .api import AsyncClient, Client
+from .errors import TandemError
 
 __all__ = ["AsyncClient", "Client", "TandemError"]

@@ -12,8 +12,15 @@ and `AsyncClient` with `httpx.AsyncClient`. So the two clients cannot drift apar
         lsn = tandem.sql("acme", "INSERT INTO t(v) VALUES (?)", ["x"])["lsn"]
         tandem.sql("acme", "SELECT v FROM t", read_region="east", min_lsn=lsn)
 
-Errors raise `TandemError(status, code, message)`; a gateway that cannot be reached at all
-raises it with status 0 and code `unreachable` (or `timeout`).
+A client may know several gateways (`Client(["http://a:1", "http://b:2"], token)`, or one
+string with commas): a call that cannot have run moves on to the next, and the client sticks
+to the one that answered. **A write whose outcome is unknown is never sent twice**: when it
+may have reached a gateway and no answer came, it raises at once (gateways.py says which
+failures are which).
+
+Errors raise `TandemError(status, code, message)`. Status 0 means no answer came: code
+`unreachable` (or `timeout`) when no gateway could be reached, naming every URL tried, and
+`outcome_unknown` (or `timeout`) for a write that was sent and may or may not have run.
 """
 
 from __future__ import annotations
@@ -29,47 +36,12 @@ import httpx
 from tandemdb.common import values
 from tandemdb.common.deployment import Deployment
 
+from .errors import error_from
+from .gateways import Gateways
+
 DEFAULT_TIMEOUT = 30.0
 ENDED = ("succeeded", "failed")  # operation states that do not change any more
 Statements = str | Sequence[str | tuple[str, Any] | dict]
-
-
-class TandemError(Exception):
-    """A call that failed: HTTP status (0 when no answer came), stable code, message."""
-
-    def __init__(self, status: int, code: str, message: str,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        where = f"error {self.status} {self.code}" if self.status else f"error {self.code}"
-        return f"{where}: {self.message}"
-
-    def __repr__(self) -> str:
-        return f"TandemError({self.status!r}, {self.code!r}, {self.message!r})"
-
-
-def error_from(response: httpx.Response) -> TandemError:
-    """The contract's `{"error": {"code", "message"}}`, or the best that can be said."""
-    retry = response.headers.get("retry-after")
-    retry_after = float(retry) if retry and retry.replace(".", "", 1).isdigit() else None
-    try:
-        error = response.json()["error"]
-        return TandemError(response.status_code, str(error["code"]), str(error["message"]),
-                           retry_after)
-    except (ValueError, KeyError, TypeError):
-        text = response.text.strip()[:300] or response.reason_phrase
-        return TandemError(response.status_code, "http_error", text, retry_after)
-
-
-def transport_error(url: str, exc: httpx.TransportError) -> TandemError:
-    if isinstance(exc, httpx.TimeoutException):
-        return TandemError(0, "timeout", f"no answer from {url} in time ({type(exc).__name__})")
-    return TandemError(0, "unreachable", f"cannot reach Tandem at {url} "
-                                         f"({type(exc).__name__}: {exc or 'no detail'}); "
-                                         "is the deployment up? ('tandem up')")
 
 
 def statements_of(sql: Statements, params: Any = None) -> list[dict]:
@@ -128,10 +100,20 @@ def _read_params(read_region: str | None, min_lsn: int | None) -> dict[str, Any]
 class Api:
     """Every public call, once; `_call` (sync or async) runs it."""
 
-    url: str
+    _gateways: Gateways
 
-    def __init__(self, url: str, token: str, **options: Any) -> None:
+    def __init__(self, urls: str | Sequence[str], token: str, **options: Any) -> None:
         raise NotImplementedError  # Client and AsyncClient: each opens its own httpx client
+
+    @property
+    def url(self) -> str:
+        """The gateway the next call goes to first: the last one that answered."""
+        return self._gateways.url
+
+    @property
+    def urls(self) -> list[str]:
+        """Every gateway URL this client knows, in the order given."""
+        return list(self._gateways.urls)
 
     def _call(self, method: str, path: str, parse: Callable[[httpx.Response], Any] = _json,
               **request: Any) -> Any:
@@ -139,11 +121,17 @@ class Api:
 
     @classmethod
     def from_data_dir(cls, data: Path | str = "tandem-data", **options: Any):
-        """A client for the local deployment in `data` (its gateway URL and admin token)."""
+        """A client for the local deployment in `data`: every gateway URL, the admin token."""
         deployment = Deployment.load(Path(data))
-        return cls(deployment.gateway_url, deployment.token, **options)
+        urls = getattr(deployment, "gateway_urls", lambda: [deployment.gateway_url])()
+        return cls(urls, deployment.token, **options)
 
     # --- control plane
+
+    def control_plane(self) -> dict:
+        """The controllers (which one leads, since when, its lease), the store's members and
+        the gateways: `GET /v1/control-plane`."""
+        return self._call("GET", "/v1/control-plane")
 
     def regions(self) -> list[dict]:
         """Regions with their pair, state and nodes (`name, url, healthy, …`)."""
@@ -321,24 +309,40 @@ def _headers(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}", "user-agent": "tandemdb-client"}
 
 
+def _in_hand(request: dict[str, Any]) -> bool:
+    """The body can be sent again (not a file or an iterator a first try consumed)."""
+    content = request.get("content")
+    return content is None or isinstance(content, bytes | str)
+
+
+def _answer(response: httpx.Response, parse: Callable[[httpx.Response], Any]) -> Any:
+    if response.is_error:
+        raise error_from(response)
+    return parse(response)
+
+
 class Client(Api):
     """Blocking client. Use as a context manager, or call `close()`."""
 
-    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, urls: str | Sequence[str], token: str,
+                 timeout: float = DEFAULT_TIMEOUT,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self.url = url.rstrip("/")
+        self._gateways = Gateways(urls)
         self._http = httpx.Client(base_url=self.url, headers=_headers(token), timeout=timeout,
                                   transport=transport)
 
     def _call(self, method: str, path: str, parse: Callable[[httpx.Response], Any] = _json,
               **request: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **request)
-        except httpx.TransportError as exc:
-            raise transport_error(self.url, exc) from None
-        if response.is_error:
-            raise error_from(response)
-        return parse(response)
+        walk = self._gateways.walk(method, path, _in_hand(request))
+        for url in walk:
+            try:
+                response = self._http.request(method, url + path, **request)
+            except httpx.TransportError as exc:
+                walk.failed(url, exc)  # raises for a write that may have run
+                continue
+            if not walk.moves_on(response):
+                return _answer(response, parse)
+        raise walk.give_up()
 
     def wait_operation(self, op_id: str, timeout: float = 600.0,
                        progress: Callable[[dict], None] | None = None) -> dict:
@@ -367,21 +371,25 @@ class AsyncClient(Api):
     `put_file` takes bytes, text or an async iterator of chunks here.
     """
 
-    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, urls: str | Sequence[str], token: str,
+                 timeout: float = DEFAULT_TIMEOUT,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.url = url.rstrip("/")
+        self._gateways = Gateways(urls)
         self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(token),
                                        timeout=timeout, transport=transport)
 
     async def _call(self, method: str, path: str,
                     parse: Callable[[httpx.Response], Any] = _json, **request: Any) -> Any:
-        try:
-            response = await self._http.request(method, path, **request)
-        except httpx.TransportError as exc:
-            raise transport_error(self.url, exc) from None
-        if response.is_error:
-            raise error_from(response)
-        return parse(response)
+        walk = self._gateways.walk(method, path, _in_hand(request))
+        for url in walk:
+            try:
+                response = await self._http.request(method, url + path, **request)
+            except httpx.TransportError as exc:
+                walk.failed(url, exc)  # raises for a write that may have run
+                continue
+            if not walk.moves_on(response):
+                return _answer(response, parse)
+        raise walk.give_up()
 
     async def wait_operation(self, op_id: str,
                              timeout: float = 600.0) -> dict:  # noqa: ASYNC109 - public API
