@@ -17,9 +17,11 @@ import base64
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, NamedTuple
 
 import httpx
@@ -123,11 +125,12 @@ class EtcdClient:
             raise ValueError("an etcd client needs at least one endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
-        self._http = {e: httpx.Client(base_url=e) for e in self.endpoints}
+        self._http = {e: httpx.Client(base_url=e, verify=tls()) for e in self.endpoints}
         # Watches hold a connection for as long as they wait: a pool of their own, unbounded,
         # so long polls never starve the short calls.
-        self._watch_http = {e: httpx.Client(base_url=e, limits=httpx.Limits(
+        self._watch_http = {e: httpx.Client(base_url=e, verify=tls(), limits=httpx.Limits(
             max_connections=None, max_keepalive_connections=0)) for e in self.endpoints}
+        self._other = httpx.Client(verify=tls())  # members' URLs that are not endpoints
         self._preferred = 0  # index of the endpoint that answered last
         self._watching: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -136,27 +139,34 @@ class EtcdClient:
     # -- the one request path ------------------------------------------------------------
 
     def call(self, path: str, body: dict, *, write: bool, timeout: float | None = None) -> dict:
-        """POST `body` to `path` on the first endpoint that takes it; the parsed answer."""
-        if self._closed:
-            raise StoreError("etcd store is closed")
+        """POST `body` to `path` on the first endpoint that takes it; the parsed answer.
+
+        A read gets an equal share of the time left on each endpoint still to try, so one
+        member that hangs (paused, or cut off without quorum) cannot use it all; a write
+        gets all of it, since once sent it is never sent again. A member that failed is
+        tried last by the next call."""
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         failures: list[str] = []
-        for index in self._order():
+        silent: str | None = None  # a member that took a request and did not answer
+        order = self._order()
+        for tried, index in enumerate(order):
             endpoint = self.endpoints[index]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            attempt = remaining if write else remaining / (len(order) - tried)
             try:
-                response = self._http[endpoint].post(path, json=body, timeout=httpx.Timeout(
-                    remaining, connect=min(remaining, 1.0)))
+                response = self._post(endpoint, path, body, attempt)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 failures.append(f"{endpoint}: {describe(exc)}")
                 continue  # never reached etcd: safe to try the next member
             except httpx.TransportError as exc:
+                self._avoid(index)
                 if write:
                     raise self._unknown_outcome(endpoint, path, exc) from exc
-                failures.append(f"{endpoint}: {describe(exc)}{self._probe(endpoint)}")
+                failures.append(f"{endpoint}: {describe(exc)}")
+                silent = silent or endpoint
                 continue
             data = self._parse(endpoint, response)
             if "error" not in data:
@@ -165,12 +175,27 @@ class EtcdClient:
             code, message = int(data.get("code", 0)), str(data.get("message") or data["error"])
             if code not in UNAVAILABLE_CODES and "no leader" not in message:
                 raise EtcdError(f"etcd at {endpoint} refused {path}: {message}")
+            self._avoid(index)
             if write:
                 raise EtcdUnavailable(f"etcd at {endpoint} could not take a write ({message}); "
                                       f"it has no quorum or no leader now, and the write's "
                                       f"outcome is unknown")
             failures.append(f"{endpoint}: {message}")
-        raise EtcdUnavailable(self._unreachable(failures, budget))
+        why = self._probe(silent) if silent else ""
+        raise EtcdUnavailable(self._unreachable(failures, budget) + why)
+
+    def _post(self, endpoint: str, path: str, body: dict, timeout: float) -> httpx.Response:
+        if self._closed:
+            raise StoreError("etcd store is closed")
+        try:
+            return self._http[endpoint].post(path, json=body, timeout=httpx.Timeout(
+                timeout, connect=min(timeout, 1.0)))
+        except RuntimeError as exc:  # httpx: the client was closed under this call
+            raise StoreError("etcd store is closed") from exc
+
+    def _avoid(self, index: int) -> None:
+        if self._preferred == index:
+            self._preferred = (index + 1) % len(self.endpoints)
 
     def _order(self) -> list[int]:
         first = self._preferred
@@ -199,9 +224,8 @@ class EtcdClient:
     def _probe(self, endpoint: str) -> str:
         """Why a member did not answer, if a quick status call can tell: no leader."""
         try:
-            status = self._http[endpoint].post("/v3/maintenance/status", json={},
-                                               timeout=PROBE_TIMEOUT).json()
-        except (httpx.HTTPError, ValueError):
+            status = self._post(endpoint, "/v3/maintenance/status", {}, PROBE_TIMEOUT).json()
+        except (httpx.HTTPError, ValueError, StoreError):
             return ""
         if int(status.get("leader", 0)) == 0:
             return ": etcd has no quorum (this member sees no leader)"
@@ -268,10 +292,11 @@ class EtcdClient:
 
     def status(self, url: str, timeout: float = 1.0) -> dict | None:
         """One member's status (leader id, raft term, db size), None if it does not answer."""
+        url = url.rstrip("/")
+        http = self._http.get(url, self._other)
         try:
-            with httpx.Client(timeout=timeout) as http:
-                data = http.post(f"{url.rstrip('/')}/v3/maintenance/status", json={}).json()
-        except (httpx.HTTPError, ValueError):
+            data = http.post(f"{url}/v3/maintenance/status", json={}, timeout=timeout).json()
+        except (httpx.HTTPError, ValueError, RuntimeError):
             return None
         return data if isinstance(data, dict) and "error" not in data else None
 
@@ -308,6 +333,10 @@ class EtcdClient:
                 if self._closed:
                     return []
                 failures.append(f"{endpoint}: {describe(exc)}")
+            except RuntimeError:  # httpx: the client was closed under this watch
+                if self._closed:
+                    return []
+                raise
             if time.monotonic() >= deadline:
                 break
         raise EtcdUnavailable(self._unreachable(failures, timeout))
@@ -374,8 +403,14 @@ class EtcdClient:
             watching = list(self._watching)
         for sock in watching:
             self._interrupt(sock)
-        for client in [*self._http.values(), *self._watch_http.values()]:
+        for client in [*self._http.values(), *self._watch_http.values(), self._other]:
             client.close()
+
+
+@cache
+def tls() -> ssl.SSLContext:
+    """One TLS context for every client (building one per client costs ~0.1 s each)."""
+    return ssl.create_default_context()
 
 
 def describe(exc: Exception) -> str:
