@@ -120,3 +120,27 @@ def wait_ready(urls: Sequence[str], timeout: float = READY_TIMEOUT) -> None:
                 raise EtcdError(f"etcd not ready within {timeout:g} s ({reasons})")
             if waiting:
                 time.sleep(0.1)
+
+
+def check_answers(urls: Sequence[str], timeout: float = 8.0) -> None:
+    """An etcd cluster that runs already: at least one endpoint must answer and see a raft
+    leader within `timeout`; else EtcdError naming every endpoint and what each did."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, str] = {}
+    with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as http:
+        while True:
+            for url in urls:
+                try:
+                    status = http.post(f"{url}/v3/maintenance/status", json={})
+                    if status.is_success and int(status.json().get("leader", 0)):
+                        return
+                    last[url] = f"HTTP {status.status_code}, no raft leader"
+                except (httpx.HTTPError, ValueError) as exc:
+                    last[url] = f"{type(exc).__name__}: {exc}"
+                if time.monotonic() >= deadline:
+                    break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    raise EtcdError(f"the etcd cluster at {', '.join(urls)} does not answer ("
+                    + "; ".join(f"{url}: {why}" for url, why in last.items()) + ")")

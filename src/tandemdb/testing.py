@@ -132,7 +132,7 @@ class LocalDeployment(Processes):
 
     def __init__(self, deployment: Deployment) -> None:
         super().__init__(deployment)
-        self.client = Client(deployment.gateway_url, deployment.token)
+        self.client = Client(deployment.gateway_urls(), deployment.token)
 
     @classmethod
     @contextmanager

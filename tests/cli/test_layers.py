@@ -30,8 +30,9 @@ ALLOWED = {
     "gateway": {"common"},
     "faultproxy": {"common"},
     "client": {"common"},
-    "local": {"common"},
-    "cli": {"common", "client", "local", "bench", "demo", "__version__"},
+    "etcd_local": {"common"},
+    "local": {"common", "etcd_local"},
+    "cli": {"common", "client", "local", "etcd_local", "bench", "demo", "__version__"},
 }
 SERVER_SIDE = ("fastapi", "starlette", "uvicorn", "apsw", "pydantic", "aiohttp")
 

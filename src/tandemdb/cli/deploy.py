@@ -167,16 +167,12 @@ def up(
 def _check_etcd(endpoints: list[str]) -> None:
     """An etcd cluster that runs already must answer before anything starts (within a few
     seconds), else one line naming its endpoints."""
-    from tandemdb.controller.store import StoreError
-    from tandemdb.controller.store.etcd import EtcdStore
+    from tandemdb import etcd_local
 
-    store = EtcdStore(endpoints, timeout=3.0)
     try:
-        store.revision()
-    except StoreError as exc:
-        _fail(f"the etcd cluster at {', '.join(endpoints)} does not answer: {exc}")
-    finally:
-        store.close()
+        etcd_local.check_answers(endpoints, timeout=5.0)
+    except etcd_local.EtcdError as exc:
+        _fail(str(exc))
 
 
 def _supervise(cluster: "LocalDeployment") -> None:

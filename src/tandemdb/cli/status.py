@@ -1,4 +1,5 @@
-"""`tandem status [--watch]`: regions, node health, environments, roles, lsns and lag."""
+"""`tandem status [--watch]`: the control plane, regions, node health, environments, roles,
+lsns and lag."""
 
 import time
 from typing import TYPE_CHECKING, Annotated
@@ -26,17 +27,29 @@ REFRESH_SECONDS = 1.0
 
 
 def snapshot(client: "Client") -> dict:
-    """The whole picture in two calls: `{"regions": [...], "environments": [...]}`."""
-    return {"regions": client.regions(), "environments": client.environments()}
+    """The whole picture: `{"control_plane": {...}, "regions": [...], "environments":
+    [...]}`. Without a leading controller the control plane still answers (it says why),
+    and the rest is left out."""
+    from tandemdb.client import TandemError
+
+    state: dict = {"control_plane": client.control_plane()}
+    try:
+        state |= {"regions": client.regions(), "environments": client.environments()}
+    except TandemError:
+        if state["control_plane"].get("leader"):
+            raise
+    return state
 
 
 def render(state: dict, error: "TandemError | None" = None) -> "Group":
     from rich.console import Group, RenderableType
     from rich.text import Text
 
+    from .control_plane import control_plane
     from .tables import environments_table, halt_notes, regions_table
 
-    parts: list[RenderableType] = [regions_table(state.get("regions", [])),
+    parts: list[RenderableType] = [control_plane(state.get("control_plane", {})),
+                                   regions_table(state.get("regions", [])),
                                    environments_table(state.get("environments", [])),
                                    *halt_notes(state.get("environments", []))]
     if error is not None:
@@ -51,7 +64,8 @@ def status(
         "--watch", help="Refresh every second until Ctrl-C.")] = False,
     as_json: Json = False, url: Url = None, token: Token = None, data: Data = DEFAULT_DATA,
 ) -> None:
-    """Show regions, nodes with their health, and environments with roles, lsns and lag."""
+    """Show the control plane (controllers, leader, etcd, gateways), regions, nodes with
+    their health, and environments with roles, lsns and lag."""
     with reported(), connect(url, token, data) as client:
         state = snapshot(client)
         if not watch:

@@ -35,7 +35,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})  # may run twice: they change nothing
 # The request never left the client: it can go to another gateway, whatever it is.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # 503 codes that say "this gateway did not run the call and cannot serve it now".
-MOVE_ON_CODES = frozenset({"unavailable", "controller_unavailable"})
+MOVE_ON_CODES = frozenset({"unavailable", "controller_unavailable", "no_leader"})
 EXAMPLE = "http://127.0.0.1:7070"
 
 
