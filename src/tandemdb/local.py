@@ -168,18 +168,21 @@ class LocalDeployment:
         return proc
 
     def start_all(self, progress: Callable[[str], None] | None = None) -> None:
-        """Start every process in order; the etcd members all at once (a member is ready
-        only once a majority of them runs)."""
-        members = list(self.deployment.etcd_members())
-        controllers = list(self.deployment.controller_specs())
-        for name in self.names():
+        """Start every process, stage by stage in `names()` order: the fault proxy, the
+        etcd members, the controllers (until one leads), the nodes, the gateways. The
+        processes of a stage start together (an etcd member is ready only once a majority
+        of them runs; the rest just start faster)."""
+        d = self.deployment
+        stages = [[FAULT_PROXY] if d.fault_proxy else [], list(d.etcd_members()),
+                  list(d.controller_specs()), sorted(d.nodes), list(d.gateway_specs())]
+        for stage in filter(None, stages):
             if progress:
-                progress(f"starting {name}")
-            self.start(name, wait=name not in members)
-            if members and name == members[-1]:
-                for member in members:
-                    self.wait_healthy(member)
-            if name == controllers[-1]:
+                progress(f"starting {', '.join(stage)}")
+            for name in stage:
+                self.start(name, wait=False)
+            for name in stage:
+                self.wait_healthy(name)
+            if stage == stages[2]:
                 if progress:
                     progress("waiting for a controller to lead")
                 self.wait_leader()
