@@ -42,8 +42,9 @@ def outage(region: Region, partition: bool = typer.Option(
         False, "--partition", help="Keep REGION's nodes running and reachable by clients, "
         "but cut their links to the controller and the paired region (needs tandem up "
         "--fault-proxy)."), as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
-    """Stage an outage: SIGKILL every node of REGION (nothing is shut down cleanly), or
-    partition it from the controller and its pair."""
+    """Stage an outage: SIGKILL every node of REGION, and the controller, gateway and etcd
+    member of its site if it has them (nothing is shut down cleanly); or partition it from
+    the controller and its pair."""
     _outage("region", region, partition, as_json, data)
 
 
@@ -57,7 +58,8 @@ def node_outage(node: Node, partition: bool = typer.Option(
 
 
 def recover(region: Region, as_json: Json = False, data: Data = DEFAULT_DATA) -> None:
-    """End a staged outage: start REGION's nodes again, or heal its links."""
+    """End a staged outage: start REGION's processes again (nodes, and its site's etcd
+    member, controller and gateway), or heal its links."""
     _recover("region", region, as_json, data)
 
 
