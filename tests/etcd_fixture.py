@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tandemdb import etcd_local
@@ -56,9 +58,19 @@ class EtcdCluster:
         process.wait(10)
 
     def wait_ready(self, timeout: float = etcd_local.READY_TIMEOUT) -> None:
-        """Every running member answers and sees a leader."""
+        """Every running member answers and follows the same leader, one of them (after
+        a kill, the others keep naming a dead leader until their election timeout)."""
         running = [self.member(name).client_url for name in self.processes]
         etcd_local.wait_ready(running, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            statuses = [httpx.post(f"{url}/v3/maintenance/status", json={}, timeout=1).json()
+                        for url in running]
+            ids = {s["header"]["member_id"] for s in statuses}
+            if len({s.get("leader") for s in statuses}) == 1 and statuses[0].get("leader") in ids:
+                return
+            assert time.monotonic() < deadline, f"no leader among {running}: {statuses}"
+            time.sleep(0.1)
 
     def stop(self) -> None:
         for name in list(self.processes):

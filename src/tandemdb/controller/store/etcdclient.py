@@ -1,7 +1,8 @@
-"""A thin etcd v3 client over etcd's JSON gateway (`POST /v3/...`), on httpx.
+"""A thin etcd v3 client over etcd's JSON gateway (`POST /v3/...`).
 
-Why the gateway rather than gRPC: see docs/etcd.md (measured). Keys and values travel as
-base64, 64-bit numbers as strings; this module turns answers into typed records once, here.
+Why the gateway rather than gRPC: see docs/etcd.md (measured); HTTP itself is `etcdhttp`.
+Keys and values travel as base64, 64-bit numbers as strings; this module turns answers into
+typed records once, here.
 
 Failure rules, the ones a coordination store lives by:
 - every call is bounded (`timeout`, 3 s by default), whatever the network does;
@@ -15,18 +16,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Sequence
-from functools import cache
 from typing import Any, NamedTuple
 
-import httpx
-
 from . import Compacted, StoreError
+from .etcdhttp import Endpoint, NoAnswer, SendFailed, describe
 
 DEFAULT_TIMEOUT = 3.0
 PROBE_TIMEOUT = 0.5  # a status probe that explains a failure (no leader?)
@@ -125,12 +124,7 @@ class EtcdClient:
             raise ValueError("an etcd client needs at least one endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
-        self._http = {e: httpx.Client(base_url=e, verify=tls()) for e in self.endpoints}
-        # Watches hold a connection for as long as they wait: a pool of their own, unbounded,
-        # so long polls never starve the short calls.
-        self._watch_http = {e: httpx.Client(base_url=e, verify=tls(), limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=0)) for e in self.endpoints}
-        self._other = httpx.Client(verify=tls())  # members' URLs that are not endpoints
+        self._http = {e: Endpoint(e) for e in self.endpoints}
         self._preferred = 0  # index of the endpoint that answered last
         self._watching: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -157,18 +151,18 @@ class EtcdClient:
                 break
             attempt = remaining if write else remaining / (len(order) - tried)
             try:
-                response = self._post(endpoint, path, body, attempt)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                failures.append(f"{endpoint}: {describe(exc)}")
+                status, raw = self._post(endpoint, path, body, attempt)
+            except SendFailed as exc:
+                failures.append(f"{endpoint}: {exc}")
                 continue  # never reached etcd: safe to try the next member
-            except httpx.TransportError as exc:
+            except NoAnswer as exc:
                 self._avoid(index)
                 if write:
                     raise self._unknown_outcome(endpoint, path, exc) from exc
-                failures.append(f"{endpoint}: {describe(exc)}")
+                failures.append(f"{endpoint}: {exc}")
                 silent = silent or endpoint
                 continue
-            data = self._parse(endpoint, response)
+            data = self._parse(endpoint, status, raw)
             if "error" not in data:
                 self._preferred = index
                 return data
@@ -184,14 +178,10 @@ class EtcdClient:
         why = self._probe(silent) if silent else ""
         raise EtcdUnavailable(self._unreachable(failures, budget) + why)
 
-    def _post(self, endpoint: str, path: str, body: dict, timeout: float) -> httpx.Response:
+    def _post(self, endpoint: str, path: str, body: dict, timeout: float) -> tuple[int, bytes]:
         if self._closed:
             raise StoreError("etcd store is closed")
-        try:
-            return self._http[endpoint].post(path, json=body, timeout=httpx.Timeout(
-                timeout, connect=min(timeout, 1.0)))
-        except RuntimeError as exc:  # httpx: the client was closed under this call
-            raise StoreError("etcd store is closed") from exc
+        return self._http[endpoint].post(path, body, timeout)
 
     def _avoid(self, index: int) -> None:
         if self._preferred == index:
@@ -201,19 +191,19 @@ class EtcdClient:
         first = self._preferred
         return [(first + i) % len(self.endpoints) for i in range(len(self.endpoints))]
 
-    def _parse(self, endpoint: str, response: httpx.Response) -> dict:
+    def _parse(self, endpoint: str, status: int, raw: bytes) -> dict:
         try:
-            data = response.json()
+            data = json.loads(raw)
         except ValueError as exc:
-            raise EtcdError(f"etcd at {endpoint} answered HTTP {response.status_code} with "
-                            f"no JSON: {response.text[:200]!r}") from exc
+            raise EtcdError(f"etcd at {endpoint} answered HTTP {status} with "
+                            f"no JSON: {raw[:200]!r}") from exc
         if not isinstance(data, dict):
             raise EtcdError(f"etcd at {endpoint} answered {data!r}")
         return data
 
     def _unknown_outcome(self, endpoint: str, path: str, exc: Exception) -> EtcdUnavailable:
         return EtcdUnavailable(
-            f"etcd at {endpoint} did not answer {path} ({describe(exc)}){self._probe(endpoint)}; "
+            f"etcd at {endpoint} did not answer {path} ({exc}){self._probe(endpoint)}; "
             f"the write's outcome is unknown, so it is not sent again")
 
     def _unreachable(self, failures: list[str], budget: float) -> str:
@@ -223,11 +213,8 @@ class EtcdClient:
 
     def _probe(self, endpoint: str) -> str:
         """Why a member did not answer, if a quick status call can tell: no leader."""
-        try:
-            status = self._post(endpoint, "/v3/maintenance/status", {}, PROBE_TIMEOUT).json()
-        except (httpx.HTTPError, ValueError, StoreError):
-            return ""
-        if int(status.get("leader", 0)) == 0:
+        status = self.status(endpoint, PROBE_TIMEOUT)
+        if status is not None and int(status.get("leader", 0)) == 0:
             return ": etcd has no quorum (this member sees no leader)"
         return ""
 
@@ -293,11 +280,16 @@ class EtcdClient:
     def status(self, url: str, timeout: float = 1.0) -> dict | None:
         """One member's status (leader id, raft term, db size), None if it does not answer."""
         url = url.rstrip("/")
-        http = self._http.get(url, self._other)
+        endpoint = self._http.get(url)
+        if endpoint is None:  # a member this client was not given: a one-off connection
+            endpoint = Endpoint(url)
         try:
-            data = http.post(f"{url}/v3/maintenance/status", json={}, timeout=timeout).json()
-        except (httpx.HTTPError, ValueError, RuntimeError):
+            data = json.loads(endpoint.post("/v3/maintenance/status", {}, timeout)[1])
+        except (SendFailed, NoAnswer, ValueError):
             return None
+        finally:
+            if url not in self._http:
+                endpoint.close()
         return data if isinstance(data, dict) and "error" not in data else None
 
     # -- watch ---------------------------------------------------------------------------
@@ -325,44 +317,46 @@ class EtcdClient:
                 return []
             try:
                 return self._watch_on(endpoint, body, deadline)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                failures.append(f"{endpoint}: {describe(exc)}")
-            except httpx.TimeoutException:
-                return []  # nothing changed within the timeout
-            except httpx.TransportError as exc:
+            except SendFailed as exc:
+                failures.append(f"{endpoint}: {exc}")
+            except NoAnswer as exc:  # cut mid-way (a member that died): a read, so go on
                 if self._closed:
                     return []
-                failures.append(f"{endpoint}: {describe(exc)}")
-            except RuntimeError:  # httpx: the client was closed under this watch
-                if self._closed:
-                    return []
-                raise
+                failures.append(f"{endpoint}: {exc}")
             if time.monotonic() >= deadline:
                 break
         raise EtcdUnavailable(self._unreachable(failures, timeout))
 
     def _watch_on(self, endpoint: str, body: dict, deadline: float) -> list[Event]:
+        """The first events one member sends, or [] at the deadline (or on close)."""
         remaining = max(0.05, deadline - time.monotonic())
-        with self._watch_http[endpoint].stream(
-                "POST", "/v3/watch", json=body,
-                timeout=httpx.Timeout(remaining, connect=min(remaining, 1.0))) as response:
-            sock = self._socket_of(response)
+        with self._http[endpoint].stream("/v3/watch", body, remaining) as (response, sock):
+            self._register(sock)
             try:
-                for line in response.iter_lines():
+                while True:
+                    sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    line = response.readline()
+                    if not line:  # the member ended the stream
+                        if self._closed:
+                            return []
+                        raise NoAnswer("the watch stream ended")
                     if not line.strip():
                         continue
-                    result = self._watch_result(endpoint, json.loads(line))
-                    events = result.get("events")
+                    events = self._watch_result(endpoint, json.loads(line)).get("events")
                     if events:
                         return [Event(e.get("type") == "DELETE", parse_kv(e["kv"]))
                                 for e in events]
                     if time.monotonic() >= deadline or self._closed:
                         return []
+            except TimeoutError:
+                return []  # nothing changed in time
+            except (OSError, http.client.HTTPException) as exc:
+                if self._closed:
+                    return []
+                raise NoAnswer(describe(exc)) from exc
             finally:
-                if sock is not None:
-                    with self._lock:
-                        self._watching.discard(sock)
-        return []
+                with self._lock:
+                    self._watching.discard(sock)
 
     def _watch_result(self, endpoint: str, message: dict) -> dict:
         if "error" in message:
@@ -380,16 +374,12 @@ class EtcdClient:
                             f"{result.get('cancel_reason', 'no reason given')}")
         return result
 
-    def _socket_of(self, response: httpx.Response) -> socket.socket | None:
-        """The watch's socket, registered so `close()` can wake a read blocked on it."""
-        stream = response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is not None:
-            with self._lock:
-                self._watching.add(sock)
-            if self._closed:  # closed while this watch was connecting
-                self._interrupt(sock)
-        return sock
+    def _register(self, sock: socket.socket) -> None:
+        """Note a watch's socket, so `close()` can wake a read blocked on it."""
+        with self._lock:
+            self._watching.add(sock)
+        if self._closed:  # closed while this watch was connecting
+            self._interrupt(sock)
 
     @staticmethod
     def _interrupt(sock: socket.socket) -> None:
@@ -403,16 +393,5 @@ class EtcdClient:
             watching = list(self._watching)
         for sock in watching:
             self._interrupt(sock)
-        for client in [*self._http.values(), *self._watch_http.values(), self._other]:
-            client.close()
-
-
-@cache
-def tls() -> ssl.SSLContext:
-    """One TLS context for every client (building one per client costs ~0.1 s each)."""
-    return ssl.create_default_context()
-
-
-def describe(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+        for endpoint in self._http.values():
+            endpoint.close()
