@@ -35,6 +35,8 @@ from .test_cli import fails_cleanly
     (["--store", "etcd://a:1,b"], "'b' is not"),
     (["--store", "etcd://a:99999"], "'a:99999' is not"),
     (["--gateways", "many"], "--gateways must be single or per-region, not 'many'"),
+    (["--store", "etcd", "--fault-proxy"], "--fault-proxy stages partitions of one "
+                                           "controller on sqlite"),
 ])
 def test_up_refuses_a_bad_control_plane_before_starting_anything(
         tmp_path: Path, args: list[str], expected: str):

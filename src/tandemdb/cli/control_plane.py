@@ -43,8 +43,10 @@ def control_plane(view: dict) -> RenderableType:
         for column in ("member", "health", "raft leader", "url"):
             members.add_column(column, no_wrap=column != "url", overflow="fold")
         for member in store["members"]:
-            members.add_row(member.get("name") or "?",
-                            _yes(member.get("healthy"), "healthy", "unreachable"),
+            state = (Text("healthy", style="green") if member.get("healthy") else
+                     Text("no raft leader" if member.get("raft_term") is not None
+                          else "unreachable", style="red"))
+            members.add_row(member.get("name") or "?", state,
                             "yes" if member.get("leader") else "",
                             ", ".join(member.get("client_urls", [])))
         parts.append(members)

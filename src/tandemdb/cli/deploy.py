@@ -45,6 +45,11 @@ SECONDS_FLAGS: dict[str, tuple[str, tuple[float, float] | None]] = {
     "--replace-after": ("replace_after_seconds", (1.0, 86400.0))}
 
 
+NO_FAULT_PROXY = ("--fault-proxy stages partitions of one controller on sqlite; with the "
+                  "control plane on etcd, stage the loss of a whole site with 'tandem region "
+                  "outage R' instead")
+
+
 def check_nodes_per_region(count: int) -> None:
     """`--nodes-per-region`: every region needs a node; ValueError saying so."""
     if count < 1:
@@ -120,6 +125,8 @@ def up(
     if local.running_pids(data):
         _fail(f"a deployment is already running from {data}; 'tandem down --data {data}' "
               "stops it")
+    if fault_proxy and shape.on_etcd:  # before anything is planned
+        _fail(NO_FAULT_PROXY)
     if shape.endpoints:  # before a deployment that could not run is planned
         _check_etcd(shape.endpoints)
     try:
@@ -129,6 +136,8 @@ def up(
     if deployment.store.get("endpoints") and not shape.endpoints:
         _check_etcd(deployment.store_endpoints())
     planned = deployment.store.get("kind", "sqlite")
+    if fault_proxy and planned != "sqlite":
+        _fail(NO_FAULT_PROXY)
     if store is not None and (planned == "sqlite") != (shape.store == "sqlite"):
         _fail(f"the deployment in {data} keeps its state in {planned}, not {store}; a new "
               "--data directory plans a new deployment")
