@@ -23,6 +23,9 @@ DEBIAN_ETCD = "/usr/bin/etcd"
 # Keep the last 10,000 revisions for watches; a watcher further behind gets `Compacted`
 # (the same horizon as the SQLite store's KEEP_CHANGES).
 COMPACTION_RETENTION = "10000"
+# The largest write etcd takes (its default is 1.5 MiB): a rejoin stores an environment's
+# lost writes as one value, which can be larger.
+MAX_REQUEST_BYTES = str(8 * 1024 * 1024)
 READY_TIMEOUT = 15.0
 
 
@@ -82,6 +85,7 @@ def command(member: EtcdMember, members: Sequence[EtcdMember], token: str) -> li
         "--initial-cluster-token", token,
         "--auto-compaction-mode", "revision",
         "--auto-compaction-retention", COMPACTION_RETENTION,
+        "--max-request-bytes", MAX_REQUEST_BYTES,
         "--logger", "zap",
         "--log-level", "warn",
     ]

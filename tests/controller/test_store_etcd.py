@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tandemdb.controller.store import Compacted, NotLeader, StoreError, Txn, open_store
-from tandemdb.controller.store.etcd import EtcdStore, LeaseLost
+from tandemdb.controller.store.etcd import EtcdError, EtcdStore, LeaseLost
 from tandemdb.local import free_base_port
 from tests.etcd_fixture import etcd_cluster, shared_etcd, unique_prefix
 
@@ -150,6 +150,17 @@ def test_open_store_from_a_spec(tmp_path, endpoints):
         open_store(tmp_path, {"kind": "zk"})
     with pytest.raises(ValueError, match="at least one endpoint"):
         open_store(tmp_path, {"kind": "etcd", "endpoints": []})
+
+
+def test_a_value_over_etcds_request_limit_is_refused_and_writes_nothing(pair):
+    a, _ = pair
+    a.put("lost/acme/1", {"entries": []})
+    before = a.revision()
+    with pytest.raises(EtcdError, match="larger than max"):
+        a.put("lost/acme/1", {"entries": ["x" * (9 << 20)]})  # etcd_local allows 8 MiB
+    assert a.get("lost/acme/1").value == {"entries": []} and a.revision() == before
+    # Over etcd's own default of 1.5 MiB, within the limit etcd_local sets.
+    assert a.put("lost/acme/1", {"entries": ["x" * (2 << 20)]}) == before + 1
 
 
 # -- etcd's own history and restarts -----------------------------------------------------

@@ -31,7 +31,10 @@ DEFAULT_TIMEOUT = 3.0
 PROBE_TIMEOUT = 0.5  # a status probe that explains a failure (no leader?)
 HISTORY_GRACE = 1.0  # how long a watch that starts behind waits for etcd to send the past
 # gRPC codes the gateway passes on that mean "the cluster cannot answer now".
-UNAVAILABLE_CODES = {4, 8, 14}  # deadline exceeded, resource exhausted, unavailable
+UNAVAILABLE_CODES = {4, 14}  # deadline exceeded, unavailable
+# etcd's answers that mean "not now" rather than "never" (resource exhausted, code 8, also
+# covers a request too large, which is "never").
+BUSY = ("no leader", "too many requests", "leader changed", "request timed out")
 LEASE_NOT_FOUND = "requested lease not found"
 
 
@@ -167,7 +170,7 @@ class EtcdClient:
                 self._preferred = index
                 return data
             code, message = int(data.get("code", 0)), str(data.get("message") or data["error"])
-            if code not in UNAVAILABLE_CODES and "no leader" not in message:
+            if code not in UNAVAILABLE_CODES and not any(word in message for word in BUSY):
                 raise EtcdError(f"etcd at {endpoint} refused {path}: {message}")
             self._avoid(index)
             if write:
