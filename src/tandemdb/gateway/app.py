@@ -5,6 +5,13 @@ environment's primary, or with `read_region` to its replica in that region; the 
 table in memory says where, so routing costs no controller call. Control calls go to the
 controller. Answers pass through unchanged.
 
+With several controllers (one per site; docs/deploy.md) the gateway knows them all, its own
+region's first, and sticks to one. A control call moves on to the next only when it cannot
+have run where it went: no connection could be made, or that controller answered 503
+`no_leader`, `unavailable` or `shutting_down`. A write that was sent and got no answer is
+never sent again (502/504 `outcome_unknown`, gateway/proxy.py). The routing watch moves on
+the same way (routing.py).
+
 While an environment fails over, the routing table marks it `switching` and the gateway
 holds calls to its primary until the failover ends (up to `hold_timeout`, 10 s; then 503
 `switching` with `Retry-After`, and the call did not run). A write that meets a primary that
@@ -28,6 +35,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from tandemdb.common import process
+from tandemdb.common.controllers import Controllers
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import (
     ApiError,
@@ -40,7 +48,7 @@ from tandemdb.common.metrics import install_metrics
 from tandemdb.common.paths import normalise_path, normalise_prefix
 from tandemdb.common.shutdown import serve
 
-from .proxy import Proxy, Unreachable, buffered, error_code, streamed
+from .proxy import Answer, Proxy, Unreachable, buffered, error_code, streamed
 from .routing import RoutingTable, RoutingWatch, Target
 
 log = logging.getLogger("tandem.gateway")
@@ -51,14 +59,19 @@ CATALOG_WAIT_SECONDS = 2.0  # create/delete answers wait for the routing table t
 HOLD_CODES = {"not_primary", "fenced"}  # node answers that mean "the primary moved"
 PATH_SAFE = "/:@!$&'()*+,;="
 DATA_PATH = re.compile(r"^/v1/environments/[^/]*/(sql|files|checksum)(/|$)")
+# A controller's 503 answers that say the call did not run there: no leader (etcd quorum
+# lost), the leader out of its reach, or it is stopping. Another controller may serve it.
+MOVE_ON_CODES = frozenset({"no_leader", "unavailable", "shutting_down"})
 
 
 class Gateway:
     """The gateway's routing decisions and forwards; the routes below are thin wrappers."""
 
-    def __init__(self, deployment: Deployment, table: RoutingTable, proxy: Proxy) -> None:
-        self.deployment, self.table, self.proxy = deployment, table, proxy
-        self.controller_url = deployment.controller_url
+    def __init__(self, deployment: Deployment, table: RoutingTable, proxy: Proxy,
+                 name: str) -> None:
+        self.deployment, self.table, self.proxy, self.name = deployment, table, proxy, name
+        self.region = deployment.site_of(name)
+        self.controllers = Controllers(deployment.controller_links(name), "control calls", log)
         self.load_wait, self.hold = LOAD_WAIT_SECONDS, HOLD_SECONDS
         self.catalog_wait = CATALOG_WAIT_SECONDS
 
@@ -73,7 +86,7 @@ class Gateway:
         if not self.table.loaded and not await self.table.wait_loaded(self.load_wait):
             raise ApiError(503, "unavailable",
                            "the gateway has no routing table yet: it cannot reach the "
-                           f"controller at {self.controller_url}; retry shortly",
+                           f"controller at {self.controllers}; retry shortly",
                            {"Retry-After": "1"})
         route = self.table.routes.get(env)
         if route is not None and route.switching and read_region in (None,
@@ -159,25 +172,53 @@ class Gateway:
     # --- control plane ----------------------------------------------------------------
 
     async def forward_control(self, request: Request) -> Response:
-        """Send a control call to the controller, unchanged; answer what it answers."""
+        """Send a control call to a controller, unchanged; answer what it answers."""
         path = request.scope["path"]
         if "\x00" in path or any(seg in (".", "..") for seg in path.split("/")):
             raise ApiError(400, "bad_request", f"path {path!r} has '.' or '..' segments")
-        url = self.controller_url + quote(path, safe=PATH_SAFE)
+        target = quote(path, safe=PATH_SAFE)
         query = request.scope.get("query_string", b"")
         if query:
-            url += "?" + query.decode("latin-1")
+            target += "?" + query.decode("latin-1")
         body = await request.body() if request.method in ("POST", "PUT", "PATCH") else None
-        try:
-            answer = await self.proxy.send(request.method, url,
-                                           self.proxy.headers_from(request), body,
-                                           upstream="controller")
-        except Unreachable as exc:
-            raise ApiError(503, "unavailable",
-                           f"cannot reach the controller at {self.controller_url} ({exc}); "
-                           "retry shortly", {"Retry-After": "1"}) from exc
+        answer = await self.send_control(request.method, target,
+                                         self.proxy.headers_from(request), body)
         await self.follow_catalog(request.method, path, answer.status_code, answer.content)
         return buffered(answer)
+
+    async def send_control(self, method: str, target: str, headers: list[tuple[str, str]],
+                           body: bytes | None) -> Answer:
+        """Try the controllers in turn, the current one first, while the call cannot have
+        run where it went; the first other answer is the call's. A failure after the call
+        may have run (the proxy's 502/504 `outcome_unknown`) is raised at once."""
+        tried: list[str] = []  # "url (what happened)", for the error naming them all
+        refusal: Answer | None = None  # the last controller's own "cannot serve now"
+        for url in self.controllers.in_turn():
+            try:
+                answer = await self.proxy.send(method, url + target, headers, body,
+                                               upstream="controller")
+            except Unreachable as exc:
+                why = str(exc)
+            except ApiError as exc:  # the proxy's own answer for a call that broke
+                # `unavailable`: it did not run, or it is a read. Anything else may have
+                # run there: never sent again. With one controller, the answer is as ever.
+                if exc.code != "unavailable" or len(self.controllers.urls) == 1:
+                    raise
+                why = exc.message
+            else:
+                code = error_code(answer) if answer.status_code == 503 else ""
+                if code not in MOVE_ON_CODES:
+                    self.controllers.answered(url)
+                    return answer
+                refusal, why = answer, f"HTTP 503 {code}"
+            tried.append(f"{url} ({why})")
+            self.controllers.move_on(url, why)
+        if refusal is not None:
+            return refusal  # the controllers' own words (say, no leader: etcd lost quorum)
+        where = f"the controller at {tried[0]}" if len(tried) == 1 else \
+            f"any controller: {'; '.join(tried)}"
+        raise ApiError(503, "unavailable", f"cannot reach {where}; retry shortly",
+                       {"Retry-After": "1"})
 
     async def follow_catalog(self, method: str, path: str, status: int, body: bytes) -> None:
         """After a create or delete, wait until routing agrees, so the next call finds it."""
@@ -224,12 +265,20 @@ def sql_read_region(body: bytes) -> tuple[str | None, bytes]:
 
 
 def create_app(deployment: Deployment, table: RoutingTable | None = None,
-               watch: bool = True) -> FastAPI:
-    """The gateway app. `watch=False` (tests) leaves the routing table to the caller."""
+               watch: bool = True, name: str | None = None) -> FastAPI:
+    """The app of gateway `name` (the deployment's first by default). `watch=False`
+    (tests) leaves the routing table to the caller."""
+    gateways = deployment.gateway_specs()
+    name = name if name is not None else next(iter(gateways))
+    if name not in gateways:
+        raise ValueError(f"no gateway {name!r} in the deployment (gateways: "
+                         f"{', '.join(gateways)})")
     table = table if table is not None else RoutingTable(list(deployment.regions))
-    proxy = Proxy(deployment.secret, upstreams=len(deployment.nodes) + 1)
-    watcher = RoutingWatch(table, deployment.controller_url, deployment.secret) if watch else None
-    gateway = Gateway(deployment, table, proxy)
+    links = deployment.controller_links(name)
+    proxy = Proxy(deployment.secret, upstreams=len(deployment.nodes) + len(links))
+    watcher = RoutingWatch(table, Controllers(links, "routing polls", log),
+                           deployment.secret) if watch else None
+    gateway = Gateway(deployment, table, proxy, name)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -251,7 +300,8 @@ def create_app(deployment: Deployment, table: RoutingTable | None = None,
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         age = time.monotonic() - table.updated_at if table.loaded else None
-        return JSONResponse({"ok": True, "component": "gateway", "name": "gateway",
+        return JSONResponse({"ok": True, "component": "gateway", "name": gateway.name,
+                             "region": gateway.region,
                              "routing": {"loaded": table.loaded, "revision": table.revision,
                                          "environments": len(table.routes),
                                          "age_seconds": age}})
@@ -322,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     deployment, name = process.identify(parser, args, "gateway")
     host, port = deployment.address(name)
     log.info("%s on %s:%d, controllers %s, %d nodes", name, host, port,
-             ", ".join(deployment.controller_urls()), len(deployment.nodes))
+             ", ".join(deployment.controller_links(name)), len(deployment.nodes))
     # Forwarded long polls (events, an operation's end) get 503 as soon as the stop begins.
-    serve(create_app(deployment), name, host=host, port=port,
+    serve(create_app(deployment, name=name), name, host=host, port=port,
           workers=1, log_config=None, access_log=args.access_log, server_header=False)

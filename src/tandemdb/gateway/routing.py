@@ -3,7 +3,9 @@
 The controller publishes routing at `GET /internal/v1/routing?after=R&wait=S` (a long poll:
 it answers at once when its revision is newer than `after`, else after up to `S` seconds).
 `RoutingWatch` keeps one such poll open at all times and replaces the `RoutingTable` with
-every answer, so a request is routed from memory and never costs a controller call.
+every answer, so a request is routed from memory and never costs a controller call. With
+several controllers (one per site, any of them answers) a failed poll moves the watch on to
+the next one (common/controllers.py); they share one store, so revisions go on.
 
 Until the first answer arrives the table is *not loaded*: data calls wait briefly for it and
 then get 503 `unavailable`, never a misleading 404 for an environment that may well exist.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client import Counter, Gauge
 
+from tandemdb.common.controllers import Controllers, describe
 from tandemdb.common.http import SECRET_HEADER, ApiError
 
 log = logging.getLogger("tandem.gateway.routing")
@@ -190,9 +193,9 @@ class RoutingTable:
 class RoutingWatch:
     """Background task: long-poll the controller's routing and keep the table current."""
 
-    def __init__(self, table: RoutingTable, controller_url: str, secret: str,
+    def __init__(self, table: RoutingTable, controllers: Controllers, secret: str,
                  wait: float = 20.0, max_backoff: float = 1.0) -> None:
-        self.table, self.url, self.wait = table, controller_url.rstrip("/"), wait
+        self.table, self.controllers, self.wait = table, controllers, wait
         self.max_backoff = max_backoff
         self._http = httpx.AsyncClient(
             headers={SECRET_HEADER: secret},
@@ -213,30 +216,33 @@ class RoutingWatch:
     async def run(self) -> None:
         failures, backoff = 0, 0.1
         while True:
+            url = self.controllers.url
             try:
-                answer = await self.poll()
+                answer = await self.poll(url)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any failure: log it, back off, retry
+            except Exception as exc:  # any failure: log it, move on, back off, retry
                 failures += 1
                 WATCH_FAILURES.inc()
                 delay = backoff * (0.5 + random.random() / 2)
                 if failures == 1 or failures % 20 == 0:
-                    log.warning("routing: cannot poll the controller at %s (%s: %s); "
-                                "retry %d in %.2f s", self.url, type(exc).__name__,
-                                exc or "no detail", failures, delay)
+                    log.warning("routing: cannot poll the controller at %s (%s); "
+                                "retry %d in %.2f s", url, describe(exc), failures, delay)
+                self.controllers.move_on(url, describe(exc))
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
+            self.controllers.answered(url)
             if failures:
-                log.info("routing: controller reachable again after %d failed polls", failures)
+                log.info("routing: controller %s reachable after %d failed polls", url,
+                         failures)
             failures, backoff = 0, 0.1
             self.table.update(answer)
 
-    async def poll(self) -> dict:
+    async def poll(self, url: str) -> dict:
         # Without `after` the controller answers at once: that is the first load.
         params = {"after": self.table.revision, "wait": self.wait} if self.table.loaded else {}
-        response = await self._http.get(f"{self.url}/internal/v1/routing", params=params)
+        response = await self._http.get(f"{url}/internal/v1/routing", params=params)
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
         answer = response.json()

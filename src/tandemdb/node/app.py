@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tandemdb.common import process
-from tandemdb.common.deployment import CONTROLLER, Deployment
+from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import (
     ApiError,
     BodyLimit,
@@ -63,8 +63,8 @@ class Node:
         self.lease = Lease(deployment.lease_ttl)  # renewed by heartbeats (docs/leases.md)
         self.replicas = ReplicaSet(self.dir, name, self.region)
         timeout = deployment.sync_timeout  # (bounded where deployment.json is read)
-        controller = deployment.link_url(name, CONTROLLER)  # as heartbeats reach it
-        self.sync = SyncRule(name, self.region, controller, deployment.secret, timeout,
+        controllers = deployment.controller_links(name)  # as heartbeats reach them
+        self.sync = SyncRule(name, self.region, controllers, deployment.secret, timeout,
                              max(SYNC_BOUND, 2 * timeout), regain=deployment.sync_commit)
         self.gate = WriteGate(self.region, self.lease, self.sync)  # who may write, and how
         self._tasks: list[asyncio.Task] = []

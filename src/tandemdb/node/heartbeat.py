@@ -5,6 +5,8 @@ progress, and for primaries each consumer's acknowledged lsn and lag) to
 `/internal/v1/heartbeat`. The answer is the full list of replicas this node should host;
 the node creates what is missing, drops what is no longer listed and adopts roles. When
 the controller cannot be reached the node logs it and carries on with what it has.
+With several controllers (one per site) the beats stick to one, its own site's first, and
+move on to the next after a connection failure or a 503 (common/controllers.py).
 
 Each answer also renews the node's lease (`{"lease": {"ttl": s}}`, docs/leases.md). The
 lease counts from the moment just before the heartbeat was sent, and is renewed only
@@ -45,7 +47,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from tandemdb.common.deployment import CONTROLLER
+from tandemdb.common.controllers import Controllers, describe
 from tandemdb.common.http import SECRET_HEADER, ApiError
 from tandemdb.common.roles import Role
 from tandemdb.engine import EngineError
@@ -70,6 +72,7 @@ SWITCH_INTERVAL = 0.001
 # ran on that loop, so that the controller sees it as unhealthy.
 LOOP_STUCK_MIN = 5.0  # seconds, or twice the lease ttl if that is longer
 STOP_WAIT = 10.0  # for the heartbeat thread to end at shutdown
+PATH = "/internal/v1/heartbeat"
 
 
 class Heartbeat:
@@ -77,7 +80,8 @@ class Heartbeat:
         self.node = node
         self.replicas: ReplicaSet = node.replicas
         self.interval = node.deployment.heartbeat_interval
-        self.url = node.deployment.link_url(node.name, CONTROLLER) + "/internal/v1/heartbeat"
+        self.controllers = Controllers(node.deployment.controller_links(node.name),
+                                       "heartbeats", log)
         self.lease = node.lease
         self._failing_since: float | None = None
         self._warned_at = 0.0
@@ -182,7 +186,13 @@ class Heartbeat:
                 main.call_soon_threadsafe(self.look_up_lags)
         body = self.body()
         sent_at = self.lease.clock()  # before sending: the controller answers after this
-        response = await client.post(self.url, json=body)
+        url = self.controllers.url
+        try:
+            response = await client.post(url + PATH, json=body)
+        except httpx.TransportError as exc:
+            self.controllers.move_on(url, describe(exc))
+            raise
+        self.controllers.heard(url, response)
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
         parsed = parse_answer(response.content)

@@ -10,7 +10,9 @@ sync secondary `sync: false` (POST /internal/v1/environments/{env}/sync). Only i
 the primary stop waiting for that replica (`Replica.sync_lost_before`): the controller's
 record says false before any write the replica lacks is acknowledged. While the controller
 cannot be reached (or refuses), writes wait; past `bound` they fail with 503
-`sync_unavailable`, their outcome unknown: committed here, never acknowledged.
+`sync_unavailable`, their outcome unknown: committed here, never acknowledged. With
+several controllers, a request that met no connection or a 503 asks the next one the next
+time (common/controllers.py): recording a value is a set, and may be asked twice.
 
 **Regaining sync**, in the other order. A local secondary the record names without sync,
 once it has come close (`REGAIN_WITHIN` entries), is waited for again on every write
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from tandemdb.common.controllers import Controllers, describe
 from tandemdb.common.http import KEEPALIVE_SECONDS, SECRET_HEADER, ApiError
 from tandemdb.common.roles import Role
 
@@ -76,12 +79,13 @@ def holds(history: Sequence[tuple[int, int]], lsn: int, epoch: int) -> bool:
 class SyncRule:
     """The primaries' wait for their sync secondary, and the request that ends it."""
 
-    def __init__(self, node: str, region: str, controller_url: str, secret: str,
+    def __init__(self, node: str, region: str, controller_urls: Sequence[str], secret: str,
                  timeout: float = SYNC_TIMEOUT, bound: float = SYNC_BOUND,
                  regain: bool = True) -> None:
         self.node, self.region = node, region
         self.regain = regain  # False (deployment `sync_commit: false`): never regain sync
-        self.controller_url, self.secret = controller_url, secret
+        self.controllers = Controllers(controller_urls, "sync records", log)
+        self.secret = secret
         self.timeout = timeout
         self.bound = max(bound, timeout)
         self._asking: dict[str, asyncio.Task] = {}  # env -> its request to the controller
@@ -199,16 +203,19 @@ class SyncRule:
         """One request; only a 200 changes what the primary waits for (a write still
         waiting asks again)."""
         body = {"node": node, "sync": sync, "epoch": epoch, "primary": self.node}
-        url = f"{self.controller_url}/internal/v1/environments/{replica.name}/sync"
+        controller = self.controllers.url
+        url = f"{controller}/internal/v1/environments/{replica.name}/sync"
         what = "sync" if sync else "unsynced"
         try:
             response = await self.client().post(url, json=body)
         except httpx.HTTPError as exc:
+            self.controllers.move_on(controller, describe(exc))
             log.warning("%s: the controller cannot be reached to record %s %s (%s)%s",
                         replica.name, node, what, type(exc).__name__,
                         "" if sync else "; writes wait")
             await self._not_recorded(replica, node, sync)
             return
+        self.controllers.heard(controller, response)
         answer = _json(response)
         version = answer.get("version")
         if response.status_code != 200 or type(version) is not int \
