@@ -9,7 +9,9 @@ between them): the caller retries, or moves on to another controller.
 
 Only the leader's own answers change anything, so forwarding adds no way to act twice: a
 forwarded write whose answer is lost on the way back is as unknown to the caller as one
-sent to the leader directly.
+sent to the leader directly, and is answered so (502/504 `outcome_unknown`), never
+`no_leader`, which tells a gateway or node that the call did not run and may go to another
+controller.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ LOCAL_PATHS = frozenset({"/healthz", "/metrics", "/v1/control-plane"})  # every 
 HOP_HEADERS = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding",
                          b"content-length", b"te", b"trailer", b"upgrade"})
 TIMEOUT = httpx.Timeout(10.0, connect=2.0, read=120.0)  # long polls answer well within 120 s
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)  # nothing left here
 
 
 class FollowerForward:
@@ -69,9 +72,12 @@ class FollowerForward:
                      (FORWARDED.decode(), self.leadership.name)])
         try:
             response = await self.http.send(request, stream=True)
-        except httpx.TransportError as exc:
+        except NOT_SENT as exc:
             await _refuse(send, f"the leader {leader['name']} at {leader['url']} cannot be "
                                 f"reached ({type(exc).__name__}); retry shortly")
+            return
+        except httpx.TransportError as exc:  # sent: the leader may have run it
+            await _unknown(send, scope["method"], leader["name"], exc)
             return
         try:
             await send({"type": "http.response.start", "status": response.status_code,
@@ -105,6 +111,21 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 async def _refuse(send: Send, message: str) -> None:
     await _send_json(send, 503, "no_leader", message, retry_after=True)
+
+
+async def _unknown(send: Send, method: str, leader: str, exc: httpx.TransportError) -> None:
+    """No answer from the leader after the call reached it: a read may be asked again
+    (503/504 `unavailable`); a write may or may not have run (502/504 `outcome_unknown`)."""
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    if method in ("GET", "HEAD"):
+        await _send_json(send, 504 if timed_out else 503, "unavailable", f"the leader {leader} "
+                         f"did not answer ({type(exc).__name__}); retry shortly", True)
+        return
+    what = "did not answer in time" if timed_out else "broke the connection before answering"
+    await _send_json(send, 504 if timed_out else 502, "outcome_unknown",
+                     f"the leader {leader} {what} ({type(exc).__name__}), after the request "
+                     "reached it: it may or may not have run, so it was not sent again. Check "
+                     "its effect before you retry it")
 
 
 async def _send_json(send: Send, status: int, code: str, message: str,
