@@ -12,6 +12,7 @@ tests that only need somewhere to store keys; give each test its own prefix
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import signal
 import subprocess
@@ -104,6 +105,7 @@ def shared_etcd(request: pytest.FixtureRequest) -> EtcdCluster:
         cluster = manager.__enter__()
         config._tandem_etcd = cluster  # type: ignore[attr-defined]
         config.add_cleanup(lambda: manager.__exit__(None, None, None))
+        atexit.register(cluster.stop)  # should a worker skip the cleanup (etcd outlives it)
     return cluster
 
 
