@@ -132,7 +132,8 @@ class Store(ABC):
 
     @abstractmethod
     def revision(self) -> int:
-        """The revision of the latest write (0 for an empty store)."""
+        """The revision of the latest write: 0 for an empty SQLite store; on etcd, the
+        cluster's, which counts writes under every prefix (other deployments' too)."""
 
     @abstractmethod
     def watch(self, prefix: str, after_revision: int, timeout: float) -> builtins.list[Change]:
