@@ -69,6 +69,13 @@ class Controllers:
         if self.url not in self._failing:
             self.log.warning("%s now go to %s (%s: %s)", self.calls, self.url, failed, why)
 
+    def prefer(self, url: str, why: str) -> None:
+        """Send the next calls to `url` (the leader, say), if it is one of ours."""
+        if url != self.url and url in self.urls:
+            self.current = self.urls.index(url)
+            self._failing.clear()
+            self.log.info("%s now go to %s (%s)", self.calls, url, why)
+
     def heard(self, url: str, response: httpx.Response) -> None:
         """`url` answered: a 503 moves on (that controller cannot serve now: it has no
         leader, or cannot reach it), any other answer sticks."""

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .store import Store, StoreError
-from .store.etcd import EtcdStore, LeaseLost
+from .store.etcd import EtcdStore, Holder, LeaseLost
 
 log = logging.getLogger("tandem.controller.leader")
 
@@ -89,12 +89,20 @@ class Leadership:
         log.info("%s leads the controllers", self.name)
 
     async def _keepalive(self, etcd: EtcdStore) -> None:
-        """Renew the lease; a keepalive that has not answered by the step-down time is
-        as good as lost (TimeoutError)."""
+        """Renew the lease and check the key still holds this term; a keepalive that has
+        not answered by the step-down time is as good as lost (TimeoutError)."""
         sent = time.monotonic()
         budget = max(0.05, STEP_DOWN * self.ttl - (sent - self.renewed))
-        await asyncio.wait_for(asyncio.to_thread(etcd.keepalive, self.lease or 0), budget)
+        holder = await asyncio.wait_for(asyncio.to_thread(self._renew, etcd), budget)
+        if holder is None or holder.value != self.leader:
+            # The key went some other way than our lease (deleted by hand, say): our
+            # writes are refused already (the fence); stop trying them.
+            raise LeaseLost(f"the leader key now holds {holder.value if holder else 'nothing'}")
         self.renewed, self.problem = sent, None
+
+    def _renew(self, etcd: EtcdStore) -> Holder | None:
+        etcd.keepalive(self.lease or 0)
+        return etcd.holder(LEADER_KEY)
 
     def _campaign(self, store: EtcdStore) -> None:
         """One try: learn the holder; if there is none, take the key under a new lease."""

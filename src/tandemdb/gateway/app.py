@@ -48,6 +48,7 @@ from tandemdb.common.metrics import install_metrics
 from tandemdb.common.paths import normalise_path, normalise_prefix
 from tandemdb.common.shutdown import serve
 
+from .leader_watch import LeaderWatch
 from .proxy import Answer, Proxy, Unreachable, buffered, error_code, streamed
 from .routing import RoutingTable, RoutingWatch, Target
 
@@ -279,12 +280,15 @@ def create_app(deployment: Deployment, table: RoutingTable | None = None,
     watcher = RoutingWatch(table, Controllers(links, "routing polls", log),
                            deployment.secret) if watch else None
     gateway = Gateway(deployment, table, proxy, name)
+    steering = LeaderWatch([gateway.controllers, *([watcher.controllers] if watcher else [])])
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         if watcher is not None:
             watcher.start()
+        steering.start()
         yield
+        await steering.stop()
         if watcher is not None:
             await watcher.stop()
         await proxy.close()

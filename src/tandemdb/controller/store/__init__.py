@@ -30,13 +30,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tandemdb.common.errors import CodedError
 
-class StoreError(Exception):
-    """The store cannot do what was asked (closed, corrupt, or unreachable)."""
+
+class StoreError(CodedError):
+    """The store cannot do what was asked (closed, corrupt, or unreachable). A call that
+    meets it is answered 503: the controller cannot decide now, and says why."""
+
+    code = "store_unavailable"
+    status = 503
 
 
 class NotLeader(StoreError):
     """A fenced write found the leader key held by someone else: nothing was written."""
+
+    code = "not_leader"
 
 
 class Compacted(StoreError):

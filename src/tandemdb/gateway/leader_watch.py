@@ -1,0 +1,67 @@
+"""Keep a gateway's controller calls pointed at the controller that leads.
+
+Any controller serves any call (a follower forwards it), but a controller that hangs (a
+paused or overloaded machine) accepts connections and answers nothing, so calls sent there
+wait for their whole timeout. Every `INTERVAL` the gateway asks each controller's
+`/healthz` (within `PROBE_SECONDS`); it then sends its calls to the one that says it leads,
+or, while none does, away from one that did not answer. A hung leader costs new calls
+about a second, instead of a timeout each, and an election is followed as soon as it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import httpx
+
+from tandemdb.common.controllers import Controllers
+
+log = logging.getLogger("tandem.gateway")
+
+INTERVAL = 0.5
+PROBE_SECONDS = 0.5
+
+
+class LeaderWatch:
+    """Background task that steers `controllers` (the gateway's lists of controller URLs,
+    one per kind of call) towards the leader. Nothing to do with one controller."""
+
+    def __init__(self, controllers: Sequence[Controllers]) -> None:
+        self.controllers = list(controllers)
+        self.urls = self.controllers[0].urls if self.controllers else []
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if len(self.urls) > 1:
+            self._task = asyncio.create_task(self.run(), name="leader-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=PROBE_SECONDS) as http:
+            while True:
+                answers = await asyncio.gather(*(self._probe(http, url) for url in self.urls))
+                health = dict(zip(self.urls, answers, strict=True))
+                leader = next((url for url, h in health.items() if h.get("leading")), None)
+                for controllers in self.controllers:
+                    if leader is not None:
+                        controllers.prefer(leader, "it leads")
+                    elif not health[controllers.url]:
+                        controllers.move_on(controllers.url, "no answer to /healthz in "
+                                                             f"{PROBE_SECONDS:g} s")
+                await asyncio.sleep(INTERVAL)
+
+    @staticmethod
+    async def _probe(http: httpx.AsyncClient, url: str) -> dict:
+        try:
+            answer = await http.get(url + "/healthz")
+            return answer.json() if answer.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return {}
