@@ -31,7 +31,8 @@ def control_plane(view: dict) -> RenderableType:
         since = leader.get("since")
         controllers.add_row(
             row.get("name", "?"), row.get("site") or "—", _yes(row.get("reachable")),
-            Text("leader", style="bold green") if leads else "follower",
+            Text("leader", style="bold green") if leads else
+            "follower" if row.get("reachable") else "",
             time.strftime("%H:%M:%S", time.localtime(since)) if leads and since else "",
             f"{leader.get('lease_remaining_seconds')} s"
             if leads and leader.get("lease_remaining_seconds") is not None else "")
@@ -42,7 +43,7 @@ def control_plane(view: dict) -> RenderableType:
                         title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("member", "health", "raft leader", "url"):
             members.add_column(column, no_wrap=column != "url", overflow="fold")
-        for member in store["members"]:
+        for member in sorted(store["members"], key=lambda m: m.get("name") or ""):
             state = (Text("healthy", style="green") if member.get("healthy") else
                      Text("no raft leader" if member.get("raft_term") is not None
                           else "unreachable", style="red"))
