@@ -6,6 +6,11 @@ The holder keeps its lease alive every `ttl / 4`; if it dies, is paused or loses
 lease runs out after `ttl` seconds, the key goes, and a follower that polls every
 `POLL_SECONDS` takes it.
 
+A crashed leader need not be waited out: a follower that finds the holder's port refusing
+connections for `GONE_SECONDS` (nobody listens there: the process is gone) ends the
+holder's lease itself, and the election follows at once. A hung or unreachable leader
+times out instead of refusing, and is waited out.
+
 Safety does not rest on timing: once elected, every write of the leader's store checks in
 the same etcd transaction that the leader key still holds this term's value (the store's
 `fence`), so a deposed leader, even one paused and resumed long after, changes nothing.
@@ -26,6 +31,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+import httpx
+
 from .store import Store, StoreError
 from .store.etcd import EtcdStore, Holder, LeaseLost
 
@@ -34,6 +41,8 @@ log = logging.getLogger("tandem.controller.leader")
 LEADER_KEY = "control/leader"
 POLL_SECONDS = 0.2  # how often a follower looks for a vacant leader key
 STEP_DOWN = 0.75  # a leader without a successful keepalive for this share of ttl resigns
+GONE_SECONDS = 0.3  # a leader whose port refuses connections this long has no process
+PROBE_SECONDS = 0.2
 
 
 class Leadership:
@@ -48,6 +57,7 @@ class Leadership:
         self.lease: int | None = None
         self.renewed = time.monotonic()  # when the last keepalive was sent that succeeded
         self.problem: str | None = None  # why nobody can lead now (etcd unreachable …)
+        self._refused: dict[int, float] = {}  # a holder's lease -> since when it refuses
 
     def _value(self, since: float) -> dict:
         return {"name": self.name, "url": self.url, "since": round(since, 3)}
@@ -109,7 +119,13 @@ class Leadership:
         holder = store.holder(LEADER_KEY)
         if holder is not None:
             self.leader, self.problem = holder.value, None
+            if self._gone(holder):
+                log.warning("%s: the leader %s refuses connections at %s (its process is "
+                            "gone); ending its lease %x now", self.name,
+                            holder.value.get("name"), holder.value.get("url"), holder.lease)
+                store.revoke(holder.lease)
             return
+        self._refused.clear()
         lease = store.grant(self.ttl)
         value = self._value(time.time())
         if store.acquire(LEADER_KEY, value, lease):
@@ -118,6 +134,25 @@ class Leadership:
             self.renewed, self.problem = time.monotonic(), None
         else:
             store.revoke(lease)
+
+    def _gone(self, holder: Holder) -> bool:
+        """The holder's process is gone: its port has refused connections, again and again,
+        for `GONE_SECONDS`. A refused connection is the kernel saying nobody listens there
+        (a SIGKILLed or crashed controller); a hung or unreachable one times out instead,
+        and its lease runs out as usual. Ending a live leader's lease by mistake costs an
+        election, never a split brain: its writes are fenced by then."""
+        url = holder.value.get("url") if isinstance(holder.value, dict) else None
+        if not url or holder.value.get("name") == self.name:
+            return False
+        try:
+            httpx.get(url + "/healthz", timeout=PROBE_SECONDS)
+        except httpx.ConnectError:
+            first = self._refused.setdefault(holder.lease, time.monotonic())
+            return time.monotonic() - first >= GONE_SECONDS
+        except httpx.HTTPError:
+            pass
+        self._refused.pop(holder.lease, None)
+        return False
 
     def remaining(self) -> float | None:
         """Seconds left on this leader's lease, as last renewed (None: not leading)."""
