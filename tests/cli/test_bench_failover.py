@@ -1,4 +1,5 @@
-"""`tandem bench failover`: the bookkeeping in isolation, then one small real run."""
+"""`tandem bench failover`: the bookkeeping in isolation, then small real runs (sqlite,
+etcd side by side; a partition; a whole site lost on etcd)."""
 
 from __future__ import annotations
 
@@ -45,19 +46,28 @@ def test_lag_is_the_primarys_own_report():
 def test_help_lists_the_options():
     result = CliRunner().invoke(app, ["bench", "failover", "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    for option in ("--grace", "--lease-ttl", "--envs", "--partition", "--json"):
+    for option in ("--grace", "--lease-ttl", "--envs", "--partition", "--site", "--leader-in",
+                   "--store", "--rounds", "--json"):
         assert option in result.output, option
 
 
-@pytest.mark.parametrize("outage", ["kill", "partition"])
-def test_bench_failover_smoke(tmp_path: Path, outage: str):
-    extra = ["--partition"] if outage == "partition" else []
-    done = subprocess.run([sys.executable, "-m", "tandemdb.cli.main", "bench", "failover",
-                           "--envs", "1", "--json", *extra],
-                          capture_output=True, text=True, timeout=150, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert result["outage"] == outage
+@pytest.mark.parametrize(("args", "says"), [
+    (["--store", "etcd", "--partition"], "--partition needs --store sqlite"),
+    (["--store", "sqlite,etcd", "--partition"], "--partition needs --store sqlite"),
+    (["--store", "zookeeper"], "--store must be sqlite, etcd, or both"),
+    (["--store", "etcd,etcd"], "--store must be sqlite, etcd, or both"),
+    (["--site", "--partition"], "choose one of --partition and --site"),
+    (["--leader-in", "north"], "--leader-in must be a site with a controller"),
+])
+def test_refuses_what_cannot_be_staged_before_starting_anything(args: list[str], says: str):
+    result = CliRunner().invoke(app, ["bench", "failover", *args], terminal_width=200)
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.split()), result.output
+
+
+def check_run(result: dict, store: str, outage: str) -> None:
+    """One run's line: its store, its settings, and an outage that ended as it must."""
+    assert (result["bench"], result["store"], result["outage"]) == ("failover", store, outage)
     # Partitioned, west answers the gateway until its leases run out: never longer.
     assert result["old_epoch_last_ack_seconds"] <= result["lease_ttl_seconds"]
     assert (result["envs"], result["grace_seconds"], result["lease_ttl_seconds"],
@@ -66,8 +76,57 @@ def test_bench_failover_smoke(tmp_path: Path, outage: str):
     assert result["all_envs_writable"]
     assert isinstance(result["detect_to_writable_seconds"], float)
     assert result["detect_to_writable_seconds"] >= result["grace_seconds"]
+    assert result["failover_operation_seconds"] == pytest.approx(
+        result["failed_over_seconds"] - result["declared_down_seconds"], abs=0.002)
     assert result["lost_equals_acked_missing"], result
     assert result["lost_entries"] >= result["acked_missing"]
+    assert result["writes_acknowledged"] > 0
+
+
+def bench_failover(tmp_path: Path, *args: str) -> list[dict]:
+    done = subprocess.run([sys.executable, "-m", "tandemdb.cli.main", "bench", "failover",
+                           "--envs", "1", "--json", *args],
+                          capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_bench_failover_partition_smoke(tmp_path: Path):
+    [result] = bench_failover(tmp_path, "--partition")
+    check_run(result, "sqlite", "partition")
+    assert result["processes_lost"] == [] and result["leader_site_at_outage"] is None
+
+
+def test_bench_failover_on_both_stores_side_by_side(tmp_path: Path):
+    """`--store sqlite,etcd`: a line per store, the same measurement, then the ratios."""
+    sqlite, etcd, comparison = bench_failover(tmp_path, "--store", "sqlite,etcd")
+    for result, store in ((sqlite, "sqlite"), (etcd, "etcd")):
+        check_run(result, store, "kill")
+        assert result["processes_lost"] == ["west-1"]  # the region's nodes, nothing else
+    assert sqlite["leader_site_at_outage"] is None and sqlite["etcd_leader_at_outage"] is None
+    assert etcd["leader_site_at_outage"] in ("west", "east", "witness")
+    assert etcd["etcd_leader_at_outage"] in ("etcd-west", "etcd-east", "etcd-witness")
+    assert (comparison["bench"], comparison["comparison"], comparison["rounds"]) == (
+        "failover", "etcd/sqlite", 1)
+    for figure in ("detect_to_writable_seconds", "failed_over_seconds",
+                   "declared_down_seconds", "failover_operation_seconds"):
+        assert comparison[f"{figure}_sqlite"] == sqlite[figure]
+        assert comparison[f"{figure}_etcd"] == etcd[figure]
+        assert comparison[f"{figure}_ratio"] == round(etcd[figure] / sqlite[figure], 3)
+    assert comparison["goal_ratio"] == 1.5
+    assert comparison["detect_to_writable_seconds_within_goal"] == (
+        comparison["detect_to_writable_seconds_ratio"] <= 1.5)
+
+
+def test_bench_failover_of_a_whole_site_on_etcd(tmp_path: Path):
+    """`--site --leader-in west`: the region's node, controller (the leader), gateway and
+    etcd member go at once; a follower takes over, the writer goes on through east's
+    gateway, and what was lost is exactly what was acknowledged and is missing."""
+    [result] = bench_failover(tmp_path, "--store", "etcd", "--site", "--leader-in", "west")
+    check_run(result, "etcd", "site")
+    assert sorted(result["processes_lost"]) == ["controller-west", "etcd-west",
+                                                "gateway-west", "west-1"]
+    assert result["leader_site_at_outage"] == "west"
 
 
 def test_demo_folds_ids_into_ranges():

@@ -2,7 +2,9 @@
 long a whole region takes to switch.
 
 It starts a real local deployment (separate processes, one node per region) in a temporary
-directory and measures, through the gateway and the SDK:
+directory, its control plane on `store` (sqlite: one controller; etcd: a 3-member cluster
+and a controller per site, bench/stores.py), and measures, through west's gateway and the
+SDK:
 
 (a) **one environment under writer load**: a thread writes one row per transaction as fast
     as it can while the environment is failed over `failovers` times, back and forth. For
@@ -15,6 +17,8 @@ directory and measures, through the gateway and the SDK:
     round-robin over them, then `POST /v1/regions/west/failover` and the failback, each
     timed from the call to the end of the operation (client side, polling included).
     `projected_1000_envs_seconds` scales the failover linearly to 1,000 environments.
+    `region_switch_cpu_seconds`: the CPU each kind of process used meanwhile (controllers,
+    etcd members, nodes, gateways): on a small machine the switch's time follows it.
 
 Percentiles are nearest-rank: with 20 failovers, p99 is the largest of the 20.
 The goals are printed next to the figures, as numbers only.
@@ -23,12 +27,16 @@ The goals are printed next to the figures, as numbers only.
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+from tandemdb.bench import stores
 from tandemdb.client import Client
 from tandemdb.client.operations import environment_results, max_rto_seconds
+from tandemdb.common.layout import SQLITE
 from tandemdb.testing import IdWriter, LocalDeployment, wait_replicated
 from tandemdb.testing import longest_gap as longest_gap  # the demo and tests use it here
 
@@ -42,6 +50,10 @@ OPERATION_TIMEOUT = 600.0
 SETTLE_SECONDS = 0.2  # between failovers: writes flow again on the new primary
 TABLE = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY)"
 INSERT = "INSERT INTO t(id) VALUES (?)"
+# The figures `--store sqlite,etcd` compares (bench/stores.py).
+FIGURES = ("rto_p99_ms", "region_switch_seconds", "rto_p50_ms", "env_unavailability_p99_ms",
+           "region_failback_seconds", "region_switch_rto_max_ms",
+           "region_switch_control_plane_cpu_seconds")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -119,8 +131,29 @@ def single_environment(client: Client, url: str, token: str, failovers: int,
     }
 
 
+def cpu_seconds(cluster: LocalDeployment) -> dict[str, float]:
+    """CPU time (user + system) used so far by the deployment's processes, summed per kind
+    (controller, etcd, node, gateway), from /proc: what a region switch costs where, which
+    on a small machine is what its time follows. Empty where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    used: dict[str, float] = {}
+    for name, proc in cluster.processes.items():
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        kind = cluster.kind(name)
+        used[kind] = used.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {kind: round(after[kind] - before.get(kind, 0.0), 2) for kind in after}
+
+
 def whole_region(client: Client, url: str, token: str, envs: int,
-                 say: Callable[[str], None]) -> dict:
+                 say: Callable[[str], None],
+                 cpu: Callable[[], dict[str, float]] = dict) -> dict:
     names = [f"r{i:04d}" for i in range(envs)]
     created = 0
 
@@ -151,8 +184,10 @@ def whole_region(client: Client, url: str, token: str, envs: int,
         for w in writers:
             w.wait_for_ack_after(time.monotonic())
         say(f"region failover of {envs} environments under load")
+        used = cpu()
         over, began, ended = timed_operation(client, lambda: client.region_failover(HOME))
         switch = ended - began
+        spent = cpu_spent(used, cpu())
         time.sleep(1.0)  # writes flow in the other region for a moment
         say(f"region failback of {envs} environments under load")
         back, began, ended = timed_operation(client, lambda: client.region_failback(HOME))
@@ -166,6 +201,9 @@ def whole_region(client: Client, url: str, token: str, envs: int,
         "region_switch_state": over["state"],
         "region_switch_envs_failed": _failed(over),
         "region_switch_rto_max_ms": _ms(max_rto_seconds(over)),
+        "region_switch_cpu_seconds": spent,
+        "region_switch_control_plane_cpu_seconds": round(
+            spent.get("controller", 0.0) + spent.get("etcd", 0.0), 2) if spent else None,
         "region_failback_seconds": round(failback, 2),
         "region_failback_state": back["state"],
         "region_failback_envs_failed": _failed(back),
@@ -199,15 +237,25 @@ def _failed(op: dict) -> int:
     return sum(1 for e in environment_results(op) if e.get("state") == "failed")
 
 
-def run(envs: int = 200, failovers: int = 20,
+def run(envs: int = 200, failovers: int = 20, store: str = SQLITE,
         progress: Callable[[str], None] | None = None) -> dict:
+    """One deployment with its control plane on `store`: one environment, then a region."""
     say = progress or (lambda _m: None)
-    say("starting a deployment")
-    with LocalDeployment.temporary(pairs=[(HOME, PAIR)], prefix="tandem-bench-") as cluster:
+    say(f"starting a deployment (control plane on {store})")
+    with LocalDeployment.temporary(pairs=[(HOME, PAIR)], shape=stores.shape(store),
+                                   prefix="tandem-bench-") as cluster:
         url, token = cluster.deployment.gateway_url, cluster.deployment.token
         single = single_environment(cluster.client, url, token, failovers, say)
-        region = whole_region(cluster.client, url, token, envs, say)
-    return {"bench": "switchover", **single, **region,
+        region = whole_region(cluster.client, url, token, envs, say,
+                              lambda: cpu_seconds(cluster))
+    return {"bench": "switchover", "store": store, **single, **region,
             "goal_p99_ms": GOAL_P99_MS, "goal_1000_envs_seconds": GOAL_1000_ENVS_SECONDS,
             "p99_note": f"nearest rank over {failovers} failovers"
                         + (" (= the largest)" if failovers < 100 else "")}
+
+
+def run_stores(stores_: list[str], rounds: int = 1, progress: Callable[[str], None] | None
+               = None, **options: object) -> Iterator[dict]:
+    """`run` on each store, alternating for `rounds`, then their comparison (stores.py);
+    each line as soon as it is known."""
+    return stores.side_by_side(run, stores_, rounds, FIGURES, progress, None, **options)

@@ -1,7 +1,7 @@
 """`tandem bench …`: benchmarks that print JSON, each side by side with its baseline."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import typer
@@ -19,23 +19,83 @@ def _report(run: Callable[..., dict], title: str, as_json: bool,
             details: Callable[[dict], None] | None = None, **options) -> None:
     """Run with a progress line on stderr (unless --json), then print a table and the JSON;
     `details` prints more from the result (what is not a single number) after the table."""
+    _report_lines(lambda **kw: [run(**kw)], title, as_json, details, **options)
+
+
+def _report_lines(run: Callable[..., Iterable[dict]], title: str, as_json: bool,
+                  details: Callable[[dict], None] | None = None, **options) -> None:
+    """`_report` for a run that answers several JSON lines (one per store and round, then
+    their comparison): one table with a column each, then every line."""
     from rich.table import Table
 
     if as_json:
-        print(json.dumps(run(**options)))
+        for line in run(**options):
+            print(json.dumps(line), flush=True)  # as each run ends: a later one may fail
         return
+    lines: list[dict] = []
     with err.status("benchmarking") as status:
-        result = run(progress=lambda msg: status.update(f"benchmarking: {msg}"), **options)
+        try:
+            lines.extend(run(progress=lambda msg: status.update(f"benchmarking: {msg}"),
+                             **options))
+        except BaseException:
+            for line in lines:  # what was measured before the failure
+                print(json.dumps(line))
+            raise
+    runs = [line for line in lines if "comparison" not in line]
     table = Table(title=title)
     table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        if isinstance(value, (int, float)) and key not in ("rounds",):
-            table.add_row(key, str(value))
+    for line in runs:
+        name = " ".join(str(line[k]) for k in ("store", "round") if k in line)
+        table.add_column(name if len(runs) > 1 else "value", justify="right")
+    for key in runs[0]:
+        values = [line.get(key) for line in runs]
+        if key not in ("rounds", "round") and all(isinstance(v, int | float) for v in values):
+            table.add_row(key, *map(str, values))
     console().print(table)
-    if details is not None:
-        details(result)
-    print(json.dumps(result))
+    for line in runs:
+        if details is not None:
+            details(line)
+    for line in lines:
+        if "comparison" in line:
+            _comparison_table(line)
+    for line in lines:
+        print(json.dumps(line))
+
+
+def _comparison_table(line: dict) -> None:
+    """The comparison line of `--store sqlite,etcd` as figure | sqlite | etcd | ratio."""
+    from rich.table import Table
+
+    table = Table(title=f"{line['comparison']}, medians over {line['rounds']} round(s)")
+    for column in ("figure", "sqlite", "etcd", "etcd / sqlite"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    for key in line:
+        if key.endswith("_ratio") and key != "goal_ratio":
+            figure = key.removesuffix("_ratio")
+            table.add_row(figure, str(line.get(f"{figure}_sqlite")),
+                          str(line.get(f"{figure}_etcd")), str(line[key]))
+    console().print(table)
+    if "goal_ratio" in line:
+        verdict = [v for k, v in line.items() if k.endswith("_within_goal")]
+        console().print(f"goal: etcd within {line['goal_ratio']}x of sqlite: "
+                        f"{'met' if verdict and verdict[0] else 'not met'}")
+
+
+Stores = Annotated[str, typer.Option(
+    "--store", metavar="sqlite|etcd|sqlite,etcd", help="Where the control plane keeps its "
+    "state: sqlite, etcd (a 3-member cluster, a controller per site), or sqlite,etcd for "
+    "both side by side in one run (a JSON line each, then one comparing them).")]
+Rounds = Annotated[int, typer.Option(
+    min=1, help="Runs per store, the stores alternating; the comparison takes medians.")]
+
+
+def _stores(text: str) -> list[str]:
+    from tandemdb.bench.stores import parse_stores
+
+    try:
+        return parse_stores(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--store") from None
 
 
 @bench_app.command("startup")
@@ -78,15 +138,18 @@ def bench_replication(
 def bench_switchover(
     envs: int = typer.Option(200, min=1, help="Production environments in the region."),
     failovers: int = typer.Option(20, min=1, help="Failovers of one environment under load."),
+    store: Stores = "sqlite",
+    rounds: Rounds = 1,
     as_json: JsonOnly = False,
 ) -> None:
     """Writers' pause during planned failovers, and a whole region's switch time."""
     from tandemdb.bench import switchover
     from tandemdb.client import TandemError
 
+    stores = _stores(store)
     try:
-        _report(switchover.run, "switchover benchmark (local deployment)", as_json,
-                envs=envs, failovers=failovers)
+        _report_lines(switchover.run_stores, "switchover benchmark (local deployment)",
+                      as_json, stores_=stores, rounds=rounds, envs=envs, failovers=failovers)
     except (TandemError, RuntimeError) as exc:  # a refused call: one line, not a traceback
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
@@ -101,18 +164,38 @@ def bench_failover(
                                             "each."),
     partition: bool = typer.Option(False, "--partition", help="Cut west off from the "
                                    "controller and east with the fault proxy instead of "
-                                   "SIGKILLing it (the gateway still reaches it)."),
+                                   "SIGKILLing it (the gateway still reaches it; sqlite "
+                                   "only)."),
+    site: bool = typer.Option(False, "--site", help="SIGKILL west's whole site: its nodes "
+                              "and, with etcd, its controller, gateway and etcd member (as "
+                              "'tandem region outage west' does)."),
+    leader_in: str | None = typer.Option(
+        None, "--leader-in", metavar="SITE", help="With etcd: move the controllers' "
+        "leadership to SITE's controller first (west with --site: the leader is lost with "
+        "the region, the worst case). By default it stays where the election put it."),
+    store: Stores = "sqlite",
+    rounds: Rounds = 1,
     as_json: JsonOnly = False,
 ) -> None:
     """An unplanned region loss: detection to writable, data lost, lost = acked-missing."""
     from tandemdb.bench import failover
     from tandemdb.client import TandemError
 
-    how = "partition" if partition else "SIGKILL"
+    stores = _stores(store)
+    if partition and site:
+        raise typer.BadParameter("choose one of --partition and --site", param_hint="--site")
+    outage = failover.PARTITION if partition else failover.SITE if site else failover.KILL
     try:
-        _report(failover.run, f"failover benchmark ({how} of west, local deployment)",
-                as_json, details=_failover_details, grace=grace, lease_ttl=lease_ttl,
-                envs=envs, partition=partition)
+        failover.check(outage, stores, leader_in)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    how = {failover.PARTITION: "partition of west", failover.SITE: "SIGKILL of west's site",
+           failover.KILL: "SIGKILL of west"}[outage]
+    try:
+        _report_lines(failover.run_stores, f"failover benchmark ({how}, local deployment)",
+                      as_json, details=_failover_details, stores_=stores, rounds=rounds,
+                      grace=grace, lease_ttl=lease_ttl, envs=envs, outage=outage,
+                      leader_in=leader_in)
     except (TandemError, RuntimeError) as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
@@ -164,7 +247,8 @@ def _per_env(columns: dict[str, str]) -> Callable[[dict], None]:
     def details(result: dict) -> None:
         from rich.table import Table
 
-        table = Table(title="per environment")
+        which = ", ".join(f"{k} {result[k]}" for k in ("store", "round") if k in result)
+        table = Table(title=f"per environment ({which})" if which else "per environment")
         table.add_column("env")
         for name in columns:
             table.add_column(name, justify="right")
