@@ -288,3 +288,21 @@ def bench_node_failure(
 _node_failure_details = _per_env({
     "writable s": "detect_to_writable_per_env", "failover RTO s": "node_failover_rto_per_env",
     "acked lost": "acked_lost_per_env"})
+
+
+@bench_app.command("control-plane")
+def bench_control_plane(
+    rounds: int = typer.Option(5, min=1, max=50, help="Leaders SIGKILLed, one per round."),
+    as_json: JsonOnly = False,
+) -> None:
+    """The control plane on etcd: SIGKILL the leading controller, time the new leader and
+    its first decision; then lose the etcd raft leader and time the next decision."""
+    from tandemdb.bench import control_plane
+    from tandemdb.client import TandemError
+
+    try:
+        _report(control_plane.run, "control-plane benchmark (leader SIGKILLed)", as_json,
+                rounds=rounds)
+    except (TandemError, RuntimeError) as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
