@@ -71,7 +71,7 @@ def command(member: EtcdMember, members: Sequence[EtcdMember], token: str) -> li
 
     Heartbeat 50 ms and election timeout 500 ms (etcd's defaults are 100 and 1000): a lost
     etcd leader is replaced within about a second, while the leading controller still
-    holds its lease (it steps down after 1.5 s without a keepalive, controller/leader.py),
+    holds its lease (it steps down after 1.8 s without a keepalive, controller/leader.py),
     so losing one member, even the raft leader, does not depose the controller. Members on
     one machine or one LAN answer heartbeats in well under a millisecond."""
     cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)

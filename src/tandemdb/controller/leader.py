@@ -2,7 +2,7 @@
 
 Several controllers (one per site) share one etcd. Each campaigns for `control/leader`: it
 creates the key under a lease of its own only if nobody holds it (Patroni's leader key).
-The holder keeps its lease alive every `ttl / 4`; if it dies, is paused or loses etcd, the
+The holder keeps its lease alive every `ttl / 8`; if it dies, is paused or loses etcd, the
 lease runs out after `ttl` seconds, the key goes, and a follower that polls every
 `POLL_SECONDS` takes it.
 
@@ -27,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-
-import httpx
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from .store import Store, StoreError
 from .store.etcd import EtcdStore, Holder, LeaseLost
@@ -40,7 +41,11 @@ log = logging.getLogger("tandem.controller.leader")
 
 LEADER_KEY = "control/leader"
 POLL_SECONDS = 0.2  # how often a follower looks for a vacant leader key
-STEP_DOWN = 0.75  # a leader without a successful keepalive for this share of ttl resigns
+# A leader without a successful keepalive for this share of the ttl resigns: etcd ends the
+# lease a ttl after the last keepalive it took, which came after the one we sent (and a new
+# raft leader renews every lease), so 0.9 keeps a margin while leaving an etcd election
+# (0.5-1 s with etcd_local's settings) time to end without deposing a healthy leader.
+STEP_DOWN = 0.9
 GONE_SECONDS = 0.3  # a leader whose port refuses connections this long has no process
 PROBE_SECONDS = 0.2
 
@@ -58,6 +63,9 @@ class Leadership:
         self.renewed = time.monotonic()  # when the last keepalive was sent that succeeded
         self.problem: str | None = None  # why nobody can lead now (etcd unreachable …)
         self._refused: dict[int, float] = {}  # a holder's lease -> since when it refuses
+        # Keepalives never queue behind the store calls of a busy term (a region failover's
+        # many operations share the default pool): a late keepalive deposes the leader.
+        self._lease_thread = ThreadPoolExecutor(1, thread_name_prefix="lease")
 
     def _value(self, since: float) -> dict:
         return {"name": self.name, "url": self.url, "since": round(since, 3)}
@@ -73,7 +81,8 @@ class Leadership:
         while True:
             try:
                 if not self.elected:
-                    await asyncio.to_thread(self._campaign, self.etcd)
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._lease_thread, self._campaign, self.etcd)
                     if not self.elected:
                         await asyncio.sleep(POLL_SECONDS)
                         continue
@@ -81,7 +90,7 @@ class Leadership:
                              self.lease or 0, self.ttl)
                     term = asyncio.create_task(self._start(start_term))
                 await self._keepalive(self.etcd)
-                await asyncio.sleep(self.ttl / 4)
+                await asyncio.sleep(self.ttl / 8)
             except (StoreError, TimeoutError) as exc:
                 self.problem = f"{type(exc).__name__}: {exc}" if str(exc) else \
                     "etcd did not answer in time"
@@ -103,7 +112,8 @@ class Leadership:
         not answered by the step-down time is as good as lost (TimeoutError)."""
         sent = time.monotonic()
         budget = max(0.05, STEP_DOWN * self.ttl - (sent - self.renewed))
-        holder = await asyncio.wait_for(asyncio.to_thread(self._renew, etcd), budget)
+        holder = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+            self._lease_thread, self._renew, etcd), budget)
         if holder is None or holder.value != self.leader:
             # The key went some other way than our lease (deleted by hand, say): our
             # writes are refused already (the fence); stop trying them.
@@ -144,12 +154,14 @@ class Leadership:
         url = holder.value.get("url") if isinstance(holder.value, dict) else None
         if not url or holder.value.get("name") == self.name:
             return False
-        try:
-            httpx.get(url + "/healthz", timeout=PROBE_SECONDS)
-        except httpx.ConnectError:
+        address = urlsplit(url)
+        try:  # a bare TCP connect: cheap enough for every poll
+            socket.create_connection((address.hostname, address.port or 80),
+                                     timeout=PROBE_SECONDS).close()
+        except ConnectionRefusedError:
             first = self._refused.setdefault(holder.lease, time.monotonic())
             return time.monotonic() - first >= GONE_SECONDS
-        except httpx.HTTPError:
+        except OSError:  # a timeout, no route: not proof that nobody is there
             pass
         self._refused.pop(holder.lease, None)
         return False
