@@ -223,6 +223,8 @@ def build_app(deployment: Deployment, store: Store | None = None,
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store"))
         campaign = asyncio.create_task(leadership.run(start_term))
+        if leadership.etcd is None:  # SQLite leads at once: serve only once the term started
+            await campaign
         try:
             yield
         finally:
