@@ -32,7 +32,7 @@ class Beater:
         with httpx.Client(base_url=self.ctl.url, timeout=5.0,
                           headers={"X-Tandem-Secret": self.ctl.deployment.secret}) as http:
             while not self.stop_flag.is_set():
-                for node in self.nodes:
+                for node in list(self.nodes):  # (a test may silence one meanwhile)
                     with contextlib.suppress(httpx.HTTPError):  # (restarting)
                         http.post("/internal/v1/heartbeat", json={
                             "node": node, "region": self.ctl.deployment.nodes[node]["region"],

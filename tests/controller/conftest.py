@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tandemdb.common.http import SECRET_HEADER
+from tandemdb.controller.store import Store, open_store
 from tandemdb.controller.store.etcd import EtcdStore
 from tandemdb.controller.store.sqlite import SqliteStore
 from tandemdb.testing import LocalDeployment
@@ -34,8 +35,10 @@ class ControllerProcess:
         self.http = httpx.Client(base_url=self.url, timeout=10.0,
                                  headers={SECRET_HEADER: self.deployment.secret})
 
-    def start(self) -> ControllerProcess:
-        self.local.start("controller", wait=False)
+    def start(self, env: dict[str, str] | None = None) -> ControllerProcess:
+        """Start (or restart) the controller and wait until it leads: on etcd a restarted
+        one first waits out the lease of the one killed. `env` as `LocalDeployment.start`."""
+        self.local.start("controller", wait=False, env=env)
         self.local.wait_healthy("controller", START_TIMEOUT)
         self.local.wait_leader(START_TIMEOUT)  # on etcd: elected, and its term started
         return self
@@ -46,6 +49,18 @@ class ControllerProcess:
 
     def log(self) -> str:
         return self.local.log("controller")
+
+    @contextmanager
+    def open_store(self) -> Iterator[Store]:
+        """The deployment's own store (SQLite file or etcd prefix), as a second writer
+        would see it: to plant records or read what a killed controller left. Unfenced."""
+        store = open_store(Path(self.deployment.data) / "controller",
+                           {**self.deployment.store,
+                            "endpoints": self.deployment.store_endpoints()})
+        try:
+            yield store
+        finally:
+            store.close()
 
     # -- playing a node ------------------------------------------------------------------
 
@@ -94,11 +109,21 @@ def backend(request: pytest.FixtureRequest) -> dict:
                       "prefix": unique_prefix()}}
 
 
+@pytest.fixture(params=BACKENDS)
+def backend_settings(request: pytest.FixtureRequest) -> dict:
+    """The store settings of each backend, for tests that plan a deployment themselves."""
+    return backend(request)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def controller(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
-    """One controller shared by a module's tests (each test uses its own env names)."""
-    with controller_process(tmp_path_factory.mktemp("deployment"), **backend(request)) as ctl:
+    """One controller shared by a module's tests (each test uses its own env names). The
+    tests heartbeat now and then, so node failover and self-healing are off: a node silent
+    between two tests would be declared down, and its operation and event land in the
+    middle of a test that checks nothing changed."""
+    with controller_process(tmp_path_factory.mktemp("deployment"), node_grace_seconds=None,
+                            replace_after_seconds=None, **backend(request)) as ctl:
         yield ctl.start()
 
 

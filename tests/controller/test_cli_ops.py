@@ -19,16 +19,22 @@ from tandemdb.client import Client
 from tandemdb.common.deployment import Deployment
 from tandemdb.testing import LocalDeployment
 
+from .conftest import BACKENDS, backend
+
 runner = CliRunner()
 
 FOLLOW = "from tandemdb.cli.main import app; app()"
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def deployed(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """No node runs: node failover and self-healing are off, else a node's `node.down`
+    (after 2 s) lands among the events these tests expect next, on a slow machine."""
     with LocalDeployment.temporary(tmp_path_factory.mktemp("cli-ops"),
-                                   start=("controller", "gateway"),
-                                   heartbeat_interval=0.2) as running:
+                                   start=("controller", "gateway"), heartbeat_interval=0.2,
+                                   node_grace_seconds=None, replace_after_seconds=None,
+                                   **backend(request)) as running:
         yield running.deployment
 
 

@@ -15,18 +15,18 @@ import pytest
 from tandemdb.controller.operations import PAUSE_ENV
 
 from .beats import Beater
-from .conftest import START_TIMEOUT, ControllerProcess, controller_process
+from .conftest import BACKENDS, ControllerProcess, backend, controller_process
 from .waiting import operation, wait_for
 
 QUIET = {"node_grace_seconds": None, "replace_after_seconds": None}
 
 
-@pytest.fixture(scope="module")
-def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerProcess,
-                                                                       Beater]]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def three(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          ) -> Iterator[tuple[ControllerProcess, Beater]]:
     """A controller of 3 nodes per region, every node heartbeating (`Beater.nodes`)."""
     with controller_process(tmp_path_factory.mktemp("drain3"), nodes_per_region=3,
-                            **QUIET) as ctl:
+                            **QUIET, **backend(request)) as ctl:
         ctl.start()
         with Beater(ctl, list(ctl.deployment.nodes)) as beats:
             wait_for(lambda: all(n["state"] == "healthy" for n in nodes(ctl).values()),
@@ -172,12 +172,12 @@ def test_a_secondary_moves_to_a_node_with_room_or_stays_saying_why(three):
     assert ctl.http.post(f"/v1/nodes/{local}/uncordon").status_code == 200
 
 
-def two_nodes_per_region(data, pause: str | None = None) -> Iterator[ControllerProcess]:
+def two_nodes_per_region(data, settings: dict, pause: str | None = None,
+                         ) -> Iterator[ControllerProcess]:
     """A controller of 2 nodes per region, every node heartbeating; `pause` parks every
     operation that reaches that point (`TANDEM_PAUSE_AT`)."""
-    with controller_process(data, nodes_per_region=2, **QUIET) as ctl:
-        ctl.local.start("controller", wait=False, env={PAUSE_ENV: pause} if pause else None)
-        ctl.local.wait_healthy("controller", START_TIMEOUT)
+    with controller_process(data, nodes_per_region=2, **QUIET, **settings) as ctl:
+        ctl.start(env={PAUSE_ENV: pause} if pause else None)
         with Beater(ctl, list(ctl.deployment.nodes)):
             wait_for(lambda: all(n["state"] == "healthy" for n in nodes(ctl).values()),
                      what="every node healthy")
@@ -185,14 +185,15 @@ def two_nodes_per_region(data, pause: str | None = None) -> Iterator[ControllerP
 
 
 @pytest.fixture
-def two(tmp_path) -> Iterator[ControllerProcess]:
-    yield from two_nodes_per_region(tmp_path / "two")
+def two(tmp_path, backend_settings) -> Iterator[ControllerProcess]:
+    yield from two_nodes_per_region(tmp_path / "two", backend_settings)
 
 
 @pytest.fixture
-def paused(tmp_path) -> Iterator[ControllerProcess]:
+def paused(tmp_path, backend_settings) -> Iterator[ControllerProcess]:
     """Drains park before moving secondaries."""
-    yield from two_nodes_per_region(tmp_path / "paused", "node.drain/move-secondaries:start")
+    yield from two_nodes_per_region(tmp_path / "paused", backend_settings,
+                                    "node.drain/move-secondaries:start")
 
 
 def test_with_two_nodes_per_region_a_secondary_stays_and_the_result_says_so(two):
@@ -227,8 +228,7 @@ def test_while_a_drain_runs_the_node_is_draining_and_busy_and_a_restart_finishes
     assert ctl.http.post("/v1/nodes/west-2/drain",
                          json={"parallelism": 0}).status_code == 400
     ctl.kill()  # parked before move-secondaries; the next controller resumes it there
-    ctl.local.start("controller", wait=False)
-    ctl.local.wait_healthy("controller", START_TIMEOUT)
+    ctl.start()
     wait_for(lambda: operation(ctl, op_id)["state"] == "succeeded", timeout=30,
              what=f"drain {op_id} resumed to its end")
     done = operation(ctl, op_id)

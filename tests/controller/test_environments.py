@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
-
-from tandemdb.controller.store.sqlite import SqliteStore
 
 
 def test_healthz_needs_no_secret_and_metrics_the_token(controller):
-    assert httpx.get(f"{controller.url}/healthz").json() == {
-        "ok": True, "component": "controller", "name": "controller"}
+    health = httpx.get(f"{controller.url}/healthz").json()
+    assert {k: health[k] for k in ("ok", "component", "name", "leading", "leader")} == {
+        "ok": True, "component": "controller", "name": "controller", "leading": True,
+        "leader": "controller"}
     assert httpx.get(f"{controller.url}/metrics").status_code == 401  # it names environments
     token = {"Authorization": f"Bearer {controller.deployment.token}"}
     metrics = httpx.get(f"{controller.url}/metrics", headers=token)
@@ -206,14 +204,11 @@ def test_a_deleting_environment_leaves_heartbeat_answers_and_routing(controller)
     """While `deleting`, nodes are told to drop it and the gateway stops routing to it."""
     assert controller.create(name="leaving").status_code == 201
     assert "leaving" in controller.desired("east-1")
-    # Another writer on the same store file, as a second controller would be.
-    store = SqliteStore(Path(controller.deployment.data) / "controller" / "store.sqlite")
-    try:
+    # Another writer on the same store, as a second controller would be.
+    with controller.open_store() as store:
         value, version = store.get("environments/leaving")
         assert store.compare_and_set("environments/leaving", version,
                                      {**value, "state": "deleting"})
-    finally:
-        store.close()
     assert controller.http.get("/v1/environments/leaving").json()["state"] == "deleting"
     assert "leaving" not in controller.desired("east-1")
     assert "leaving" not in controller.desired("west-1")

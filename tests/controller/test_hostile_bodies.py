@@ -9,11 +9,8 @@ short, and changes nothing. A record stored before the bounds cannot break a hea
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
-from tandemdb.controller.store.sqlite import SqliteStore
 
 HUGE = 10**400  # json.dumps writes it digit by digit; Python's json reads it back
 DEEP: list = []
@@ -224,14 +221,11 @@ def test_a_stored_record_out_of_bounds_cannot_break_any_heartbeat(own_controller
     for name in [*bad, "old-fine"]:
         assert ctl.create(name=name, rpo_limit_seconds=60).status_code == 201
     ctl.kill()
-    store = SqliteStore(Path(ctl.deployment.data) / "controller" / "store.sqlite")
-    try:
+    with ctl.open_store() as store:
         for name, rpo in bad.items():
             value, version = store.get(f"environments/{name}")
             assert store.compare_and_set(f"environments/{name}", version,
                                          {**value, "rpo_limit_seconds": rpo})
-    finally:
-        store.close()
 
     ctl.start()
     expected = {"old-huge": 86_400, "old-inf": 86_400, "old-nan": 900, "old-text": 900,

@@ -7,11 +7,8 @@ import contextlib
 import socket
 import threading
 from datetime import datetime
-from pathlib import Path
 
 import httpx
-
-from tandemdb.controller.store.sqlite import SqliteStore
 
 from .waiting import events_of, operation, wait_for
 
@@ -138,13 +135,10 @@ def test_create_cut_off_by_sigkill_resumes_and_succeeds(own_controller):
         ctl.kill()
     caller.join(5)
     # What the dead controller left: the record `creating`, the step `running`.
-    store = SqliteStore(Path(ctl.deployment.data) / "controller" / "store.sqlite")
-    try:
+    with ctl.open_store() as store:
         assert store.get("environments/held").value["state"] == "creating"
         left = store.get(f"operations/{op['id']}").value
         assert [s["state"] for s in left["steps"]] == ["succeeded", "running", "pending"]
-    finally:
-        store.close()
     ctl.local.start("west-1")  # the real node, from now on reporting its real URL
     ctl.start()
 
@@ -199,16 +193,13 @@ def test_delete_cut_off_by_sigkill_resumes_and_removes_the_record(own_controller
 def test_an_operation_of_an_unknown_kind_fails_clearly_at_start(own_controller):
     ctl = own_controller.start()
     ctl.kill()
-    store = SqliteStore(Path(ctl.deployment.data) / "controller" / "store.sqlite")
-    try:
+    with ctl.open_store() as store:
         store.put("operations/op-000042", {
             "id": "op-000042", "kind": "environment.teleport", "target": "acme",
             "state": "running", "params": {}, "started_at": "2026-01-01T00:00:00.000Z",
             "finished_at": None, "result": None, "error": None,
             "steps": [{"name": "beam", "state": "running", "started_at": None,
                        "finished_at": None, "detail": None, "attempts": 1}]})
-    finally:
-        store.close()
     ctl.start()
     op = wait_for(lambda: operation(ctl, "op-000042")["state"] == "failed"
                   and operation(ctl, "op-000042"), 5, what="op-000042 failed")

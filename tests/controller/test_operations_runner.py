@@ -1,13 +1,13 @@
-"""The operation runner on a real SQLite store, with small workflows of the tests' own:
-step starts are durable before the step runs, a step's writes land with its end, lost
-compare-and-sets re-run the step, failures are clear, and cancelled runs resume."""
+"""The operation runner on both real stores (the `store` fixture: SQLite and etcd), with
+small workflows of the tests' own: step starts are durable before the step runs, a step's
+writes land with its end, lost compare-and-sets re-run the step, failures are clear, and
+cancelled runs resume."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
@@ -21,14 +21,6 @@ from tandemdb.controller.operations import (
     StepFailed,
 )
 from tandemdb.controller.store import Txn
-from tandemdb.controller.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "store.sqlite")
-    yield s
-    s.close()
 
 
 def kind(name: str, run_step: Callable[[Operation, str], Awaitable[Outcome]],
@@ -127,6 +119,7 @@ def test_failures_end_the_operation_with_a_clear_error(store):
 
 def test_a_refused_build_writes_nothing(store):
     ops, _ = runner(store)
+    base = store.revision()  # (a shared etcd has moved on already)
 
     def build(txn: Txn, op_id: str) -> Draft:
         txn.put("side/should-not-exist", 1)
@@ -134,7 +127,7 @@ def test_a_refused_build_writes_nothing(store):
 
     with pytest.raises(ValueError):
         ops.create("test.any", "t", build)
-    assert store.list("") == {} and store.revision() == 0
+    assert store.list("") == {} and store.watch("", base, 0.05) == []
 
 
 def test_a_cancelled_run_stays_running_and_resumes(store):

@@ -11,7 +11,6 @@ from tandemdb.common.roles import Kind, Role
 from tandemdb.controller.catalog import Catalog
 from tandemdb.controller.failover import FailoverParams
 from tandemdb.controller.records import EnvRecord, EnvState, EnvType, ReplicaRef
-from tandemdb.controller.store.sqlite import SqliteStore
 
 # As the current version writes them: created, then a forced failover's old primary.
 ACTIVE = {"name": "acme", "type": "production", "home_region": "west",
@@ -92,20 +91,16 @@ def test_api_answers_show_kind_and_sync_on_every_replica():
     assert local.view()["kind"] == "local" and local.view()["sync"] is True
 
 
-def test_the_catalog_reads_todays_records_from_the_store(tmp_path):
-    store = SqliteStore(tmp_path / "store.sqlite")
-    try:
-        store.put("environments/acme", FORKED)
-        store.put("environments/old", {**ODD, "rpo_limit_seconds": -1})
-        catalog = Catalog(store)
-        stored = store.get("environments/acme").value  # (the store sorts keys)
-        assert stored == FORKED and same(catalog.get("acme").to_json(), stored)
-        # The rpo repair of `loaded` still applies; the rest stays as stored.
-        assert catalog.get("old").to_json() == {**ODD, "rpo_limit_seconds": 900}
-        assert catalog.update("acme", lambda r: r) is not None
-        assert same(store.get("environments/acme").value, stored)
-    finally:
-        store.close()
+def test_the_catalog_reads_todays_records_from_the_store(store):
+    store.put("environments/acme", FORKED)
+    store.put("environments/old", {**ODD, "rpo_limit_seconds": -1})
+    catalog = Catalog(store)
+    stored = store.get("environments/acme").value  # (the store sorts keys)
+    assert stored == FORKED and same(catalog.get("acme").to_json(), stored)
+    # The rpo repair of `loaded` still applies; the rest stays as stored.
+    assert catalog.get("old").to_json() == {**ODD, "rpo_limit_seconds": 900}
+    assert catalog.update("acme", lambda r: r) is not None
+    assert same(store.get("environments/acme").value, stored)
 
 
 def test_failover_params_round_trip():

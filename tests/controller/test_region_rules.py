@@ -8,9 +8,25 @@ failovers where a test needs them in flight.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
+from tandemdb.controller.operations import PAUSE_ENV
+
 from .beats import Beater
-from .conftest import START_TIMEOUT, ControllerProcess
-from .waiting import wait_for
+from .conftest import ControllerProcess, controller_process
+from .waiting import wait_all_healthy, wait_for
+
+
+@pytest.fixture
+def steady(tmp_path, backend_settings) -> Iterator[ControllerProcess]:
+    """A controller whose nodes stay healthy on a loaded machine too: its health limit is
+    1.5 s (heartbeat_interval 0.5 s) and the Beater beats every 0.2 s. These tests are about
+    region rules; a node that only looks unhealthy would be refused first."""
+    with controller_process(tmp_path / "deployment", heartbeat_interval=0.5,
+                            **backend_settings) as ctl:
+        yield ctl
 
 
 def post(ctl: ControllerProcess, path: str, body: dict | None = None) -> dict:
@@ -28,9 +44,10 @@ def states(ctl: ControllerProcess) -> dict[str, str]:
     return {r["name"]: r["state"] for r in ctl.http.get("/v1/regions").json()["regions"]}
 
 
-def test_nothing_moves_into_an_evacuated_region_and_partial_moves_fail(own_controller):
-    ctl = own_controller.start()
+def test_nothing_moves_into_an_evacuated_region_and_partial_moves_fail(steady):
+    ctl = steady.start()
     with Beater(ctl, ["west-1", "east-1"]):
+        wait_all_healthy(ctl)
         assert ctl.create(name="rr-west").status_code == 201
         # East holds no production primary: its failover moves nothing and succeeds.
         east = ended(ctl, post(ctl, "/v1/regions/east/failover"))
@@ -72,12 +89,10 @@ def test_nothing_moves_into_an_evacuated_region_and_partial_moves_fail(own_contr
                                 ("failing-over", "partially-failed-over")]
 
 
-def test_moves_into_a_region_and_its_failover_exclude_each_other(own_controller):
-    ctl = own_controller
-    ctl.local.start("controller", wait=False,
-                    env={"TANDEM_PAUSE_AT": "environment.failover/fence:start"})
-    ctl.local.wait_healthy("controller", START_TIMEOUT)
+def test_moves_into_a_region_and_its_failover_exclude_each_other(steady):
+    ctl = steady.start(env={PAUSE_ENV: "environment.failover/fence:start"})
     with Beater(ctl, ["west-1", "east-1"]):
+        wait_all_healthy(ctl)
         assert ctl.create(name="rx-west").status_code == 201
         assert ctl.create(name="rx-east", region="east").status_code == 201
         # West's failover parks with rx-west's move to east in flight.

@@ -42,29 +42,36 @@ def test_health_is_unknown_after_a_start_then_known(own_controller):
         assert health(ctl) == {"west-1": "healthy", "east-1": "unhealthy"}
 
 
-def test_a_failover_right_after_a_restart_waits_for_the_first_heartbeats(own_controller):
-    ctl = own_controller.start()
-    ctl.heartbeat("west-1")
-    ctl.heartbeat("east-1")
-    assert ctl.create(name="restarted").status_code == 201
-    ctl.kill()
-    ctl.start()
-    # The nodes' first heartbeats to the new process come a little later; the failover
-    # asked for before them waits for them instead of refusing with 409 unhealthy.
-    with Beater(ctl, ["west-1", "east-1"], delay=2 * HEARTBEAT_INTERVAL):
-        answer = ctl.http.post("/v1/environments/restarted/failover", json={})
-        assert answer.status_code == 202, answer.text
-        done = ctl.http.get(f"/v1/operations/{answer.json()['id']}?wait=30").json()
-    # No node process answers here: the fence fails and the move is rolled back. What
-    # matters is that it was not refused for a silence that only meant "just started".
-    assert done["state"] == "failed" and done["error"]["code"] == "fence_failed", done
-    assert "waited" in ctl.log() and "first heartbeats" in ctl.log()
+def test_a_failover_right_after_a_restart_waits_for_the_first_heartbeats(tmp_path,
+                                                                        backend_settings):
+    # Margins for a loaded machine, where the test itself is slow: the failover is asked
+    # for well before the first heartbeat (1 s after the test saw the controller lead),
+    # which lands well within the unknown window (6 heartbeat intervals of 1 s).
+    with controller_process(tmp_path / "deployment", heartbeat_interval=1.0,
+                            **backend_settings) as ctl:
+        ctl.start()
+        ctl.heartbeat("west-1")
+        ctl.heartbeat("east-1")
+        assert ctl.create(name="restarted").status_code == 201
+        ctl.kill()
+        ctl.start()
+        # The nodes' first heartbeats to the new process come a little later; the failover
+        # asked for before them waits for them instead of refusing with 409 unhealthy.
+        with Beater(ctl, ["west-1", "east-1"], delay=1.0):
+            answer = ctl.http.post("/v1/environments/restarted/failover", json={})
+            assert answer.status_code == 202, answer.text
+            done = ctl.http.get(f"/v1/operations/{answer.json()['id']}?wait=30").json()
+        # No node process answers here: the fence fails and the move is rolled back. What
+        # matters is that it was not refused for a silence that only meant "just started".
+        assert done["state"] == "failed" and done["error"]["code"] == "fence_failed", done
+        assert "waited" in ctl.log() and "first heartbeats" in ctl.log()
 
 
-def test_the_outage_detector_waits_a_full_grace_period_after_a_restart(tmp_path):
+def test_the_outage_detector_waits_a_full_grace_period_after_a_restart(tmp_path,
+                                                                       backend_settings):
     grace = 2.0
     with controller_process(tmp_path / "deployment", grace_seconds=grace,
-                            lease_ttl=0.5) as ctl:
+                            lease_ttl=0.5, **backend_settings) as ctl:
         ctl.start()
         ctl.heartbeat("west-1")
         ctl.heartbeat("east-1")

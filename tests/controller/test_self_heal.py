@@ -16,22 +16,24 @@ import pytest
 from tandemdb.controller.operations import PAUSE_ENV
 
 from .beats import Beater
-from .conftest import START_TIMEOUT, ControllerProcess, controller_process
+from .conftest import BACKENDS, ControllerProcess, backend, controller_process
 from .test_drain import replicas_of
-from .waiting import wait_for
+from .waiting import wait_all_healthy, wait_for
 
 AFTER = 1.0  # replace_after_seconds
 
 
-@pytest.fixture(scope="module")
-def healing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerProcess,
-                                                                         Beater]]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def healing(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            ) -> Iterator[tuple[ControllerProcess, Beater]]:
     with controller_process(tmp_path_factory.mktemp("heal"), nodes_per_region=3,
-                            node_grace_seconds=None, replace_after_seconds=AFTER) as ctl:
+                            node_grace_seconds=None, replace_after_seconds=AFTER,
+                            **backend(request)) as ctl:
         ctl.start()
         with Beater(ctl, list(ctl.deployment.nodes)) as beats:
-            wait_for(lambda: all(n["healthy"] for r in ctl.http.get("/v1/regions").json()[
-                "regions"] for n in r["nodes"]), what="every node healthy")
+            # (a node silenced before its first heartbeat would count as never heard from,
+            # which heals only after `UNHEARD_GRACE`)
+            wait_all_healthy(ctl)
             yield ctl, beats
 
 
@@ -114,14 +116,14 @@ def test_a_geo_secondary_is_re_created_in_the_pair_as_geo(healing):
         beats.nodes.append(geo)
 
 
-def test_with_one_node_per_region_nothing_is_recorded(tmp_path):
+def test_with_one_node_per_region_nothing_is_recorded(tmp_path, backend_settings):
     """As before local HA: a lone node's replicas have nowhere to go, so no operation."""
     with controller_process(tmp_path / "one", node_grace_seconds=None,
-                            replace_after_seconds=AFTER) as ctl:
+                            replace_after_seconds=AFTER, **backend_settings) as ctl:
         ctl.start()
         with Beater(ctl, list(ctl.deployment.nodes)) as beats:
-            wait_for(lambda: ctl.create(name="sh-one", region="west").status_code == 201,
-                     what="sh-one created")
+            wait_all_healthy(ctl)
+            assert ctl.create(name="sh-one", region="west").status_code == 201
             geo = next(n for n in replicas_of(ctl, "sh-one") if n.startswith("east"))
             silence(ctl, beats, geo)
             wait_for(lambda: f"node {geo}: silent for" in ctl.log()
@@ -130,17 +132,15 @@ def test_with_one_node_per_region_nothing_is_recorded(tmp_path):
             assert heals_of(ctl, geo) == []
 
 
-def test_a_heal_cut_off_by_a_controller_restart_says_what_it_did(tmp_path):
+def test_a_heal_cut_off_by_a_controller_restart_says_what_it_did(tmp_path, backend_settings):
     """The step ran (the replica moved) but its end was never written: the next controller
     runs it again, which moves nothing twice and still reports the move."""
     with controller_process(tmp_path / "resume", nodes_per_region=3, node_grace_seconds=None,
-                            replace_after_seconds=AFTER) as ctl:
-        ctl.local.start("controller", wait=False,
-                        env={PAUSE_ENV: "node.heal/replace-replicas:end"})
-        ctl.local.wait_healthy("controller", START_TIMEOUT)
+                            replace_after_seconds=AFTER, **backend_settings) as ctl:
+        ctl.start(env={PAUSE_ENV: "node.heal/replace-replicas:end"})
         with Beater(ctl, list(ctl.deployment.nodes)) as beats:
-            wait_for(lambda: ctl.create(name="sh-resume", type="basic",
-                                        region="west").status_code == 201, what="created")
+            wait_all_healthy(ctl)
+            assert ctl.create(name="sh-resume", type="basic", region="west").status_code == 201
             placed = replicas_of(ctl, "sh-resume")
             local = next(n for n, r in placed.items() if r["kind"] == "local")
             free = next(n for n in ctl.deployment.nodes_in("west") if n not in placed)
@@ -148,8 +148,7 @@ def test_a_heal_cut_off_by_a_controller_restart_says_what_it_did(tmp_path):
             wait_for(lambda: free in replicas_of(ctl, "sh-resume"), what="the move")
             [parked] = heals_of(ctl, local)
             ctl.kill()
-            ctl.local.start("controller", wait=False)
-            ctl.local.wait_healthy("controller", START_TIMEOUT)
+            ctl.start()
             op = healed(ctl, local, set())
             assert op["id"] == parked["id"] and op["state"] == "succeeded", op
             [line] = op["result"]["replicas"]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tandemdb.controller.store.sqlite import SqliteStore
 from tests.receiver import SECRET, Receiver
 
 from .conftest import ControllerProcess, controller_process
@@ -30,9 +29,10 @@ PRIVATE_URLS = [
 
 
 @pytest.fixture
-def guarded(tmp_path: Path) -> Iterator[ControllerProcess]:
+def guarded(tmp_path: Path, backend_settings: dict) -> Iterator[ControllerProcess]:
     """A controller with the deployment's default: private webhook targets refused."""
-    with controller_process(tmp_path / "deployment", allow_private_webhooks=False) as ctl:
+    with controller_process(tmp_path / "deployment", allow_private_webhooks=False,
+                            **backend_settings) as ctl:
         yield ctl
 
 
@@ -89,13 +89,10 @@ def test_a_name_that_resolves_to_loopback_at_delivery_is_not_posted_to(guarded):
         ctl = guarded.start()
         ctl.kill()
         url = receiver.url.replace("127.0.0.1", "localhost")
-        store = SqliteStore(Path(ctl.deployment.data) / "controller" / "store.sqlite")
-        try:
+        with ctl.open_store() as store:
             assert store.compare_and_set("webhooks/wh-000900", None, {
                 "id": "wh-000900", "url": url, "secret": SECRET, "environments": None,
                 "created_at": "2026-01-01T00:00:00.000Z"})
-        finally:
-            store.close()
         ctl.start()
         assert ctl.create(name="rebound", type="basic").status_code == 201
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tandemdb.controller.store.sqlite import SqliteStore
 from tandemdb.controller.webhooks import backoff, sign
 from tests.receiver import SECRET, Receiver
 
@@ -125,11 +123,9 @@ def test_delivery_retries_with_backoff_across_sigkill(own_controller, receivers)
 
     wait_for(lambda: len(receiver.requests) >= 2, 10, what="two failed deliveries")
     ctl.kill()
-    store = SqliteStore(Path(ctl.deployment.data) / "controller" / "store.sqlite")
-    try:  # the outbox, with the backoff state, is in the store the dead controller left
+    # The outbox, with the backoff state, is in the store the dead controller left.
+    with ctl.open_store() as store:
         outbox = [item.value for item in store.list(f"outbox/{hook['id']}/").values()]
-    finally:
-        store.close()
     assert [e["event"] for e in outbox] == [1, 2, 3]
     assert outbox[0]["attempts"] >= 2 and "answered 500" in outbox[0]["last_error"]
     assert outbox[0]["next_at"] > 0
