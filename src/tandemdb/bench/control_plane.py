@@ -22,6 +22,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import httpx
 
@@ -75,16 +76,14 @@ def run(rounds: int = 5, progress: Callable[[str], None] | None = None) -> dict:
     say("starting a deployment with the control plane on etcd")
     with LocalDeployment.temporary(shape=Shape.parse("etcd"), prefix="tandem-bench-cp-") as c:
         for i in range(rounds):
-            first = _leader(c)
-            if first is None:
-                first = poll_until(lambda: _leader(c), 15, what="a leader")
+            first = poll_until(lambda: _leader(c), 15, what="a leader")
+            assert first is not None  # poll_until answers a true value
             say(f"round {i + 1}/{rounds}: SIGKILL of the leader {first}")
             c.kill(first)
             killed = time.monotonic()
-            poll_until(lambda first=first: _leader(c, besides=first), 30, 0.02,
-                       "a new leader")
+            poll_until(partial(_leader, c, besides=first), 30, 0.02, "a new leader")
             elected.append(time.monotonic() - killed)
-            poll_until(lambda i=i: _decided(c, f"bench-cp-{i}"), 30, 0.02,
+            poll_until(partial(_decided, c, f"bench-cp-{i}"), 30, 0.02,
                        "the first decision of the new leader")
             decided.append(time.monotonic() - killed)
             c.start(first)
