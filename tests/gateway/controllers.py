@@ -3,7 +3,8 @@
 `controller-west` (west's own site) listens on nothing: its port is held by a `LostSite`,
 bound but not listening, so every connection to it is refused, as to a site that is gone.
 `LostSite.breaking()` makes it accept connections, read what comes and close them without
-an answer: a controller that died with the request in hand. `controller-east` is the real
+an answer: a controller that died with the request in hand (its `/healthz` still says it
+leads, so a gateway's leader watch keeps sending calls there). `controller-east` is the real
 controller process (sqlite) on the deployment's controller port. Nodes and the gateway of
 west try west's controller first (`Deployment.controller_links`), so they must move on.
 Used by the gateway tests and by tests/node (heartbeats, sync records).
@@ -28,6 +29,9 @@ from tandemdb.testing import LocalDeployment, plan
 from .cluster import HEARTBEAT_INTERVAL
 
 LOST, LIVE, GATEWAY = "controller-west", "controller-east", "gateway-west"
+_BODY = b'{"ok": true, "component": "controller", "name": "controller-west", "leading": true}'
+HEALTHZ = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+           + str(len(_BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + _BODY)
 
 
 class LostSite:
@@ -56,7 +60,13 @@ class LostSite:
             with conn:
                 conn.settimeout(5.0)
                 with suppress(OSError):
-                    self.requests.append(conn.recv(65536))
+                    request = conn.recv(65536)
+                    if request.startswith(b"GET /healthz "):
+                        # It says it leads, so a gateway's leader watch sends calls here
+                        # (gateway/leader_watch.py): the worst case for a call in flight.
+                        conn.sendall(HEALTHZ)
+                        continue
+                    self.requests.append(request)
 
     def close(self) -> None:
         self.sock.close()

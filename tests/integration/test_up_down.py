@@ -45,7 +45,8 @@ def test_up_down_and_restart_keep_everything(tmp_path):
                              "--node-grace-seconds", "4", "--replace-after", "off")
                       .stdout.strip().splitlines()[-1])
     try:
-        assert set(info) == {"url", "token", "data"}
+        assert set(info) == {"url", "urls", "token", "data"}
+        assert info["urls"] == [info["url"]]  # one gateway unless per region
         saved = Deployment.load(Path(data))
         assert sorted(saved.nodes) == ["east-1", "east-2", "west-1", "west-2"]
         assert (saved.node_grace_seconds, saved.replace_after_seconds) == (4.0, None)

@@ -16,11 +16,14 @@ sync records may (they are idempotent), a forwarded write that may have run may 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import httpx
 
 log = logging.getLogger("tandem.controllers")
+
+DISTRUST_SECONDS = 5.0  # a controller that failed a call is not preferred this long
 
 
 def describe(exc: BaseException) -> str:
@@ -45,6 +48,7 @@ class Controllers:
         self.log = logger or log
         self.current = 0  # an index into urls
         self._failing: set[str] = set()  # failed since the last answer (quiet once all did)
+        self._failed_at: dict[str, float] = {}  # when a call there last failed
 
     @property
     def url(self) -> str:
@@ -65,12 +69,17 @@ class Controllers:
         if len(self.urls) < 2 or failed != self.url:
             return
         self._failing.add(failed)
+        self._failed_at[failed] = time.monotonic()
         self.current = (self.current + 1) % len(self.urls)
         if self.url not in self._failing:
             self.log.warning("%s now go to %s (%s: %s)", self.calls, self.url, failed, why)
 
     def prefer(self, url: str, why: str) -> None:
-        """Send the next calls to `url` (the leader, say), if it is one of ours."""
+        """Send the next calls to `url` (the leader, say), if it is one of ours and no call
+        there failed in the last `DISTRUST_SECONDS` (saying it leads is not serving)."""
+        failed = self._failed_at.get(url)
+        if failed is not None and time.monotonic() - failed < DISTRUST_SECONDS:
+            return
         if url != self.url and url in self.urls:
             self.current = self.urls.index(url)
             self._failing.clear()
