@@ -24,6 +24,7 @@ from tandemdb.engine.blobstore import digest_of
 
 ROUNDS = 8
 READ_SECONDS = 1.5
+START_SECONDS = 30.0
 READ_LINES = 200
 # Let the writer run on a little after the last line read, so kills land mid-commit too.
 MAX_KILL_DELAY = 0.01
@@ -60,7 +61,9 @@ def run_and_kill(env_dir: Path, first_id: int) -> list[tuple[str, int, int]]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     out = bytearray()
-    deadline = time.monotonic() + READ_SECONDS
+    # The child's start-up (imports, the environment) gets its own, generous wait on a busy
+    # machine; the writing it is killed in the middle of then gets READ_SECONDS.
+    deadline = time.monotonic() + START_SECONDS
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         while out.count(b"\n") < READ_LINES and (left := deadline - time.monotonic()) > 0:
@@ -68,6 +71,8 @@ def run_and_kill(env_dir: Path, first_id: int) -> list[tuple[str, int, int]]:
                 chunk = os.read(proc.stdout.fileno(), 1 << 16)
                 if not chunk:
                     break  # the child ended on its own: reported below
+                if not out:
+                    deadline = time.monotonic() + READ_SECONDS
                 out += chunk
     time.sleep(random.uniform(0, MAX_KILL_DELAY))
     os.kill(proc.pid, signal.SIGKILL)
