@@ -63,7 +63,7 @@ class LostSite:
                     request = conn.recv(65536)
                     if request.startswith(b"GET /healthz "):
                         # It says it leads, so a gateway's leader watch sends calls here
-                        # (gateway/leader_watch.py): the worst case for a call in flight.
+                        # (common/leader_watch.py): the worst case for a call in flight.
                         conn.sendall(HEALTHZ)
                         continue
                     self.requests.append(request)

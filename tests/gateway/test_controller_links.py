@@ -75,7 +75,7 @@ def test_gateway_serves_control_calls_and_routing_through_the_next_controller(tm
         assert client.sql("acme", "INSERT INTO t VALUES (1)")["lsn"] >= 2
         log = cluster.log(GATEWAY)
         assert f"controllers {lost.url}, {live}" in log  # its own region's first
-        # Moved on after the refusal, or steered to the leader (gateway/leader_watch.py)
+        # Moved on after the refusal, or steered to the leader (common/leader_watch.py)
         # before the first call: either way once, and it sticks to east's from then on.
         assert log.count(f"control calls now go to {live} (") == 1
         assert f"routing polls now go to {live} (" in log

@@ -165,6 +165,13 @@ class Deployment:
         return None
 
     @property
+    def heartbeat_timeout(self) -> float:
+        """How long a node waits for a heartbeat's answer before it moves on to the next
+        controller: generous (a busy controller answers late) but bounded (a hung one, say a
+        paused leader, never answers)."""
+        return max(2.0, 4 * self.heartbeat_interval)
+
+    @property
     def gateway_url(self) -> str:
         return self.gateway_urls()[0]
 

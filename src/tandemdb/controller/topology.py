@@ -5,9 +5,11 @@ Regions and pairs come from `deployment.json` and are seeded into the store on f
 is kept in the store (`nodes/<name>`) so that the routing table follows it. Health is kept
 in memory only: a node is healthy if it heartbeated within 3 x `heartbeat_interval`.
 
-After a controller (re)start a node not heard from yet is **unknown**, not unhealthy: this
-process has not listened long enough to tell. It stays unknown for 6 heartbeat intervals
-of this process's own observation (`unknown_window`), then counts as unhealthy. Steps that
+After a controller (re)start, or its election as leader, a node not heard from yet is
+**unknown**, not unhealthy: this process has not listened long enough to tell. It stays
+unknown for 6 heartbeat intervals of this process's own observation (`unknown_window`),
+plus, with several controllers, a heartbeat's timeout (a node whose beat went to a hung
+former leader waits that long before it moves on), then counts as unhealthy. Steps that
 need a node up wait for its health to be known (`wait_known`) instead of failing on a
 silence that only means "just started" (docs/operations.md#controller-restarts).
 """
@@ -47,6 +49,8 @@ class Topology:
         self.store, self.deployment, self.clock = store, deployment, clock
         self.health_limit = HEALTH_FACTOR * deployment.heartbeat_interval
         self.unknown_window = UNKNOWN_FACTOR * deployment.heartbeat_interval
+        if len(deployment.controller_specs()) > 1:
+            self.unknown_window += deployment.heartbeat_timeout
         self.listening_since = clock()  # see `listening`
         self._heard = threading.Condition()  # notified at each heartbeat (`wait_known`)
         self._last_seen: dict[str, float] = {}

@@ -44,11 +44,11 @@ from tandemdb.common.http import (
     install_error_handlers,
     parse_json,
 )
+from tandemdb.common.leader_watch import LeaderWatch
 from tandemdb.common.metrics import install_metrics
 from tandemdb.common.paths import normalise_path, normalise_prefix
 from tandemdb.common.shutdown import serve
 
-from .leader_watch import LeaderWatch
 from .proxy import Answer, Proxy, Unreachable, buffered, error_code, streamed
 from .routing import RoutingTable, RoutingWatch, Target
 

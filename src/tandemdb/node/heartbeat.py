@@ -5,8 +5,9 @@ progress, and for primaries each consumer's acknowledged lsn and lag) to
 `/internal/v1/heartbeat`. The answer is the full list of replicas this node should host;
 the node creates what is missing, drops what is no longer listed and adopts roles. When
 the controller cannot be reached the node logs it and carries on with what it has.
-With several controllers (one per site) the beats stick to one, its own site's first, and
-move on to the next after a connection failure or a 503 (common/controllers.py).
+With several controllers (one per site) the beats go to the one that leads
+(common/leader_watch.py), its own site's first while none is known to, and move on to the
+next after a connection failure, a timeout or a 503 (common/controllers.py).
 
 Each answer also renews the node's lease (`{"lease": {"ttl": s}}`, docs/leases.md). The
 lease counts from the moment just before the heartbeat was sent, and is renewed only
@@ -49,6 +50,7 @@ import httpx
 
 from tandemdb.common.controllers import Controllers, describe
 from tandemdb.common.http import SECRET_HEADER, ApiError
+from tandemdb.common.leader_watch import LeaderWatch
 from tandemdb.common.roles import Role
 from tandemdb.engine import EngineError
 
@@ -136,23 +138,32 @@ class Heartbeat:
         loop = asyncio.get_running_loop()
         self._beats = (loop, asyncio.current_task())  # type: ignore[assignment]
         self._applying = None
-        timeout = httpx.Timeout(max(2.0, 4 * self.interval), connect=1.0)
+        timeout = httpx.Timeout(self.node.deployment.heartbeat_timeout, connect=1.0)
+        steering = LeaderWatch([self.controllers])
         async with httpx.AsyncClient(headers={SECRET_HEADER: self.node.deployment.secret},
                                      timeout=timeout) as client:
-            with contextlib.suppress(asyncio.CancelledError):
-                while not self._stopping.is_set():
-                    started = loop.time()
-                    try:
-                        await self.beat(client)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:  # keep beating whatever happened
-                        self._failed(exc)
-                    try:
-                        self._watch_lease()
-                    except Exception:  # a log line must not stop the beats
-                        log.exception("cannot check the lease of %s", self.node.name)
-                    await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))
+            steering.start()
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    while not self._stopping.is_set():
+                        started = loop.time()
+                        await self._beat_once(client)
+                        await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))
+            finally:
+                await steering.stop()
+
+    async def _beat_once(self, client: httpx.AsyncClient) -> None:
+        """One beat and the lease check after it; nothing that goes wrong stops the beats."""
+        try:
+            await self.beat(client)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep beating whatever happened
+            self._failed(exc)
+        try:
+            self._watch_lease()
+        except Exception:  # a log line must not stop the beats
+            log.exception("cannot check the lease of %s", self.node.name)
 
     async def _stop_thread(self) -> None:
         self._stopping.set()

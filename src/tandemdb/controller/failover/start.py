@@ -58,9 +58,9 @@ class Failovers:
         default it is the mode's own target (`FailoverSteps.target`).
 
         Just after a controller start it first waits (a few heartbeat intervals at most)
-        until the health of the environment's nodes is known."""
-        self._await_health(name)
+        until the health of the nodes this failover needs up is known."""
         how = self.modes[mode]
+        self._await_health(name, how, to)
 
         def build(txn: Txn, op_id: str) -> Draft:
             read = self.catalog.read(name)
@@ -96,10 +96,17 @@ class Failovers:
 
         return self.operations.create(FAILOVER, name, build)
 
-    def _await_health(self, name: str) -> None:
-        """Wait until the health of the environment's nodes is known (see Topology)."""
+    def _await_health(self, name: str, how: FailoverSteps, to: str | None) -> None:
+        """Wait until the health of the nodes that `how` needs up is known (see Topology):
+        a forced failover waits for its target's node, not for the lost primary's, whose
+        silence would only end with the unknown window."""
         read = self.catalog.read(name)
-        nodes = read[0].nodes if read else []
+        if read is None:
+            return  # refused by the check that follows
+        record = read[0]
+        source, target = record.primary, how.target(record, to)
+        nodes = ([replica.node for replica, _ in how.must_be_up(source, target)]
+                 if source is not None and target is not None else record.nodes)
         began = time.monotonic()
         healths = self.topology.wait_known(nodes)
         waited = time.monotonic() - began

@@ -1,33 +1,34 @@
-"""Keep a gateway's controller calls pointed at the controller that leads.
+"""Keep a gateway's or node's controller calls pointed at the controller that leads.
 
 Any controller serves any call (a follower forwards it), but a controller that hangs (a
-paused or overloaded machine) accepts connections and answers nothing, so calls sent there
-wait for their whole timeout. Every `INTERVAL` the gateway asks each controller's
-`/healthz` (within `PROBE_SECONDS`); it then sends its calls to the one that says it leads,
-or, while none does, away from one that did not answer. A hung leader costs new calls
-about a second, instead of a timeout each, and an election is followed as soon as it ends.
+paused or overloaded machine) accepts connections and answers nothing, so calls sent there,
+directly or forwarded by a follower, wait for their whole timeout. Every `INTERVAL` the
+watch asks each controller's `/healthz` (within `PROBE_SECONDS`); it then sends its
+caller's calls to the one that says it leads, or, while none does, away from one that did
+not answer. A hung leader costs new calls about a second, instead of a timeout each, and an
+election is followed as soon as it ends. Gateways steer their control calls and routing
+polls with it, nodes their heartbeats (a new leader must hear from every node before its
+unknown window ends, controller/topology.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Sequence
 
 import httpx
 
 from tandemdb.common.controllers import Controllers
 
-log = logging.getLogger("tandem.gateway")
-
 INTERVAL = 0.5
 PROBE_SECONDS = 0.5
 
 
 class LeaderWatch:
-    """Background task that steers `controllers` (the gateway's lists of controller URLs,
-    one per kind of call) towards the leader. Nothing to do with one controller."""
+    """Background task that steers `controllers` (a caller's lists of controller URLs,
+    one per kind of call, all used on this event loop) towards the leader. Nothing to do
+    with one controller."""
 
     def __init__(self, controllers: Sequence[Controllers]) -> None:
         self.controllers = list(controllers)
