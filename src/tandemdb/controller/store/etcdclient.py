@@ -29,6 +29,7 @@ from .etcdhttp import Endpoint, NoAnswer, SendFailed, describe
 
 DEFAULT_TIMEOUT = 3.0
 PROBE_TIMEOUT = 0.5  # a status probe that explains a failure (no leader?)
+RETRY_PAUSE = 0.1  # between two rounds of a read that every member turned down
 HISTORY_GRACE = 1.0  # how long a watch that starts behind waits for etcd to send the past
 # gRPC codes the gateway passes on that mean "the cluster cannot answer now".
 UNAVAILABLE_CODES = {4, 14}  # deadline exceeded, unavailable
@@ -141,9 +142,25 @@ class EtcdClient:
         A read gets an equal share of the time left on each endpoint still to try, so one
         member that hangs (paused, or cut off without quorum) cannot use it all; a write
         gets all of it, since once sent it is never sent again. A member that failed is
-        tried last by the next call."""
+        tried last by the next call. A read that every member turned down (say while etcd
+        elects a new raft leader: "leader changed", "no leader") goes round them again,
+        `RETRY_PAUSE` apart, until its time is up."""
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
+        while True:
+            answer, failures, silent = self._round(path, body, write, deadline)
+            if answer is not None:
+                return answer
+            if write or deadline - time.monotonic() < 2 * RETRY_PAUSE:
+                break
+            time.sleep(RETRY_PAUSE)
+        why = self._probe(silent) if silent else ""
+        raise EtcdUnavailable(self._unreachable(failures, budget) + why)
+
+    def _round(self, path: str, body: dict, write: bool,
+               deadline: float) -> tuple[dict | None, list[str], str | None]:
+        """One try at each endpoint in turn: (the answer, or None with each endpoint's
+        failure and the first that took the request and did not answer)."""
         failures: list[str] = []
         silent: str | None = None  # a member that took a request and did not answer
         order = self._order()
@@ -168,7 +185,7 @@ class EtcdClient:
             data = self._parse(endpoint, status, raw)
             if "error" not in data:
                 self._preferred = index
-                return data
+                return data, failures, silent
             code, message = int(data.get("code", 0)), str(data.get("message") or data["error"])
             if code not in UNAVAILABLE_CODES and not any(word in message for word in BUSY):
                 raise EtcdError(f"etcd at {endpoint} refused {path}: {message}")
@@ -178,8 +195,7 @@ class EtcdClient:
                                       f"it has no quorum or no leader now, and the write's "
                                       f"outcome is unknown")
             failures.append(f"{endpoint}: {message}")
-        why = self._probe(silent) if silent else ""
-        raise EtcdUnavailable(self._unreachable(failures, budget) + why)
+        return None, failures, silent
 
     def _post(self, endpoint: str, path: str, body: dict, timeout: float) -> tuple[int, bytes]:
         if self._closed:
