@@ -10,6 +10,8 @@ and one gateway per region), used in order by:
 2. SIGSTOP of the leader in the middle of the failback; SIGCONT after a new leader has
    finished it: the old leader changes no key of the store (its writes are fenced), and it
    restarts itself as a follower.
+2b. The leader key taken behind the leader's back: etcd's history holds no write between
+   that and the next leader's key, and what the leader acknowledged exists.
 3. etcd members: one lost changes nothing; two lost stop every decision (503 `no_leader`,
    the control plane says why) while writes go on (the failsafe of docs/leases.md); back,
    everything resumes.
@@ -31,7 +33,10 @@ import pytest
 from tandemdb.client import Client, TandemError
 from tandemdb.common.http import SECRET_HEADER
 from tandemdb.common.layout import Shape
-from tandemdb.controller.store import open_store
+from tandemdb.controller.leader import LEADER_KEY
+from tandemdb.controller.store import Change, open_store
+from tandemdb.controller.store.etcd import EtcdStore
+from tandemdb.controller.store.etcdclient import delete_op
 from tandemdb.testing import IdWriter, LocalDeployment, poll_until, wait_replicated
 
 ENVS = [f"cp-{i:02d}" for i in range(20)]
@@ -180,14 +185,14 @@ def test_2_a_paused_old_leader_cannot_write_a_single_key(etcd):
     assert "cp-stale" not in {e["name"] for e in client.environments()}
 
 
-SENDERS = 4  # creates in flight together, so that some meet the fence before the step-down
-TAKES = 3  # the key taken this many times at most, until a write met the fence
+SENDERS = 4  # creates in flight together, so that some may meet the fence first
 
 
-def take_the_key(cluster: LocalDeployment, first: str, round_: int) -> tuple[dict, dict]:
-    """Delete the leader key behind `first`'s back while creates stream to it; answer the
-    HTTP status of each create (0: no answer, the process restarted under it) and the error
-    code of each refused one."""
+def take_the_key(cluster: LocalDeployment, first: str) -> tuple[dict, dict, list[Change]]:
+    """Delete the leader key behind `first`'s back while creates stream to it. Answers the
+    HTTP status of each create (0: no answer, the process restarted under it), the error
+    code of each refused one, and every write to the store between the deletion and the
+    next leader's key (there must be none: the deposed leader's are fenced)."""
     d = cluster.deployment
     answers: dict[str, int] = {}
     codes: dict[str, str] = {}
@@ -198,7 +203,7 @@ def take_the_key(cluster: LocalDeployment, first: str, round_: int) -> tuple[dic
             for i in range(10_000):
                 if stop.is_set():
                     return
-                name = f"cp-fence-{round_}-{sender}-{i}"
+                name = f"cp-fence-{sender}-{i}"
                 try:
                     answer = http.post(cluster.url(first) + "/v1/environments",
                                        json={"name": name, "region": "west"})
@@ -210,61 +215,71 @@ def take_the_key(cluster: LocalDeployment, first: str, round_: int) -> tuple[dic
                 time.sleep(0.02)
 
     senders = [threading.Thread(target=create_all_along, args=(n,)) for n in range(SENDERS)]
-    for sender in senders:
-        sender.start()
+    store = open_store(Path(d.data) / "controller", {**d.store, "endpoints": d.store_endpoints()})
+    assert isinstance(store, EtcdStore)
     try:
+        for sender in senders:
+            sender.start()
         poll_until(lambda: sum(code == 201 for code in answers.values()) >= 2,
                    what=f"creates acknowledged by the leader (so far {codes})")
-        store = open_store(Path(d.data) / "controller",
-                           {**d.store, "endpoints": d.store_endpoints()})
-        try:
-            assert store.delete("control/leader")
-        finally:
-            store.close()
+        taken = store.client.txn([], [delete_op((store.prefix + LEADER_KEY).encode())])
+        assert int(taken.responses[0]["response_delete_range"].get("deleted", 0)) == 1, taken
         poll_until(lambda: "steps down" in cluster.log(first), timeout=15,
                    what="the leader to notice and step down")
         poll_until(lambda: leader(cluster), timeout=15, what="a leader again")
+        return answers, codes, writes_before_the_next_term(store, taken.revision)
     finally:
         stop.set()
         for sender in senders:
             sender.join(30)
-    return answers, codes
+        store.close()
+
+
+def writes_before_the_next_term(store: EtcdStore, after: int) -> list[Change]:
+    """Every write to the store after revision `after`, up to the next leader key: etcd's
+    history, so a write later overwritten is seen too."""
+    writes: list[Change] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for change in store.watch("", after, timeout=2.0):
+            if change.key == LEADER_KEY and change.value is not None:
+                return writes
+            writes.append(change)
+            after = change.revision
+    raise AssertionError(f"no new leader key in etcd's history after revision {after}")
 
 
 def active(client: Client) -> set[str]:
     return {e["name"] for e in client.environments() if e["state"] == "active"}
 
 
-def test_2b_a_leader_whose_key_is_taken_has_every_write_refused(etcd):
-    """The leader key deleted behind the leader's back (its lease still alive): until it
-    notices, at its next keepalive (every ttl/8), every write it tries is refused by the
-    fence; what it acknowledged exists, what it refused does not. A write in flight when it
-    steps down has no answer (its outcome is unknown to the caller); when the keepalive
-    comes so soon after the deletion that no write met the fence, the key is taken again."""
+def test_2b_a_leader_whose_key_is_taken_writes_nothing_more(etcd):
+    """The leader key deleted behind the leader's back (its lease still alive): from then on
+    the store takes no write from it (its transactions compare the key), until it notices,
+    at its next keepalive (every ttl/8), and steps down; etcd's history between the
+    deletion and the next leader's key holds no write at all. What it acknowledged exists;
+    what it refused (503 `not_leader`, when a write met the fence before the step-down)
+    does not. A write in flight at the step-down has no answer (unknown to the caller).
+    The fence itself, write by write, is tested in tests/controller/test_store_etcd.py."""
     client = etcd.client
-    refused_any = False
-    for round_ in range(TAKES):
-        first = leader(etcd)
-        assert first is not None
-        answers, codes = take_the_key(etcd, first, round_)
-        refused = {n for n, code in codes.items() if code == "not_leader"}
-        created = {n for n, code in answers.items() if code == 201}
-        print(f"{first}: {len(created)} created, {len(refused)} refused by the fence")
-        # `interrupted`: the create's operation was recorded before the key went and its
-        # next step was fenced; the new leader resumes it (invariant 7).
-        assert set(codes.values()) <= {"not_leader", "no_leader", "interrupted"}, codes
-        interrupted = {n for n, code in codes.items() if code == "interrupted"}
-        time.sleep(1.0)  # gateways follow the election
-        poll_until(lambda pending=interrupted: pending <= active(client),
-                   timeout=30, what=f"the new leader to finish the creates of {interrupted}",
-                   ignore=(TandemError,))
-        names = {e["name"] for e in client.environments()}
-        assert created <= names, created - names
-        assert not refused & names, refused & names
-        if refused:
-            refused_any = True
-            break
-    assert refused_any, f"no write met the fence in {TAKES} takes of the key"
+    first = leader(etcd)
+    assert first is not None
+    answers, codes, writes = take_the_key(etcd, first)
+    assert writes == [], f"written after the key was taken: {writes}"
+    refused = {n for n, code in codes.items() if code == "not_leader"}
+    created = {n for n, code in answers.items() if code == 201}
+    print(f"{first}: {len(created)} created, {len(refused)} refused by the fence")
+    # `interrupted`: the create's operation was recorded before the key went and its next
+    # step was fenced; the new leader resumes it (invariant 7).
+    assert set(codes.values()) <= {"not_leader", "no_leader", "interrupted"}, codes
+    interrupted = {n for n, code in codes.items() if code == "interrupted"}
+    time.sleep(1.0)  # gateways follow the election
+    poll_until(lambda: interrupted <= active(client), timeout=30,
+               what=f"the new leader to finish the creates of {interrupted}",
+               ignore=(TandemError,))
+    names = {e["name"] for e in client.environments()}
+    assert created <= names, created - names
+    assert not refused & names, refused & names
 
 
 def stale_create(cluster: LocalDeployment, name: str, answers: list) -> None:
