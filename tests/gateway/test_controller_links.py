@@ -113,4 +113,5 @@ def test_a_write_that_may_have_run_is_not_sent_to_another_controller(tmp_path: P
         answer = httpx.post(f"{url}/v1/environments", headers=headers, timeout=15,
                             json={"name": "once", "region": "west"})
         assert answer.status_code in (200, 201, 202), answer.text
-        assert len([r for r in lost.requests if r.startswith(b"POST")]) == 1
+        # (nodes' heartbeats, steered there by their own leader watch, may reach it too)
+        assert len([r for r in lost.requests if r.startswith(b"POST /v1/")]) == 1
