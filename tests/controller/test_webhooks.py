@@ -122,6 +122,9 @@ def test_delivery_retries_with_backoff_across_sigkill(own_controller, receivers)
     assert sorted(log) == [1, 2, 3]
 
     wait_for(lambda: len(receiver.requests) >= 2, 10, what="two failed deliveries")
+    # The second failure is in the store once the controller says so (it logs after the
+    # write): the receiver's count alone may run ahead of it.
+    wait_for(lambda: "(attempt 2)" in ctl.log(), 10, what="the second failure recorded")
     ctl.kill()
     # The outbox, with the backoff state, is in the store the dead controller left.
     with ctl.open_store() as store:
