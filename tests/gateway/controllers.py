@@ -3,8 +3,8 @@
 `controller-west` (west's own site) listens on nothing: its port is held by a `LostSite`,
 bound but not listening, so every connection to it is refused, as to a site that is gone.
 `LostSite.breaking()` makes it accept connections, read what comes and close them without
-an answer: a controller that died with the request in hand (until then its `/healthz` says
-it leads, so a gateway's leader watch sends calls there; after, it answers nothing).
+an answer: a controller that died with a write in hand (until then its `/healthz` says it
+leads, so a gateway's leader watch sends calls there; after, it answers nothing).
 `controller-east` is the real controller process (sqlite) on the deployment's controller
 port. Nodes and the gateway of
 west try west's controller first (`Deployment.controller_links`), so they must move on.
@@ -63,11 +63,12 @@ class LostSite:
                 with suppress(OSError):
                     request = conn.recv(65536)
                     if request.startswith(b"GET /healthz "):
-                        # Until it has swallowed an API call it says it leads, so a
+                        # Until it has swallowed an API write it says it leads, so a
                         # gateway's leader watch sends calls here (common/leader_watch.py):
-                        # the worst case for a call in flight. Dead since, it answers
-                        # nothing. (Nodes' heartbeats come here too, and are swallowed.)
-                        if not any(b" /v1/" in r.split(b"\r\n", 1)[0] for r in self.requests):
+                        # the worst case for a write in flight. Dead since, it answers
+                        # nothing. (Nodes' heartbeats and the gateway's routing polls come
+                        # here too, and are swallowed.)
+                        if not any(r.startswith(b"POST /v1/") for r in self.requests):
                             conn.sendall(HEALTHZ)
                         continue
                     self.requests.append(request)
