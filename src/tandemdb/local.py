@@ -187,14 +187,27 @@ class LocalDeployment:
                     progress("waiting for a controller to lead")
                 self.wait_leader()
 
+    def healthz(self, name: str, timeout: float = 1.0) -> dict:
+        """Process `name`'s `/healthz` answer, or {} if it gives none within `timeout`."""
+        try:
+            return httpx.get(self.url(name) + "/healthz", timeout=timeout).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    def leader(self, besides: str | None = None, timeout: float = 1.0) -> str | None:
+        """The controller that says it leads now (and is not `besides`), or None."""
+        for name in self.deployment.controller_specs():
+            if name != besides and self.healthz(name, timeout).get("leading"):
+                return name
+        return None
+
     def wait_leader(self, timeout: float = START_TIMEOUT) -> str:
         """Until a controller has been elected and has started its term; its name."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name in self.deployment.controller_specs():
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    if httpx.get(self.url(name) + "/healthz", timeout=1.0).json()["leading"]:
-                        return name
+            name = self.leader()
+            if name is not None:
+                return name
             time.sleep(0.05)
         raise StartError(f"no controller leads {timeout:.0f} s after start-up; see "
                          + ", ".join(str(self.log_file(n))

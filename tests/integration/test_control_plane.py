@@ -54,21 +54,6 @@ def etcd() -> Iterator[LocalDeployment]:
             raise
 
 
-def health(cluster: LocalDeployment, name: str) -> dict:
-    try:
-        return httpx.get(cluster.url(name) + "/healthz", timeout=1.0).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-
-
-def leader(cluster: LocalDeployment, besides: str | None = None) -> str | None:
-    """The controller that leads now (and is not `besides`), or None."""
-    for name in cluster.deployment.controller_specs():
-        if name != besides and health(cluster, name).get("leading"):
-            return name
-    return None
-
-
 def children(client: Client, op_id: str) -> list[dict]:
     return client.operations(limit=100, parent=op_id)
 
@@ -111,14 +96,14 @@ def test_1_a_new_leader_finishes_a_region_failover_whose_leader_was_killed(etcd)
         writer.pause()  # so that the secondaries can be seen caught up
         wait_replicated(client, ENVS, timeout=60)
         writer.resume()
-        first = leader(etcd)
+        first = etcd.leader()
         assert first is not None
         op = client.region_failover("west", parallelism=PARALLELISM)
         poll_until(lambda: in_the_middle(client, op["id"]), timeout=60, interval=0.01,
                    what="the failover half done")
         etcd.kill(first)
         killed = time.monotonic()
-        second = poll_until(lambda: leader(etcd, besides=first), timeout=15, interval=0.05,
+        second = poll_until(lambda: etcd.leader(besides=first), timeout=15, interval=0.05,
                             what="a new leader")
         print(f"new leader {second} {time.monotonic() - killed:.2f} s after the kill")
         final = client.wait_operation(op["id"], timeout=120)
@@ -136,12 +121,12 @@ def test_1_a_new_leader_finishes_a_region_failover_whose_leader_was_killed(etcd)
     for env in WRITTEN:
         writer.check(client, env)  # a planned failover loses nothing acknowledged
     etcd.start(first)  # back, as a follower
-    assert not health(etcd, first).get("leading")
+    assert not etcd.healthz(first).get("leading")
 
 
 def test_2_a_paused_old_leader_cannot_write_a_single_key(etcd):
     client = etcd.client
-    first = leader(etcd)
+    first = etcd.leader()
     assert first is not None
     answers: list = []
     op = client.region_failback("west", parallelism=PARALLELISM)
@@ -149,7 +134,7 @@ def test_2_a_paused_old_leader_cannot_write_a_single_key(etcd):
                what="the failback half done")
     etcd.pause(first)
     try:
-        second = poll_until(lambda: leader(etcd, besides=first), timeout=15, interval=0.05,
+        second = poll_until(lambda: etcd.leader(besides=first), timeout=15, interval=0.05,
                             what="a new leader while the old one is paused")
         time.sleep(1.0)  # gateways follow an election within a probe (common/leader_watch.py)
         final = client.wait_operation(op["id"], timeout=120)
@@ -171,7 +156,7 @@ def test_2_a_paused_old_leader_cannot_write_a_single_key(etcd):
     # Its in-flight steps wake up and try to write; every write is fenced, then it restarts.
     poll_until(lambda: "steps down" in etcd.log(first), timeout=15,
                what="the old leader to step down")
-    poll_until(lambda: health(etcd, first).get("leader") == second, timeout=15,
+    poll_until(lambda: etcd.healthz(first).get("leader") == second, timeout=15,
                what="the old leader back as a follower of the new one")
     time.sleep(1.0)
     after = store_keys(etcd)
@@ -180,7 +165,7 @@ def test_2_a_paused_old_leader_cannot_write_a_single_key(etcd):
     changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)
                and not key.startswith("control/")}
     assert not changed, f"keys changed after the old leader resumed: {sorted(changed)[:10]}"
-    assert leader(etcd) == second
+    assert etcd.leader() == second
     check_one_primary(client, "west", 3)
     assert "cp-stale" not in {e["name"] for e in client.environments()}
 
@@ -226,7 +211,7 @@ def take_the_key(cluster: LocalDeployment, first: str) -> tuple[dict, dict, list
         assert int(taken.responses[0]["response_delete_range"].get("deleted", 0)) == 1, taken
         poll_until(lambda: "steps down" in cluster.log(first), timeout=15,
                    what="the leader to notice and step down")
-        poll_until(lambda: leader(cluster), timeout=15, what="a leader again")
+        poll_until(cluster.leader, timeout=15, what="a leader again")
         return answers, codes, writes_before_the_next_term(store, taken.revision)
     finally:
         stop.set()
@@ -262,7 +247,7 @@ def test_2b_a_leader_whose_key_is_taken_writes_nothing_more(etcd):
     does not. A write in flight at the step-down has no answer (unknown to the caller).
     The fence itself, write by write, is tested in tests/controller/test_store_etcd.py."""
     client = etcd.client
-    first = leader(etcd)
+    first = etcd.leader()
     assert first is not None
     answers, codes, writes = take_the_key(etcd, first)
     assert writes == [], f"written after the key was taken: {writes}"
@@ -322,7 +307,7 @@ def test_3_one_etcd_member_lost_changes_nothing_two_stop_decisions_not_writes(et
         writer.pause()
     etcd.start("etcd-east")
     etcd.start("etcd-witness")
-    back = poll_until(lambda: leader(etcd), timeout=30, what="a leader once quorum is back")
+    back = poll_until(etcd.leader, timeout=30, what="a leader once quorum is back")
     writer.resume()
     try:
         client.create_environment("cp-quorum-back", region="west")  # decisions resume

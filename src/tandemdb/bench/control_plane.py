@@ -33,20 +33,6 @@ from tandemdb.testing import LocalDeployment, poll_until
 GOAL_SECONDS = 3.0
 
 
-def _health(cluster: LocalDeployment, name: str) -> dict:
-    try:
-        return httpx.get(cluster.url(name) + "/healthz", timeout=0.5).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-
-
-def _leader(cluster: LocalDeployment, besides: str | None = None) -> str | None:
-    for name in cluster.deployment.controller_specs():
-        if name != besides and _health(cluster, name).get("leading"):
-            return name
-    return None
-
-
 def _decided(cluster: LocalDeployment, name: str) -> bool:
     """One control call that needs a leader; True once it is answered 201."""
     try:
@@ -76,12 +62,12 @@ def run(rounds: int = 5, progress: Callable[[str], None] | None = None) -> dict:
     say("starting a deployment with the control plane on etcd")
     with LocalDeployment.temporary(shape=Shape.parse("etcd"), prefix="tandem-bench-cp-") as c:
         for i in range(rounds):
-            first = poll_until(lambda: _leader(c), 15, what="a leader")
+            first = poll_until(lambda: c.leader(timeout=0.5), 15, what="a leader")
             assert first is not None  # poll_until answers a true value
             say(f"round {i + 1}/{rounds}: SIGKILL of the leader {first}")
             c.kill(first)
             killed = time.monotonic()
-            poll_until(partial(_leader, c, besides=first), 30, 0.02, "a new leader")
+            poll_until(partial(c.leader, besides=first, timeout=0.5), 30, 0.02, "a new leader")
             elected.append(time.monotonic() - killed)
             poll_until(partial(_decided, c, f"bench-cp-{i}"), 30, 0.02,
                        "the first decision of the new leader")
@@ -91,14 +77,14 @@ def run(rounds: int = 5, progress: Callable[[str], None] | None = None) -> dict:
         etcd_decided = None
         deposed = None
         if member is not None:
-            leader = _leader(c)
+            leader = c.leader(timeout=0.5)
             say(f"SIGKILL of the etcd raft leader {member}")
             c.kill(member)
             killed = time.monotonic()
             poll_until(lambda: _decided(c, "bench-cp-etcd"), 30, 0.02,
                        "a decision after losing the etcd leader")
             etcd_decided = round(time.monotonic() - killed, 3)
-            deposed = _leader(c) != leader
+            deposed = c.leader(timeout=0.5) != leader
             c.start(member)
     return {"bench": "control-plane", "store": "etcd", "rounds": rounds,
             "controller_lease_ttl_seconds": c.deployment.controller_lease_ttl,
