@@ -48,7 +48,7 @@ class LeaderWatch:
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=PROBE_SECONDS) as http:
             while True:
-                answers = await asyncio.gather(*(self._probe(http, url) for url in self.urls))
+                answers = await asyncio.gather(*(probe_health(http, url) for url in self.urls))
                 health = dict(zip(self.urls, answers, strict=True))
                 leader = next((url for url, h in health.items() if h.get("leading")), None)
                 for controllers in self.controllers:
@@ -59,10 +59,12 @@ class LeaderWatch:
                                                              f"{PROBE_SECONDS:g} s")
                 await asyncio.sleep(INTERVAL)
 
-    @staticmethod
-    async def _probe(http: httpx.AsyncClient, url: str) -> dict:
-        try:
-            answer = await http.get(url + "/healthz")
-            return answer.json() if answer.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError):
-            return {}
+
+async def probe_health(http: httpx.AsyncClient, url: str) -> dict:
+    """The `/healthz` answer of the process at `url`, or {} if it gives none (within the
+    client's timeout): the leader watch and the control-plane view both ask this way."""
+    try:
+        answer = await http.get(url + "/healthz")
+        return answer.json() if answer.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return {}

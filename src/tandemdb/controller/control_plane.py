@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 
 from tandemdb.common.deployment import Deployment
 from tandemdb.common.http import check_secret
+from tandemdb.common.leader_watch import probe_health
 
 from .leader import Leadership
 from .store import Store
@@ -36,7 +37,7 @@ def own_health(leadership: Leadership, site: str | None) -> dict:
 async def view(deployment: Deployment, store: Store, leadership: Leadership) -> dict:
     controllers, gateways = deployment.controller_specs(), deployment.gateway_specs()
     async with httpx.AsyncClient(timeout=PROBE_SECONDS) as http:
-        probes = [_probe(http, deployment.url(name)) for name in (*controllers, *gateways)]
+        probes = [probe_health(http, deployment.url(name)) for name in (*controllers, *gateways)]
         members, *answers = await asyncio.gather(_members(store), *probes)
     healths: dict[str, dict] = dict(zip([*controllers, *gateways], answers, strict=True))
     leader = next((h for h in healths.values() if h.get("leading")), None)
@@ -59,14 +60,6 @@ async def view(deployment: Deployment, store: Store, leadership: Leadership) -> 
         "gateways": [{"name": name, "region": spec.get("region"), "url": deployment.url(name),
                       "reachable": bool(healths[name])} for name, spec in gateways.items()],
     }
-
-
-async def _probe(http: httpx.AsyncClient, url: str) -> Any:
-    try:
-        answer = await http.get(url + "/healthz")
-        return answer.json() if answer.status_code == 200 else {}
-    except (httpx.HTTPError, ValueError):
-        return {}
 
 
 async def _members(store: Store) -> Any:
