@@ -62,9 +62,12 @@ class LeaderWatch:
 
 async def probe_health(http: httpx.AsyncClient, url: str) -> dict:
     """The `/healthz` answer of the process at `url`, or {} if it gives none (within the
-    client's timeout): the leader watch and the control-plane view both ask this way."""
+    client's timeout) or something that is not a JSON object (whatever else listens on that
+    port must not end the watch with an AttributeError): the leader watch and the
+    control-plane view both ask this way."""
     try:
         answer = await http.get(url + "/healthz")
-        return answer.json() if answer.status_code == 200 else {}
+        data = answer.json() if answer.status_code == 200 else {}
     except (httpx.HTTPError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
